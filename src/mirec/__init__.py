@@ -1,0 +1,3 @@
+"""mirec: multi-interest recommendation."""
+
+__version__ = "0.1.0"

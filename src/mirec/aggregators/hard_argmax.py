@@ -1,0 +1,17 @@
+"""Training-time interest selection by hard argmax (ComiRec, KDD 2020, eq. 11).
+
+    v_u = V_u[:, argmax_k <V_u^k, e_target>]
+
+Only the interest closest to the target item is trained on that example, which lets the
+K interests specialise instead of all chasing every target.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def select_by_argmax(interests: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, K, d) interests, (B, d) target embeddings -> (B, d) the best-matching interest."""
+    best = torch.einsum("bkd,bd->bk", interests, target).argmax(dim=1)
+    return interests[torch.arange(interests.shape[0], device=interests.device), best]

@@ -1,0 +1,171 @@
+"""The ``mirec`` command line: train, evaluate, quickstart, datasets, download, models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mirec.config import load_config, model_names, model_summary
+from mirec.errors import MirecError
+
+app = typer.Typer(
+    help="Multi-interest recommendation: train, evaluate and inspect K-interest retrievers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where datasets live (default: $MIREC_DATA_DIR, else ~/.cache/mirec/data).",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@app.command()
+def train(
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry name (see `mirec datasets`), a path, "
+            "or synthetic[:n_users=...,n_items=...]."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Published config (see `mirec models`).")
+    ] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where config, weights and metrics go.")] = ...,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            help="File format when --dataset is a path: sequences | interactions | movielens | "
+            "movielens-100k | taobao."
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="For --format interactions: user,item[,timestamp][,category] column names."
+        ),
+    ] = None,
+    sep: Annotated[
+        str | None, typer.Option(help="Field separator for --format interactions.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML file of settings.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: key=value.")
+    ] = None,
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a model, keep the best checkpoint on validation Recall@50, and test it."""
+    from mirec.runs import train_run
+
+    cfg = load_config(
+        model, config, set_ or (), dataset=dataset, format=format, columns=columns, sep=sep
+    )
+    metrics = train_run(cfg, output_dir, data_dir=data_dir, progress=not quiet)
+    _print_table({cfg.model: metrics})
+    typer.echo(f"results: {output_dir / 'metrics.json'}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Where metrics.json goes (default: CHECKPOINT/evaluation).")
+    ] = None,
+    mask_history: Annotated[
+        bool,
+        typer.Option(help="Remove history items from the candidates (not the protocol's default)."),
+    ] = False,
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate a checkpoint's best weights on its validation and test users."""
+    from mirec.runs import evaluate_checkpoint
+
+    out = output_dir or checkpoint / "evaluation"
+    metrics = evaluate_checkpoint(
+        checkpoint, out, data_dir=data_dir, mask_history=mask_history, progress=not quiet
+    )
+    _print_table({metrics["model"]: metrics})
+    typer.echo(f"results: {out / 'metrics.json'}")
+
+
+@app.command()
+def quickstart(
+    output_dir: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/quickstart"),
+    quiet: Quiet = False,
+) -> None:
+    """Train ComiRec-SA and the MostPopular baseline on the built-in synthetic data."""
+    from mirec.runs import train_run
+
+    results = {}
+    for name, minutes in (("most-popular", None), ("comirec-sa", 1.5)):
+        cfg = load_config(name, dataset="synthetic", max_train_minutes=minutes)
+        typer.echo(f"training {name} on {cfg.dataset} ...")
+        results[name] = train_run(cfg, output_dir / name, progress=not quiet)
+    _print_table(results)
+    typer.echo(f"results: {output_dir}/*/metrics.json")
+
+
+@app.command()
+def datasets(data_dir: DataDir = None) -> None:
+    """List the dataset registry and which datasets are present locally."""
+    from mirec.data import registry
+
+    root = registry.data_dir(data_dir)
+    typer.echo(f"data directory: {root}")
+    for spec, present in registry.status(root):
+        mark = "present" if present else "missing"
+        typer.echo(f"  {spec.name:<16} {mark:<8} {spec.description}")
+
+
+@app.command()
+def download(
+    name: Annotated[str, typer.Argument(help="Registry name, e.g. ml-1m.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Download a public dataset into the data directory and verify its checksum."""
+    from mirec.data import registry
+
+    for path in registry.download(name, registry.data_dir(data_dir)):
+        typer.echo(f"  {path}")
+
+
+@app.command()
+def models() -> None:
+    """List the published model configurations."""
+    for name in model_names():
+        typer.echo(f"  {name:<16} {model_summary(name)}")
+
+
+def _print_table(runs: dict[str, dict]) -> None:
+    """A metrics table, one row per run (test split; collapse on test users)."""
+    columns = ["recall@20", "recall@50", "ndcg@50", "hitrate@50"]
+    header = f"{'model':<16}" + "".join(f"{c:>12}" for c in columns) + f"{'collapse':>10}"
+    typer.echo(f"\ntest users ({next(iter(runs.values()))['dataset']}):")
+    typer.echo(header)
+    for name, m in runs.items():
+        collapse = "-" if m.get("collapse") is None else f"{m['collapse']:.3f}"
+        row = "".join(f"{m['test'][c]:>12.4f}" for c in columns)
+        typer.echo(f"{name:<16}{row}{collapse:>10}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except MirecError as err:
+        typer.echo(f"mirec: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("mirec: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,164 @@
+"""Run configuration: one flat, typed record, loaded from a model's YAML and ``--set`` overrides.
+
+A run's resolved config is written next to its results (``config.yaml``), and training
+again from that file repeats the run exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mirec.errors import ConfigError
+
+
+@dataclass
+class Config:
+    # what to train
+    model: str = "comirec-sa"
+    """Name of the published configuration this run started from."""
+    extractor: str = "self_attentive"
+    """self_attentive | mean_pooling | popularity."""
+    embedding_dim: int = 64
+    num_interests: int = 4
+    hidden_dim: int | None = None
+    """Extractor hidden width; None means 4 x embedding_dim."""
+    maxlen: int | None = None
+    """History length; None means PROTOCOL.md section 7 (50 for MovieLens, else 20)."""
+    # data
+    dataset: str = "synthetic"
+    """A registry name (``mirec datasets``) or a path."""
+    format: str | None = None
+    """File format when ``dataset`` is a path."""
+    columns: str | None = None
+    sep: str | None = None
+    split_seed: int = 42
+    # training
+    seed: int = 42
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    num_negatives: int = 1024
+    """Shared uniform negatives per batch; 0 scores the whole catalogue."""
+    temperature: float = 1.0
+    max_epochs: int = 200
+    patience: int = 3
+    """Epochs without a better validation Recall@50 before stopping."""
+    max_train_minutes: float | None = None
+    device: str = "auto"
+    """auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+def model_names() -> list[str]:
+    """The published configurations shipped in ``mirec/configs``."""
+    folder = resources.files("mirec.configs")
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def model_summary(name: str) -> str:
+    """The first comment line of a published config, for ``mirec models``."""
+    text = resources.files("mirec.configs").joinpath(f"{name}.yaml").read_text()
+    first = text.splitlines()[0] if text else ""
+    return first.lstrip("# ").strip()
+
+
+def load_config(
+    model: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **settings: Any,
+) -> Config:
+    """Published config ``model`` (or the defaults), then ``config_file``, then ``settings``
+    (non-None keyword values), then ``--set key=value`` overrides, each over the last."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_read_yaml(config_file))
+    name = model or values.get("model") or Config.model
+    if name not in model_names():
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
+    merged = _read_published(name)
+    merged.update(values)
+    merged["model"] = name
+    merged.update({k: v for k, v in settings.items() if v is not None})
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        merged[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return config_from_dict(merged, source=str(config_file or f"model {name}"))
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _read_published(name: str) -> dict[str, Any]:
+    text = resources.files("mirec.configs").joinpath(f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "parse error"
+        raise ConfigError(f"{path}: {where}: not valid YAML") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(values: dict[str, Any], source: str) -> Config:
+    """A Config from a mapping, with unknown keys and wrong types reported against ``source``."""
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown setting {unknown[0]!r}; settings are: {', '.join(FIELD_TYPES)}"
+        )
+    checked = {key: _coerce(key, value) for key, value in values.items()}
+    return Config(**checked)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check ``value`` against the field's annotation; ints (and YAML-1.1 strings such as
+    ``3e-3``) are accepted for floats."""
+    annotation = typing.get_type_hints(Config)[key]
+    allowed = (
+        typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    )
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind is float and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    names = " or ".join("none" if k is type(None) else k.__name__ for k in allowed)
+    raise ConfigError(f"setting {key}={value!r}: expected {names}")

@@ -1,0 +1,86 @@
+"""PROTOCOL.md sections 3-4: training positions, evaluation histories and target sets.
+
+Histories are left-padded with 0 so the most recent item always sits in the last column,
+which is what positional embeddings and causal encoders expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mirec.data.sequences import Sequences
+
+MIN_TARGET_POSITION = 4
+
+
+def training_positions(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (user row, position t) with ``4 <= t < len(s)`` of the given training users."""
+    lengths = seqs.lengths[users]
+    per_user = np.maximum(lengths - MIN_TARGET_POSITION, 0)
+    rows = np.repeat(users, per_user)
+    # position t counts up from 4 within each user's block
+    block_start = np.repeat(np.cumsum(per_user) - per_user, per_user)
+    t = np.arange(per_user.sum(), dtype=np.int64) - block_start + MIN_TARGET_POSITION
+    return rows.astype(np.int64), t
+
+
+def gather_histories(
+    items: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, maxlen: int
+) -> torch.Tensor:
+    """``items[max(start, end - maxlen):end]`` for each row, left-padded with 0 to ``maxlen``.
+
+    ``items`` is the flat item array of :class:`Sequences`; ``starts``/``ends`` are absolute
+    offsets into it. Works on whichever device the tensors are on.
+    """
+    index = ends.unsqueeze(1) - maxlen + torch.arange(maxlen, device=items.device)
+    valid = index >= starts.unsqueeze(1)
+    return torch.where(valid, items[index.clamp_min(0)], 0)
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """Histories and target sets of evaluation users (PROTOCOL.md section 4)."""
+
+    users: np.ndarray
+    """User rows, in the order of ``histories``."""
+    histories: torch.Tensor
+    """(n_users, maxlen) int64, left-padded."""
+    target_offsets: np.ndarray
+    """CSR offsets: user j's distinct targets are ``target_items[offsets[j]:offsets[j + 1]]``."""
+    target_items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def targets_of(self, j: int) -> np.ndarray:
+        return self.target_items[self.target_offsets[j] : self.target_offsets[j + 1]]
+
+
+def evaluation_set(seqs: Sequences, users: np.ndarray, maxlen: int) -> EvaluationSet:
+    """History = last ``maxlen`` items of ``s[:k]``, targets = distinct items of ``s[k:]``,
+    ``k = int(0.8 * len(s))``."""
+    starts = seqs.offsets[users]
+    lengths = seqs.lengths[users]
+    cut = starts + (0.8 * lengths).astype(np.int64)
+    histories = gather_histories(
+        torch.from_numpy(seqs.items), torch.from_numpy(starts), torch.from_numpy(cut), maxlen
+    )
+    # distinct targets per user, vectorised: sort (user, item) pairs and drop repeats
+    n_tail = starts + lengths - cut
+    owner = np.repeat(np.arange(len(users)), n_tail)
+    tail_index = np.arange(n_tail.sum()) - np.repeat(np.cumsum(n_tail) - n_tail, n_tail)
+    tail_items = seqs.items[np.repeat(cut, n_tail) + tail_index]
+    order = np.lexsort((tail_items, owner))
+    owner, tail_items = owner[order], tail_items[order]
+    first = np.ones(len(owner), dtype=bool)
+    first[1:] = (owner[1:] != owner[:-1]) | (tail_items[1:] != tail_items[:-1])
+    counts = np.bincount(owner[first], minlength=len(users))
+    return EvaluationSet(
+        users=users,
+        histories=histories,
+        target_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        target_items=tail_items[first],
+    )

@@ -1,0 +1,130 @@
+"""From a dataset name (or path) to split, ready-to-train sequences, cached on disk.
+
+Reading and filtering a large log takes a while, so the result of
+:func:`~mirec.data.sequences.build_sequences` is stored under the cache directory, keyed by
+the dataset reference, the reader settings and the SHA-256 of every source file: a
+second run with the same inputs loads it in milliseconds, and a changed file is noticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from mirec.data import registry
+from mirec.data.examples import EvaluationSet, evaluation_set
+from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
+from mirec.data.synthetic import SyntheticSpec, generate
+
+CACHE_VERSION = 1
+MOVIELENS_MAXLEN, DEFAULT_MAXLEN = 50, 20
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Sequences, the user split and the evaluation sets of one dataset."""
+
+    name: str
+    sequences: Sequences
+    split: UserSplit
+    maxlen: int
+    valid: EvaluationSet
+    test: EvaluationSet
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MIREC_CACHE_DIR", Path.home() / ".cache" / "mirec"))
+
+
+def default_maxlen(dataset: str, format: str | None) -> int:
+    """PROTOCOL.md section 7: 50 for MovieLens, 20 for everything else."""
+    movielens = (format or "").startswith("movielens") or dataset.startswith("ml-")
+    return MOVIELENS_MAXLEN if movielens else DEFAULT_MAXLEN
+
+
+def prepare(
+    dataset: str,
+    *,
+    data_dir: Path | None = None,
+    format: str | None = None,
+    columns: str | None = None,
+    sep: str | None = None,
+    split_seed: int = 42,
+    maxlen: int | None = None,
+    use_cache: bool = True,
+) -> PreparedData:
+    seqs = load_sequences(
+        dataset, data_dir=data_dir, format=format, columns=columns, sep=sep, use_cache=use_cache
+    )
+    split = split_users(seqs.n_users, split_seed)
+    maxlen = maxlen or default_maxlen(dataset, format)
+    return PreparedData(
+        name=dataset,
+        sequences=seqs,
+        split=split,
+        maxlen=maxlen,
+        valid=evaluation_set(seqs, split.valid, maxlen),
+        test=evaluation_set(seqs, split.test, maxlen),
+    )
+
+
+def load_sequences(
+    dataset: str,
+    *,
+    data_dir: Path | None = None,
+    format: str | None = None,
+    columns: str | None = None,
+    sep: str | None = None,
+    use_cache: bool = True,
+) -> Sequences:
+    """Filtered, re-indexed sequences of a registry dataset, a path, or ``synthetic[:opts]``."""
+    if dataset.split(":")[0] == "synthetic" and format is None:
+        spec = SyntheticSpec.parse(dataset)
+        key_parts = {"synthetic": repr(spec)}
+        sources: list[Path] = []
+    else:
+        sources = registry.source_files(dataset, data_dir=data_dir, format=format)
+        key_parts = {
+            "dataset": dataset,
+            "format": format,
+            "columns": columns,
+            "sep": sep,
+            "files": [registry.sha256_of(p) for p in sources],
+        }
+    key = hashlib.sha256(json.dumps([CACHE_VERSION, key_parts]).encode()).hexdigest()[:24]
+    path = cache_dir() / "sequences" / f"{key}.npz"
+    if use_cache and path.is_file():
+        return _load(path)
+    if sources:
+        log = registry.load(dataset, data_dir=data_dir, format=format, columns=columns, sep=sep)
+    else:
+        log, _ = generate(spec)
+    seqs = build_sequences(log)
+    if use_cache:
+        _save(seqs, path)
+    return seqs
+
+
+def _save(seqs: Sequences, path: Path) -> None:
+    arrays = {}
+    for f in fields(seqs):
+        value = getattr(seqs, f.name)
+        if value is not None:
+            # strings as fixed-width unicode: loading never needs pickle
+            arrays[f.name] = value.astype(str) if value.dtype == object else value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> Sequences:
+    with np.load(path, allow_pickle=False) as data:
+        return Sequences(**{name: data[name] for name in data.files})

@@ -1,0 +1,123 @@
+"""A synthetic interaction log with planted interests, deterministic by seed.
+
+The catalogue is cut into ``n_clusters`` contiguous item clusters (an item's cluster is its
+category). Each user draws between 1 and ``max_interests`` distinct clusters as their
+interests. Their sequence walks between those interests: at each step they stay with the
+current interest with probability ``stickiness`` or jump to one of their interests at
+random, then pick an item of that cluster with a Zipf-like popularity skew. The planted
+interest of every event and every user is kept as ground truth, so later checks can ask
+whether a model recovers them.
+
+Everything is vectorised numpy: millions of users take seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from mirec.data.log import RawLog
+from mirec.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    n_users: int = 6000
+    n_items: int = 3000
+    n_clusters: int = 30
+    max_interests: int = 4
+    mean_length: float = 20.0
+    stickiness: float = 0.7
+    popularity_skew: float = 2.0
+    """Item rank within a cluster is ``floor(size * u ** skew)``: 1 is uniform."""
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> SyntheticSpec:
+        """``synthetic`` or ``synthetic:n_users=100000,n_items=20000,seed=3``."""
+        _, _, params = text.partition(":")
+        values: dict[str, float | int] = {}
+        for part in filter(None, params.split(",")):
+            key, eq, raw = part.partition("=")
+            if not eq or key not in cls.__dataclass_fields__:
+                known = ", ".join(cls.__dataclass_fields__)
+                raise ConfigError(
+                    f"synthetic dataset option {part!r}: expected key=value, key one of {known}"
+                )
+            kind = type(getattr(cls, key))
+            try:
+                values[key] = kind(raw)
+            except ValueError as err:
+                raise ConfigError(
+                    f"synthetic dataset option {key}={raw!r}: expected {kind.__name__}"
+                ) from err
+        spec = cls(**values)
+        if spec.n_items < spec.n_clusters or spec.max_interests > spec.n_clusters:
+            raise ConfigError("synthetic dataset: need n_items >= n_clusters >= max_interests")
+        return spec
+
+
+@dataclass(frozen=True)
+class PlantedInterests:
+    """Ground truth of a synthetic log, aligned with its rows."""
+
+    user_interests: np.ndarray
+    """(n_users, max_interests) cluster ids, -1 where the user has fewer interests."""
+    event_cluster: np.ndarray
+    """Cluster of each row of the log."""
+
+
+def generate(spec: SyntheticSpec) -> tuple[RawLog, PlantedInterests]:
+    rng = np.random.default_rng(spec.seed)
+    n_interests = rng.integers(1, spec.max_interests + 1, spec.n_users)
+    interests = _distinct_draws(rng, spec.n_users, spec.max_interests, spec.n_clusters)
+    interests = np.where(np.arange(spec.max_interests) < n_interests[:, None], interests, -1)
+    lengths = 5 + rng.poisson(spec.mean_length - 5, spec.n_users)
+    users = np.repeat(np.arange(1, spec.n_users + 1), lengths)
+    starts = np.cumsum(lengths) - lengths
+    step = np.arange(lengths.sum()) - np.repeat(starts, lengths)
+    # an interest slot is drawn at the first step and at every jump, then carried forward
+    jump = (step == 0) | (rng.random(len(step)) >= spec.stickiness)
+    slot = (rng.random(len(step)) * np.repeat(n_interests, lengths)).astype(np.int64)
+    last_jump = np.maximum.accumulate(np.where(jump, np.arange(len(step)), 0))
+    cluster = interests[users - 1, slot[last_jump]]
+    bounds = np.linspace(0, spec.n_items, spec.n_clusters + 1).astype(np.int64)
+    size = bounds[cluster + 1] - bounds[cluster]
+    rank = (size * rng.random(len(step)) ** spec.popularity_skew).astype(np.int64)
+    items = bounds[cluster] + rank + 1
+    item_ids = np.arange(1, spec.n_items + 1)
+    item_cluster = np.searchsorted(bounds, item_ids - 1, side="right") - 1
+    log = RawLog(
+        interactions=pa.table(
+            {
+                "user": pa.array(users, pa.int64()),
+                "item": pa.array(items, pa.int64()),
+                "timestamp": pa.nulls(len(users), pa.float64()),
+            }
+        ),
+        sources=(),
+        item_categories=pa.table(
+            {
+                "item": pa.array(item_ids, pa.int64()),
+                "category": pa.array([f"cluster-{c:03d}" for c in item_cluster]),
+            }
+        ),
+    )
+    return log, PlantedInterests(user_interests=interests, event_cluster=cluster)
+
+
+def _distinct_draws(rng: np.random.Generator, rows: int, k: int, n: int) -> np.ndarray:
+    """(rows, k) draws from range(n) without repetition within a row, in draw order.
+
+    Draw j is uniform over the n - j values not taken yet: a uniform index into range(n - j)
+    is shifted up past each earlier pick at or below it, taken in ascending order.
+    """
+    picks = np.empty((rows, k), dtype=np.int64)
+    for j in range(k):
+        x = rng.integers(0, n - j, rows)
+        for taken in np.sort(picks[:, :j], axis=1).T:
+            x += x >= taken
+        picks[:, j] = x
+    return picks

@@ -1,0 +1,25 @@
+"""User-facing errors.
+
+Every problem a user can cause (a bad file, an unknown name, a bad setting) is raised as a
+:class:`MirecError`; the CLI prints its one-line message and exits with code 2 instead of a
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class MirecError(Exception):
+    """An error caused by input or settings, with a message meant for the user."""
+
+    exit_code = 2
+
+
+class DataError(MirecError):
+    """A data file is missing, malformed, or leaves nothing to train on.
+
+    The message names the file and, where there is one, the line or the field.
+    """
+
+
+class ConfigError(MirecError):
+    """An unknown model, dataset or setting, or a setting with a bad value."""

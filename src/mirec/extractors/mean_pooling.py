@@ -1,0 +1,28 @@
+"""Mean-pooling single-interest extractor: YouTube-DNN (Covington et al., RecSys 2016, §3).
+
+The watch history's embeddings are averaged and passed through a ReLU tower; the output
+is the one user vector (K = 1) that the softmax over the catalogue scores against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MeanPoolingExtractor(nn.Module):
+    """(B, L, d) history embeddings + (B, L) mask -> (B, 1, d): masked mean, then an MLP."""
+
+    num_interests = 1
+
+    def __init__(self, embedding_dim: int, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        hidden_dim = hidden_dim or 4 * embedding_dim
+        self.tower = nn.Sequential(
+            nn.Linear(embedding_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, embedding_dim)
+        )
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.unsqueeze(-1).to(history.dtype)
+        mean = (history * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return self.tower(mean).unsqueeze(1)

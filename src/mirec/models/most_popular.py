@@ -1,0 +1,31 @@
+"""MostPopular: every user gets the items most often interacted with by training users.
+
+It is written as a one-interest retriever with d = 1 (user vector 1, item vector = count),
+so the same evaluator scores it exactly like a learned model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class MostPopular(nn.Module):
+    num_interests = 1
+
+    def __init__(self, n_items: int) -> None:
+        super().__init__()
+        self.register_buffer("counts", torch.zeros(n_items, 1))
+
+    def fit(self, train_items: np.ndarray) -> MostPopular:
+        """Count the training interactions (item indices 1..N)."""
+        counts = np.bincount(train_items, minlength=self.counts.shape[0] + 1)[1:]
+        self.counts.copy_(torch.from_numpy(counts).to(self.counts.dtype).unsqueeze(1))
+        return self
+
+    def interests(self, histories: torch.Tensor) -> torch.Tensor:
+        return torch.ones(histories.shape[0], 1, 1, device=self.counts.device)
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.counts

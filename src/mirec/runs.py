@@ -1,0 +1,124 @@
+"""One training or evaluation run, end to end: data, model, fit, test, ``metrics.json``.
+
+An output directory holds ``config.yaml`` (the resolved settings: training again from it
+repeats the run), ``model.safetensors`` (the best weights on validation) and
+``metrics.json`` (the figures, machine-readable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from mirec import __version__
+from mirec.atomic import write_json_atomic, write_text_atomic
+from mirec.config import Config, config_from_dict
+from mirec.data.prepare import PreparedData, prepare
+from mirec.errors import ConfigError
+from mirec.evaluation.evaluator import EvaluationResult, evaluate
+from mirec.models.registry import build_model
+from mirec.training.trainer import WEIGHTS_FILE, fit, load_weights, resolve_device
+
+CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.json"
+
+
+def prepare_for(config: Config, data_dir: Path | None = None) -> PreparedData:
+    return prepare(
+        config.dataset,
+        data_dir=data_dir,
+        format=config.format,
+        columns=config.columns,
+        sep=config.sep,
+        split_seed=config.split_seed,
+        maxlen=config.maxlen,
+    )
+
+
+def train_run(
+    config: Config, output_dir: Path, *, data_dir: Path | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Train ``config`` and test the best checkpoint; returns what ``metrics.json`` holds."""
+    data = prepare_for(config, data_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
+    model = build_model(config, data.sequences.n_items, data.maxlen)
+    result = fit(model, data, config, output_dir, progress=progress)
+    test = evaluate(model, data.test, device=resolve_device(config.device), progress=progress)
+    metrics = {
+        **_run_header(config, data),
+        "valid": result.best_valid,
+        "test": test.metrics,
+        "collapse": test.collapse,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "stopped_by": result.stopped_by,
+        "train_seconds": round(result.train_seconds, 3),
+        "train_examples_per_second": round(result.examples_per_second, 1),
+        "eval_users_per_second": round(test.users_per_second, 1),
+        "history": result.history,
+    }
+    write_json_atomic(output_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    output_dir: Path | None = None,
+    *,
+    data_dir: Path | None = None,
+    mask_history: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Re-evaluate a trained run's best weights on its validation and test users."""
+    config_path, weights = checkpoint / CONFIG_FILE, checkpoint / WEIGHTS_FILE
+    for needed in (config_path, weights):
+        if not needed.is_file():
+            raise ConfigError(f"{needed}: missing; is {checkpoint} the output of `mirec train`?")
+    config = config_from_dict(
+        yaml.safe_load(config_path.read_text()) or {}, source=str(config_path)
+    )
+    data = prepare_for(config, data_dir)
+    model = build_model(config, data.sequences.n_items, data.maxlen)
+    load_weights(model, weights)
+    device = resolve_device(config.device)
+    model.to(device).eval()
+    results: dict[str, EvaluationResult] = {
+        split: evaluate(
+            model, getattr(data, split), device=device, mask_history=mask_history, progress=progress
+        )
+        for split in ("valid", "test")
+    }
+    metrics = {
+        **_run_header(config, data),
+        "history_masked": mask_history,
+        "valid": results["valid"].metrics,
+        "test": results["test"].metrics,
+        "collapse": results["test"].collapse,
+        "eval_users_per_second": round(results["test"].users_per_second, 1),
+    }
+    write_json_atomic((output_dir or checkpoint / "evaluation") / METRICS_FILE, metrics)
+    return metrics
+
+
+def _run_header(config: Config, data: PreparedData) -> dict[str, Any]:
+    split = data.split
+    return {
+        "dataset": config.dataset,
+        "model": config.model,
+        "seed": config.seed,
+        "split_seed": config.split_seed,
+        "interests": config.num_interests,
+        "maxlen": data.maxlen,
+        "n_users": data.sequences.n_users,
+        "n_items": data.sequences.n_items,
+        "n_interactions": data.sequences.n_interactions,
+        "n_train_users": len(split.train),
+        "n_valid_users": len(split.valid),
+        "n_test_users": len(split.test),
+        "device": str(resolve_device(config.device)),
+        "mirec_version": __version__,
+    }

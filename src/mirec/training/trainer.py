@@ -1,0 +1,144 @@
+"""Train a retrieval model with early stopping on validation Recall@50 (PROTOCOL.md section 6).
+
+Each epoch visits every training position of every training user once, in a random order
+(PROTOCOL.md section 3). After each epoch the model is evaluated on the validation users;
+the best state is written to ``model.safetensors`` and restored at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from mirec.config import Config
+from mirec.data.examples import gather_histories, training_positions
+from mirec.data.prepare import PreparedData
+from mirec.evaluation.evaluator import evaluate
+from mirec.models.interest_model import InterestModel
+from mirec.models.most_popular import MostPopular
+
+SELECTION_METRIC = "recall@50"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class FitResult:
+    epochs: int = 0
+    best_epoch: int = 0
+    best_valid: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    train_examples: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str = "max_epochs"
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.train_examples / self.train_seconds if self.train_seconds else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write the state dict as safetensors, atomically (temp file, then rename)."""
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    model.load_state_dict(load_file(path))
+
+
+def fit(
+    model: InterestModel | MostPopular,
+    data: PreparedData,
+    config: Config,
+    output_dir: Path,
+    *,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` on ``data``'s training users; leaves the best weights in ``model``."""
+    device = resolve_device(config.device)
+    model.to(device)
+    weights = output_dir / WEIGHTS_FILE
+    result = FitResult()
+    if isinstance(model, MostPopular):
+        seqs, train = data.sequences, data.split.train
+        start = time.perf_counter()
+        model.fit(np.concatenate([seqs.sequence(u) for u in train]))
+        result.train_seconds = time.perf_counter() - start
+        result.best_valid = evaluate(model, data.valid, device=device).metrics
+        result.history.append({"epoch": 0, **result.best_valid})
+        save_weights(model, weights)
+        return result
+
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    rows, positions = training_positions(data.sequences, data.split.train)
+    items = torch.from_numpy(data.sequences.items).to(device)
+    starts_all = torch.from_numpy(data.sequences.offsets[rows]).to(device)
+    ends_all = starts_all + torch.from_numpy(positions).to(device)
+    n_examples = len(rows)
+    n_batches = math.ceil(n_examples / config.batch_size)
+    deadline = None
+    if config.max_train_minutes is not None:
+        deadline = time.perf_counter() + 60 * config.max_train_minutes
+    best, waited = -1.0, 0
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        order = torch.randperm(n_examples, device=device, generator=generator)
+        total_loss = torch.zeros((), device=device)
+        bar = tqdm(
+            range(n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False
+        )
+        for b in bar:
+            batch = order[b * config.batch_size : (b + 1) * config.batch_size]
+            starts, ends = starts_all[batch], ends_all[batch]
+            histories = gather_histories(items, starts, ends, data.maxlen)
+            loss = model.loss(
+                histories, items[ends], config.num_negatives, config.temperature, generator
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.detach()
+        bar.close()
+        result.train_seconds += time.perf_counter() - epoch_start
+        result.train_examples += n_examples
+        result.epochs = epoch
+        model.eval()
+        valid = evaluate(model, data.valid, device=device).metrics
+        record = {"epoch": epoch, "loss": float(total_loss) / n_batches, **valid}
+        result.history.append(record)
+        if progress:
+            tqdm.write(
+                f"epoch {epoch}: loss {record['loss']:.4f}  valid "
+                f"recall@50 {valid['recall@50']:.4f}  ndcg@50 {valid['ndcg@50']:.4f}"
+            )
+        if valid[SELECTION_METRIC] > best:
+            best, waited = valid[SELECTION_METRIC], 0
+            result.best_epoch, result.best_valid = epoch, valid
+            save_weights(model, weights)
+        else:
+            waited += 1
+            if waited >= config.patience:
+                result.stopped_by = "early_stopping"
+                break
+        if deadline is not None and time.perf_counter() > deadline:
+            result.stopped_by = "time_limit"
+            break
+    load_weights(model, weights)
+    return result

@@ -1,0 +1,45 @@
+"""Settings: published configs, overrides, and clear errors for bad ones."""
+
+import pytest
+
+from mirec.config import load_config, model_names
+from mirec.errors import ConfigError
+
+
+def test_published_models_load():
+    assert {"comirec-sa", "youtube-dnn", "most-popular"} <= set(model_names())
+    cfg = load_config("comirec-sa")
+    assert (cfg.model, cfg.extractor, cfg.num_interests) == ("comirec-sa", "self_attentive", 4)
+    assert load_config("youtube-dnn").num_interests == 1
+
+
+def test_overrides_are_typed_and_layered(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: youtube-dnn\nlr: 0.01\nbatch_size: 64\n")
+    cfg = load_config(None, path, ["lr=3e-3", "maxlen=30", "max_train_minutes=2"], seed=7)
+    assert cfg.model == "youtube-dnn" and cfg.extractor == "mean_pooling"
+    assert (cfg.lr, cfg.batch_size, cfg.maxlen, cfg.seed) == (0.003, 64, 30, 7)
+    assert cfg.max_train_minutes == 2.0 and isinstance(cfg.max_train_minutes, float)
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "message"),
+    [
+        ("no-such-model", [], "unknown model 'no-such-model'"),
+        ("comirec-sa", ["learning_rate=0.1"], "unknown setting 'learning_rate'"),
+        ("comirec-sa", ["batch_size=big"], "batch_size='big': expected int"),
+        ("comirec-sa", ["lr"], "expected key=value"),
+    ],
+)
+def test_bad_settings_name_the_problem(model, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(model, None, overrides)
+
+
+def test_bad_config_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+: not valid YAML"):
+        load_config(None, bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(None, tmp_path / "missing.yaml")

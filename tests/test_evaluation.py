@@ -1,0 +1,145 @@
+"""The evaluator against hand-computed cases (PROTOCOL.md sections 4, 5 and 8)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mirec.data.examples import EvaluationSet
+from mirec.evaluation import evaluator
+from mirec.evaluation.evaluator import evaluate
+from mirec.evaluation.metrics import collapse, ranking_metrics
+
+
+class FixedRetriever:
+    """User j (history [j + 1]) has the interests ``user_interests[j]``; items are fixed."""
+
+    def __init__(self, user_interests: torch.Tensor, items: torch.Tensor) -> None:
+        self.user_interests = user_interests
+        self.items = items
+        self.num_interests = user_interests.shape[1]
+
+    def interests(self, histories: torch.Tensor) -> torch.Tensor:
+        return self.user_interests[histories[:, -1] - 1]
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.items
+
+
+def eval_set(targets: list[list[int]], histories: list[list[int]] | None = None) -> EvaluationSet:
+    """Users 0..n-1 whose last history slot carries their own index + 1."""
+    n = len(targets)
+    hist = torch.tensor(histories) if histories else torch.zeros(n, 2, dtype=torch.long)
+    hist[:, -1] = torch.arange(1, n + 1)
+    counts = [len(t) for t in targets]
+    return EvaluationSet(
+        users=np.arange(n),
+        histories=hist,
+        target_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        target_items=np.array([i for t in targets for i in t], dtype=np.int64),
+    )
+
+
+def ranked_catalogue(n_items: int = 60) -> torch.Tensor:
+    """d = 1 items whose score for interest [1] ranks item 1 first, item 2 second, ..."""
+    return torch.tensor([[100.0 - i] for i in range(1, n_items + 1)])
+
+
+def test_hand_computed_single_user():
+    # ranking 1, 2, ..., 60; targets {1, 3, 55}: hits at ranks 1 and 3 within the top 50
+    model = FixedRetriever(torch.tensor([[[1.0]]]), ranked_catalogue())
+    result = evaluate(model, eval_set([[1, 3, 55]]))
+    dcg = 1 / math.log2(2) + 1 / math.log2(4)  # 1.5
+    idcg = 1 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)  # 2.1309
+    assert result.metrics["recall@20"] == pytest.approx(2 / 3)
+    assert result.metrics["recall@50"] == pytest.approx(2 / 3)
+    assert result.metrics["hitrate@20"] == 1.0
+    assert result.metrics["ndcg@20"] == pytest.approx(dcg / idcg)
+    assert result.metrics["ndcg@50"] == pytest.approx(0.703918, abs=1e-6)
+    assert result.collapse is None
+
+
+def test_more_targets_than_cutoff():
+    # 59 targets (items 2..60) against N = 20: the ideal DCG stops at rank 20, not 59
+    model = FixedRetriever(torch.tensor([[[1.0]]]), ranked_catalogue())
+    result = evaluate(model, eval_set([list(range(2, 61))]))
+    idcg20 = sum(1 / math.log2(r + 1) for r in range(1, 21))
+    dcg20 = sum(1 / math.log2(r + 1) for r in range(2, 21))
+    idcg50 = sum(1 / math.log2(r + 1) for r in range(1, 51))
+    dcg50 = sum(1 / math.log2(r + 1) for r in range(2, 51))
+    assert result.metrics["recall@20"] == pytest.approx(19 / 59)
+    assert result.metrics["recall@50"] == pytest.approx(49 / 59)
+    assert result.metrics["ndcg@20"] == pytest.approx(dcg20 / idcg20)
+    assert result.metrics["ndcg@50"] == pytest.approx(dcg50 / idcg50)
+
+
+def test_no_hit_and_averaging_over_users():
+    # user 0 finds its only target at rank 1; user 1's only target (item 60) ranks last
+    model = FixedRetriever(torch.tensor([[[1.0]], [[1.0]]]), ranked_catalogue())
+    result = evaluate(model, eval_set([[1], [60]]))
+    assert result.metrics["recall@50"] == pytest.approx(0.5)
+    assert result.metrics["hitrate@20"] == pytest.approx(0.5)
+    assert result.metrics["ndcg@20"] == pytest.approx(0.5)
+
+
+def test_max_over_interests_changes_the_ranking():
+    # interests e1 and e2; item 3 = (0.6, 0.6) would win a summed score (1.2) but under the
+    # max it scores 0.6, below item 2 (0.95) and item 1 (0.9); the rest score -1
+    items = torch.full((60, 2), -1.0)
+    items[0] = torch.tensor([0.9, 0.0])
+    items[1] = torch.tensor([0.0, 0.95])
+    items[2] = torch.tensor([0.6, 0.6])
+    model = FixedRetriever(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), items)
+    result = evaluate(model, eval_set([[1]]))
+    assert result.metrics["ndcg@20"] == pytest.approx(1 / math.log2(3))  # item 1 at rank 2
+    single = FixedRetriever(torch.tensor([[[1.0, 1.0]]]), items)  # the summed score
+    assert evaluate(single, eval_set([[1]])).metrics["ndcg@20"] == pytest.approx(0.5)  # rank 3
+    assert result.collapse == pytest.approx(0.0)
+
+
+def test_history_masking_is_optional_and_labelled():
+    # history holds item 1 (rank 1): masked, target item 3 moves from rank 3 to rank 2
+    model = FixedRetriever(torch.tensor([[[1.0]]]), ranked_catalogue())
+    plain = evaluate(model, eval_set([[3]], histories=[[1, 0]]))
+    masked = evaluate(model, eval_set([[3]], histories=[[1, 0]]), mask_history=True)
+    assert plain.metrics["ndcg@20"] == pytest.approx(1 / math.log2(4))
+    assert masked.metrics["ndcg@20"] == pytest.approx(1 / math.log2(3))
+
+
+def test_user_chunks_do_not_change_results(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    n_users, n_items = 37, 80
+    model = FixedRetriever(torch.randn(n_users, 3, 8, generator=gen), torch.randn(n_items, 8))
+    rng = np.random.default_rng(0)
+    targets = [
+        list(rng.choice(np.arange(1, n_items + 1), rng.integers(1, 9), replace=False))
+        for _ in range(n_users)
+    ]
+    whole = evaluate(model, eval_set(targets))
+    monkeypatch.setattr(evaluator, "SCORE_BUDGET", 3 * n_items * 5)  # 5 users per chunk
+    chunked = evaluate(model, eval_set(targets))
+    for name, value in whole.metrics.items():
+        assert chunked.metrics[name] == pytest.approx(value)
+    assert chunked.collapse == pytest.approx(whole.collapse)
+    # and both equal a plain per-user loop over sorted scores
+    scores = torch.einsum("ukd,nd->ukn", model.user_interests, model.items).amax(1)
+    recalls = []
+    for u, t in enumerate(targets):
+        top = (torch.argsort(scores[u], descending=True)[:50] + 1).tolist()
+        recalls.append(len(set(top) & set(t)) / len(t))
+    assert whole.metrics["recall@50"] == pytest.approx(np.mean(recalls))
+
+
+def test_collapse_identical_and_orthogonal():
+    same = torch.tensor([[[1.0, 2.0], [2.0, 4.0], [0.5, 1.0]]])
+    orthogonal = torch.eye(4).unsqueeze(0)
+    assert collapse(same).item() == pytest.approx(1.0)
+    assert collapse(orthogonal).item() == pytest.approx(0.0)
+    opposite = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])
+    assert collapse(opposite).item() == pytest.approx(-1.0)
+
+
+def test_ranking_metrics_needs_enough_ranks():
+    with pytest.raises(ValueError, match="ranks"):
+        ranking_metrics(torch.zeros(1, 10, dtype=torch.bool), torch.tensor([1]))
