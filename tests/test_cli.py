@@ -72,9 +72,9 @@ def test_comirec_sa_beats_most_popular_on_amazon_beauty(beauty_runs):
     pop, sa = beauty_runs["most-popular"], beauty_runs["comirec-sa"]
     # MostPopular is a fixed function of the split: ANCHORS.md's 0.0476
     assert pop["test"]["recall@50"] == pytest.approx(0.0476, abs=5e-4)
-    # measured: about 0.10 after 3 epochs (full training reaches about 0.13)
-    assert sa["test"]["recall@50"] > 0.085
-    assert sa["test"]["recall@50"] > 1.7 * pop["test"]["recall@50"]
+    # measured: 0.108 after 5 epochs (seed 42); full training reaches about 0.13
+    assert sa["test"]["recall@50"] > 0.09
+    assert sa["test"]["recall@50"] > 2 * pop["test"]["recall@50"]
     assert 0.0 < sa["collapse"] < 0.9
 
 

@@ -44,6 +44,55 @@ class FitResult:
         return self.train_examples / self.train_seconds if self.train_seconds else 0.0
 
 
+@dataclass(frozen=True)
+class TrainingExamples:
+    """Every training position of PROTOCOL.md section 3, as tensors on the training device.
+
+    Example j has the target ``items[ends[j]]`` and the history ``items[starts[j]:ends[j]]``
+    (its last ``maxlen`` items); batches are gathered on the device, with no Python loop.
+    """
+
+    items: torch.Tensor
+    starts: torch.Tensor
+    ends: torch.Tensor
+    maxlen: int
+
+    @classmethod
+    def of(cls, data: PreparedData, device: torch.device) -> TrainingExamples:
+        rows, positions = training_positions(data.sequences, data.split.train)
+        starts = torch.from_numpy(data.sequences.offsets[rows]).to(device)
+        return cls(
+            items=torch.from_numpy(data.sequences.items).to(device),
+            starts=starts,
+            ends=starts + torch.from_numpy(positions).to(device),
+            maxlen=data.maxlen,
+        )
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(histories (B, maxlen), targets (B,)) of the examples ``index``."""
+        starts, ends = self.starts[index], self.ends[index]
+        return gather_histories(self.items, starts, ends, self.maxlen), self.items[ends]
+
+
+def train_step(
+    model: InterestModel,
+    optimizer: torch.optim.Optimizer,
+    histories: torch.Tensor,
+    targets: torch.Tensor,
+    config: Config,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One optimisation step on a batch; returns the (detached) loss."""
+    loss = model.loss(histories, targets, config.num_negatives, config.temperature, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,11 +135,8 @@ def fit(
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    rows, positions = training_positions(data.sequences, data.split.train)
-    items = torch.from_numpy(data.sequences.items).to(device)
-    starts_all = torch.from_numpy(data.sequences.offsets[rows]).to(device)
-    ends_all = starts_all + torch.from_numpy(positions).to(device)
-    n_examples = len(rows)
+    examples = TrainingExamples.of(data, device)
+    n_examples = len(examples)
     n_batches = math.ceil(n_examples / config.batch_size)
     deadline = None
     if config.max_train_minutes is not None:
@@ -102,19 +148,17 @@ def fit(
         order = torch.randperm(n_examples, device=device, generator=generator)
         total_loss = torch.zeros((), device=device)
         bar = tqdm(
-            range(n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False
+            range(n_batches),
+            desc=f"epoch {epoch}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
         )
         for b in bar:
-            batch = order[b * config.batch_size : (b + 1) * config.batch_size]
-            starts, ends = starts_all[batch], ends_all[batch]
-            histories = gather_histories(items, starts, ends, data.maxlen)
-            loss = model.loss(
-                histories, items[ends], config.num_negatives, config.temperature, generator
+            histories, targets = examples.batch(
+                order[b * config.batch_size : (b + 1) * config.batch_size]
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.detach()
+            total_loss += train_step(model, optimizer, histories, targets, config, generator)
         bar.close()
         result.train_seconds += time.perf_counter() - epoch_start
         result.train_examples += n_examples

@@ -1,0 +1,83 @@
+"""Model components on small tensors, and short real trainings on synthetic data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mirec.aggregators.hard_argmax import select_by_argmax
+from mirec.config import load_config
+from mirec.data.prepare import prepare
+from mirec.evaluation.evaluator import evaluate
+from mirec.extractors.mean_pooling import MeanPoolingExtractor
+from mirec.extractors.self_attentive import SelfAttentiveExtractor
+from mirec.models.registry import build_model
+from mirec.training.sampled_softmax import sampled_softmax_loss
+from mirec.training.trainer import fit
+
+
+@pytest.mark.parametrize(
+    "extractor", [SelfAttentiveExtractor(8, 3, maxlen=10), MeanPoolingExtractor(8)]
+)
+def test_padding_never_changes_an_interest(extractor):
+    torch.manual_seed(0)
+    items = torch.randn(2, 4, 8)
+    padded = torch.cat([torch.randn(2, 3, 8), items], dim=1)  # garbage under the padding
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    padded_mask = torch.cat([torch.zeros(2, 3, dtype=torch.bool), mask], dim=1)
+    short, long = extractor(items, mask), extractor(padded, padded_mask)
+    assert short.shape == (2, extractor.num_interests, 8)
+    torch.testing.assert_close(short, long)
+
+
+def test_self_attention_is_a_convex_mix_of_history_items():
+    extractor = SelfAttentiveExtractor(4, 2, maxlen=5)
+    history = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    attention = extractor.attention(history, mask)
+    sums = attention.sum(1)
+    torch.testing.assert_close(sums[:2], torch.ones(2, 2))
+    assert attention[1, :2].abs().sum() == 0 and attention[2].abs().sum() == 0  # empty: zeros
+
+
+def test_hard_argmax_picks_the_interest_nearest_the_target():
+    interests = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    target = torch.tensor([[0.1, 0.9], [2.0, -1.0]])
+    chosen = select_by_argmax(interests, target)
+    torch.testing.assert_close(chosen, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+
+
+def test_sampled_softmax_full_catalogue_and_accidental_hits():
+    torch.manual_seed(0)
+    table = torch.randn(11, 4)
+    user, target = torch.randn(3, 4), torch.tensor([1, 5, 10])
+    full = sampled_softmax_loss(user, target, table, num_negatives=0)
+    expected = torch.nn.functional.cross_entropy(user @ table[1:].T, target - 1)
+    torch.testing.assert_close(full, expected)
+    # 9 of 10 items as negatives: targets are often drawn too, and must be masked, not counted
+    gen = torch.Generator().manual_seed(1)
+    sampled = sampled_softmax_loss(user, target, table, num_negatives=9, generator=gen)
+    assert math.isfinite(sampled.item())
+    # a single example whose every negative is its own target: only the positive is left
+    lone = sampled_softmax_loss(
+        user[:1], torch.tensor([1]), table[:3], num_negatives=1, generator=gen
+    )
+    assert lone.item() >= 0.0
+
+
+@pytest.mark.parametrize("model_name", ["comirec-sa", "youtube-dnn"])
+def test_short_training_beats_popularity_on_synthetic(model_name, tmp_path):
+    data = prepare("synthetic:n_users=1500,n_items=600,n_clusters=12")
+    popular = build_model(load_config("most-popular"), data.sequences.n_items, data.maxlen)
+    fit(popular, data, load_config("most-popular"), tmp_path, progress=False)
+    baseline = evaluate(popular, data.test).metrics["recall@50"]
+    config = load_config(model_name, overrides=["max_epochs=3"])
+    torch.manual_seed(0)
+    model = build_model(config, data.sequences.n_items, data.maxlen)
+    result = fit(model, data, config, tmp_path, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    # measured: about 0.35 for ComiRec-SA and 0.3 for YouTube-DNN against 0.14 for popularity
+    assert evaluate(model, data.test).metrics["recall@50"] > 1.5 * baseline
