@@ -43,6 +43,7 @@ from mirec.data.prepare import PreparedData, prepare
 from mirec.evaluation.evaluator import evaluate
 from mirec.models.interest_model import InterestModel
 from mirec.models.registry import build_model
+from mirec.training.sampled_softmax import resolve_negatives
 from mirec.training.trainer import TrainingExamples, train_step
 
 HERE = Path(__file__).resolve().parent
@@ -75,6 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder holding amazon-beauty/ (default: ../shared/data from the repo root)",
     )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of mirec's comirec-sa config, e.g. num_negatives=1024",
+    )
     args = p.parse_args(argv)
     if min(args.batches, args.repeats, args.threads, args.eval_passes) < 1 or args.warmup < 0:
         p.error("--batches, --repeats, --eval-passes and --threads must be >= 1, --warmup >= 0")
@@ -103,6 +112,7 @@ def mirec_round(
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     examples = TrainingExamples.of(data, torch.device("cpu"))
+    negatives = resolve_negatives(config.num_negatives, data.sequences.n_items)
     # the same examples, in the same seeded order, as torch-rechub's rounds get
     order = torch.from_numpy(order_index)
     total_loss = torch.zeros(())
@@ -112,7 +122,9 @@ def mirec_round(
         for b in range(first, first + count):
             index = order[b * config.batch_size : (b + 1) * config.batch_size]
             histories, targets = examples.batch(index)
-            total_loss += train_step(model, optimizer, histories, targets, config, generator)
+            total_loss += train_step(
+                model, optimizer, histories, targets, negatives, config.temperature, generator
+            )
 
     model.train()
     steps(0, args.warmup)
@@ -217,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     config = load_config(
         "comirec-sa",
+        overrides=args.overrides,
         dataset=DATASET,
         maxlen=MAXLEN,
         embedding_dim=EMBEDDING_DIM,
@@ -241,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         f"test-set evaluations per round, {args.repeats} rounds each"
     )
     print(
-        f"mirec ComiRec-SA: batch {config.batch_size}, {config.num_negatives} shared uniform "
+        f"mirec ComiRec-SA: batch {config.batch_size}, "
+        f"{resolve_negatives(config.num_negatives, seqs.n_items) or 'all'} shared "
         f"negatives per batch, temperature {config.temperature}, Adam lr {config.lr}"
     )
     if with_rechub:

@@ -10,6 +10,7 @@ from mirec.data.examples import EvaluationSet
 from mirec.evaluation import evaluator
 from mirec.evaluation.evaluator import evaluate
 from mirec.evaluation.metrics import collapse, ranking_metrics
+from mirec.extractors.base import Extracted
 
 
 class FixedRetriever:
@@ -20,8 +21,8 @@ class FixedRetriever:
         self.items = items
         self.num_interests = user_interests.shape[1]
 
-    def interests(self, histories: torch.Tensor) -> torch.Tensor:
-        return self.user_interests[histories[:, -1] - 1]
+    def extract(self, histories: torch.Tensor) -> Extracted:
+        return Extracted(self.user_interests[histories[:, -1] - 1])
 
     def item_vectors(self) -> torch.Tensor:
         return self.items
@@ -98,6 +99,22 @@ def test_max_over_interests_changes_the_ranking():
     assert result.collapse == pytest.approx(0.0)
 
 
+def test_inactive_interests_do_not_score():
+    # interest 2 would rank item 2 first, but the user does not have it (dynamic K)
+    items = torch.full((60, 2), -1.0)
+    items[0], items[1] = torch.tensor([0.5, 0.0]), torch.tensor([0.0, 0.9])
+    interests = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+
+    class OneActive(FixedRetriever):
+        def extract(self, histories):
+            return Extracted(self.user_interests, active=torch.tensor([[True, False]]))
+
+    assert evaluate(FixedRetriever(interests, items), eval_set([[1]])).metrics[
+        "ndcg@20"
+    ] == pytest.approx(1 / math.log2(3))
+    assert evaluate(OneActive(interests, items), eval_set([[1]])).metrics["ndcg@20"] == 1.0
+
+
 def test_history_masking_is_optional_and_labelled():
     # history holds item 1 (rank 1): masked, target item 3 moves from rank 3 to rank 2
     model = FixedRetriever(torch.tensor([[[1.0]]]), ranked_catalogue())
@@ -138,6 +155,11 @@ def test_collapse_identical_and_orthogonal():
     assert collapse(orthogonal).item() == pytest.approx(0.0)
     opposite = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])
     assert collapse(opposite).item() == pytest.approx(-1.0)
+    # only active interests count: two identical active ones and an inactive orthogonal one
+    mixed = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]])
+    active = torch.tensor([[True, True, False]])
+    assert collapse(mixed, active).item() == pytest.approx(1.0)
+    assert collapse(mixed, torch.tensor([[True, False, False]])).isnan().all()
 
 
 def test_ranking_metrics_needs_enough_ranks():

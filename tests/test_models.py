@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mirec.aggregators.hard_argmax import select_by_argmax
-from mirec.config import load_config
+from mirec.config import load_config, model_names
 from mirec.data.prepare import prepare
+from mirec.errors import ConfigError
 from mirec.evaluation.evaluator import evaluate
 from mirec.extractors.mean_pooling import MeanPoolingExtractor
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
@@ -28,8 +29,9 @@ def test_padding_never_changes_an_interest(extractor):
     mask = torch.ones(2, 4, dtype=torch.bool)
     padded_mask = torch.cat([torch.zeros(2, 3, dtype=torch.bool), mask], dim=1)
     short, long = extractor(items, mask), extractor(padded, padded_mask)
-    assert short.shape == (2, extractor.num_interests, 8)
-    torch.testing.assert_close(short, long)
+    assert short.interests.shape == (2, extractor.num_interests, 8)
+    torch.testing.assert_close(short.interests, long.interests)
+    assert long.routing[:, :3].abs().sum() == 0  # padding is routed nowhere
 
 
 def test_self_attention_is_a_convex_mix_of_history_items():
@@ -40,6 +42,11 @@ def test_self_attention_is_a_convex_mix_of_history_items():
     sums = attention.sum(1)
     torch.testing.assert_close(sums[:2], torch.ones(2, 2))
     assert attention[1, :2].abs().sum() == 0 and attention[2].abs().sum() == 0  # empty: zeros
+
+
+def test_disagreement_needs_two_interests():
+    with pytest.raises(ConfigError, match="num_interests >= 2"):
+        build_model(load_config("youtube-dnn", overrides=["regularizer=disagreement:1"]), 50, 10)
 
 
 def test_hard_argmax_picks_the_interest_nearest_the_target():
@@ -81,3 +88,21 @@ def test_short_training_beats_popularity_on_synthetic(model_name, tmp_path):
     assert losses[-1] < losses[0]
     # measured: about 0.35 for ComiRec-SA and 0.3 for YouTube-DNN against 0.14 for popularity
     assert evaluate(model, data.test).metrics["recall@50"] > 1.5 * baseline
+
+
+@pytest.mark.parametrize("name", [n for n in model_names() if n != "most-popular"])
+def test_every_published_config_builds_trains_and_scores(name):
+    regularizer = "covariance:1,disagreement:0.1" if name != "youtube-dnn" else "covariance:1"
+    config = load_config(name, overrides=[f"regularizer={regularizer}"])
+    torch.manual_seed(0)
+    model = build_model(config, n_items=50, maxlen=10)
+    histories = torch.randint(0, 51, (16, 10))
+    histories[:, -1] = torch.randint(1, 51, (16,))  # at least one real item each
+    loss = model.loss(histories, torch.randint(1, 51, (16,)), num_negatives=0)
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    first, again = model.extract(histories), model.extract(histories)
+    assert first.interests.shape == (16, config.num_interests, config.embedding_dim)
+    torch.testing.assert_close(first.interests, again.interests)  # deterministic inference

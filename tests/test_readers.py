@@ -15,17 +15,10 @@ from mirec.data import readers
 from mirec.data.log import RawLog
 from mirec.errors import ConfigError, DataError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
-def data() -> Path:
-    if not (DATA / "README.md").is_file():
-        pytest.fail(
-            f"the shared datasets are missing: expected them at {DATA} (../shared/data from "
-            "the repository root); the reader tests run on the real files"
-        )
-    return DATA
+def data(shared_data: Path) -> Path:
+    return shared_data
 
 
 def _counts(log: RawLog) -> tuple[int, int, int]:

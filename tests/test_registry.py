@@ -15,19 +15,13 @@ from mirec.data import readers, registry
 from mirec.data.registry import DataFile, DatasetSpec
 from mirec.errors import ConfigError, DataError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHARED = ("ml-100k", "ml-latest-small", "amazon-beauty", "amazon-toys", "lastfm", "taobao-sample")
 NAMES = (*SHARED[:2], "ml-1m", "ml-20m", *SHARED[2:], "taobao", "synthetic")
 
 
 @pytest.fixture(scope="module")
-def data() -> Path:
-    if not (DATA / "README.md").is_file():
-        pytest.fail(
-            f"the shared datasets are missing: expected them at {DATA} (../shared/data from "
-            "the repository root); the registry tests run on the real files"
-        )
-    return DATA
+def data(shared_data: Path) -> Path:
+    return shared_data
 
 
 def test_names_and_specs() -> None:

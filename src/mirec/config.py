@@ -32,6 +32,20 @@ class Config:
     """Extractor hidden width; None means 4 x embedding_dim."""
     maxlen: int | None = None
     """History length; None means PROTOCOL.md section 7 (50 for MovieLens, else 20)."""
+    routing_iterations: int = 3
+    """Dynamic-routing extractors: routing iterations (gradient through the last only)."""
+    routing_sigma: float = 1.0
+    """MIND: standard deviation of the random initial routing logits."""
+    dynamic_interests: bool = True
+    """MIND: K'_u = max(1, min(K, log2 |history|)) interests per user."""
+    selector: str = "hard_argmax"
+    """Training-time interest selection: hard_argmax (ComiRec) | label_aware (MIND)."""
+    label_aware_power: float = 1.0
+    """MIND's label-aware attention power p (large p is argmax)."""
+    regularizer: str | None = None
+    """Penalties against collapse, ``name:weight[,name:weight]``: disagreement,
+    contrastive, covariance (REMI). None: no regularization."""
+    contrastive_temperature: float = 0.1
     # data
     dataset: str = "synthetic"
     """A registry name (``mirec datasets``) or a path."""
@@ -45,8 +59,9 @@ class Config:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
-    num_negatives: int = 1024
-    """Shared uniform negatives per batch; 0 scores the whole catalogue."""
+    num_negatives: int | None = None
+    """Shared uniform negatives per batch; 0 scores the whole catalogue; None (auto) is the
+    whole catalogue up to 16,384 items, else 4,096 (see ``resolve_negatives``)."""
     temperature: float = 1.0
     max_epochs: int = 200
     patience: int = 3
@@ -149,6 +164,8 @@ def _coerce(key: str, value: Any) -> Any:
     if value is None and type(None) in allowed:
         return None
     for kind in allowed:
+        if kind is bool and isinstance(value, bool):
+            return value
         if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if kind is float and isinstance(value, str):

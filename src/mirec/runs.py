@@ -56,6 +56,7 @@ def train_run(
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "stopped_by": result.stopped_by,
+        "negatives": result.negatives,
         "train_seconds": round(result.train_seconds, 3),
         "train_examples_per_second": round(result.examples_per_second, 1),
         "eval_users_per_second": round(test.users_per_second, 1),

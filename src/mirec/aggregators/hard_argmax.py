@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 
 
-def select_by_argmax(interests: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B, K, d) interests, (B, d) target embeddings -> (B, d) the best-matching interest."""
-    best = torch.einsum("bkd,bd->bk", interests, target).argmax(dim=1)
+def select_by_argmax(
+    interests: torch.Tensor, target: torch.Tensor, active: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, K, d) interests, (B, d) target embeddings -> (B, d) the best-matching (active)
+    interest."""
+    scores = torch.einsum("bkd,bd->bk", interests, target)
+    if active is not None:
+        scores = scores.masked_fill(~active, float("-inf"))
+    best = scores.argmax(dim=1)
     return interests[torch.arange(interests.shape[0], device=interests.device), best]

@@ -9,6 +9,11 @@ from __future__ import annotations
 import torch
 
 
-def max_over_interests(interests: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """(B, K, d) interests x (N, d) items -> (B, N) scores, the max over interests."""
-    return torch.einsum("bkd,nd->bkn", interests, items).amax(dim=1)
+def max_over_interests(
+    interests: torch.Tensor, items: torch.Tensor, active: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, K, d) interests x (N, d) items -> (B, N) scores, the max over (active) interests."""
+    scores = torch.einsum("bkd,nd->bkn", interests, items)
+    if active is not None:
+        scores = scores.masked_fill(~active.unsqueeze(-1), float("-inf"))
+    return scores.amax(dim=1)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from mirec.aggregators.max_score import max_over_interests
 from mirec.data.examples import EvaluationSet
 from mirec.evaluation.metrics import CUTOFFS, collapse, ranking_metrics
+from mirec.extractors.base import Extracted
 
 # scores held at once: users x interests x items
 SCORE_BUDGET = 1 << 25
@@ -28,8 +29,8 @@ class Retriever(Protocol):
 
     num_interests: int
 
-    def interests(self, histories: torch.Tensor) -> torch.Tensor:
-        """(B, L) padded item indices -> (B, K, d) interest vectors."""
+    def extract(self, histories: torch.Tensor) -> Extracted:
+        """(B, L) padded item indices -> (B, K, d) interests (and which are active)."""
         ...
 
     def item_vectors(self) -> torch.Tensor:
@@ -56,7 +57,7 @@ def evaluate(
     model: Retriever,
     eval_set: EvaluationSet,
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     cutoffs: tuple[int, ...] = CUTOFFS,
     mask_history: bool = False,
     progress: bool = False,
@@ -64,11 +65,15 @@ def evaluate(
     """Score every evaluation user against the whole catalogue and average the metrics.
 
     ``mask_history=True`` removes history items from the candidates (a labelled variant;
-    the protocol's figures keep them).
+    the protocol's figures keep them). ``device`` defaults to the model's.
     """
     start = time.perf_counter()
-    device = torch.device(device)
-    items = model.item_vectors().to(device)
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()  # dropout off, and MIND's routing logits fixed
+    items = model.item_vectors()
+    device = items.device if device is None else torch.device(device)
+    items = items.to(device)
     n_items = items.shape[0]
     depth = min(max(cutoffs), n_items)
     if depth < max(cutoffs):
@@ -78,13 +83,13 @@ def evaluate(
     k = model.num_interests
     batch = max(1, SCORE_BUDGET // (k * n_items))
     sums: dict[str, float] = {}
-    collapse_sum = 0.0
+    collapse_sum, collapse_users = 0.0, 0
     bar = tqdm(total=len(eval_set), desc="evaluate", unit="user", disable=not progress, leave=False)
     for lo in range(0, len(eval_set), batch):
         histories = histories_all[lo : lo + batch].to(device)
-        interests = model.interests(histories)
+        extracted = model.extract(histories)
         b = histories.shape[0]
-        scores = max_over_interests(interests, items)
+        scores = max_over_interests(extracted.interests, items, extracted.active)
         if mask_history:
             rows = torch.arange(b, device=device).unsqueeze(1).expand_as(histories)
             keep = histories > 0
@@ -95,13 +100,17 @@ def evaluate(
         for name, values in per_user.items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
         if k >= 2:
-            collapse_sum += float(collapse(interests).sum())
+            per_user = collapse(extracted.interests, extracted.active)
+            collapse_sum += float(per_user.nansum())
+            collapse_users += int((~per_user.isnan()).sum())
         bar.update(b)
     bar.close()
+    if was_training:
+        model.train()
     n = len(eval_set)
     return EvaluationResult(
         metrics={name: total / n for name, total in sums.items()},
-        collapse=collapse_sum / n if k >= 2 else None,
+        collapse=collapse_sum / collapse_users if collapse_users else None,
         n_users=n,
         seconds=time.perf_counter() - start,
     )

@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mirec.extractors.base import Extracted
+
 
 class MeanPoolingExtractor(nn.Module):
-    """(B, L, d) history embeddings + (B, L) mask -> (B, 1, d): masked mean, then an MLP."""
+    """(B, L, d) history embeddings + (B, L) mask -> one interest: masked mean, then an MLP."""
 
     num_interests = 1
 
@@ -22,7 +24,8 @@ class MeanPoolingExtractor(nn.Module):
             nn.Linear(embedding_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, embedding_dim)
         )
 
-    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
         weights = mask.unsqueeze(-1).to(history.dtype)
-        mean = (history * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.tower(mean).unsqueeze(1)
+        weights = weights / weights.sum(1, keepdim=True).clamp_min(1.0)
+        mean = (history * weights).sum(1)
+        return Extracted(self.tower(mean).unsqueeze(1), weights)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mirec.extractors.base import Extracted
+
 
 class SelfAttentiveExtractor(nn.Module):
-    """(B, L, d) history embeddings + (B, L) mask -> (B, K, d) interests."""
+    """(B, L, d) history embeddings + (B, L) mask -> K interests and their attention."""
 
     def __init__(
         self, embedding_dim: int, num_interests: int, maxlen: int, hidden_dim: int | None = None
@@ -38,5 +40,6 @@ class SelfAttentiveExtractor(nn.Module):
         logits = logits.masked_fill(~mask.unsqueeze(-1), float("-inf"))
         return torch.softmax(logits, dim=1).nan_to_num(0.0)  # all-padding rows -> zeros
 
-    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("blk,bld->bkd", self.attention(history, mask), history)
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
+        attention = self.attention(history, mask)
+        return Extracted(torch.einsum("blk,bld->bkd", attention, history), attention)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mirec.extractors.base import Extracted
+
 
 class MostPopular(nn.Module):
     num_interests = 1
@@ -24,8 +26,8 @@ class MostPopular(nn.Module):
         self.counts.copy_(torch.from_numpy(counts).to(self.counts.dtype).unsqueeze(1))
         return self
 
-    def interests(self, histories: torch.Tensor) -> torch.Tensor:
-        return torch.ones(histories.shape[0], 1, 1, device=self.counts.device)
+    def extract(self, histories: torch.Tensor) -> Extracted:
+        return Extracted(torch.ones(histories.shape[0], 1, 1, device=self.counts.device))
 
     def item_vectors(self) -> torch.Tensor:
         return self.counts

@@ -24,6 +24,7 @@ from mirec.data.prepare import PreparedData
 from mirec.evaluation.evaluator import evaluate
 from mirec.models.interest_model import InterestModel
 from mirec.models.most_popular import MostPopular
+from mirec.training.sampled_softmax import resolve_negatives
 
 SELECTION_METRIC = "recall@50"
 WEIGHTS_FILE = "model.safetensors"
@@ -38,6 +39,8 @@ class FitResult:
     train_examples: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_by: str = "max_epochs"
+    negatives: int | None = None
+    """Shared negatives per batch actually used (0: the whole catalogue)."""
 
     @property
     def examples_per_second(self) -> float:
@@ -82,11 +85,12 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     histories: torch.Tensor,
     targets: torch.Tensor,
-    config: Config,
+    num_negatives: int,
+    temperature: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One optimisation step on a batch; returns the (detached) loss."""
-    loss = model.loss(histories, targets, config.num_negatives, config.temperature, generator)
+    loss = model.loss(histories, targets, num_negatives, temperature, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -136,6 +140,8 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     examples = TrainingExamples.of(data, device)
+    negatives = resolve_negatives(config.num_negatives, data.sequences.n_items)
+    result.negatives = negatives
     n_examples = len(examples)
     n_batches = math.ceil(n_examples / config.batch_size)
     deadline = None
@@ -158,7 +164,9 @@ def fit(
             histories, targets = examples.batch(
                 order[b * config.batch_size : (b + 1) * config.batch_size]
             )
-            total_loss += train_step(model, optimizer, histories, targets, config, generator)
+            total_loss += train_step(
+                model, optimizer, histories, targets, negatives, config.temperature, generator
+            )
         bar.close()
         result.train_seconds += time.perf_counter() - epoch_start
         result.train_examples += n_examples

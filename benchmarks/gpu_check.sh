@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The CUDA check, run on a GPU machine from the repository root:
+#   - the whole test suite with device "auto" (CUDA there);
+#   - `mirec train` of ComiRec-SA on amazon-beauty on CUDA, default settings and a large batch.
+# Expects ../shared/data (or DATA=folder) and writes run folders under OUT (default runs/gpu).
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+OUT=${OUT:-runs/gpu}
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
+print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+python3 -m pytest -q -x -p no:cacheprovider tests
+python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$DATA" \
+  --output-dir "$OUT/beauty-sa" --quiet
+python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$DATA" \
+  --output-dir "$OUT/beauty-sa-b4096" --set batch_size=4096 --set lr=0.004 --quiet
+python3 - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+for run in sorted(Path(sys.argv[1]).glob("*/metrics.json")):
+    m = json.loads(run.read_text())
+    print(f"{run.parent.name:<20} device {m['device']:<7} test recall@50 {m['test']['recall@50']:.4f}"
+          f"  epochs {m['epochs']:>3}  train {m['train_seconds']:7.1f}s"
+          f"  {m['train_examples_per_second']:>10,.0f} ex/s  eval {m['eval_users_per_second']:>9,.0f} users/s")
+PY

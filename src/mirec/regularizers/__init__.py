@@ -1,0 +1,48 @@
+"""Regularizers against collapse, by name, with the weights given in a config string.
+
+``regularizer: "covariance:100"`` or ``"disagreement:0.1,contrastive:0.05"``: each entry
+is ``name:weight``, and the training loss adds ``weight * penalty``. Every penalty has the
+signature ``(extracted, history_embeddings, mask) -> scalar``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from mirec.errors import ConfigError
+from mirec.extractors.base import Extracted
+from mirec.regularizers.contrastive import contrastive_penalty
+from mirec.regularizers.covariance import routing_covariance_penalty
+from mirec.regularizers.disagreement import disagreement_penalty
+
+Penalty = Callable[[Extracted, torch.Tensor, torch.Tensor], torch.Tensor]
+
+REGULARIZERS: dict[str, Callable[..., torch.Tensor]] = {
+    "disagreement": disagreement_penalty,
+    "contrastive": contrastive_penalty,
+    "covariance": routing_covariance_penalty,
+}
+
+
+def parse_regularizers(
+    spec: str | None, contrastive_temperature: float = 0.1
+) -> list[tuple[str, float, Penalty]]:
+    """``"name:weight,..."`` -> [(name, weight, penalty)]; None or "" -> []."""
+    out: list[tuple[str, float, Penalty]] = []
+    for entry in filter(None, (part.strip() for part in (spec or "").split(","))):
+        name, _, raw = entry.partition(":")
+        if name not in REGULARIZERS:
+            known = ", ".join(REGULARIZERS)
+            raise ConfigError(f"regularizer {entry!r}: unknown {name!r}; known: {known}")
+        try:
+            weight = float(raw) if raw else 1.0
+        except ValueError as err:
+            raise ConfigError(f"regularizer {entry!r}: weight {raw!r} is not a number") from err
+        penalty = REGULARIZERS[name]
+        if name == "contrastive":
+            penalty = partial(penalty, temperature=contrastive_temperature)
+        out.append((name, weight, penalty))
+    return out

@@ -1,0 +1,31 @@
+"""Routing regularization of REMI (Xie et al., RecSys 2023, section 4.2).
+
+REMI observes *routing collapse*: an interest attends to a single history item. It
+penalises the variance of each interest's routing weights over the history: with
+A_u in R^{K x L} the routing (or attention) matrix and C_u = (A_u - mean_L A_u)
+(A_u - mean_L A_u)^T / d its covariance across positions,
+
+    L_RR = || diag(C_u) ||_2^2
+
+averaged over users here (REMI sums over the batch). Only real positions enter the mean
+and the covariance, so padding does not dilute the penalty.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mirec.extractors.base import Extracted
+
+
+def routing_covariance_penalty(
+    extracted: Extracted, history: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    if extracted.routing is None:
+        raise ValueError("the covariance regularizer needs an extractor that reports routing")
+    routing = extracted.routing  # (B, L, K)
+    weight = mask.unsqueeze(-1).to(routing.dtype)
+    length = weight.sum(1, keepdim=True).clamp_min(1.0)
+    centred = (routing - (routing * weight).sum(1, keepdim=True) / length) * weight
+    variance = (centred**2).sum(1) / history.shape[-1]  # diag(C_u), (B, K)
+    return (variance**2).sum(1).mean()
