@@ -90,15 +90,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def negatives_label(negatives: int) -> str:
+    return f"{negatives} shared negatives per batch" if negatives else "exact softmax (all items)"
+
+
 def example_order(
     data: PreparedData, n: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` training examples in a seeded random order: their indices into
-    :class:`TrainingExamples`, their user rows and their positions."""
+    """``n`` training examples in a seeded random order (a second pass over the training
+    split when ``n`` exceeds it): their indices into :class:`TrainingExamples`, their user
+    rows and their positions."""
     rows, positions = training_positions(data.sequences, data.split.train)
-    if n > len(rows):
-        raise SystemExit(f"{n} training examples needed, the training split has {len(rows)}")
-    pick = np.random.default_rng(seed).permutation(len(rows))[:n]
+    pick = np.resize(np.random.default_rng(seed).permutation(len(rows)), n)
     return pick, rows[pick], positions[pick]
 
 
@@ -255,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"mirec ComiRec-SA: batch {config.batch_size}, "
-        f"{resolve_negatives(config.num_negatives, seqs.n_items) or 'all'} shared "
-        f"negatives per batch, temperature {config.temperature}, Adam lr {config.lr}"
+        f"{negatives_label(resolve_negatives(config.num_negatives, seqs.n_items))}, "
+        f"temperature {config.temperature}, Adam lr {config.lr}"
     )
     if with_rechub:
         print(
