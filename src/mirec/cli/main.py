@@ -144,7 +144,7 @@ def download(
 def models() -> None:
     """List the published model configurations."""
     for name in model_names():
-        typer.echo(f"  {name:<16} {model_summary(name)}")
+        typer.echo(f"  {name:<24} {model_summary(name)}")
 
 
 def _print_table(runs: dict[str, dict]) -> None:

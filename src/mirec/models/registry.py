@@ -12,6 +12,7 @@ from mirec.aggregators.label_aware import label_aware
 from mirec.config import Config
 from mirec.errors import ConfigError
 from mirec.extractors.capsule_routing import BehaviorToInterestRouting, CapsuleRouting
+from mirec.extractors.causal_transformer import SASRecExtractor
 from mirec.extractors.mean_pooling import MeanPoolingExtractor
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
 from mirec.models.interest_model import InterestModel, Selector
@@ -20,7 +21,10 @@ from mirec.regularizers import parse_regularizers
 
 EXTRACTORS: dict[str, Callable[[Config, int], nn.Module]] = {
     "self_attentive": lambda c, maxlen: SelfAttentiveExtractor(
-        c.embedding_dim, c.num_interests, maxlen, c.hidden_dim
+        c.embedding_dim, c.num_interests, maxlen, c.hidden_dim, c.encoder_layers, c.dropout
+    ),
+    "causal_transformer": lambda c, maxlen: SASRecExtractor(
+        c.embedding_dim, maxlen, c.encoder_layers, dropout=c.dropout
     ),
     "mean_pooling": lambda c, maxlen: MeanPoolingExtractor(c.embedding_dim, c.hidden_dim),
     "dynamic_routing": lambda c, maxlen: BehaviorToInterestRouting(
