@@ -32,7 +32,7 @@ class Config:
     """Extractor hidden width; None means 4 x embedding_dim."""
     maxlen: int | None = None
     """History length; None means PROTOCOL.md section 7 (50 for MovieLens, else 20)."""
-    encoder_layers: int = 2
+    encoder_layers: int = 0
     """Transformer blocks: SASRec's depth, or (self_attentive) a contextual encoder under the
     K heads; 0 keeps ComiRec-SA as published."""
     dropout: float = 0.2
