@@ -22,8 +22,9 @@ from mirec.errors import ConfigError
 @dataclass
 class Config:
     # what to train
-    model: str = "comirec-sa"
-    """Name of the published configuration this run started from."""
+    model: str = "comirec-sa-la"
+    """Name of the published configuration this run started from; the default is the best
+    multi-interest configuration measured so far (README, Models)."""
     extractor: str = "self_attentive"
     """self_attentive | mean_pooling | popularity."""
     embedding_dim: int = 64
