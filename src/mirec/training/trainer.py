@@ -128,9 +128,10 @@ def fit(
     weights = output_dir / WEIGHTS_FILE
     result = FitResult()
     if isinstance(model, MostPopular):
-        seqs, train = data.sequences, data.split.train
+        seqs = data.sequences
         start = time.perf_counter()
-        model.fit(np.concatenate([seqs.sequence(u) for u in train]))
+        owner = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+        model.fit(seqs.items[np.isin(owner, data.split.train)])
         result.train_seconds = time.perf_counter() - start
         result.best_valid = evaluate(model, data.valid, device=device).metrics
         result.history.append({"epoch": 0, **result.best_valid})
