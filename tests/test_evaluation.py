@@ -112,7 +112,10 @@ def test_inactive_interests_do_not_score():
     assert evaluate(FixedRetriever(interests, items), eval_set([[1]])).metrics[
         "ndcg@20"
     ] == pytest.approx(1 / math.log2(3))
-    assert evaluate(OneActive(interests, items), eval_set([[1]])).metrics["ndcg@20"] == 1.0
+    one_active = evaluate(OneActive(interests, items), eval_set([[1]]))
+    assert one_active.metrics["ndcg@20"] == 1.0
+    assert one_active.interest_counts == {1: 1}  # the distribution of K'_u
+    assert evaluate(FixedRetriever(interests, items), eval_set([[1]])).interest_counts is None
 
 
 def test_history_masking_is_optional_and_labelled():

@@ -53,6 +53,7 @@ def train_run(
         "valid": result.best_valid,
         "test": test.metrics,
         "collapse": test.collapse,
+        "interest_counts": test.interest_counts,
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "stopped_by": result.stopped_by,

@@ -46,6 +46,9 @@ class EvaluationResult:
     """Mean pairwise cosine of interests, averaged over users; None when K = 1."""
     n_users: int
     seconds: float
+    interest_counts: dict[int, int] | None = None
+    """Users by their number of active interests K'_u (dynamic K); None when every user
+    has all K."""
 
     @property
     def users_per_second(self) -> float:
@@ -84,6 +87,8 @@ def evaluate(
     batch = max(1, SCORE_BUDGET // (k * n_items))
     sums: dict[str, float] = {}
     collapse_sum, collapse_users = 0.0, 0
+    active_counts = torch.zeros(k + 1, dtype=torch.long)
+    dynamic = False
     bar = tqdm(total=len(eval_set), desc="evaluate", unit="user", disable=not progress, leave=False)
     for lo in range(0, len(eval_set), batch):
         histories = histories_all[lo : lo + batch].to(device)
@@ -99,6 +104,9 @@ def evaluate(
         per_user = ranking_metrics(hits, n_targets_all[lo : lo + b], cutoffs)
         for name, values in per_user.items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
+        if extracted.active is not None:
+            dynamic = True
+            active_counts += torch.bincount(extracted.active.sum(1).cpu(), minlength=k + 1)
         if k >= 2:
             per_user = collapse(extracted.interests, extracted.active)
             collapse_sum += float(per_user.nansum())
@@ -113,6 +121,9 @@ def evaluate(
         collapse=collapse_sum / collapse_users if collapse_users else None,
         n_users=n,
         seconds=time.perf_counter() - start,
+        interest_counts=(
+            {i: int(c) for i, c in enumerate(active_counts.tolist()) if c} if dynamic else None
+        ),
     )
 
 
