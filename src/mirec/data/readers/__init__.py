@@ -1,0 +1,121 @@
+"""Readers for the interaction-log formats mirec understands.
+
+Every reader returns a :class:`~mirec.data.log.RawLog` in file order. Parsing is done by
+DuckDB's CSV reader, and splitting and validating columns by pyarrow compute kernels: no
+Python loop runs over rows. The one exception is the error path: when a value turns out to be
+bad after the scan (an id that is not an integer, a NaN timestamp), the file is walked once
+up to that row to name its physical line.
+
+Bad input never produces a traceback or a silent drop: it raises :class:`DataError` with a
+one-line message ``<file>: line <n>: <what is wrong>`` (1-based physical line, header
+included), or ``<file>: <what is wrong>`` naming the field or column when there is no line.
+Blank lines (empty or whitespace only) hold no data and are skipped anywhere in a file.
+
+Formats (``FORMATS``):
+
+* ``sequences``: ``user item1 item2 ...`` per line (S3-Rec style), in time order; optional
+  ``<stem>_item2attributes.json`` beside it gives item attributes.
+* ``interactions``: any delimited text or Parquet log, columns named by the caller.
+* ``movielens``: ``ratings.csv``/``movies.csv`` (latest, 20M, 25M) or ``ratings.dat``/
+  ``movies.dat`` (1M, 10M).
+* ``movielens-100k``: ``u.data``, ``u.item``, ``u.genre``.
+* ``taobao``: Alibaba's ``UserBehavior.csv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mirec.data.log import RawLog
+from mirec.data.readers._files import _check_file
+from mirec.data.readers.interactions import ROLES, read_interactions
+from mirec.data.readers.movielens import (
+    ML100K_GENRES,
+    _ml100k_files,
+    _movielens_files,
+    read_movielens,
+    read_movielens_100k,
+)
+from mirec.data.readers.sequences import _attributes_beside, read_sequences
+from mirec.data.readers.taobao import read_taobao
+from mirec.errors import ConfigError
+
+__all__ = [
+    "FORMATS",
+    "ML100K_GENRES",
+    "ROLES",
+    "read_interactions",
+    "read_log",
+    "read_movielens",
+    "read_movielens_100k",
+    "read_sequences",
+    "read_taobao",
+    "source_files",
+]
+
+
+FORMATS = ("sequences", "interactions", "movielens", "movielens-100k", "taobao")
+
+
+def read_log(
+    path: str | Path,
+    format: str,
+    *,
+    columns: str | Sequence[str] | None = None,
+    sep: str | None = None,
+) -> RawLog:
+    """Read ``path`` in one of :data:`FORMATS`.
+
+    ``sequences`` picks up ``<stem>_item2attributes.json`` beside the file when it exists.
+    ``interactions`` needs ``columns``; ``sep`` defaults to a tab for ``.tsv`` files, else a
+    comma. ``columns`` and ``sep`` apply to ``interactions`` only.
+    """
+    _check_format(format)
+    path = Path(path)
+    if format != "interactions" and (columns is not None or sep is not None):
+        raise ConfigError(
+            f"columns and sep apply to format 'interactions' only, not {format!r} "
+            "(its layout is fixed)"
+        )
+    if format == "sequences":
+        attributes = _attributes_beside(path)
+        return read_sequences(path, attributes)
+    if format == "interactions":
+        if not columns:
+            raise ConfigError(
+                "format 'interactions' needs columns naming the user, item and optionally "
+                "timestamp and category columns, e.g. columns='user_id,item_id,timestamp'"
+            )
+        if sep is None:
+            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        return read_interactions(path, columns, sep=sep)
+    if format == "movielens":
+        return read_movielens(path)
+    if format == "movielens-100k":
+        return read_movielens_100k(path)
+    return read_taobao(path)
+
+
+def source_files(path: str | Path, format: str) -> list[Path]:
+    """The files :func:`read_log` reads for ``path`` in ``format`` (all existing files)."""
+    _check_format(format)
+    path = Path(path)
+    if format == "sequences":
+        _check_file(path, "sequence file (lines 'user item1 item2 ...')")
+        attributes = _attributes_beside(path)
+        return [path] if attributes is None else [path, attributes]
+    if format == "movielens":
+        ratings, movies = _movielens_files(path)
+        return [ratings] if movies is None else [ratings, movies]
+    if format == "movielens-100k":
+        return [p for p in _ml100k_files(path) if p is not None]
+    if format == "taobao" and path.is_dir():
+        path = path / "UserBehavior.csv"
+    _check_file(path, "interaction log")
+    return [path]
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ConfigError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")

@@ -1,0 +1,238 @@
+"""Generic interaction logs: delimited text or Parquet, columns named by the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mirec.data.log import RawLog
+from mirec.data.readers._columns import (
+    _category_table,
+    _finite_column,
+    _first_failure,
+    _first_true,
+    _require_nonempty,
+    _unify_ids,
+)
+from mirec.data.readers._files import _check_file
+from mirec.data.readers._scan import (
+    _F,
+    _find_column,
+    _first_line,
+    _first_line_of,
+    _header_names,
+    _scan,
+    _split_record,
+)
+from mirec.errors import ConfigError, DataError
+
+ROLES = ("user", "item", "timestamp", "category")
+"""The roles ``read_interactions(columns=...)`` maps, in order."""
+
+
+def read_interactions(
+    path: str | Path,
+    columns: str | Sequence[str],
+    sep: str = ",",
+    header: bool | None = None,
+    *,
+    encoding: str = "utf-8",
+) -> RawLog:
+    """Read a delimited text or Parquet (``.parquet``) log whose columns the caller names.
+
+    ``columns`` maps roles, in the order ``user,item[,timestamp[,category]]``, to columns of
+    the file, e.g. ``"session_id,item_id,timeframe"``; an empty entry skips a role
+    (``"user,item,,genre"``: a category but no timestamp). Entries are separated by commas
+    whatever ``sep`` is.
+
+    With a header (``header=True``) entries are column names. Without one (``header=False``)
+    an entry is a 1-based column number (``"1,3,4"``), or any other word, which then means the
+    column at that entry's own position (``"user,item,time"`` reads columns 1, 2, 3). Every
+    line must have as many fields as the first one. ``header=None`` (the default) assumes a
+    header unless every entry is a column number. Parquet files always use names.
+
+    Ids are ``int64`` when every user and item id is a plain integer, else all strings.
+    Without a timestamp column, file order is time order (``timestamp`` is null). Text must be
+    ``utf-8`` or ``latin-1``.
+    """
+    path = Path(path)
+    roles = _parse_columns(columns)
+    _check_file(path, "interaction log")
+    if path.suffix.lower() == ".parquet":
+        return _read_parquet(path, roles)
+    sep = _normalize_sep(sep)
+    encoding = _normalize_encoding(encoding)
+    if header is None:
+        header = not all(entry.isdigit() for entry in roles.values())
+    if header:
+        names = _header_names(path, sep, encoding)
+        positions = {role: _find_column(path, names, entry, role) for role, entry in roles.items()}
+        labels = {role: f"{role} column {names[pos]!r}" for role, pos in positions.items()}
+        n_fields = len(names)
+    else:
+        n_fields = len(_split_record(_first_line(path, encoding), sep))
+        positions = {}
+        for ordinal, (role, entry) in enumerate(roles.items()):
+            pos = int(entry) - 1 if entry.isdigit() else ordinal
+            if not 0 <= pos < n_fields:
+                raise DataError(
+                    f"{path}: line 1 has {n_fields} field(s) separated by {sep!r}, but columns "
+                    f"asks for field {pos + 1} as the {role}"
+                )
+            positions[role] = pos
+        labels = {role: f"{role} (field {pos + 1})" for role, pos in positions.items()}
+    if len(set(positions.values())) < len(positions):
+        raise ConfigError(f"columns {columns!r}: one column is given two roles")
+    kinds = {"user": "id", "item": "id", "timestamp": "num", "category": "text"}
+    fields = [_F(f"_skip{i}", "skip") for i in range(n_fields)]
+    for role, pos in positions.items():
+        fields[pos] = _F(role, kinds[role], labels[role])
+    table, src = _scan(path, fields, sep=sep, header=header, encoding=encoding, quote='"')
+    for role in ("user", "item"):
+        _require_nonempty(table.column(role), role, src)
+    user, item = _unify_ids(table.column("user"), table.column("item"))
+    if "timestamp" in positions:
+        timestamp = _finite_column(table, "timestamp", src)
+    else:
+        timestamp = pa.nulls(len(user), pa.float64())
+    interactions = pa.table({"user": user, "item": item, "timestamp": timestamp})
+    categories = None
+    if "category" in positions:
+        categories = _category_table(item, table.column("category"))
+    return RawLog(interactions, (path,), categories)
+
+
+def _parse_columns(columns: str | Sequence[str]) -> dict[str, str]:
+    entries = columns.split(",") if isinstance(columns, str) else list(columns)
+    entries = [str(e).strip() for e in entries]
+    if not 2 <= len(entries) <= len(ROLES) or not entries[0] or not entries[1]:
+        raise ConfigError(
+            f"columns {columns!r}: expected 'user,item[,timestamp[,category]]' "
+            "(the file's column names, or 1-based numbers without a header)"
+        )
+    return {role: entry for role, entry in zip(ROLES, entries, strict=False) if entry}
+
+
+def _normalize_sep(sep: str) -> str:
+    named = {"\\t": "\t", "tab": "\t", "space": " ", "comma": ",", "semicolon": ";"}
+    sep = named.get(sep, sep)
+    if not sep or any(c in sep for c in '\r\n"') or len(sep.encode()) > 4:
+        raise ConfigError(f"sep {sep!r}: expected 1 to 4 characters, not a quote or newline")
+    return sep
+
+
+def _normalize_encoding(encoding: str) -> str:
+    name = encoding.lower().replace("_", "-")
+    if name in ("utf-8", "utf8"):
+        return "utf-8"
+    if name in ("latin-1", "latin1", "iso-8859-1", "iso8859-1"):
+        return "latin-1"
+    raise ConfigError(f"encoding {encoding!r}: expected utf-8 or latin-1")
+
+
+def _read_parquet(path: Path, roles: dict[str, str]) -> RawLog:
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line_of(err)})") from err
+    for role, entry in roles.items():
+        _find_column(path, names, entry, role)
+    try:
+        table = pq.read_table(path, columns=list(dict.fromkeys(roles.values())))
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: cannot be read ({_first_line_of(err)})") from err
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no rows")
+    user = _parquet_ids(path, table, roles["user"])
+    item = _parquet_ids(path, table, roles["item"])
+    if pa.types.is_integer(user.type) and pa.types.is_integer(item.type):
+        pass
+    else:
+        user, item = _unify_ids(pc.cast(user, pa.string()), pc.cast(item, pa.string()))
+    if "timestamp" in roles:
+        timestamp = _parquet_time(path, table, roles["timestamp"])
+    else:
+        timestamp = pa.nulls(table.num_rows, pa.float64())
+    interactions = pa.table({"user": user, "item": item, "timestamp": timestamp})
+    categories = None
+    if "category" in roles:
+        categories = _category_table(item, _decoded(table.column(roles["category"])))
+    return RawLog(interactions, (path,), categories)
+
+
+def _decoded(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(values.type):
+        return values.cast(values.type.value_type)
+    return values
+
+
+def _parquet_null_check(path: Path, values: pa.ChunkedArray, name: str) -> None:
+    if values.null_count:
+        row = _first_true(pc.is_null(values))
+        raise DataError(f"{path}: row {row + 1}: column {name!r} is empty")
+
+
+def _parquet_ids(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
+    values = _decoded(table.column(name))
+    _parquet_null_check(path, values, name)
+    kind = values.type
+    if pa.types.is_integer(kind):
+        try:
+            return pc.cast(values, pa.int64())
+        except pa.ArrowInvalid as err:
+            raise DataError(f"{path}: column {name!r}: ids do not fit in int64") from err
+    if pa.types.is_floating(kind):
+        rounded = pc.floor(values)
+        if not pc.all(pc.equal(rounded, values)).as_py():
+            row = _first_true(pc.invert(pc.fill_null(pc.equal(rounded, values), True)))
+            raise DataError(
+                f"{path}: row {row + 1}: column {name!r} is not an integer id: "
+                f"{values[row].as_py()!r}"
+            )
+        return pc.cast(values, pa.int64())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        values = pc.cast(values, pa.string())
+        empty = pc.equal(pc.utf8_length(values), 0)
+        if pc.any(empty).as_py():
+            raise DataError(f"{path}: row {_first_true(empty) + 1}: column {name!r} is empty")
+        return values
+    raise DataError(f"{path}: column {name!r} has type {kind}, which cannot hold ids")
+
+
+def _parquet_time(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
+    values = _decoded(table.column(name))
+    _parquet_null_check(path, values, name)
+    kind = values.type
+    if pa.types.is_timestamp(kind):
+        per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[kind.unit]
+        seconds = pc.divide(
+            pc.cast(pc.cast(values, pa.timestamp(kind.unit)), pa.int64()), per_second
+        )
+        return pc.cast(seconds, pa.float64())
+    if pa.types.is_date(kind):
+        days = pc.cast(pc.cast(values, pa.date32()), pa.int32())
+        return pc.cast(pc.multiply(pc.cast(days, pa.float64()), 86400.0), pa.float64())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:
+            values = pc.cast(values, pa.float64())
+        except pa.ArrowInvalid:
+            row = _first_failure(values, lambda v: pc.cast(v, pa.float64()))
+            raise DataError(
+                f"{path}: row {row + 1}: column {name!r} is not a number: {values[row].as_py()!r}"
+            ) from None
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        values = pc.cast(values, pa.float64())
+    else:
+        raise DataError(f"{path}: column {name!r} has type {kind}, not a timestamp or number")
+    bad = pc.invert(pc.is_finite(values))
+    if pc.any(bad).as_py():
+        row = _first_true(bad)
+        raise DataError(
+            f"{path}: row {row + 1}: column {name!r} is not a finite number: "
+            f"{values[row].as_py()!r}"
+        )
+    return values

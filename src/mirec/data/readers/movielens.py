@@ -1,0 +1,192 @@
+"""MovieLens readers: 100K (``u.data``/``u.item``/``u.genre``) and latest/1M/10M/20M/25M."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mirec.data.log import RawLog
+from mirec.data.readers._columns import _distinct_pairs, _finite_column, _first_true, _int_column
+from mirec.data.readers._files import _check_file, _folder_and_file
+from mirec.data.readers._scan import _F, _scan, _scan_named, _Source
+from mirec.errors import DataError
+
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
+    "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+"""The 19 genre names of MovieLens 100K, in flag order (used when ``u.genre`` is absent)."""
+
+
+_GROUPLENS = "https://grouplens.org/datasets/movielens/"
+
+
+_NO_GENRES = "(no genres listed)"
+
+
+_RATING_FIELDS = (
+    _F("user", "int"),
+    _F("item", "int"),
+    _F("rating", "skip"),
+    _F("timestamp", "num"),
+)
+"""``user item rating unix_ts`` lines of ``u.data`` and ``ratings.dat``."""
+
+
+def read_movielens_100k(folder: str | Path) -> RawLog:
+    """Read MovieLens 100K from its folder (or its ``u.data``).
+
+    ``u.data`` (tab-separated ``user item rating unix_ts``) gives the interactions; ``u.item``
+    (``|``-separated, latin-1), when present, gives titles and the genre flags, named by
+    ``u.genre`` when present, else by :data:`ML100K_GENRES`.
+    """
+    data_path, item_path, genre_path = _ml100k_files(folder)
+    interactions = _ratings(*_scan(data_path, _RATING_FIELDS, sep="\t", header=False, quote=""))
+    sources = [data_path]
+    categories = titles = None
+    if item_path is not None:
+        genres = ML100K_GENRES
+        if genre_path is not None:
+            genres = _read_ml100k_genres(genre_path)
+        categories, titles = _read_ml100k_items(item_path, genres)
+        sources += [p for p in (item_path, genre_path) if p is not None]
+    return RawLog(interactions, tuple(sources), categories, titles)
+
+
+def read_movielens(folder: str | Path) -> RawLog:
+    """Read MovieLens latest/1M/10M/20M/25M from its folder (or its ratings file).
+
+    ``ratings.csv`` (header ``userId,movieId,rating,timestamp``) or ``ratings.dat``
+    (``::``-separated, no header) gives the interactions; ``movies.csv`` / ``movies.dat``
+    (``movieId, title, genres A|B``), when present, gives titles and genres ("(no genres
+    listed)" means none). ``movies.dat`` is read as UTF-8, or as latin-1 (ML-1M) when it is
+    not valid UTF-8.
+    """
+    ratings, movies = _movielens_files(folder)
+    if ratings.suffix == ".csv":
+        scanned = _scan_named(
+            ratings,
+            {"user": "userId", "item": "movieId", "timestamp": "timestamp"},
+            {"user": "int", "item": "int", "timestamp": "num"},
+            sep=",",
+        )
+    else:
+        scanned = _scan(ratings, _RATING_FIELDS, sep="::", header=False, quote="")
+    interactions = _ratings(*scanned)
+    if movies is None:
+        return RawLog(interactions, (ratings,))
+    if movies.suffix == ".csv":
+        mt, msrc = _scan_named(
+            movies,
+            {"item": "movieId", "title": "title", "genres": "genres"},
+            {"item": "int", "title": "text", "genres": "text"},
+            sep=",",
+        )
+    else:
+        fields = [_F("item", "int"), _F("title", "text"), _F("genres", "text")]
+        mt, msrc = _scan(movies, fields, sep="::", header=False, quote="", latin1_fallback=True)
+    items = _int_column(mt, "item", msrc)
+    genre_lists = pc.split_pattern(pc.fill_null(mt.column("genres"), ""), "|")
+    flat = pc.list_flatten(genre_lists)
+    owner = pc.take(items, pc.list_parent_indices(genre_lists))
+    keep = pc.and_(pc.not_equal(flat, ""), pc.not_equal(flat, _NO_GENRES))
+    categories = _distinct_pairs(owner.filter(keep), flat.filter(keep))
+    titles = pa.table({"item": items, "title": pc.fill_null(mt.column("title"), "")})
+    return RawLog(interactions, (ratings, movies), categories, titles)
+
+
+def _ml100k_files(folder: str | Path) -> tuple[Path, Path | None, Path | None]:
+    what = f"MovieLens 100K files (u.data, u.item, u.genre from {_GROUPLENS})"
+    folder, given = _folder_and_file(folder, what)
+    data = given or folder / "u.data"
+    _check_file(data, f"u.data of MovieLens 100K ({_GROUPLENS})")
+    item, genre = folder / "u.item", folder / "u.genre"
+    return data, item if item.is_file() else None, genre if genre.is_file() else None
+
+
+def _movielens_files(folder: str | Path) -> tuple[Path, Path | None]:
+    what = f"MovieLens files (ratings.csv or ratings.dat, and movies, from {_GROUPLENS})"
+    folder, given = _folder_and_file(folder, what)
+    ratings = given
+    if ratings is None:
+        found = [folder / n for n in ("ratings.csv", "ratings.dat") if (folder / n).is_file()]
+        if not found:
+            raise DataError(
+                f"{folder}: no ratings.csv or ratings.dat here; put the MovieLens files "
+                f"(from {_GROUPLENS}) in this folder"
+            )
+        ratings = found[0]
+    _check_file(ratings, f"MovieLens ratings file ({_GROUPLENS})")
+    if ratings.suffix not in (".csv", ".dat"):
+        raise DataError(f"{ratings}: expected a MovieLens ratings.csv or ratings.dat")
+    movies = ratings.with_name("movies" + ratings.suffix)
+    return ratings, movies if movies.is_file() else None
+
+
+def _ratings(table: pa.Table, src: _Source) -> pa.Table:
+    """The interactions of a MovieLens ratings scan: integer ids, finite timestamps."""
+    return pa.table(
+        {
+            "user": _int_column(table, "user", src),
+            "item": _int_column(table, "item", src),
+            "timestamp": _finite_column(table, "timestamp", src),
+        }
+    )
+
+
+def _read_ml100k_genres(path: Path) -> tuple[str, ...]:
+    table, src = _scan(
+        path,
+        [_F("genre", "label"), _F("index", "int")],
+        sep="|",
+        header=False,
+        quote="",
+        encoding="latin-1",
+    )
+    index = _int_column(table, "index", src).to_numpy()
+    if sorted(index.tolist()) != list(range(len(index))):
+        raise DataError(f"{path}: genre numbers must be 0..{len(index) - 1}, each once")
+    names = table.column("genre").to_numpy(zero_copy_only=False)
+    return tuple(str(names[i]) for i in np.argsort(index))
+
+
+def _read_ml100k_items(path: Path, genres: Sequence[str]) -> tuple[pa.Table, pa.Table]:
+    fields = [
+        _F("item", "int"),
+        _F("title", "text"),
+        _F("release", "skip"),
+        _F("video", "skip"),
+        _F("url", "skip"),
+        *(_F(f"g{j}", "text", f"genre flag {name!r}") for j, name in enumerate(genres)),
+    ]
+    table, src = _scan(path, fields, sep="|", header=False, quote="", encoding="latin-1")
+    items = _int_column(table, "item", src)
+    rows, which = [], []
+    for j in range(len(genres)):  # a loop over the 19 genres, not over rows
+        flags = table.column(f"g{j}")
+        bad = pc.invert(pc.is_in(flags, pa.array(["0", "1"])))
+        if pc.any(bad).as_py():
+            row = _first_true(bad)
+            raise src.fail(
+                row, f"genre flag {genres[j]!r} must be 0 or 1, not {flags[row].as_py()!r}"
+            )
+        hit = pc.indices_nonzero(pc.equal(flags, "1")).to_numpy()
+        rows.append(hit)
+        which.append(np.full(len(hit), j))
+    row = np.concatenate(rows)
+    genre = np.concatenate(which)
+    order = np.lexsort((genre, row))
+    names = pa.array(list(genres), pa.string())
+    categories = pa.table(
+        {
+            "item": pc.take(items, pa.array(row[order])),
+            "category": pc.take(names, pa.array(genre[order])),
+        }
+    )
+    titles = pa.table({"item": items, "title": pc.fill_null(table.column("title"), "")})
+    return categories, titles
