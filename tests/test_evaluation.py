@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mirec.data.examples import EvaluationSet
+from mirec.errors import DataError
 from mirec.evaluation import evaluator
 from mirec.evaluation.evaluator import evaluate
 from mirec.evaluation.metrics import collapse, ranking_metrics
@@ -168,3 +169,9 @@ def test_collapse_identical_and_orthogonal():
 def test_ranking_metrics_needs_enough_ranks():
     with pytest.raises(ValueError, match="ranks"):
         ranking_metrics(torch.zeros(1, 10, dtype=torch.bool), torch.tensor([1]))
+
+
+def test_a_catalogue_smaller_than_the_cutoff_is_a_clear_error():
+    model = FixedRetriever(torch.tensor([[[1.0]]]), ranked_catalogue(30))
+    with pytest.raises(DataError, match="30 items"):
+        evaluate(model, eval_set([[1]]))

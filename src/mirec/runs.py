@@ -23,6 +23,8 @@ from mirec.models.registry import build_model
 from mirec.training.trainer import WEIGHTS_FILE, fit, load_weights, resolve_device
 
 CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.json"
+EVALUATION_DIR = "evaluation"
+"""Where ``mirec evaluate`` writes inside the checkpoint when no output folder is given."""
 
 
 def prepare_for(config: Config, data_dir: Path | None = None) -> PreparedData:
@@ -102,7 +104,7 @@ def evaluate_checkpoint(
         "collapse": results["test"].collapse,
         "eval_users_per_second": round(results["test"].users_per_second, 1),
     }
-    write_json_atomic((output_dir or checkpoint / "evaluation") / METRICS_FILE, metrics)
+    write_json_atomic((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, metrics)
     return metrics
 
 

@@ -89,9 +89,9 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a checkpoint's best weights on its validation and test users."""
-    from mirec.runs import evaluate_checkpoint
+    from mirec.runs import EVALUATION_DIR, evaluate_checkpoint
 
-    out = output_dir or checkpoint / "evaluation"
+    out = output_dir or checkpoint / EVALUATION_DIR
     metrics = evaluate_checkpoint(
         checkpoint, out, data_dir=data_dir, mask_history=mask_history, progress=not quiet
     )

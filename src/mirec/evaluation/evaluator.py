@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from mirec.aggregators.max_score import max_over_interests
 from mirec.data.examples import EvaluationSet
+from mirec.errors import DataError
 from mirec.evaluation.metrics import CUTOFFS, collapse, ranking_metrics
 from mirec.extractors.base import Extracted
 
@@ -78,9 +79,11 @@ def evaluate(
     device = items.device if device is None else torch.device(device)
     items = items.to(device)
     n_items = items.shape[0]
-    depth = min(max(cutoffs), n_items)
-    if depth < max(cutoffs):
-        raise ValueError(f"catalogue has {n_items} items, fewer than the cutoff {max(cutoffs)}")
+    depth = max(cutoffs)
+    if n_items < depth:
+        raise DataError(
+            f"the catalogue has {n_items} items after filtering, fewer than the cutoff {depth}"
+        )
     n_targets_all = torch.from_numpy(np.diff(eval_set.target_offsets))
     histories_all = eval_set.histories
     k = model.num_interests

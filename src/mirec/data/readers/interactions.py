@@ -170,15 +170,17 @@ def _decoded(values: pa.ChunkedArray) -> pa.ChunkedArray:
     return values
 
 
-def _parquet_null_check(path: Path, values: pa.ChunkedArray, name: str) -> None:
+def _parquet_column(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
+    """Column ``name``, dictionary-decoded, with a null reported by its row."""
+    values = _decoded(table.column(name))
     if values.null_count:
         row = _first_true(pc.is_null(values))
         raise DataError(f"{path}: row {row + 1}: column {name!r} is empty")
+    return values
 
 
 def _parquet_ids(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
-    values = _decoded(table.column(name))
-    _parquet_null_check(path, values, name)
+    values = _parquet_column(path, table, name)
     kind = values.type
     if pa.types.is_integer(kind):
         try:
@@ -204,8 +206,7 @@ def _parquet_ids(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
 
 
 def _parquet_time(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
-    values = _decoded(table.column(name))
-    _parquet_null_check(path, values, name)
+    values = _parquet_column(path, table, name)
     kind = values.type
     if pa.types.is_timestamp(kind):
         per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[kind.unit]
