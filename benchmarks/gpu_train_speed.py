@@ -51,6 +51,7 @@ from mirec import __version__ as mirec_version
 from mirec.config import load_config, model_names
 from mirec.models.interest_model import InterestModel
 from mirec.models.registry import build_model
+from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import train_step
 
 # amazon-beauty's shape (PROTOCOL.md, ANCHORS.md)
@@ -241,12 +242,13 @@ def mirec_builder(name: str, negatives: int, pool: list[Batch], device, args):
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         gen = torch.Generator(device=device).manual_seed(config.seed)
+        objective = SampledSoftmax(
+            N_ITEMS, negatives, temperature=config.temperature, device=device
+        )
 
         def step(i: int) -> torch.Tensor:
             b = pool[i % len(pool)]
-            return train_step(
-                model, optimizer, b["histories"], b["targets"], negatives, config.temperature, gen
-            )
+            return train_step(model, optimizer, b["histories"], b["targets"], objective, gen)
 
         return step
 

@@ -44,7 +44,7 @@ from mirec.evaluation.evaluator import evaluate
 from mirec.models.interest_model import InterestModel
 from mirec.models.registry import build_model
 from mirec.training.sampled_softmax import resolve_negatives
-from mirec.training.trainer import TrainingExamples, train_step
+from mirec.training.trainer import TrainingExamples, build_objective, train_step
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -115,7 +115,7 @@ def mirec_round(
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     examples = TrainingExamples.of(data, torch.device("cpu"))
-    negatives = resolve_negatives(config.num_negatives, data.sequences.n_items)
+    objective = build_objective(config, data, torch.device("cpu"))
     # the same examples, in the same seeded order, as torch-rechub's rounds get
     order = torch.from_numpy(order_index)
     total_loss = torch.zeros(())
@@ -125,9 +125,7 @@ def mirec_round(
         for b in range(first, first + count):
             index = order[b * config.batch_size : (b + 1) * config.batch_size]
             histories, targets = examples.batch(index)
-            total_loss += train_step(
-                model, optimizer, histories, targets, negatives, config.temperature, generator
-            )
+            total_loss += train_step(model, optimizer, histories, targets, objective, generator)
 
     model.train()
     steps(0, args.warmup)

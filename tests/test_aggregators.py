@@ -1,11 +1,16 @@
-"""Retrieval aggregation: ComiRec's diversity-controllable greedy merge."""
+"""Aggregation: ComiRec's diversity-controllable greedy merge, mean scores, and the
+representation aggregators that fuse K interests into one vector."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mirec.aggregators.diversity_greedy import diverse_retrieve, diverse_top_n
 from mirec.aggregators.max_score import max_over_interests
+from mirec.aggregators.mean_score import mean_over_interests
+from mirec.aggregators.representation import ConcatMLP, IntentionWeights, InterestAttention
+from mirec.extractors.base import Extracted
 
 
 def category_diversity(categories: torch.Tensor) -> float:
@@ -48,3 +53,45 @@ def test_non_candidates_are_never_picked_and_no_item_twice():
     picked = diverse_retrieve(interests, items, category, 30, lam=5.0)
     for row in picked:
         assert len(set(row.tolist())) == 30
+
+
+def test_mean_aggregation_is_the_mean_of_per_interest_scores():
+    torch.manual_seed(1)
+    interests, items = torch.randn(4, 3, 8), torch.randn(30, 8)
+    per_interest = torch.einsum("bkd,nd->bkn", interests, items)
+    torch.testing.assert_close(mean_over_interests(interests, items), per_interest.mean(1))
+    active = torch.tensor([[True, False, True]] * 4)
+    expected = per_interest[:, [0, 2]].mean(1)
+    torch.testing.assert_close(mean_over_interests(interests, items, active), expected)
+
+
+def test_representation_aggregators_ignore_inactive_interests():
+    torch.manual_seed(2)
+    interests = torch.randn(5, 3, 8)
+    active = torch.tensor([[True, True, False]] * 5)
+    changed = interests.clone()
+    changed[:, 2] = torch.randn(5, 8) * 100  # an inactive interest must not matter
+    weights = torch.softmax(torch.randn(5, 3), dim=1)
+    for fuse in (InterestAttention(8), ConcatMLP(8, 3), IntentionWeights()):
+        a = fuse(Extracted(interests, active=active, weights=weights))
+        b = fuse(Extracted(changed, active=active, weights=weights))
+        assert a.shape == (5, 8)
+        torch.testing.assert_close(a, b)
+
+
+def test_attention_over_interests_is_a_convex_mix():
+    torch.manual_seed(3)
+    interests = torch.randn(2, 4, 8)
+    fused = InterestAttention(8)(Extracted(interests))
+    # a convex mix lies inside the per-dimension range of the interests
+    assert torch.all(fused <= interests.amax(1) + 1e-6)
+    assert torch.all(fused >= interests.amin(1) - 1e-6)
+
+
+def test_intention_weights_mix_by_the_extractors_weights():
+    interests = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    weights = torch.tensor([[0.25, 0.75]])
+    fused = IntentionWeights()(Extracted(interests, weights=weights))
+    torch.testing.assert_close(fused, torch.tensor([[0.25, 0.75]]))
+    with pytest.raises(ValueError, match="intention"):
+        IntentionWeights()(Extracted(interests))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from mirec.aggregators.max_score import max_over_interests
 from mirec.data.examples import EvaluationSet
 from mirec.errors import DataError
 from mirec.evaluation import evaluator
@@ -27,6 +28,9 @@ class FixedRetriever:
 
     def item_vectors(self) -> torch.Tensor:
         return self.items
+
+    def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
+        return max_over_interests(extracted.interests, items, extracted.active)
 
 
 def eval_set(targets: list[list[int]], histories: list[list[int]] | None = None) -> EvaluationSet:

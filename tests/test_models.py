@@ -16,7 +16,7 @@ from mirec.extractors.causal_transformer import CausalTransformer, SASRecExtract
 from mirec.extractors.mean_pooling import MeanPoolingExtractor
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
 from mirec.models.registry import build_model
-from mirec.training.sampled_softmax import sampled_softmax_loss
+from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import fit
 
 
@@ -77,25 +77,7 @@ def test_hard_argmax_picks_the_interest_nearest_the_target():
     torch.testing.assert_close(chosen, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
 
 
-def test_sampled_softmax_full_catalogue_and_accidental_hits():
-    torch.manual_seed(0)
-    table = torch.randn(11, 4)
-    user, target = torch.randn(3, 4), torch.tensor([1, 5, 10])
-    full = sampled_softmax_loss(user, target, table, num_negatives=0)
-    expected = torch.nn.functional.cross_entropy(user @ table[1:].T, target - 1)
-    torch.testing.assert_close(full, expected)
-    # 9 of 10 items as negatives: targets are often drawn too, and must be masked, not counted
-    gen = torch.Generator().manual_seed(1)
-    sampled = sampled_softmax_loss(user, target, table, num_negatives=9, generator=gen)
-    assert math.isfinite(sampled.item())
-    # a single example whose every negative is its own target: only the positive is left
-    lone = sampled_softmax_loss(
-        user[:1], torch.tensor([1]), table[:3], num_negatives=1, generator=gen
-    )
-    assert lone.item() >= 0.0
-
-
-@pytest.mark.parametrize("model_name", ["comirec-sa", "youtube-dnn"])
+@pytest.mark.parametrize("model_name", ["comirec-sa", "youtube-dnn", "sine", "gru4rec", "remi"])
 def test_short_training_beats_popularity_on_synthetic(model_name, tmp_path):
     data = prepare("synthetic:n_users=1500,n_items=600,n_clusters=12")
     popular = build_model(load_config("most-popular"), data.sequences.n_items, data.maxlen)
@@ -120,7 +102,7 @@ def test_every_published_config_builds_trains_and_scores(name):
     model = build_model(config, n_items=50, maxlen=10)
     histories = torch.randint(0, 51, (16, 10))
     histories[:, -1] = torch.randint(1, 51, (16,))  # at least one real item each
-    loss = model.loss(histories, torch.randint(1, 51, (16,)), num_negatives=0)
+    loss = model.loss(histories, torch.randint(1, 51, (16,)), SampledSoftmax(50, 0))
     loss.backward()
     assert math.isfinite(loss.item())
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -26,11 +26,13 @@ class Config:
     """Name of the published configuration this run started from; the default is the best
     multi-interest configuration measured so far (README, Models)."""
     extractor: str = "self_attentive"
-    """self_attentive | mean_pooling | popularity."""
+    """self_attentive (ComiRec-SA) | dynamic_routing (MIND) | capsule_routing (ComiRec-DR) |
+    sparse_interest (SINE) | causal_transformer (SASRec) | gru (GRU4Rec) | mean_pooling
+    (YouTube-DNN) | popularity."""
     embedding_dim: int = 64
     num_interests: int = 4
     hidden_dim: int | None = None
-    """Extractor hidden width; None means 4 x embedding_dim."""
+    """Extractor hidden width; None means 4 x embedding_dim (GRU: embedding_dim)."""
     maxlen: int | None = None
     """History length; None means PROTOCOL.md section 7 (50 for MovieLens, else 20)."""
     encoder_layers: int = 0
@@ -48,6 +50,17 @@ class Config:
     """Training-time interest selection: hard_argmax (ComiRec) | label_aware (MIND)."""
     label_aware_power: float = 1.0
     """MIND's label-aware attention power p (large p is argmax)."""
+    aggregator: str = "max"
+    """How the K interests meet the items: max | mean (score-level: the selector trains,
+    all K retrieve) or attention | concat_mlp | intention (representation-level: one fused
+    vector trains and retrieves; intention is SINE's own weighting)."""
+    adaptive_k: str | None = None
+    """Per-user number of interests at inference: ``mass:t`` drops interests with less than
+    a share t of the history, ``merge:t`` merges interests with cosine above t."""
+    num_concepts: int = 500
+    """SINE: size of the concept prototype pool."""
+    intention_temperature: float = 0.1
+    """SINE: temperature of the intention-aware aggregation softmax."""
     regularizer: str | None = None
     """Penalties against collapse, ``name:weight[,name:weight]``: disagreement,
     contrastive, covariance (REMI). None: no regularization."""
@@ -66,8 +79,13 @@ class Config:
     lr: float = 1e-3
     weight_decay: float = 0.0
     num_negatives: int | None = None
-    """Shared uniform negatives per batch; 0 scores the whole catalogue; None (auto) is the
-    whole catalogue up to 16,384 items, else 4,096 (see ``resolve_negatives``)."""
+    """Shared negatives per batch; 0 scores the whole catalogue; None (auto) is the whole
+    catalogue up to 16,384 items, else 4,096 (see ``resolve_negatives``)."""
+    negative_sampling: str = "uniform"
+    """uniform | popularity (log-Q corrected) | in_batch (the batch's other targets)."""
+    hard_negative_beta: float = 0.0
+    """REMI's interest-aware hard negatives: negatives reweighted by exp(beta * score);
+    0 is the plain sampled softmax."""
     temperature: float = 1.0
     max_epochs: int = 200
     patience: int = 3
@@ -102,10 +120,12 @@ def load_config(
     model: str | None = None,
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    fixed: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Config:
     """Published config ``model`` (or the defaults), then ``config_file``, then ``settings``
-    (non-None keyword values), then ``--set key=value`` overrides, each over the last."""
+    (non-None keyword values), then ``fixed`` (None included: it unsets a setting), then
+    ``--set key=value`` overrides, each over the last."""
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(_read_yaml(config_file))
@@ -116,6 +136,7 @@ def load_config(
     merged.update(values)
     merged["model"] = name
     merged.update({k: v for k, v in settings.items() if v is not None})
+    merged.update(fixed or {})
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:

@@ -51,7 +51,7 @@ def train_run(
     result = fit(model, data, config, output_dir, progress=progress)
     test = evaluate(model, data.test, device=resolve_device(config.device), progress=progress)
     metrics = {
-        **_run_header(config, data),
+        **_run_header(config, data, model),
         "valid": result.best_valid,
         "test": test.metrics,
         "collapse": test.collapse,
@@ -97,7 +97,7 @@ def evaluate_checkpoint(
         for split in ("valid", "test")
     }
     metrics = {
-        **_run_header(config, data),
+        **_run_header(config, data, model),
         "history_masked": mask_history,
         "valid": results["valid"].metrics,
         "test": results["test"].metrics,
@@ -108,14 +108,14 @@ def evaluate_checkpoint(
     return metrics
 
 
-def _run_header(config: Config, data: PreparedData) -> dict[str, Any]:
+def _run_header(config: Config, data: PreparedData, model: torch.nn.Module) -> dict[str, Any]:
     split = data.split
     return {
         "dataset": config.dataset,
         "model": config.model,
         "seed": config.seed,
         "split_seed": config.split_seed,
-        "interests": config.num_interests,
+        "interests": model.num_interests,  # K as built: single-interest models have 1
         "maxlen": data.maxlen,
         "n_users": data.sequences.n_users,
         "n_items": data.sequences.n_items,

@@ -1,4 +1,5 @@
-"""The ``mirec`` command line: train, evaluate, quickstart, datasets, download, models."""
+"""The ``mirec`` command line: train, evaluate, experiment, quickstart, datasets, download,
+models."""
 
 from __future__ import annotations
 
@@ -97,6 +98,37 @@ def evaluate(
     )
     _print_table({metrics["model"]: metrics})
     typer.echo(f"results: {out / 'metrics.json'}")
+
+
+@app.command()
+def experiment(
+    file: Annotated[Path, typer.Argument(help="Experiment YAML: datasets x models x seeds.")],
+    max_cells: Annotated[
+        int | None, typer.Option(help="Run at most this many unfinished cells, then report.")
+    ] = None,
+    report_only: Annotated[
+        bool, typer.Option(help="Only rewrite the report from the finished cells.")
+    ] = False,
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run a grid of training runs (resumable: finished cells are kept) and write its report."""
+    from mirec.experiments.grid import load_experiment
+    from mirec.experiments.report import write_report
+    from mirec.experiments.runner import run_experiment
+
+    spec = load_experiment(file)
+    failures = []
+    if not report_only:
+        failures = run_experiment(
+            spec, data_dir=data_dir, max_cells=max_cells, progress=not quiet, echo=typer.echo
+        )
+    done, total = write_report(spec, f"mirec experiment {file}")
+    typer.echo(f"report: {spec.report} ({done} of {total} cells finished)")
+    if failures:
+        for cell, message in failures:
+            typer.echo(f"failed: {cell.run_dir}: {message}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

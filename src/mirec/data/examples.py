@@ -27,6 +27,12 @@ def training_positions(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, 
     return rows.astype(np.int64), t
 
 
+def training_item_counts(seqs: Sequences, users: np.ndarray) -> np.ndarray:
+    """(N + 1,) interactions per item index among ``users`` (index 0, the padding, is 0)."""
+    owner = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+    return np.bincount(seqs.items[np.isin(owner, users)], minlength=seqs.n_items + 1)
+
+
 def gather_histories(
     items: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, maxlen: int
 ) -> torch.Tensor:

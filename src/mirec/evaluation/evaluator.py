@@ -1,7 +1,8 @@
 """Full-catalogue exact evaluation (PROTOCOL.md sections 4, 5 and 8).
 
-A user's score for item i is ``max_k <v_u^k, e_i>`` over their K interests; the top-N list
-is the N best items by that score. Everything is batched matrix products and ``topk`` on
+A user's score for item i is the model's aggregation of their K interests, by default
+``max_k <v_u^k, e_i>`` (PROTOCOL.md section 4); the top-N list is the N best items by that
+score. Everything is batched matrix products and ``topk`` on
 the model's device; users are processed in chunks sized to bound memory.
 """
 
@@ -15,7 +16,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mirec.aggregators.max_score import max_over_interests
 from mirec.data.examples import EvaluationSet
 from mirec.errors import DataError
 from mirec.evaluation.metrics import CUTOFFS, collapse, ranking_metrics
@@ -36,6 +36,10 @@ class Retriever(Protocol):
 
     def item_vectors(self) -> torch.Tensor:
         """(n_items, d): row j is item index j + 1."""
+        ...
+
+    def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
+        """(B, n_items) scores: the model's aggregation of its interests (max, mean, fused)."""
         ...
 
 
@@ -97,7 +101,7 @@ def evaluate(
         histories = histories_all[lo : lo + batch].to(device)
         extracted = model.extract(histories)
         b = histories.shape[0]
-        scores = max_over_interests(extracted.interests, items, extracted.active)
+        scores = model.score(extracted, items)
         if mask_history:
             rows = torch.arange(b, device=device).unsqueeze(1).expand_as(histories)
             keep = histories > 0

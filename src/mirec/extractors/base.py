@@ -23,3 +23,9 @@ class Extracted(NamedTuple):
     """(B, L, K), zero on padding."""
     active: torch.Tensor | None = None
     """(B, K) bool: False for interests a user does not have (dynamic K); None: all active."""
+    weights: torch.Tensor | None = None
+    """(B, K), rows summing to 1: the extractor's own weighting of the interests into one
+    user vector (SINE's intention-aware aggregation); None when it has none."""
+    prototypes: torch.Tensor | None = None
+    """(C, d): a learned pool of concept prototypes the interests are drawn from (SINE),
+    for the regularizers that keep the pool spread; None when there is none."""

@@ -20,10 +20,10 @@ class MostPopular(nn.Module):
         super().__init__()
         self.register_buffer("counts", torch.zeros(n_items, 1))
 
-    def fit(self, train_items: np.ndarray) -> MostPopular:
-        """Count the training interactions (item indices 1..N)."""
-        counts = np.bincount(train_items, minlength=self.counts.shape[0] + 1)[1:]
-        self.counts.copy_(torch.from_numpy(counts).to(self.counts.dtype).unsqueeze(1))
+    def fit(self, item_counts: np.ndarray) -> MostPopular:
+        """Take the training interactions per item index (N + 1,), row 0 the padding."""
+        counts = torch.from_numpy(np.asarray(item_counts)[1:])
+        self.counts.copy_(counts.to(self.counts.dtype).unsqueeze(1))
         return self
 
     def extract(self, histories: torch.Tensor) -> Extracted:
@@ -31,3 +31,6 @@ class MostPopular(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         return self.counts
+
+    def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
+        return (extracted.interests[:, 0] @ items.T).float()

@@ -9,13 +9,19 @@ from torch import nn
 
 from mirec.aggregators.hard_argmax import select_by_argmax
 from mirec.aggregators.label_aware import label_aware
+from mirec.aggregators.max_score import max_over_interests
+from mirec.aggregators.mean_score import mean_over_interests
+from mirec.aggregators.representation import ConcatMLP, IntentionWeights, InterestAttention
 from mirec.config import Config
 from mirec.errors import ConfigError
+from mirec.extractors.adaptive_k import parse_adaptive_k
 from mirec.extractors.capsule_routing import BehaviorToInterestRouting, CapsuleRouting
 from mirec.extractors.causal_transformer import SASRecExtractor
+from mirec.extractors.gru import GRUExtractor
 from mirec.extractors.mean_pooling import MeanPoolingExtractor
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
-from mirec.models.interest_model import InterestModel, Selector
+from mirec.extractors.sparse_interest import SparseInterestExtractor
+from mirec.models.interest_model import InterestModel, Scorer, Selector
 from mirec.models.most_popular import MostPopular
 from mirec.regularizers import parse_regularizers
 
@@ -39,6 +45,15 @@ EXTRACTORS: dict[str, Callable[[Config, int], nn.Module]] = {
     "capsule_routing": lambda c, maxlen: CapsuleRouting(
         c.embedding_dim, c.num_interests, maxlen, iterations=c.routing_iterations
     ),
+    "sparse_interest": lambda c, maxlen: SparseInterestExtractor(
+        c.embedding_dim,
+        c.num_interests,
+        maxlen,
+        num_concepts=c.num_concepts,
+        hidden_dim=c.hidden_dim,
+        temperature=c.intention_temperature,
+    ),
+    "gru": lambda c, maxlen: GRUExtractor(c.embedding_dim, c.hidden_dim, dropout=c.dropout),
 }
 
 
@@ -48,15 +63,50 @@ SELECTORS: dict[str, Callable[[Config], Selector]] = {
 }
 
 
+SCORERS: dict[str, Scorer] = {"max": max_over_interests, "mean": mean_over_interests}
+FUSERS: dict[str, Callable[[Config], nn.Module]] = {
+    "attention": lambda c: InterestAttention(c.embedding_dim, c.hidden_dim),
+    "concat_mlp": lambda c: ConcatMLP(c.embedding_dim, c.num_interests, c.hidden_dim),
+    "intention": lambda c: IntentionWeights(),
+}
+
+
 def build_model(config: Config, n_items: int, maxlen: int) -> InterestModel | MostPopular:
     if config.extractor == "popularity":
         return MostPopular(n_items)
     extractor = _lookup(EXTRACTORS, config.extractor, "extractor", ["popularity"])(config, maxlen)
     selector = _lookup(SELECTORS, config.selector, "selector")(config)
     regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
-    if config.num_interests < 2 and any(name == "disagreement" for name, _, _ in regularizers):
+    names = {name for name, _, _ in regularizers}
+    if config.num_interests < 2 and "disagreement" in names:
         raise ConfigError("regularizer 'disagreement' needs num_interests >= 2")
-    return InterestModel(n_items, config.embedding_dim, extractor, selector, regularizers)
+    if "concept_covariance" in names and config.extractor != "sparse_interest":
+        raise ConfigError(
+            "regularizer 'concept_covariance' penalises SINE's concept pool: it needs "
+            "extractor=sparse_interest"
+        )
+    if config.aggregator in SCORERS:
+        scorer, fuse = SCORERS[config.aggregator], None
+    else:
+        scorer = max_over_interests
+        fuse = _lookup(FUSERS, config.aggregator, "aggregator", list(SCORERS))(config)
+    if config.aggregator == "intention" and config.extractor != "sparse_interest":
+        raise ConfigError("aggregator 'intention' is SINE's: it needs extractor=sparse_interest")
+    if config.extractor == "sparse_interest" and config.num_interests > config.num_concepts:
+        raise ConfigError(
+            f"SINE activates num_interests={config.num_interests} concepts from a pool of "
+            f"num_concepts={config.num_concepts}: the pool must be at least as large"
+        )
+    return InterestModel(
+        n_items,
+        config.embedding_dim,
+        extractor,
+        selector,
+        regularizers,
+        scorer=scorer,
+        fuse=fuse,
+        adaptive_k=parse_adaptive_k(config.adaptive_k),
+    )
 
 
 def _lookup(table: dict, name: str, what: str, extra: list[str] | None = None):

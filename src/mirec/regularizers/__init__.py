@@ -1,6 +1,7 @@
 """Regularizers against collapse, by name, with the weights given in a config string.
 
-``regularizer: "covariance:100"`` or ``"disagreement:0.1,contrastive:0.05"``: each entry
+``regularizer: "covariance:100"`` or ``"disagreement:0.1,contrastive:0.05"`` (or SINE's
+``concept_covariance``): each entry
 is ``name:weight``, and the training loss adds ``weight * penalty``. Every penalty has the
 signature ``(extracted, history_embeddings, mask) -> scalar``.
 """
@@ -14,6 +15,7 @@ import torch
 
 from mirec.errors import ConfigError
 from mirec.extractors.base import Extracted
+from mirec.regularizers.concept_covariance import concept_covariance_penalty
 from mirec.regularizers.contrastive import contrastive_penalty
 from mirec.regularizers.covariance import routing_covariance_penalty
 from mirec.regularizers.disagreement import disagreement_penalty
@@ -24,6 +26,7 @@ REGULARIZERS: dict[str, Callable[..., torch.Tensor]] = {
     "disagreement": disagreement_penalty,
     "contrastive": contrastive_penalty,
     "covariance": routing_covariance_penalty,
+    "concept_covariance": concept_covariance_penalty,
 }
 
 

@@ -13,18 +13,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mirec.config import Config
-from mirec.data.examples import gather_histories, training_positions
+from mirec.data.examples import gather_histories, training_item_counts, training_positions
 from mirec.data.prepare import PreparedData
+from mirec.errors import ConfigError
 from mirec.evaluation.evaluator import evaluate
 from mirec.models.interest_model import InterestModel
 from mirec.models.most_popular import MostPopular
-from mirec.training.sampled_softmax import resolve_negatives
+from mirec.training.sampled_softmax import SampledSoftmax, resolve_negatives
 
 SELECTION_METRIC = "recall@50"
 WEIGHTS_FILE = "model.safetensors"
@@ -40,7 +40,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_by: str = "max_epochs"
     negatives: int | None = None
-    """Shared negatives per batch actually used (0: the whole catalogue)."""
+    """Negatives per example actually used (0: the whole catalogue; in-batch: B - 1)."""
 
     @property
     def examples_per_second(self) -> float:
@@ -85,16 +85,36 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     histories: torch.Tensor,
     targets: torch.Tensor,
-    num_negatives: int,
-    temperature: float = 1.0,
+    objective: SampledSoftmax,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One optimisation step on a batch; returns the (detached) loss."""
-    loss = model.loss(histories, targets, num_negatives, temperature, generator)
+    loss = model.loss(histories, targets, objective, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def build_objective(config: Config, data: PreparedData, device: torch.device) -> SampledSoftmax:
+    """The training softmax of ``config``: its negatives, their count and REMI's beta; item
+    popularity comes from the training users only."""
+    n_items = data.sequences.n_items
+    counts = None
+    if config.negative_sampling != "uniform":
+        counts = torch.from_numpy(training_item_counts(data.sequences, data.split.train))
+    try:
+        return SampledSoftmax(
+            n_items,
+            resolve_negatives(config.num_negatives, n_items, config.negative_sampling),
+            config.negative_sampling,
+            item_counts=counts,
+            hard_negative_beta=config.hard_negative_beta,
+            temperature=config.temperature,
+            device=device,
+        )
+    except ValueError as err:
+        raise ConfigError(f"training objective: {err}") from err
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,10 +148,8 @@ def fit(
     weights = output_dir / WEIGHTS_FILE
     result = FitResult()
     if isinstance(model, MostPopular):
-        seqs = data.sequences
         start = time.perf_counter()
-        owner = np.repeat(np.arange(seqs.n_users), seqs.lengths)
-        model.fit(seqs.items[np.isin(owner, data.split.train)])
+        model.fit(training_item_counts(data.sequences, data.split.train))
         result.train_seconds = time.perf_counter() - start
         result.best_valid = evaluate(model, data.valid, device=device).metrics
         result.history.append({"epoch": 0, **result.best_valid})
@@ -141,8 +159,9 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     examples = TrainingExamples.of(data, device)
-    negatives = resolve_negatives(config.num_negatives, data.sequences.n_items)
-    result.negatives = negatives
+    objective = build_objective(config, data, device)
+    in_batch = config.negative_sampling == "in_batch"
+    result.negatives = config.batch_size - 1 if in_batch else objective.num_negatives
     n_examples = len(examples)
     n_batches = math.ceil(n_examples / config.batch_size)
     deadline = None
@@ -165,9 +184,7 @@ def fit(
             histories, targets = examples.batch(
                 order[b * config.batch_size : (b + 1) * config.batch_size]
             )
-            total_loss += train_step(
-                model, optimizer, histories, targets, negatives, config.temperature, generator
-            )
+            total_loss += train_step(model, optimizer, histories, targets, objective, generator)
         bar.close()
         result.train_seconds += time.perf_counter() - epoch_start
         result.train_examples += n_examples

@@ -1,0 +1,160 @@
+"""An experiment: a grid of runs (datasets x models x settings x seeds) under PROTOCOL.md.
+
+The grid is a YAML file::
+
+    name: results
+    report: docs/results.md            # the generated report (results.csv beside it)
+    runs_dir: runs/results             # one folder per cell: config, weights, metrics.json
+    datasets: [amazon-beauty, ml-100k]
+    models: [comirec-sa, mind]
+    settings: {max_train_minutes: 8}   # applied to every cell (``--set``)
+    grid: {num_interests: [1, 2, 4]}   # every combination is a variant of each model
+    seeds: {default: [42], comirec-sa: [42, 7, 2026]}   # or a plain list
+
+Relative paths are taken from the current directory. A cell is finished when its folder
+holds a ``metrics.json`` written from the same resolved config; finished cells are never
+rerun, so an interrupted experiment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mirec.config import Config, load_config
+from mirec.errors import ConfigError
+
+KEYS = {
+    "name",
+    "description",
+    "report",
+    "runs_dir",
+    "datasets",
+    "models",
+    "settings",
+    "grid",
+    "seeds",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    dataset: str
+    model: str
+    variant: tuple[tuple[str, Any], ...]
+    """The grid settings of this cell, in grid order (empty without a grid)."""
+    seed: int
+    config: Config
+    run_dir: Path
+
+    @property
+    def variant_label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.variant)
+
+
+@dataclass
+class Experiment:
+    name: str
+    report: Path
+    runs_dir: Path
+    cells: list[Cell] = field(default_factory=list)
+    description: str = ""
+    grid_keys: tuple[str, ...] = ()
+
+
+def load_experiment(path: Path) -> Experiment:
+    """Parse an experiment file into its cells; every cell's config is resolved (and so
+    checked) before anything runs."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: experiment file does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: expected a mapping")
+    unknown = sorted(set(spec) - KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key {unknown[0]!r}; keys are: {', '.join(sorted(KEYS))}"
+        )
+    name = str(spec.get("name") or path.stem)
+    datasets = _string_list(spec, "datasets", path)
+    models = _string_list(spec, "models", path)
+    settings = _mapping(spec, "settings", path)
+    grid = _mapping(spec, "grid", path)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: grid.{key}: expected a non-empty list of values")
+    seeds = _seeds(spec.get("seeds", [42]), models, path)
+    runs_dir = Path(spec.get("runs_dir") or f"runs/{name}")
+    experiment = Experiment(
+        name=name,
+        report=Path(spec.get("report") or runs_dir / "report.md"),
+        runs_dir=runs_dir,
+        description=str(spec.get("description") or "").strip(),
+        grid_keys=tuple(grid),
+    )
+    combos = list(itertools.product(*grid.values())) or [()]
+    # the first seed of every (dataset, model, variant) runs before anyone's second seed, so
+    # an interrupted grid has one figure for each row before it has spreads
+    rounds = max(len(s) for s in seeds.values())
+    for rank in range(rounds):
+        for dataset, model, combo in itertools.product(datasets, models, combos):
+            if rank >= len(seeds[model]):
+                continue
+            seed, variant = seeds[model][rank], tuple(zip(grid, combo, strict=True))
+            try:
+                config = load_config(
+                    model, fixed={**settings, **dict(variant), "dataset": dataset, "seed": seed}
+                )
+            except ConfigError as err:
+                raise ConfigError(f"{path}: cell {dataset}/{model}: {err}") from err
+            folder = runs_dir / _slug(dataset) / model
+            for key, value in variant:
+                folder = folder / _slug(f"{key}={value}")
+            experiment.cells.append(
+                Cell(dataset, model, variant, seed, config, folder / f"seed-{seed}")
+            )
+    return experiment
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text)
+
+
+def _string_list(spec: dict, key: str, path: Path) -> list[str]:
+    values = spec.get(key)
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{path}: {key}: expected a non-empty list of names")
+    return values
+
+
+def _mapping(spec: dict, key: str, path: Path) -> dict[str, Any]:
+    value = spec.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {key}: expected a mapping of setting -> value")
+    return value
+
+
+def _seeds(value: Any, models: list[str], path: Path) -> dict[str, list[int]]:
+    def check(seeds: Any, where: str) -> list[int]:
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+            raise ConfigError(f"{path}: {where}: expected a non-empty list of integer seeds")
+        return seeds
+
+    if isinstance(value, list):
+        return dict.fromkeys(models, check(value, "seeds"))
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: seeds: expected a list or a mapping model -> list")
+    extra = sorted(set(value) - {"default", *models})
+    if extra:
+        raise ConfigError(f"{path}: seeds: {extra[0]!r} is not one of the experiment's models")
+    default = check(value.get("default", [42]), "seeds.default")
+    return {m: check(value[m], f"seeds.{m}") if m in value else default for m in models}

@@ -1,0 +1,65 @@
+"""Run an experiment's cells one after another, skipping the finished ones."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mirec.config import Config
+from mirec.errors import MirecError
+from mirec.experiments.grid import Cell, Experiment
+from mirec.runs import CONFIG_FILE, METRICS_FILE, train_run
+
+
+def cell_metrics(cell: Cell) -> dict[str, Any] | None:
+    """The cell's metrics when it finished with its current config, else None (a cell whose
+    stored config differs from the experiment's is stale and runs again)."""
+    metrics_path, config_path = cell.run_dir / METRICS_FILE, cell.run_dir / CONFIG_FILE
+    if not metrics_path.is_file() or not config_path.is_file():
+        return None
+    # settings added to mirec after the cell ran count at their defaults
+    stored = {**Config().to_dict(), **(yaml.safe_load(config_path.read_text()) or {})}
+    if stored != cell.config.to_dict():
+        return None
+    return json.loads(metrics_path.read_text())
+
+
+def run_experiment(
+    experiment: Experiment,
+    *,
+    data_dir: Path | None = None,
+    max_cells: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> list[tuple[Cell, str]]:
+    """Train every unfinished cell (at most ``max_cells`` of them); returns the failures.
+
+    A cell that fails with a user error (bad data, bad setting) is reported and skipped so
+    the rest of the grid still runs.
+    """
+    todo = [cell for cell in experiment.cells if cell_metrics(cell) is None]
+    total = len(experiment.cells)
+    echo(f"{experiment.name}: {total - len(todo)} of {total} cells finished, {len(todo)} to run")
+    failures: list[tuple[Cell, str]] = []
+    for i, cell in enumerate(todo[:max_cells] if max_cells is not None else todo, 1):
+        label = f"{cell.dataset} / {cell.model}"
+        if cell.variant:
+            label += f" [{cell.variant_label}]"
+        echo(f"[{i}/{len(todo)}] {label} seed {cell.seed} -> {cell.run_dir}")
+        start = time.perf_counter()
+        try:
+            metrics = train_run(cell.config, cell.run_dir, data_dir=data_dir, progress=progress)
+        except MirecError as err:
+            failures.append((cell, str(err)))
+            echo(f"    failed: {err}")
+            continue
+        echo(
+            f"    test recall@50 {metrics['test']['recall@50']:.4f}, "
+            f"{metrics['epochs']} epochs, {time.perf_counter() - start:.0f} s"
+        )
+    return failures

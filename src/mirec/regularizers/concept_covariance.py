@@ -1,0 +1,62 @@
+"""Concept covariance regularizer of SINE (Tan et al., WSDM 2021, section 3.4, eq. 11).
+
+SINE keeps its pool of L concept prototypes C in R^{L x d} spread with the covariance
+regularizer of DeCov (Cogswell et al., ICLR 2016): with each prototype a variable observed
+over the d embedding coordinates,
+
+    M   = 1/d (C - C_bar)(C - C_bar)^T                 in R^{L x L}
+    L_c = 1/2 ( ||M||_F^2 - ||diag(M)||_2^2 )
+
+where C_bar holds each prototype's mean over its d coordinates. L_c is half the sum of
+the squared off-diagonal covariances: zero for uncorrelated prototypes (orthogonal after
+centring), largest when all prototypes are the same vector. The diagonal (each prototype's
+own variance) is not penalised, so the regularizer cannot win by shrinking the pool.
+
+Centring each prototype over its coordinates (rather than subtracting the mean prototype)
+is what makes identical prototypes costly: centred across the pool, they would all be
+zero and cost nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mirec.extractors.base import Extracted
+
+
+def covariance_matrix(
+    rows: torch.Tensor, mask: torch.Tensor | None = None, scale: float | None = None
+) -> torch.Tensor:
+    """Covariance between the n rows of ``rows`` (..., n, m), each observed over m samples.
+
+    ``mask`` (..., m) bool keeps the real samples (the mean and the products see only
+    those); ``scale`` divides the summed products, by default the number of real samples
+    (SINE's 1/d; REMI's routing covariance divides by d instead of the history length).
+    Returns (..., n, n).
+    """
+    if mask is None:
+        centred = rows - rows.mean(-1, keepdim=True)
+        count = rows.shape[-1]
+    else:
+        weight = mask.unsqueeze(-2).to(rows.dtype)  # (..., 1, m)
+        count = weight.sum(-1, keepdim=True).clamp_min(1.0)
+        centred = (rows - (rows * weight).sum(-1, keepdim=True) / count) * weight
+    products = centred @ centred.transpose(-1, -2)
+    return products / (count if scale is None else scale)
+
+
+def concept_covariance_penalty(
+    extracted: Extracted, history: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """SINE's L_c (eq. 11) over the extractor's prototype pool; ``history`` and ``mask`` unused.
+
+    The pool is shared by all users, so the penalty is one number per batch, not averaged.
+    """
+    if extracted.prototypes is None:
+        raise ValueError(
+            "the concept covariance regularizer needs an extractor with a prototype pool "
+            "(Extracted.prototypes, e.g. SINE's SparseInterestExtractor); this one has none"
+        )
+    covariance = covariance_matrix(extracted.prototypes)  # M, (L, L)
+    diagonal = torch.diagonal(covariance, dim1=-2, dim2=-1)
+    return 0.5 * (covariance.square().sum() - diagonal.square().sum())

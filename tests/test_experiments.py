@@ -1,0 +1,97 @@
+"""Experiment grids: cells from a YAML file, resumable runs, and the generated report."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from mirec.errors import ConfigError
+from mirec.experiments.grid import load_experiment
+from mirec.experiments.report import write_report
+from mirec.experiments.runner import cell_metrics, run_experiment
+
+DATASET = "synthetic:n_users=300,n_items=120,n_clusters=4"
+
+
+def write_spec(tmp_path, **changes):
+    spec = {
+        "name": "tiny",
+        "report": str(tmp_path / "out" / "report.md"),
+        "runs_dir": str(tmp_path / "runs"),
+        "datasets": [DATASET],
+        "models": ["most-popular", "youtube-dnn"],
+        "settings": {"max_epochs": 1},
+        "grid": {"embedding_dim": [8, 16]},
+        "seeds": {"default": [1], "youtube-dnn": [1, 2]},
+        **changes,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_cells_cover_the_grid_first_seeds_first(tmp_path):
+    experiment = load_experiment(write_spec(tmp_path))
+    # 2 models x 2 variants, youtube-dnn with a second seed
+    assert len(experiment.cells) == 6
+    assert [c.seed for c in experiment.cells] == [1, 1, 1, 1, 2, 2]
+    youtube = [c for c in experiment.cells if c.model == "youtube-dnn"]
+    assert {c.config.embedding_dim for c in youtube} == {8, 16}
+    assert all(c.config.max_epochs == 1 and c.config.dataset == DATASET for c in youtube)
+    assert len({c.run_dir for c in experiment.cells}) == 6
+
+
+def test_runs_resume_and_report(tmp_path):
+    path = write_spec(tmp_path)
+    experiment = load_experiment(path)
+    messages: list[str] = []
+    assert run_experiment(experiment, max_cells=2, progress=False, echo=messages.append) == []
+    assert messages[0] == "tiny: 0 of 6 cells finished, 6 to run"
+    assert sum(cell_metrics(c) is not None for c in experiment.cells) == 2
+    run_experiment(experiment, progress=False, echo=messages.append)
+    assert messages[5] == "tiny: 2 of 6 cells finished, 4 to run"
+    # a finished grid runs nothing more
+    again: list[str] = []
+    run_experiment(load_experiment(path), progress=False, echo=again.append)
+    assert again == ["tiny: 6 of 6 cells finished, 0 to run"]
+
+    done, total = write_report(experiment, "mirec experiment tiny.yaml")
+    assert (done, total) == (6, 6)
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert len(rows) == 6
+    report = (tmp_path / "out" / "report.md").read_text()
+    # youtube-dnn rows have two seeds, hence mean ± std; the values come from metrics.json
+    youtube = [c for c in experiment.cells if c.model == "youtube-dnn" and c.variant[0][1] == 8]
+    recalls = [
+        json.loads((c.run_dir / "metrics.json").read_text())["test"]["recall@50"] for c in youtube
+    ]
+    assert f"{sum(recalls) / 2:.4f} ± " in report
+    assert "6 of 6 cells finished" in report
+
+
+def test_a_changed_setting_makes_a_cell_stale(tmp_path):
+    single = {"models": ["most-popular"], "grid": {}, "seeds": [1]}
+    experiment = load_experiment(write_spec(tmp_path, **single))
+    run_experiment(experiment, progress=False, echo=lambda _: None)
+    assert cell_metrics(experiment.cells[0]) is not None
+    changed = load_experiment(write_spec(tmp_path, **single, settings={"split_seed": 7}))
+    assert cell_metrics(changed.cells[0]) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"modles": ["x"]}, "unknown key 'modles'"),
+        ({"models": []}, "models: expected a non-empty list"),
+        ({"models": ["nope"], "seeds": [1]}, "unknown model 'nope'"),
+        ({"grid": {"embedding_dim": 8}}, "grid.embedding_dim: expected a non-empty list"),
+        ({"seeds": {"sasrec": [1]}}, "'sasrec' is not one of the experiment's models"),
+        ({"settings": {"lr": "fast"}}, "setting lr='fast'"),
+    ],
+)
+def test_bad_experiment_files_name_the_problem(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(write_spec(tmp_path, **change))
