@@ -95,3 +95,18 @@ def test_intention_weights_mix_by_the_extractors_weights():
     torch.testing.assert_close(fused, torch.tensor([[0.25, 0.75]]))
     with pytest.raises(ValueError, match="intention"):
         IntentionWeights()(Extracted(interests))
+
+
+def test_diverse_retrieve_ignores_inactive_interests():
+    torch.manual_seed(4)
+    interests, items = torch.randn(6, 3, 8), torch.randn(100, 8)
+    category = torch.randint(0, 5, (100,))
+    active = torch.tensor([[True, False, True]] * 6)
+    expected = max_over_interests(interests[:, [0, 2]], items).topk(10, dim=1).indices
+    got = diverse_retrieve(interests, items, category, 10, lam=0.0, active=active)
+    assert torch.equal(got, expected)
+    # with lambda > 0 every pick still comes from an active interest's top 10
+    allowed = torch.einsum("bkd,nd->bkn", interests[:, [0, 2]], items).topk(10, dim=2).indices
+    picks = diverse_retrieve(interests, items, category, 10, lam=5.0, active=active)
+    for user in range(6):
+        assert set(picks[user].tolist()) <= set(allowed[user].flatten().tolist())

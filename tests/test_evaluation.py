@@ -8,10 +8,10 @@ import torch
 
 from mirec.aggregators.max_score import max_over_interests
 from mirec.data.examples import EvaluationSet
-from mirec.errors import DataError
+from mirec.errors import ConfigError, DataError
 from mirec.evaluation import evaluator
 from mirec.evaluation.evaluator import evaluate
-from mirec.evaluation.metrics import collapse, ranking_metrics
+from mirec.evaluation.metrics import category_diversity, collapse, ranking_metrics
 from mirec.extractors.base import Extracted
 
 
@@ -28,6 +28,9 @@ class FixedRetriever:
 
     def item_vectors(self) -> torch.Tensor:
         return self.items
+
+    def retrieval_interests(self, extracted: Extracted) -> Extracted:
+        return extracted
 
     def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
         return max_over_interests(extracted.interests, items, extracted.active)
@@ -179,3 +182,31 @@ def test_a_catalogue_smaller_than_the_cutoff_is_a_clear_error():
     model = FixedRetriever(torch.tensor([[[1.0]]]), ranked_catalogue(30))
     with pytest.raises(DataError, match="30 items"):
         evaluate(model, eval_set([[1]]))
+
+
+def test_diversity_is_the_share_of_pairs_in_different_categories():
+    # top 4 with categories a, a, b, c: of the 6 pairs only (1, 2) shares a category
+    codes = torch.tensor([[0, 0, 1, 2], [5, 5, 5, 5], [1, 2, 3, 4]])
+    diversity = category_diversity(codes, cutoffs=(4,))["diversity@4"]
+    torch.testing.assert_close(diversity, torch.tensor([5 / 6, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_diversity_aggregation_in_the_evaluator():
+    # interest 1 ranks items 1..60 in order, interest 2 in reverse (but always scores lower),
+    # so the candidates are the whole catalogue; the best 50 items are all in category 0
+    model = FixedRetriever(torch.tensor([[[1.0], [-1.0]]]), ranked_catalogue())
+    category = torch.tensor([-1] + [0] * 50 + list(range(1, 11)))
+    users = eval_set([[1, 3, 55]])
+    plain = evaluate(model, users, item_category=category)
+    assert plain.metrics["diversity@50"] == 0.0  # the top 50 is one category
+    same = evaluate(model, users, item_category=category, diversity_lambda=0.0)
+    assert same.metrics == plain.metrics  # lambda = 0 is the ranking by score
+    diverse = evaluate(model, users, item_category=category, diversity_lambda=100.0)
+    # the 10 one-item categories are all picked, then the best 40 of category 0:
+    # 40 x 39 of the 50 x 49 ordered pairs share a category
+    assert diverse.metrics["diversity@50"] == pytest.approx(1 - 40 * 39 / (50 * 49))
+    assert diverse.metrics["recall@50"] == 1.0  # target 55 is now in the list
+    with pytest.raises(DataError, match="needs item categories"):
+        evaluate(model, users, diversity_lambda=1.0)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        evaluate(model, users, item_category=category, diversity_lambda=1.0, mask_history=True)

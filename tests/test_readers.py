@@ -68,7 +68,7 @@ def test_ml100k_counts_and_order(ml100k: RawLog) -> None:
         (186, 302, 891717742.0),
         (22, 377, 878887116.0),
     ]
-    assert [p.name for p in ml100k.sources] == ["u.data", "u.item", "u.genre"]
+    assert [p.name for p in ml100k.sources] == ["u.data", "u.item", "u.genre", "u.user"]
 
 
 def test_ml100k_genres_and_titles(ml100k: RawLog) -> None:

@@ -51,7 +51,7 @@ def test_checksums_match_the_shared_files(data: Path) -> None:
             assert f.sha256 == published[rel], rel
             assert registry.sha256_of(data / rel) == f.sha256, rel
             checked += 1
-    assert checked == 12
+    assert checked == 13  # ml-100k's u.user included
 
 
 def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -213,7 +213,7 @@ def test_download_unverified_file_warns(data: Path, tmp_path: Path) -> None:
 def test_download_archive_extracts_and_verifies(data: Path, tmp_path: Path) -> None:
     archive = tmp_path / "ml-100k.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        for name in ("u.data", "u.item", "u.genre"):
+        for name in ("u.data", "u.item", "u.genre", "u.user"):
             zf.write(data / "ml-100k" / name, f"ml-100k/{name}")
     spec = replace(
         registry.get_spec("ml-100k"),
@@ -221,11 +221,12 @@ def test_download_archive_extracts_and_verifies(data: Path, tmp_path: Path) -> N
         archive_sha256=registry.sha256_of(archive),
     )
     paths = registry.download(spec, tmp_path / "dl", progress=False)
-    assert [p.name for p in paths] == ["u.data", "u.item", "u.genre"]
+    assert [p.name for p in paths] == ["u.data", "u.item", "u.genre", "u.user"]
     assert sorted(p.name for p in (tmp_path / "dl" / "ml-100k").iterdir()) == [
         "u.data",
         "u.genre",
         "u.item",
+        "u.user",
     ]  # the archive itself is gone
     assert registry.load("ml-100k", tmp_path / "dl").interactions.num_rows == 100_000
 

@@ -46,6 +46,11 @@ class Config:
     """MIND: standard deviation of the random initial routing logits."""
     dynamic_interests: bool = True
     """MIND: K'_u = max(1, min(K, log2 |history|)) interests per user."""
+    user_features: bool = False
+    """MIND (dynamic_routing) only: concatenate the user's profile embeddings (one table per
+    categorical feature, embedding_dim // 4 wide each) to every interest capsule before the
+    ReLU layers (Li et al., CIKM 2019, section 4.3); needs a dataset with user features
+    (MovieLens 100K and 1M: age group, gender, occupation, zip region)."""
     selector: str = "hard_argmax"
     """Training-time interest selection: hard_argmax (ComiRec) | label_aware (MIND)."""
     label_aware_power: float = 1.0
@@ -54,6 +59,10 @@ class Config:
     """How the K interests meet the items: max | mean (score-level: the selector trains,
     all K retrieve) or attention | concat_mlp | intention (representation-level: one fused
     vector trains and retrieves; intention is SINE's own weighting)."""
+    diversity_lambda: float | None = None
+    """ComiRec's diversity-controllable aggregation at test time: each top-N list is picked
+    greedily for score + lambda x category diversity (needs item categories); None ranks
+    by score alone."""
     adaptive_k: str | None = None
     """Per-user number of interests at inference: ``mass:t`` drops interests with less than
     a share t of the history, ``merge:t`` merges interests with cosine above t."""

@@ -47,9 +47,15 @@ def train_run(
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
-    model = build_model(config, data.sequences.n_items, data.maxlen)
+    model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
     result = fit(model, data, config, output_dir, progress=progress)
-    test = evaluate(model, data.test, device=resolve_device(config.device), progress=progress)
+    test = evaluate(
+        model,
+        data.test,
+        device=resolve_device(config.device),
+        progress=progress,
+        **_retrieval_settings(config, data),
+    )
     metrics = {
         **_run_header(config, data, model),
         "valid": result.best_valid,
@@ -86,13 +92,18 @@ def evaluate_checkpoint(
         yaml.safe_load(config_path.read_text()) or {}, source=str(config_path)
     )
     data = prepare_for(config, data_dir)
-    model = build_model(config, data.sequences.n_items, data.maxlen)
+    model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
     load_weights(model, weights)
     device = resolve_device(config.device)
     model.to(device).eval()
     results: dict[str, EvaluationResult] = {
         split: evaluate(
-            model, getattr(data, split), device=device, mask_history=mask_history, progress=progress
+            model,
+            getattr(data, split),
+            device=device,
+            mask_history=mask_history,
+            progress=progress,
+            **_retrieval_settings(config, data),
         )
         for split in ("valid", "test")
     }
@@ -106,6 +117,15 @@ def evaluate_checkpoint(
     }
     write_json_atomic((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, metrics)
     return metrics
+
+
+def _retrieval_settings(config: Config, data: PreparedData) -> dict[str, Any]:
+    """Item categories (for Diversity@N) and the diversity-controllable aggregation's lambda."""
+    category = data.sequences.primary_category()
+    return {
+        "item_category": None if category is None else torch.from_numpy(category),
+        "diversity_lambda": config.diversity_lambda,
+    }
 
 
 def _run_header(config: Config, data: PreparedData, model: torch.nn.Module) -> dict[str, Any]:

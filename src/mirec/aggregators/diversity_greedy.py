@@ -41,14 +41,23 @@ def diverse_retrieve(
     item_category: torch.Tensor,
     n: int,
     lam: float,
+    active: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, K, d) interests, (N_items, d) items, (N_items,) categories -> (B, n) item rows.
 
-    Candidates are the union of each interest's top-n items, scored by the max over
-    interests; repeats across interests are kept once.
+    Candidates are the union of each (active) interest's top-n items, scored by the max
+    over (active) interests; repeats across interests are kept once.
     """
     per_interest = torch.einsum("bkd,nd->bkn", interests, items)
+    if active is not None:
+        per_interest = per_interest.masked_fill(~active.unsqueeze(-1), float("-inf"))
     candidates = per_interest.topk(n, dim=2).indices.flatten(1)  # (B, K * n), with repeats
+    if active is not None:
+        # an inactive interest's slots repeat the first active interest's best item, which
+        # the de-duplication below then drops
+        first = active.to(torch.int8).argmax(1, keepdim=True) * n
+        slot_active = active.repeat_interleave(n, dim=1)
+        candidates = torch.where(slot_active, candidates, candidates.gather(1, first))
     candidates, _ = candidates.sort(dim=1)
     repeat = torch.zeros_like(candidates, dtype=torch.bool)
     repeat[:, 1:] = candidates[:, 1:] == candidates[:, :-1]

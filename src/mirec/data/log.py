@@ -22,6 +22,12 @@ class RawLog:
     categories, genres or attribute ids, one row per (item, category); ``item_titles``
     (``item``, ``title``) names items where the dataset does. Their ``item`` column has the
     same type as ``interactions.item``.
+
+    ``user_features`` holds what the dataset says about its users (MovieLens's age group,
+    gender, occupation, zip-code region), one row per user: the column ``user`` (same type
+    as ``interactions.user``, each user at most once) and one ``string`` column per
+    categorical feature, null where a value is unknown. MIND (Li et al., CIKM 2019,
+    section 4.3) feeds these user-profile embeddings to its interest towers.
     """
 
     interactions: pa.Table
@@ -30,3 +36,4 @@ class RawLog:
     item_titles: pa.Table | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     """Rows dropped on purpose by a documented rule, by reason (reported, never silent)."""
+    user_features: pa.Table | None = None

@@ -4,6 +4,8 @@ Reading and filtering a large log takes a while, so the result of
 :func:`~mirec.data.sequences.build_sequences` is stored under the cache directory, keyed by
 the dataset reference, the reader settings and the SHA-256 of every source file: a
 second run with the same inputs loads it in milliseconds, and a changed file is noticed.
+Every array of :class:`~mirec.data.sequences.Sequences` is stored, the user-profile code
+matrix included.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
 from mirec.data.synthetic import SyntheticSpec, generate
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""Part of every cache key; bumped when :class:`Sequences` gains fields (2: user-profile
+codes), so a cache written before is never loaded as if it had none."""
 MOVIELENS_MAXLEN, DEFAULT_MAXLEN = 50, 20
 
 

@@ -144,6 +144,7 @@ _SPECS = (
             ("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
             ("u.item", "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701"),
             ("u.genre", "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb"),
+            ("u.user", "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c"),
         ],
         archive_sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
         archive_md5="0e33842e24a9c977be4e0107933c0723",
@@ -160,7 +161,7 @@ _SPECS = (
     _movielens(
         "ml-1m",
         "MovieLens 1M: 1,000,209 ratings, 6,040 users, 3,706 movies, 18 genres",
-        [("ratings.dat", None), ("movies.dat", None)],
+        [("ratings.dat", None), ("movies.dat", None), ("users.dat", None)],
         archive_sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
         archive_md5="c4d9eecfca2ab87c1945afe126590906",
     ),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mirec.data.log import RawLog
 from mirec.errors import DataError
@@ -38,6 +39,16 @@ class Sequences:
     item_category_codes: np.ndarray | None = None
     category_names: np.ndarray | None = None
     """Name of category code c at position c."""
+    user_feature_codes: np.ndarray | None = None
+    """(n_users, F) int64: row u holds user row u's code for each profile feature, 1..C_f
+    for known values (by value order), 0 for unknown (MIND's user-profile features)."""
+    user_feature_names: np.ndarray | None = None
+    """(F,) the features' names (``age``, ``gender``, ...)."""
+    user_feature_cardinalities: np.ndarray | None = None
+    """(F,) int64: C_f, the known values of feature f (codes 1..C_f)."""
+    user_feature_values: np.ndarray | None = None
+    """The known values, feature after feature: code c of feature f is
+    ``user_feature_values[sum(C[:f]) + c - 1]``."""
 
     @property
     def n_users(self) -> int:
@@ -68,6 +79,39 @@ class Sequences:
         has = np.diff(self.item_category_offsets) > 0
         first[1:][has] = self.item_category_codes[starts[has]]
         return first
+
+    def user_profiles(self) -> UserProfiles | None:
+        """The users' categorical profile features, or None when the dataset has none."""
+        if self.user_feature_codes is None:
+            return None
+        assert self.user_feature_names is not None and self.user_feature_cardinalities is not None
+        return UserProfiles(
+            codes=self.user_feature_codes,
+            names=tuple(str(n) for n in self.user_feature_names),
+            cardinalities=tuple(int(c) for c in self.user_feature_cardinalities),
+        )
+
+    def user_feature_value(self, feature: str, code: int) -> str | None:
+        """The value that ``code`` of ``feature`` stands for (None for 0, unknown)."""
+        if self.user_feature_names is None or self.user_feature_cardinalities is None:
+            raise KeyError(f"no user features, so no {feature!r}")
+        f = [str(n) for n in self.user_feature_names].index(feature)
+        if code == 0:
+            return None
+        start = int(self.user_feature_cardinalities[:f].sum())
+        return str(self.user_feature_values[start + code - 1])
+
+
+@dataclass(frozen=True)
+class UserProfiles:
+    """What a model needs of the user features: MIND's user-profile embeddings (Li et al.,
+    CIKM 2019, section 4.3) are looked up per feature from these codes."""
+
+    codes: np.ndarray
+    """(n_users, F) int64, 0 = unknown, indexed by user row."""
+    names: tuple[str, ...]
+    cardinalities: tuple[int, ...]
+    """Known values per feature; feature f's embedding table needs C_f + 1 rows."""
 
 
 def build_sequences(log: RawLog) -> Sequences:
@@ -117,12 +161,14 @@ def build_sequences(log: RawLog) -> Sequences:
         .to_numpy(zero_copy_only=False)
     )
     categories = _item_categories(con, log.item_categories)
+    profiles = _user_features(user_ids, log.user_features)
     return Sequences(
         user_ids=user_ids,
         offsets=np.append(starts, len(users)).astype(np.int64),
         items=ordered.column("idx").to_numpy().astype(np.int64),
         item_ids=item_ids,
         **categories,
+        **profiles,
     )
 
 
@@ -152,6 +198,62 @@ def _item_categories(
         "item_category_codes": rows.column("code").to_numpy().astype(np.int64),
         "category_names": names.column("category").to_numpy(zero_copy_only=False),
     }
+
+
+def _user_features(user_ids: np.ndarray, user_features: pa.Table | None) -> dict[str, np.ndarray]:
+    """Profile codes of the kept users, one column per feature (as for item categories,
+    codes follow value order; 0 marks users or values the profile table does not know)."""
+    if user_features is None or user_features.num_columns < 2:
+        return {}
+    names = [n for n in user_features.column_names if n != "user"]
+    users = user_features.column("user")
+    if pc.count_distinct(users).as_py() != user_features.num_rows:
+        raise DataError("user features: a user has more than one profile row")
+    row_ids = pa.array(user_ids)
+    if row_ids.type != users.type:
+        # RawLog wants the interactions' id type; joining on the text of both is the safe fallback
+        row_ids, users = pc.cast(row_ids, pa.string()), pc.cast(users, pa.string())
+        user_features = user_features.set_column(
+            user_features.column_names.index("user"), "user", users
+        )
+    rows = pa.table({"user": row_ids, "row": np.arange(len(user_ids), dtype=np.int64)})
+    con = duckdb.connect()  # its own connection: it needs none of build_sequences' tables
+    con.register("user_rows", rows)
+    con.register("user_features", user_features)
+    codes = np.zeros((len(user_ids), len(names)), dtype=np.int64)
+    cardinalities, values = [], []
+    for f, name in enumerate(names):
+        column = _sql_name(name)
+        vocabulary = con.sql(
+            f"""
+            SELECT value, (row_number() OVER (ORDER BY value))::BIGINT AS code
+            FROM (SELECT DISTINCT {column}::VARCHAR AS value FROM user_features
+                  WHERE {column} IS NOT NULL)
+            ORDER BY code
+            """
+        ).to_arrow_table()
+        con.register("vocabulary", vocabulary)
+        found = con.sql(
+            f"""
+            SELECT r.row, v.code FROM user_rows r JOIN user_features p USING ("user")
+            JOIN vocabulary v ON p.{column}::VARCHAR = v.value
+            """
+        ).to_arrow_table()
+        codes[found.column("row").to_numpy(), f] = found.column("code").to_numpy()
+        cardinalities.append(vocabulary.num_rows)
+        values.extend(vocabulary.column("value").to_pylist())
+        con.unregister("vocabulary")
+    con.close()
+    return {
+        "user_feature_codes": codes,
+        "user_feature_names": np.array(names, dtype=str),
+        "user_feature_cardinalities": np.array(cardinalities, dtype=np.int64),
+        "user_feature_values": np.array(values, dtype=str),
+    }
+
+
+def _sql_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)

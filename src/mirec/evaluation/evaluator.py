@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mirec.aggregators.diversity_greedy import diverse_retrieve
 from mirec.data.examples import EvaluationSet
-from mirec.errors import DataError
-from mirec.evaluation.metrics import CUTOFFS, collapse, ranking_metrics
+from mirec.errors import ConfigError, DataError
+from mirec.evaluation.metrics import CUTOFFS, category_diversity, collapse, ranking_metrics
 from mirec.extractors.base import Extracted
 
 # scores held at once: users x interests x items
@@ -30,12 +31,20 @@ class Retriever(Protocol):
 
     num_interests: int
 
-    def extract(self, histories: torch.Tensor) -> Extracted:
-        """(B, L) padded item indices -> (B, K, d) interests (and which are active)."""
+    def extract(self, histories: torch.Tensor, users: torch.Tensor | None = None) -> Extracted:
+        """(B, L) padded item indices -> (B, K, d) interests (and which are active).
+
+        ``users`` (B,) are the users' rows; the evaluator passes them only to a model whose
+        ``uses_user_rows`` attribute is true (MIND with user profiles), so a retriever
+        without that attribute may take ``histories`` alone."""
         ...
 
     def item_vectors(self) -> torch.Tensor:
         """(n_items, d): row j is item index j + 1."""
+        ...
+
+    def retrieval_interests(self, extracted: Extracted) -> Extracted:
+        """The vectors that search the catalogue (the interests, or one fused vector)."""
         ...
 
     def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
@@ -68,12 +77,17 @@ def evaluate(
     device: torch.device | str | None = None,
     cutoffs: tuple[int, ...] = CUTOFFS,
     mask_history: bool = False,
+    item_category: torch.Tensor | None = None,
+    diversity_lambda: float | None = None,
     progress: bool = False,
 ) -> EvaluationResult:
     """Score every evaluation user against the whole catalogue and average the metrics.
 
     ``mask_history=True`` removes history items from the candidates (a labelled variant;
     the protocol's figures keep them). ``device`` defaults to the model's.
+    ``item_category`` (n_items + 1,) category code per item index adds Diversity@N;
+    ``diversity_lambda`` then builds each top-N list by ComiRec's diversity-controllable
+    greedy aggregation (:mod:`mirec.aggregators.diversity_greedy`) instead of by score.
     """
     start = time.perf_counter()
     was_training = getattr(model, "training", False)
@@ -88,8 +102,17 @@ def evaluate(
         raise DataError(
             f"the catalogue has {n_items} items after filtering, fewer than the cutoff {depth}"
         )
+    if diversity_lambda is not None and item_category is None:
+        raise DataError("diversity_lambda needs item categories, and this dataset has none")
+    if diversity_lambda is not None and mask_history:
+        raise ConfigError("diversity_lambda and mask_history cannot be combined")
+    if item_category is not None:
+        item_category = item_category.to(device)
     n_targets_all = torch.from_numpy(np.diff(eval_set.target_offsets))
     histories_all = eval_set.histories
+    users_all = None
+    if getattr(model, "uses_user_rows", False):  # MIND with user profiles looks them up by row
+        users_all = torch.as_tensor(np.asarray(eval_set.users, dtype=np.int64))
     k = model.num_interests
     batch = max(1, SCORE_BUDGET // (k * n_items))
     sums: dict[str, float] = {}
@@ -99,16 +122,28 @@ def evaluate(
     bar = tqdm(total=len(eval_set), desc="evaluate", unit="user", disable=not progress, leave=False)
     for lo in range(0, len(eval_set), batch):
         histories = histories_all[lo : lo + batch].to(device)
-        extracted = model.extract(histories)
+        if users_all is None:
+            extracted = model.extract(histories)
+        else:
+            extracted = model.extract(histories, users_all[lo : lo + batch].to(device))
         b = histories.shape[0]
         scores = model.score(extracted, items)
         if mask_history:
             rows = torch.arange(b, device=device).unsqueeze(1).expand_as(histories)
             keep = histories > 0
             scores[rows[keep], histories[keep] - 1] = float("-inf")
-        top = torch.topk(scores, depth, dim=1).indices + 1  # back to item indices
+        if diversity_lambda is None:
+            top = torch.topk(scores, depth, dim=1).indices + 1  # back to item indices
+        else:
+            query = model.retrieval_interests(extracted)
+            top = diverse_retrieve(
+                query.interests, items, item_category[1:], depth, diversity_lambda, query.active
+            )
+            top = top + 1
         hits = _target_mask(eval_set, lo, b, n_items, device).gather(1, top)
         per_user = ranking_metrics(hits, n_targets_all[lo : lo + b], cutoffs)
+        if item_category is not None:
+            per_user.update(category_diversity(item_category[top], cutoffs))
         for name, values in per_user.items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
         if extracted.active is not None:

@@ -5,6 +5,9 @@ With T a user's target set and r the 1-based rank in the top-N list:
 - ``Recall@N  = |top-N ∩ T| / |T|``
 - ``HitRate@N = 1 if |top-N ∩ T| > 0 else 0``
 - ``NDCG@N    = sum_{r <= N, item_r in T} 1/log2(r+1)  /  sum_{r=1}^{min(|T|, N)} 1/log2(r+1)``
+
+and, where items have categories, ComiRec's ``Diversity@N`` (Cen et al., KDD 2020, eq. 16):
+the share of pairs in the top-N whose categories differ.
 """
 
 from __future__ import annotations
@@ -61,3 +64,19 @@ def collapse(interests: torch.Tensor, active: torch.Tensor | None = None) -> tor
     cos = unit @ unit.transpose(1, 2)
     pairs = weight.sum((1, 2))
     return (cos * weight).sum((1, 2)) / pairs.where(pairs > 0, torch.nan)
+
+
+def category_diversity(
+    top_categories: torch.Tensor, cutoffs: tuple[int, ...] = CUTOFFS
+) -> dict[str, torch.Tensor]:
+    """Per-user ``Diversity@N = sum_{j<k<=N} [CATE(i_j) != CATE(i_k)] / (N (N - 1) / 2)``.
+
+    ``top_categories`` (B, >= max(cutoffs)): the category code of each ranked item. Items
+    without a category share the code -1 and so count as one category.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for n in cutoffs:
+        codes = top_categories[:, :n]
+        differ = (codes.unsqueeze(2) != codes.unsqueeze(1)).sum((1, 2)).to(torch.float64)
+        out[f"diversity@{n}"] = differ / (n * (n - 1))  # ordered pairs: each counted twice
+    return out

@@ -110,8 +110,10 @@ class BehaviorToInterestRouting(nn.Module):
     Each capsule then goes through the paper's ReLU layers H, here
     Linear(d + profile_dim, hidden) -> ReLU -> Linear(hidden, d). With ``profile_dim`` > 0,
     ``forward`` takes a (B, profile_dim) ``profile`` (MIND's user-profile embedding),
-    concatenated to every capsule before the tower; mirec's datasets do not supply user
-    profiles yet, so the default is 0.
+    concatenated to every capsule before the tower (section 4.3). The default, 0, is MIND
+    without profiles; ``Config.user_features`` sets it to the width of the user-profile
+    vector :class:`~mirec.models.interest_model.InterestModel` builds from the dataset's
+    user features (one embedding per feature, concatenated).
     """
 
     def __init__(

@@ -11,6 +11,12 @@ At serving time a score-level model keeps all K interests and scores items by th
 inference an optional adaptive-K rule (:mod:`mirec.extractors.adaptive_k`) switches off
 interests a user does not need. The item table is shared between the history and the
 candidates, as in ComiRec and MIND.
+
+With user profiles (``Config.user_features``, MIND only) the model also holds the dataset's
+(n_users, F) profile codes as a buffer and one embedding table per feature. Callers pass
+the batch's user rows; each user's F embeddings, concatenated, are MIND's user-profile
+vector (Li et al., CIKM 2019, section 4.3), which the extractor joins to every interest
+capsule before its ReLU layers.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import nn
 
 from mirec.aggregators.hard_argmax import select_by_argmax
 from mirec.aggregators.max_score import max_over_interests
+from mirec.data.sequences import UserProfiles
 from mirec.extractors.adaptive_k import adapt_interests
 from mirec.extractors.base import Extracted
 from mirec.regularizers import Penalty
@@ -46,10 +53,17 @@ class InterestModel(nn.Module):
         scorer: Scorer = max_over_interests,
         fuse: nn.Module | None = None,
         adaptive_k: tuple[str, float] | None = None,
+        user_profiles: UserProfiles | None = None,
+        user_feature_dim: int = 0,
     ) -> None:
         """``selector`` trains one interest per example and ``scorer`` ranks the catalogue
         with all K; a ``fuse`` module (representation aggregation) replaces both with one
-        fused vector. ``adaptive_k`` is a parsed rule applied in eval mode."""
+        fused vector. ``adaptive_k`` is a parsed rule applied in eval mode.
+
+        ``user_profiles`` (with ``user_feature_dim`` > 0, the width of each feature's
+        embedding) makes the model feed MIND's user-profile vector to ``extractor``, which
+        must take a ``profile`` of F x ``user_feature_dim`` columns; the batch methods then
+        need the user rows."""
         super().__init__()
         self.item_embedding = nn.Embedding(n_items + 1, embedding_dim, padding_idx=0)
         nn.init.normal_(self.item_embedding.weight[1:], std=embedding_dim**-0.5)
@@ -59,25 +73,78 @@ class InterestModel(nn.Module):
         self.scorer = scorer
         self.fuse = fuse
         self.adaptive_k = adaptive_k
+        # created after the item table, and only when used: a model without profiles draws
+        # the same initial weights, in the same order, as before profiles existed
+        if user_profiles is None:
+            self.user_feature_codes: torch.Tensor | None = None
+            self.user_feature_embeddings: nn.ModuleList | None = None
+        else:
+            self._init_profiles(user_profiles, user_feature_dim)
+
+    def _init_profiles(self, profiles: UserProfiles, dim: int) -> None:
+        width = len(profiles.cardinalities) * dim
+        if dim < 1 or getattr(self.extractor, "profile_dim", 0) != width:
+            raise ValueError(
+                f"user profiles of {len(profiles.cardinalities)} features x {dim} need an "
+                f"extractor with profile_dim={width}"
+            )
+        # data, not weights: rebuilt from the dataset, so kept out of checkpoints
+        codes = torch.as_tensor(profiles.codes, dtype=torch.long)
+        self.register_buffer("user_feature_codes", codes, persistent=False)
+        self.user_feature_embeddings = nn.ModuleList()
+        for cardinality in profiles.cardinalities:
+            table = nn.Embedding(cardinality + 1, dim)  # row 0: unknown, learned like a value
+            nn.init.normal_(table.weight, std=width**-0.5)  # profile norm ~1, like a capsule
+            self.user_feature_embeddings.append(table)
 
     @property
     def num_interests(self) -> int:
         return self.extractor.num_interests
 
-    def extract(self, histories: torch.Tensor) -> Extracted:
+    @property
+    def uses_user_rows(self) -> bool:
+        """True when the batch methods need the user rows (the model has user profiles)."""
+        return self.user_feature_codes is not None
+
+    def profile(self, users: torch.Tensor | None) -> torch.Tensor | None:
+        """(B,) user rows -> (B, F x dim) MIND user-profile vectors; None without profiles."""
+        if self.user_feature_codes is None or self.user_feature_embeddings is None:
+            return None
+        if users is None:
+            raise ValueError("this model uses user profiles: pass the user rows of the batch")
+        codes = self.user_feature_codes[users.to(self.user_feature_codes.device)]
+        return torch.cat(
+            [table(codes[:, f]) for f, table in enumerate(self.user_feature_embeddings)], dim=-1
+        )
+
+    def _interests(
+        self, history: torch.Tensor, mask: torch.Tensor, users: torch.Tensor | None
+    ) -> Extracted:
+        profile = self.profile(users)
+        if profile is None:
+            return self.extractor(history, mask)
+        return self.extractor(history, mask, profile)
+
+    def extract(self, histories: torch.Tensor, users: torch.Tensor | None = None) -> Extracted:
         """(B, L) left-padded item indices -> interests (B, K, d) and their routing; in eval
-        mode the adaptive-K rule, if any, sets which interests each user keeps."""
+        mode the adaptive-K rule, if any, sets which interests each user keeps. ``users``
+        (B,) user rows are needed when :attr:`uses_user_rows`, else ignored."""
         mask = histories > 0
-        extracted = self.extractor(self.item_embedding(histories), mask)
+        extracted = self._interests(self.item_embedding(histories), mask, users)
         if self.adaptive_k is not None and not self.training:
             extracted = adapt_interests(extracted, mask, *self.adaptive_k)
         return extracted
 
+    def retrieval_interests(self, extracted: Extracted) -> Extracted:
+        """The vectors that search the catalogue: the K interests, or the one fused vector."""
+        if self.fuse is None:
+            return extracted
+        return Extracted(self.fuse(extracted).unsqueeze(1))
+
     def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
         """(B, N) scores of ``items`` (N, d) for the users of ``extracted``."""
-        if self.fuse is not None:
-            return self.fuse(extracted) @ items.T
-        return self.scorer(extracted.interests, items, extracted.active)
+        query = self.retrieval_interests(extracted)
+        return self.scorer(query.interests, items, query.active)
 
     def item_vectors(self) -> torch.Tensor:
         return self.item_embedding.weight[1:]
@@ -88,12 +155,13 @@ class InterestModel(nn.Module):
         targets: torch.Tensor,
         objective: SampledSoftmax,
         generator: torch.Generator | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training loss of a batch: ``objective`` on the trained user vectors, plus the
-        weighted regularizers."""
+        weighted regularizers. ``users`` as in :meth:`extract`."""
         mask = histories > 0
         history = self.item_embedding(histories)
-        extracted = self.extractor(history, mask)
+        extracted = self._interests(history, mask, users)
         if self.fuse is not None:
             user = self.fuse(extracted)
         else:

@@ -26,11 +26,14 @@ class MostPopular(nn.Module):
         self.counts.copy_(counts.to(self.counts.dtype).unsqueeze(1))
         return self
 
-    def extract(self, histories: torch.Tensor) -> Extracted:
+    def extract(self, histories: torch.Tensor, users: torch.Tensor | None = None) -> Extracted:
         return Extracted(torch.ones(histories.shape[0], 1, 1, device=self.counts.device))
 
     def item_vectors(self) -> torch.Tensor:
         return self.counts
+
+    def retrieval_interests(self, extracted: Extracted) -> Extracted:
+        return extracted
 
     def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
         return (extracted.interests[:, 0] @ items.T).float()

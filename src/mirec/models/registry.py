@@ -1,5 +1,9 @@
 """Build a model from a :class:`~mirec.config.Config`: the extractor named by
-``config.extractor`` under an :class:`InterestModel`, or the popularity baseline."""
+``config.extractor`` under an :class:`InterestModel`, or the popularity baseline.
+
+``config.user_features`` (MIND only) adds the dataset's user profiles: one embedding table
+per feature, ``embedding_dim // 4`` wide, whose concatenation widens the input of MIND's
+ReLU tower (Li et al., CIKM 2019, section 4.3)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from mirec.aggregators.max_score import max_over_interests
 from mirec.aggregators.mean_score import mean_over_interests
 from mirec.aggregators.representation import ConcatMLP, IntentionWeights, InterestAttention
 from mirec.config import Config
+from mirec.data.sequences import UserProfiles
 from mirec.errors import ConfigError
 from mirec.extractors.adaptive_k import parse_adaptive_k
 from mirec.extractors.capsule_routing import BehaviorToInterestRouting, CapsuleRouting
@@ -25,7 +30,8 @@ from mirec.models.interest_model import InterestModel, Scorer, Selector
 from mirec.models.most_popular import MostPopular
 from mirec.regularizers import parse_regularizers
 
-EXTRACTORS: dict[str, Callable[[Config, int], nn.Module]] = {
+EXTRACTORS: dict[str, Callable[..., nn.Module]] = {
+    # (config, maxlen) -> extractor; dynamic_routing also takes MIND's profile width
     "self_attentive": lambda c, maxlen: SelfAttentiveExtractor(
         c.embedding_dim, c.num_interests, maxlen, c.hidden_dim, c.encoder_layers, c.dropout
     ),
@@ -33,7 +39,7 @@ EXTRACTORS: dict[str, Callable[[Config, int], nn.Module]] = {
         c.embedding_dim, maxlen, c.encoder_layers, dropout=c.dropout
     ),
     "mean_pooling": lambda c, maxlen: MeanPoolingExtractor(c.embedding_dim, c.hidden_dim),
-    "dynamic_routing": lambda c, maxlen: BehaviorToInterestRouting(
+    "dynamic_routing": lambda c, maxlen, profile_dim=0: BehaviorToInterestRouting(
         c.embedding_dim,
         c.num_interests,
         maxlen,
@@ -41,6 +47,7 @@ EXTRACTORS: dict[str, Callable[[Config, int], nn.Module]] = {
         sigma=c.routing_sigma,
         dynamic_interests=c.dynamic_interests,
         hidden_dim=c.hidden_dim,
+        profile_dim=profile_dim,
     ),
     "capsule_routing": lambda c, maxlen: CapsuleRouting(
         c.embedding_dim, c.num_interests, maxlen, iterations=c.routing_iterations
@@ -71,10 +78,33 @@ FUSERS: dict[str, Callable[[Config], nn.Module]] = {
 }
 
 
-def build_model(config: Config, n_items: int, maxlen: int) -> InterestModel | MostPopular:
+PROFILE_EXTRACTOR = "dynamic_routing"
+"""The extractor that takes user profiles: MIND's, the one model that defines their use."""
+
+
+def user_feature_dim(config: Config) -> int:
+    """Width of each user-profile feature's embedding: a quarter of the item embedding."""
+    return max(1, config.embedding_dim // 4)
+
+
+def build_model(
+    config: Config, n_items: int, maxlen: int, user_profiles: UserProfiles | None = None
+) -> InterestModel | MostPopular:
+    """The model ``config`` describes, for a catalogue of ``n_items`` and histories of
+    ``maxlen``. ``user_profiles`` (``Sequences.user_profiles()``) is used only when
+    ``config.user_features`` is true; a ConfigError says when that cannot be."""
+    if config.user_features:
+        _check_user_features(config, user_profiles)
     if config.extractor == "popularity":
         return MostPopular(n_items)
-    extractor = _lookup(EXTRACTORS, config.extractor, "extractor", ["popularity"])(config, maxlen)
+    factory = _lookup(EXTRACTORS, config.extractor, "extractor", ["popularity"])
+    if config.user_features:
+        assert user_profiles is not None
+        dim = user_feature_dim(config)
+        extractor = factory(config, maxlen, len(user_profiles.cardinalities) * dim)
+    else:
+        user_profiles, dim = None, 0
+        extractor = factory(config, maxlen)
     selector = _lookup(SELECTORS, config.selector, "selector")(config)
     regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
     names = {name for name, _, _ in regularizers}
@@ -106,7 +136,22 @@ def build_model(config: Config, n_items: int, maxlen: int) -> InterestModel | Mo
         scorer=scorer,
         fuse=fuse,
         adaptive_k=parse_adaptive_k(config.adaptive_k),
+        user_profiles=user_profiles,
+        user_feature_dim=dim,
     )
+
+
+def _check_user_features(config: Config, user_profiles: UserProfiles | None) -> None:
+    if config.extractor != PROFILE_EXTRACTOR:
+        raise ConfigError(
+            f"user_features=true is MIND's user-profile input: it needs "
+            f"extractor={PROFILE_EXTRACTOR}, not {config.extractor!r}"
+        )
+    if user_profiles is None or not user_profiles.cardinalities:
+        raise ConfigError(
+            f"dataset {config.dataset!r} has no user features; set user_features=false "
+            "(MovieLens 100K and 1M have them)"
+        )
 
 
 def _lookup(table: dict, name: str, what: str, extra: list[str] | None = None):

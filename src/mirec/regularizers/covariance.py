@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from mirec.extractors.base import Extracted
+from mirec.regularizers.concept_covariance import covariance_matrix
 
 
 def routing_covariance_penalty(
@@ -23,9 +24,7 @@ def routing_covariance_penalty(
 ) -> torch.Tensor:
     if extracted.routing is None:
         raise ValueError("the covariance regularizer needs an extractor that reports routing")
-    routing = extracted.routing  # (B, L, K)
-    weight = mask.unsqueeze(-1).to(routing.dtype)
-    length = weight.sum(1, keepdim=True).clamp_min(1.0)
-    centred = (routing - (routing * weight).sum(1, keepdim=True) / length) * weight
-    variance = (centred**2).sum(1) / history.shape[-1]  # diag(C_u), (B, K)
+    # rows: each interest's routing over the history positions, (B, K, L)
+    covariance = covariance_matrix(extracted.routing.transpose(1, 2), mask, history.shape[-1])
+    variance = torch.diagonal(covariance, dim1=-2, dim2=-1)  # diag(C_u), (B, K)
     return (variance**2).sum(1).mean()

@@ -53,12 +53,14 @@ class TrainingExamples:
 
     Example j has the target ``items[ends[j]]`` and the history ``items[starts[j]:ends[j]]``
     (its last ``maxlen`` items); batches are gathered on the device, with no Python loop.
+    ``users[j]`` is the example's user row, for models with user profiles (MIND's).
     """
 
     items: torch.Tensor
     starts: torch.Tensor
     ends: torch.Tensor
     maxlen: int
+    users: torch.Tensor | None = None
 
     @classmethod
     def of(cls, data: PreparedData, device: torch.device) -> TrainingExamples:
@@ -69,6 +71,7 @@ class TrainingExamples:
             starts=starts,
             ends=starts + torch.from_numpy(positions).to(device),
             maxlen=data.maxlen,
+            users=torch.from_numpy(rows).to(device),
         )
 
     def __len__(self) -> int:
@@ -79,6 +82,12 @@ class TrainingExamples:
         starts, ends = self.starts[index], self.ends[index]
         return gather_histories(self.items, starts, ends, self.maxlen), self.items[ends]
 
+    def users_of(self, index: torch.Tensor) -> torch.Tensor:
+        """(B,) user rows of the examples ``index`` (MIND's user-profile lookup)."""
+        if self.users is None:
+            raise ValueError("these training examples were built without their user rows")
+        return self.users[index]
+
 
 def train_step(
     model: InterestModel,
@@ -87,9 +96,14 @@ def train_step(
     targets: torch.Tensor,
     objective: SampledSoftmax,
     generator: torch.Generator | None = None,
+    users: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One optimisation step on a batch; returns the (detached) loss."""
-    loss = model.loss(histories, targets, objective, generator)
+    """One optimisation step on a batch; returns the (detached) loss. ``users``: the batch's
+    user rows, for a model with user profiles."""
+    if users is None:
+        loss = model.loss(histories, targets, objective, generator)
+    else:
+        loss = model.loss(histories, targets, objective, generator, users=users)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -161,6 +175,7 @@ def fit(
     examples = TrainingExamples.of(data, device)
     objective = build_objective(config, data, device)
     in_batch = config.negative_sampling == "in_batch"
+    with_users = model.uses_user_rows
     result.negatives = config.batch_size - 1 if in_batch else objective.num_negatives
     n_examples = len(examples)
     n_batches = math.ceil(n_examples / config.batch_size)
@@ -181,10 +196,12 @@ def fit(
             leave=False,
         )
         for b in bar:
-            histories, targets = examples.batch(
-                order[b * config.batch_size : (b + 1) * config.batch_size]
+            index = order[b * config.batch_size : (b + 1) * config.batch_size]
+            histories, targets = examples.batch(index)
+            users = examples.users_of(index) if with_users else None
+            total_loss += train_step(
+                model, optimizer, histories, targets, objective, generator, users
             )
-            total_loss += train_step(model, optimizer, histories, targets, objective, generator)
         bar.close()
         result.train_seconds += time.perf_counter() - epoch_start
         result.train_examples += n_examples

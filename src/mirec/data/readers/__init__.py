@@ -17,8 +17,8 @@ Formats (``FORMATS``):
   ``<stem>_item2attributes.json`` beside it gives item attributes.
 * ``interactions``: any delimited text or Parquet log, columns named by the caller.
 * ``movielens``: ``ratings.csv``/``movies.csv`` (latest, 20M, 25M) or ``ratings.dat``/
-  ``movies.dat`` (1M, 10M).
-* ``movielens-100k``: ``u.data``, ``u.item``, ``u.genre``.
+  ``movies.dat`` (1M, 10M), and 1M's ``users.dat`` (user profiles).
+* ``movielens-100k``: ``u.data``, ``u.item``, ``u.genre``, ``u.user`` (user profiles).
 * ``taobao``: Alibaba's ``UserBehavior.csv``.
 """
 
@@ -106,8 +106,7 @@ def source_files(path: str | Path, format: str) -> list[Path]:
         attributes = _attributes_beside(path)
         return [path] if attributes is None else [path, attributes]
     if format == "movielens":
-        ratings, movies = _movielens_files(path)
-        return [ratings] if movies is None else [ratings, movies]
+        return [p for p in _movielens_files(path) if p is not None]
     if format == "movielens-100k":
         return [p for p in _ml100k_files(path) if p is not None]
     if format == "taobao" and path.is_dir():

@@ -1,4 +1,11 @@
-"""MovieLens readers: 100K (``u.data``/``u.item``/``u.genre``) and latest/1M/10M/20M/25M."""
+"""MovieLens readers: 100K (``u.data``/``u.item``/``u.genre``/``u.user``) and latest/1M/10M/20M/25M.
+
+100K's ``u.user`` and 1M's ``users.dat`` describe the users; they become
+:attr:`RawLog.user_features <mirec.data.log.RawLog>` (the categorical user profile MIND
+feeds its interest towers, Li et al., CIKM 2019, section 4.3), with the same four features
+for both: ``age`` (MovieLens-1M's groups, :data:`AGE_GROUPS`), ``gender``, ``occupation``
+and ``zip_region`` (the zip code's first digit, null when it does not start with one).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mirec.data.log import RawLog
-from mirec.data.readers._columns import _distinct_pairs, _finite_column, _first_true, _int_column
+from mirec.data.readers._columns import (
+    _distinct_pairs,
+    _finite_column,
+    _first_true,
+    _int_column,
+    _require_nonempty,
+)
 from mirec.data.readers._files import _check_file, _folder_and_file
 from mirec.data.readers._scan import _F, _scan, _scan_named, _Source
 from mirec.errors import DataError
@@ -22,6 +35,15 @@ ML100K_GENRES = (
 )  # fmt: skip
 """The 19 genre names of MovieLens 100K, in flag order (used when ``u.genre`` is absent)."""
 
+
+AGE_GROUPS = ("Under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
+"""MovieLens-1M's age groups; 100K's exact ages are bucketed into them."""
+_AGE_GROUP_STARTS = np.array([18, 25, 35, 45, 50, 56])
+"""Lower bounds of all groups but the first (1M writes each age as its group's lower bound,
+with 1 for under 18, so the same bucketing reads both files)."""
+
+USER_FEATURES = ("age", "gender", "occupation", "zip_region")
+"""The user-profile columns the MovieLens readers produce, in this order."""
 
 _GROUPLENS = "https://grouplens.org/datasets/movielens/"
 
@@ -43,9 +65,10 @@ def read_movielens_100k(folder: str | Path) -> RawLog:
 
     ``u.data`` (tab-separated ``user item rating unix_ts``) gives the interactions; ``u.item``
     (``|``-separated, latin-1), when present, gives titles and the genre flags, named by
-    ``u.genre`` when present, else by :data:`ML100K_GENRES`.
+    ``u.genre`` when present, else by :data:`ML100K_GENRES`. ``u.user`` (``user|age|gender|
+    occupation|zip``), when present, gives the user profiles (see the module docstring).
     """
-    data_path, item_path, genre_path = _ml100k_files(folder)
+    data_path, item_path, genre_path, user_path = _ml100k_files(folder)
     interactions = _ratings(*_scan(data_path, _RATING_FIELDS, sep="\t", header=False, quote=""))
     sources = [data_path]
     categories = titles = None
@@ -55,7 +78,11 @@ def read_movielens_100k(folder: str | Path) -> RawLog:
             genres = _read_ml100k_genres(genre_path)
         categories, titles = _read_ml100k_items(item_path, genres)
         sources += [p for p in (item_path, genre_path) if p is not None]
-    return RawLog(interactions, tuple(sources), categories, titles)
+    profiles = None
+    if user_path is not None:
+        profiles = _read_ml100k_users(user_path)
+        sources.append(user_path)
+    return RawLog(interactions, tuple(sources), categories, titles, user_features=profiles)
 
 
 def read_movielens(folder: str | Path) -> RawLog:
@@ -65,9 +92,10 @@ def read_movielens(folder: str | Path) -> RawLog:
     (``::``-separated, no header) gives the interactions; ``movies.csv`` / ``movies.dat``
     (``movieId, title, genres A|B``), when present, gives titles and genres ("(no genres
     listed)" means none). ``movies.dat`` is read as UTF-8, or as latin-1 (ML-1M) when it is
-    not valid UTF-8.
+    not valid UTF-8. ML-1M's ``users.dat`` (``user::gender::age::occupation::zip``), when
+    it is beside ``ratings.dat``, gives the user profiles (see the module docstring).
     """
-    ratings, movies = _movielens_files(folder)
+    ratings, movies, users = _movielens_files(folder)
     if ratings.suffix == ".csv":
         scanned = _scan_named(
             ratings,
@@ -78,8 +106,10 @@ def read_movielens(folder: str | Path) -> RawLog:
     else:
         scanned = _scan(ratings, _RATING_FIELDS, sep="::", header=False, quote="")
     interactions = _ratings(*scanned)
+    profiles = None if users is None else _read_ml1m_users(users)
+    extra = () if users is None else (users,)
     if movies is None:
-        return RawLog(interactions, (ratings,))
+        return RawLog(interactions, (ratings, *extra), user_features=profiles)
     if movies.suffix == ".csv":
         mt, msrc = _scan_named(
             movies,
@@ -97,19 +127,24 @@ def read_movielens(folder: str | Path) -> RawLog:
     keep = pc.and_(pc.not_equal(flat, ""), pc.not_equal(flat, _NO_GENRES))
     categories = _distinct_pairs(owner.filter(keep), flat.filter(keep))
     titles = pa.table({"item": items, "title": pc.fill_null(mt.column("title"), "")})
-    return RawLog(interactions, (ratings, movies), categories, titles)
+    return RawLog(
+        interactions, (ratings, movies, *extra), categories, titles, user_features=profiles
+    )
 
 
-def _ml100k_files(folder: str | Path) -> tuple[Path, Path | None, Path | None]:
-    what = f"MovieLens 100K files (u.data, u.item, u.genre from {_GROUPLENS})"
+def _ml100k_files(folder: str | Path) -> tuple[Path, Path | None, Path | None, Path | None]:
+    """``u.data`` and, where present, ``u.item``, ``u.genre`` and ``u.user``."""
+    what = f"MovieLens 100K files (u.data, u.item, u.genre, u.user from {_GROUPLENS})"
     folder, given = _folder_and_file(folder, what)
     data = given or folder / "u.data"
     _check_file(data, f"u.data of MovieLens 100K ({_GROUPLENS})")
-    item, genre = folder / "u.item", folder / "u.genre"
-    return data, item if item.is_file() else None, genre if genre.is_file() else None
+    optional = (folder / name for name in ("u.item", "u.genre", "u.user"))
+    item, genre, user = (p if p.is_file() else None for p in optional)
+    return data, item, genre, user
 
 
-def _movielens_files(folder: str | Path) -> tuple[Path, Path | None]:
+def _movielens_files(folder: str | Path) -> tuple[Path, Path | None, Path | None]:
+    """The ratings file and, where present, the movies file and (``.dat`` only) users.dat."""
     what = f"MovieLens files (ratings.csv or ratings.dat, and movies, from {_GROUPLENS})"
     folder, given = _folder_and_file(folder, what)
     ratings = given
@@ -125,7 +160,12 @@ def _movielens_files(folder: str | Path) -> tuple[Path, Path | None]:
     if ratings.suffix not in (".csv", ".dat"):
         raise DataError(f"{ratings}: expected a MovieLens ratings.csv or ratings.dat")
     movies = ratings.with_name("movies" + ratings.suffix)
-    return ratings, movies if movies.is_file() else None
+    users = ratings.with_name("users.dat")  # ML-1M only; the csv releases have no user file
+    return (
+        ratings,
+        movies if movies.is_file() else None,
+        users if ratings.suffix == ".dat" and users.is_file() else None,
+    )
 
 
 def _ratings(table: pa.Table, src: _Source) -> pa.Table:
@@ -190,3 +230,75 @@ def _read_ml100k_items(path: Path, genres: Sequence[str]) -> tuple[pa.Table, pa.
     )
     titles = pa.table({"item": items, "title": pc.fill_null(table.column("title"), "")})
     return categories, titles
+
+
+def _read_ml100k_users(path: Path) -> pa.Table:
+    """``u.user``: ``user|age|gender|occupation|zip``, exact ages in years."""
+    fields = [
+        _F("user", "int"),
+        _F("age", "int"),
+        _F("gender", "label"),
+        _F("occupation", "label"),
+        _F("zip", "text"),
+    ]
+    table, src = _scan(path, fields, sep="|", header=False, quote="", encoding="latin-1")
+    return _user_profiles(table, src)
+
+
+def _read_ml1m_users(path: Path) -> pa.Table:
+    """ML-1M's ``users.dat``: ``user::gender::age::occupation::zip``, the age already a group
+    (1, 18, 25, ...) and the occupation a code 0-20, kept as written."""
+    fields = [
+        _F("user", "int"),
+        _F("gender", "label"),
+        _F("age", "int"),
+        _F("occupation", "label"),
+        _F("zip", "text"),
+    ]
+    table, src = _scan(path, fields, sep="::", header=False, quote="", latin1_fallback=True)
+    return _user_profiles(table, src)
+
+
+def _user_profiles(table: pa.Table, src: _Source) -> pa.Table:
+    """The four :data:`USER_FEATURES` of a scanned user file, one row per user, checked."""
+    users = _int_column(table, "user", src)
+    _require_unique(users, src)
+    ages = _int_column(table, "age", src).to_numpy()
+    if (ages < 0).any():
+        row = int(np.flatnonzero(ages < 0)[0])
+        raise src.fail(row, f"{src.label('age')} must not be negative, not {ages[row]}")
+    for role in ("gender", "occupation"):
+        _require_nonempty(table.column(role), role, src)
+    gender = pc.utf8_trim_whitespace(table.column("gender"))
+    bad = pc.invert(pc.is_in(gender, pa.array(["M", "F"])))
+    if pc.any(bad).as_py():
+        row = _first_true(bad)
+        raise src.fail(row, f"{src.label('gender')} must be M or F, not {gender[row].as_py()!r}")
+    group = np.digitize(ages, _AGE_GROUP_STARTS)  # 0 = under 18, ..., 6 = 56+
+    zips = pc.utf8_trim_whitespace(table.column("zip"))
+    first = pc.utf8_slice_codeunits(zips, 0, 1)
+    # a Canadian or other foreign postcode starts with a letter: its region is unknown
+    region = pc.if_else(pc.utf8_is_digit(first), first, pa.scalar(None, pa.string()))
+    return pa.table(
+        {
+            "user": users,
+            "age": pc.take(pa.array(AGE_GROUPS), pa.array(group)),
+            "gender": gender,
+            "occupation": pc.utf8_trim_whitespace(table.column("occupation")),
+            "zip_region": region,
+        }
+    )
+
+
+def _require_unique(users: pa.ChunkedArray, src: _Source) -> None:
+    """Each user on one line only: a second profile for a user names both lines."""
+    ids = users.to_numpy()
+    _, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts == 1).all():
+        return
+    seen = np.zeros(len(ids), dtype=bool)
+    seen[first] = True
+    row = int(np.flatnonzero(~seen)[0])  # the earliest repeat in file order
+    earlier = int(np.flatnonzero(ids == ids[row])[0])
+    line = src.line_of(earlier)
+    raise src.fail(row, f"user {ids[row]} is listed again (first on line {line})")
