@@ -104,6 +104,25 @@ def test_evaluate_reproduces_the_checkpoint(beauty_runs, shared_data):
     assert again["valid"]["recall@50"] == pytest.approx(trained["valid"]["recall@50"], abs=1e-9)
 
 
+def test_evaluate_changes_inference_settings_only(beauty_runs, shared_data, tmp_path):
+    run = beauty_runs["root"] / "sa"
+    out = tmp_path / "adaptive"
+    mirec(
+        "evaluate", "--checkpoint", str(run), "--output-dir", str(out),
+        "--data-dir", str(shared_data), "--set", "adaptive_k=mass:0.2", "--quiet",
+    )  # fmt: skip
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["inference_settings"]["adaptive_k"] == "mass:0.2"
+    counts = {int(k): v for k, v in again["interest_counts"].items()}
+    assert sum(counts.values()) == again["n_test_users"]
+    assert set(counts) <= {1, 2, 3, 4} and min(counts) < 4  # some users keep fewer than K
+    result = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run), "--set", "lr=0.1", "--data-dir", "x"]
+    )
+    assert result.exit_code != 0
+    assert "only inference-time settings" in str(result.exception) + result.output
+
+
 def test_training_is_repeatable(tmp_path):
     runs = []
     for name in ("a", "b"):

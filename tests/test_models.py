@@ -25,10 +25,11 @@ from mirec.training.trainer import fit
     [
         SelfAttentiveExtractor(8, 3, maxlen=10),
         SelfAttentiveExtractor(8, 3, maxlen=10, encoder_layers=2),
+        SelfAttentiveExtractor(8, 3, maxlen=10, tower=True),
         MeanPoolingExtractor(8),
         SASRecExtractor(8, maxlen=10),
     ],
-    ids=["comirec-sa", "sa-over-transformer", "mean-pooling", "sasrec"],
+    ids=["comirec-sa", "sa-over-transformer", "sa-with-tower", "mean-pooling", "sasrec"],
 )
 def test_padding_never_changes_an_interest(extractor):
     torch.manual_seed(0)

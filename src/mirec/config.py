@@ -40,6 +40,9 @@ class Config:
     K heads; 0 keeps ComiRec-SA as published."""
     dropout: float = 0.2
     """Dropout in transformer blocks."""
+    interest_tower: bool = False
+    """self_attentive: pass each pooled interest through MIND's ReLU layers (not in
+    ComiRec; lets interests move away from the history's own items)."""
     routing_iterations: int = 3
     """Dynamic-routing extractors: routing iterations (gradient through the last only)."""
     routing_sigma: float = 1.0
@@ -146,12 +149,19 @@ def load_config(
     merged["model"] = name
     merged.update({k: v for k, v in settings.items() if v is not None})
     merged.update(fixed or {})
+    merged.update(parse_overrides(overrides))
+    return config_from_dict(merged, source=str(config_file or f"model {name}"))
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> {key: value}, values read as YAML; an empty value is None."""
+    out: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        merged[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    return config_from_dict(merged, source=str(config_file or f"model {name}"))
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -23,6 +23,8 @@ from mirec.models.registry import build_model
 from mirec.training.trainer import WEIGHTS_FILE, fit, load_weights, resolve_device
 
 CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.json"
+INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "device")
+"""Settings ``mirec evaluate --set`` may change: they act at inference, not in training."""
 EVALUATION_DIR = "evaluation"
 """Where ``mirec evaluate`` writes inside the checkpoint when no output folder is given."""
 
@@ -81,16 +83,26 @@ def evaluate_checkpoint(
     *,
     data_dir: Path | None = None,
     mask_history: bool = False,
+    overrides: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Re-evaluate a trained run's best weights on its validation and test users."""
+    """Re-evaluate a trained run's best weights on its validation and test users.
+
+    ``overrides`` changes inference-time settings only (``INFERENCE_SETTINGS``: adaptive K,
+    the diversity-controllable aggregation, the device), so one trained model can be
+    scored under several of them; the settings used are recorded in metrics.json."""
     config_path, weights = checkpoint / CONFIG_FILE, checkpoint / WEIGHTS_FILE
     for needed in (config_path, weights):
         if not needed.is_file():
             raise ConfigError(f"{needed}: missing; is {checkpoint} the output of `mirec train`?")
-    config = config_from_dict(
-        yaml.safe_load(config_path.read_text()) or {}, source=str(config_path)
-    )
+    stored = yaml.safe_load(config_path.read_text()) or {}
+    changed = sorted(set(overrides or {}) - set(INFERENCE_SETTINGS))
+    if changed:
+        raise ConfigError(
+            f"--set {changed[0]}: only inference-time settings can change at evaluation "
+            f"({', '.join(INFERENCE_SETTINGS)}); retrain to change the others"
+        )
+    config = config_from_dict({**stored, **(overrides or {})}, source=str(config_path))
     data = prepare_for(config, data_dir)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
     load_weights(model, weights)
@@ -110,9 +122,11 @@ def evaluate_checkpoint(
     metrics = {
         **_run_header(config, data, model),
         "history_masked": mask_history,
+        "inference_settings": {key: getattr(config, key) for key in INFERENCE_SETTINGS},
         "valid": results["valid"].metrics,
         "test": results["test"].metrics,
         "collapse": results["test"].collapse,
+        "interest_counts": results["test"].interest_counts,
         "eval_users_per_second": round(results["test"].users_per_second, 1),
     }
     write_json_atomic((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, metrics)

@@ -86,15 +86,28 @@ def evaluate(
         bool,
         typer.Option(help="Remove history items from the candidates (not the protocol's default)."),
     ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Change an inference-time setting: adaptive_k, diversity_lambda or device.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a checkpoint's best weights on its validation and test users."""
+    from mirec.config import parse_overrides
     from mirec.runs import EVALUATION_DIR, evaluate_checkpoint
 
     out = output_dir or checkpoint / EVALUATION_DIR
     metrics = evaluate_checkpoint(
-        checkpoint, out, data_dir=data_dir, mask_history=mask_history, progress=not quiet
+        checkpoint,
+        out,
+        data_dir=data_dir,
+        mask_history=mask_history,
+        overrides=parse_overrides(set_ or ()),
+        progress=not quiet,
     )
     _print_table({metrics["model"]: metrics})
     typer.echo(f"results: {out / 'metrics.json'}")

@@ -13,6 +13,12 @@ embeddings.
 With ``encoder_layers > 0`` (not in the paper) H is first replaced by the contextual states
 of a SASRec-style causal transformer (:mod:`mirec.extractors.causal_transformer`), which
 carry their own positions; the K heads then pool those states.
+
+With ``tower=True`` (not in the paper) each pooled interest then goes through MIND's ReLU
+layers (Li et al., CIKM 2019, section 4.2), Linear(d, hidden) -> ReLU -> Linear(hidden, d),
+shared by the K interests. A pooled interest is a convex mix of history embeddings, so
+without the tower it always scores the user's own history items highly; the tower lets it
+move away from them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class SelfAttentiveExtractor(nn.Module):
         hidden_dim: int | None = None,
         encoder_layers: int = 0,
         dropout: float = 0.2,
+        tower: bool = False,
     ) -> None:
         super().__init__()
         hidden_dim = hidden_dim or 4 * embedding_dim
@@ -51,6 +58,13 @@ class SelfAttentiveExtractor(nn.Module):
             nn.init.normal_(self.position, std=embedding_dim**-0.5)
         self.w1 = nn.Linear(embedding_dim, hidden_dim)
         self.w2 = nn.Linear(hidden_dim, num_interests)
+        self.tower = None
+        if tower:
+            self.tower = nn.Sequential(
+                nn.Linear(embedding_dim, hidden_dim),
+                nn.ReLU(),
+                nn.Linear(hidden_dim, embedding_dim),
+            )
 
     def attention(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L, K) attention of each interest over positions; zero on padding."""
@@ -65,4 +79,7 @@ class SelfAttentiveExtractor(nn.Module):
         if self.encoder is not None:
             history = self.encoder(history, mask) * mask.unsqueeze(-1)
         attention = self.attention(history, mask)
-        return Extracted(torch.einsum("blk,bld->bkd", attention, history), attention)
+        interests = torch.einsum("blk,bld->bkd", attention, history)
+        if self.tower is not None:
+            interests = self.tower(interests)
+        return Extracted(interests, attention)

@@ -33,7 +33,13 @@ from mirec.regularizers import parse_regularizers
 EXTRACTORS: dict[str, Callable[..., nn.Module]] = {
     # (config, maxlen) -> extractor; dynamic_routing also takes MIND's profile width
     "self_attentive": lambda c, maxlen: SelfAttentiveExtractor(
-        c.embedding_dim, c.num_interests, maxlen, c.hidden_dim, c.encoder_layers, c.dropout
+        c.embedding_dim,
+        c.num_interests,
+        maxlen,
+        c.hidden_dim,
+        c.encoder_layers,
+        c.dropout,
+        tower=c.interest_tower,
     ),
     "causal_transformer": lambda c, maxlen: SASRecExtractor(
         c.embedding_dim, maxlen, c.encoder_layers, dropout=c.dropout
