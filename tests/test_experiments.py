@@ -95,3 +95,18 @@ def test_a_changed_setting_makes_a_cell_stale(tmp_path):
 def test_bad_experiment_files_name_the_problem(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load_experiment(write_spec(tmp_path, **change))
+
+
+def test_the_experiment_command_runs_cells_and_reports(tmp_path):
+    from typer.testing import CliRunner
+
+    from mirec.cli.main import app
+
+    path = write_spec(tmp_path, models=["most-popular"], grid={}, seeds=[1, 2])
+    result = CliRunner().invoke(app, ["experiment", str(path), "--max-cells", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "(1 of 2 cells finished)" in result.output
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Not yet run" in report and "most-popular seed 2" in report
+    result = CliRunner().invoke(app, ["experiment", str(path), "--report-only"])
+    assert "(1 of 2 cells finished)" in result.output
