@@ -182,17 +182,21 @@ def test_concept_covariance_needs_prototypes():
 
 
 def test_covariance_helper_matches_the_routing_covariance_regularizer():
-    # the helper can also express REMI's penalty: diag of the routing's covariance over the
-    # real positions, divided by d
+    # REMI's penalty, computed user by user over the real positions only: each interest's
+    # routing variance (sum of squared deviations / d), squared, summed over interests
+    # and over the users of the batch
     torch.manual_seed(3)
     routing = torch.softmax(torch.randn(3, 6, 4), dim=1)
     mask = left_padded_mask([6, 4, 1], 6)
     routing = routing * mask.unsqueeze(-1)
     history = torch.randn(3, 6, 5)
-    covariance = covariance_matrix(routing.transpose(1, 2), mask, scale=history.shape[-1])
-    variance = torch.diagonal(covariance, dim1=-2, dim2=-1)
-    expected = routing_covariance_penalty(Extracted(routing, routing), history, mask)
-    torch.testing.assert_close((variance**2).sum(1).mean(), expected)
+    expected = torch.zeros(())
+    for user in range(3):
+        real = routing[user][mask[user]]  # (n_u, K)
+        variance = ((real - real.mean(0)) ** 2).sum(0) / history.shape[-1]
+        expected = expected + (variance**2).sum()
+    got = routing_covariance_penalty(Extracted(routing, routing), history, mask)
+    torch.testing.assert_close(got, expected)
     # without a mask and scale it is the plain (biased) covariance of the rows
     rows = torch.randn(5, 7)
     torch.testing.assert_close(covariance_matrix(rows), torch.cov(rows, correction=0))

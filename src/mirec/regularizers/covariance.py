@@ -5,10 +5,12 @@ penalises the variance of each interest's routing weights over the history: with
 A_u in R^{K x L} the routing (or attention) matrix and C_u = (A_u - mean_L A_u)
 (A_u - mean_L A_u)^T / d its covariance across positions,
 
-    L_RR = || diag(C_u) ||_2^2
+    L_RR = sum_u || diag(C_u) ||_2^2
 
-averaged over users here (REMI sums over the batch). Only real positions enter the mean
-and the covariance, so padding does not dilute the penalty.
+summed over the users of the batch, as in the authors' code, so the published weight
+(lambda = 100) means what it meant there; the training loss itself is a batch mean, so the
+penalty's pull grows with the batch size. Only real positions enter the mean and the
+covariance, so padding does not dilute the penalty.
 """
 
 from __future__ import annotations
@@ -27,4 +29,4 @@ def routing_covariance_penalty(
     # rows: each interest's routing over the history positions, (B, K, L)
     covariance = covariance_matrix(extracted.routing.transpose(1, 2), mask, history.shape[-1])
     variance = torch.diagonal(covariance, dim1=-2, dim2=-1)  # diag(C_u), (B, K)
-    return (variance**2).sum(1).mean()
+    return (variance**2).sum()
