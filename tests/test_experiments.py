@@ -110,3 +110,24 @@ def test_the_experiment_command_runs_cells_and_reports(tmp_path):
     assert "## Not yet run" in report and "most-popular seed 2" in report
     result = CliRunner().invoke(app, ["experiment", str(path), "--report-only"])
     assert "(1 of 2 cells finished)" in result.output
+
+
+def test_a_cell_claimed_by_a_live_worker_is_left_to_it(tmp_path):
+    import os
+    import socket
+
+    experiment = load_experiment(
+        write_spec(tmp_path, models=["most-popular"], grid={}, seeds=[1, 2])
+    )
+    first, second = experiment.cells
+    first.run_dir.mkdir(parents=True)
+    # a live process (our parent) holds the first cell
+    (first.run_dir / ".claim").write_text(f"{socket.gethostname()} {os.getppid()}")
+    # a dead one held the second (pid 0 is never a live worker): its claim is taken over
+    second.run_dir.mkdir(parents=True)
+    (second.run_dir / ".claim").write_text(f"{socket.gethostname()} 0")
+    messages: list[str] = []
+    run_experiment(experiment, progress=False, echo=messages.append)
+    assert cell_metrics(first) is None and "running elsewhere" in messages[1]
+    assert cell_metrics(second) is not None
+    assert not (second.run_dir / ".claim").exists()  # released after the run

@@ -1,8 +1,16 @@
-"""Run an experiment's cells one after another, skipping the finished ones."""
+"""Run an experiment's cells one after another, skipping the finished ones.
+
+Several workers may run the same experiment at once (``mirec experiment FILE`` started
+twice, on one machine or on machines sharing the folder): a worker claims a cell by
+creating ``.claim`` in its folder, exclusively, before training it, and the others pass it
+by. A claim whose process is gone (same host, pid not alive) is taken over.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +37,41 @@ def cell_metrics(cell: Cell) -> dict[str, Any] | None:
     return json.loads(metrics_path.read_text())
 
 
+CLAIM_FILE = ".claim"
+
+
+def _claim(run_dir: Path) -> bool:
+    """Claim a cell for this process; False when a live process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CLAIM_FILE
+    owner = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            host, _, pid = path.read_text().partition(" ")
+            if host != socket.gethostname() or _alive(int(pid or 0)):
+                return False
+            path.unlink(missing_ok=True)  # its worker died: take the cell over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(owner)
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_experiment(
     experiment: Experiment,
     *,
@@ -46,10 +89,17 @@ def run_experiment(
     total = len(experiment.cells)
     echo(f"{experiment.name}: {total - len(todo)} of {total} cells finished, {len(todo)} to run")
     failures: list[tuple[Cell, str]] = []
-    for i, cell in enumerate(todo[:max_cells] if max_cells is not None else todo, 1):
+    ran = 0
+    for i, cell in enumerate(todo, 1):
+        if max_cells is not None and ran >= max_cells:
+            break
         label = f"{cell.dataset} / {cell.model}"
         if cell.variant:
             label += f" [{cell.variant_label}]"
+        if cell_metrics(cell) is not None or not _claim(cell.run_dir):
+            echo(f"[{i}/{len(todo)}] {label} seed {cell.seed}: done or running elsewhere")
+            continue
+        ran += 1
         echo(f"[{i}/{len(todo)}] {label} seed {cell.seed} -> {cell.run_dir}")
         start = time.perf_counter()
         try:
@@ -58,6 +108,8 @@ def run_experiment(
             failures.append((cell, str(err)))
             echo(f"    failed: {err}")
             continue
+        finally:
+            (cell.run_dir / CLAIM_FILE).unlink(missing_ok=True)
         echo(
             f"    test recall@50 {metrics['test']['recall@50']:.4f}, "
             f"{metrics['epochs']} epochs, {time.perf_counter() - start:.0f} s"
