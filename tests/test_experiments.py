@@ -81,11 +81,28 @@ def test_a_changed_setting_makes_a_cell_stale(tmp_path):
     assert cell_metrics(changed.cells[0]) is None
 
 
+def test_a_labelled_row_carries_its_own_settings(tmp_path):
+    row = {"label": "wide youtube", "model": "youtube-dnn", "settings": {"embedding_dim": 32}}
+    experiment = load_experiment(
+        write_spec(tmp_path, models=["youtube-dnn", row], grid={}, seeds=[1])
+    )
+    plain, wide = experiment.cells
+    assert (plain.model, plain.config.embedding_dim) == ("youtube-dnn", 64)
+    assert (wide.model, wide.config.model, wide.config.embedding_dim) == (
+        "wide youtube",
+        "youtube-dnn",
+        32,
+    )
+    assert wide.run_dir.parent.name == "wide_youtube"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"modles": ["x"]}, "unknown key 'modles'"),
         ({"models": []}, "models: expected a non-empty list"),
+        ({"models": ["mind", {"model": "mind"}], "seeds": [1]}, "'mind' appears twice"),
+        ({"models": [{"modle": "mind"}], "seeds": [1]}, "neither a name nor a mapping"),
         ({"models": ["nope"], "seeds": [1]}, "unknown model 'nope'"),
         ({"grid": {"embedding_dim": 8}}, "grid.embedding_dim: expected a non-empty list"),
         ({"seeds": {"sasrec": [1]}}, "'sasrec' is not one of the experiment's models"),

@@ -6,7 +6,10 @@ The grid is a YAML file::
     report: docs/results.md            # the generated report (results.csv beside it)
     runs_dir: runs/results             # one folder per cell: config, weights, metrics.json
     datasets: [amazon-beauty, ml-100k]
-    models: [comirec-sa, mind]
+    models:                            # published configs, or a labelled row of settings
+      - comirec-sa
+      - mind
+      - {label: mind + disagreement, model: mind, settings: {regularizer: "disagreement:1"}}
     settings: {max_train_minutes: 8}   # applied to every cell (``--set``)
     grid: {num_interests: [1, 2, 4]}   # every combination is a variant of each model
     seeds: {default: [42], comirec-sa: [42, 7, 2026]}   # or a plain list
@@ -47,6 +50,7 @@ class Cell:
 
     dataset: str
     model: str
+    """The row's label: the published config's name, or the label given in the file."""
     variant: tuple[tuple[str, Any], ...]
     """The grid settings of this cell, in grid order (empty without a grid)."""
     seed: int
@@ -86,7 +90,8 @@ def load_experiment(path: Path) -> Experiment:
         )
     name = str(spec.get("name") or path.stem)
     datasets = _string_list(spec, "datasets", path)
-    models = _string_list(spec, "models", path)
+    rows = _model_rows(spec.get("models"), path)
+    models = list(rows)
     settings = _mapping(spec, "settings", path)
     grid = _mapping(spec, "grid", path)
     for key, values in grid.items():
@@ -110,13 +115,13 @@ def load_experiment(path: Path) -> Experiment:
             if rank >= len(seeds[model]):
                 continue
             seed, variant = seeds[model][rank], tuple(zip(grid, combo, strict=True))
+            published, own = rows[model]
+            fixed = {**settings, **own, **dict(variant), "dataset": dataset, "seed": seed}
             try:
-                config = load_config(
-                    model, fixed={**settings, **dict(variant), "dataset": dataset, "seed": seed}
-                )
+                config = load_config(published, fixed=fixed)
             except ConfigError as err:
                 raise ConfigError(f"{path}: cell {dataset}/{model}: {err}") from err
-            folder = runs_dir / _slug(dataset) / model
+            folder = runs_dir / _slug(dataset) / _slug(model)
             for key, value in variant:
                 folder = folder / _slug(f"{key}={value}")
             experiment.cells.append(
@@ -134,6 +139,30 @@ def _string_list(spec: dict, key: str, path: Path) -> list[str]:
     if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
         raise ConfigError(f"{path}: {key}: expected a non-empty list of names")
     return values
+
+
+def _model_rows(entries: Any, path: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``models:`` -> {label: (published config, its own settings)}, in file order."""
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: models: expected a non-empty list of names")
+    rows: dict[str, tuple[str, dict[str, Any]]] = {}
+    for entry in entries:
+        if isinstance(entry, str):
+            label, row = entry, (entry, {})
+        elif isinstance(entry, dict) and set(entry) <= {"label", "model", "settings"}:
+            model, own = entry.get("model"), entry.get("settings") or {}
+            if not isinstance(model, str) or not isinstance(own, dict):
+                raise ConfigError(f"{path}: models: {entry!r} needs model: NAME, settings: {{}}")
+            label, row = str(entry.get("label") or model), (model, own)
+        else:
+            raise ConfigError(
+                f"{path}: models: {entry!r} is neither a name nor a mapping of label, model, "
+                "settings"
+            )
+        if label in rows:
+            raise ConfigError(f"{path}: models: the row {label!r} appears twice")
+        rows[label] = row
+    return rows
 
 
 def _mapping(spec: dict, key: str, path: Path) -> dict[str, Any]:
