@@ -79,6 +79,11 @@ def test_a_changed_setting_makes_a_cell_stale(tmp_path):
     assert cell_metrics(experiment.cells[0]) is not None
     changed = load_experiment(write_spec(tmp_path, **single, settings={"split_seed": 7}))
     assert cell_metrics(changed.cells[0]) is None
+    # a run of the new settings that died after writing its config.yaml: the metrics.json
+    # left from the old settings records those, so the cell is still not finished
+    cell = changed.cells[0]
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(cell.config.to_dict()))
+    assert cell_metrics(cell) is None
 
 
 def test_a_labelled_row_carries_its_own_settings(tmp_path):

@@ -47,6 +47,8 @@ def train_run(
     """Train ``config`` and test the best checkpoint; returns what ``metrics.json`` holds."""
     data = prepare_for(config, data_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # results of an earlier run in this folder must never pass for this one's
+    (output_dir / METRICS_FILE).unlink(missing_ok=True)
     write_text_atomic(output_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
@@ -72,6 +74,7 @@ def train_run(
         "train_examples_per_second": round(result.examples_per_second, 1),
         "eval_users_per_second": round(test.users_per_second, 1),
         "history": result.history,
+        "config": config.to_dict(),
     }
     write_json_atomic(output_dir / METRICS_FILE, metrics)
     return metrics

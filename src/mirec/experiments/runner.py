@@ -26,15 +26,24 @@ from mirec.runs import CONFIG_FILE, METRICS_FILE, train_run
 
 def cell_metrics(cell: Cell) -> dict[str, Any] | None:
     """The cell's metrics when it finished with its current config, else None (a cell whose
-    stored config differs from the experiment's is stale and runs again)."""
-    metrics_path, config_path = cell.run_dir / METRICS_FILE, cell.run_dir / CONFIG_FILE
-    if not metrics_path.is_file() or not config_path.is_file():
+    run used other settings is stale and runs again).
+
+    The settings are those recorded inside metrics.json (``config.yaml`` for runs from
+    before mirec recorded them there); settings added to mirec since count at their
+    defaults."""
+    metrics_path = cell.run_dir / METRICS_FILE
+    if not metrics_path.is_file():
         return None
-    # settings added to mirec after the cell ran count at their defaults
-    stored = {**Config().to_dict(), **(yaml.safe_load(config_path.read_text()) or {})}
-    if stored != cell.config.to_dict():
+    metrics = json.loads(metrics_path.read_text())
+    recorded = metrics.get("config")
+    if recorded is None:
+        config_path = cell.run_dir / CONFIG_FILE
+        if not config_path.is_file():
+            return None
+        recorded = yaml.safe_load(config_path.read_text()) or {}
+    if {**Config().to_dict(), **recorded} != cell.config.to_dict():
         return None
-    return json.loads(metrics_path.read_text())
+    return metrics
 
 
 CLAIM_FILE = ".claim"
