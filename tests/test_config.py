@@ -12,8 +12,8 @@ def test_published_models_load():
     assert (cfg.model, cfg.extractor, cfg.num_interests) == ("comirec-sa", "self_attentive", 4)
     assert load_config("youtube-dnn").num_interests == 1
     default = load_config(None)  # `mirec train` without --model
-    assert default.model == "comirec-sa-la" and default.num_interests == 4
-    assert default.selector == "label_aware"
+    assert default.model == "remi" and default.num_interests == 4
+    assert (default.regularizer, default.hard_negative_beta) == ("covariance:100", 1.0)
 
 
 def test_overrides_are_typed_and_layered(tmp_path):

@@ -22,9 +22,10 @@ from mirec.errors import ConfigError
 @dataclass
 class Config:
     # what to train
-    model: str = "comirec-sa-la"
+    model: str = "remi"
     """Name of the published configuration this run started from; the default is the best
-    multi-interest configuration measured so far (README, Models)."""
+    multi-interest configuration measured so far (docs/results.md: REMI leads on
+    amazon-beauty and amazon-toys)."""
     extractor: str = "self_attentive"
     """self_attentive (ComiRec-SA) | dynamic_routing (MIND) | capsule_routing (ComiRec-DR) |
     sparse_interest (SINE) | causal_transformer (SASRec) | gru (GRU4Rec) | mean_pooling
