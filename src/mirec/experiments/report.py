@@ -59,7 +59,9 @@ def render_markdown(
         f"{len(experiment.cells)} cells finished); every figure follows PROTOCOL.md: test "
         "users, exact scoring over the whole catalogue, interests aggregated as each model is "
         "configured (max over interests unless its config names another aggregator). Metric "
-        "cells are the mean ± sample standard deviation over the seeds shown.",
+        "cells are the mean ± sample standard deviation over the seeds shown; † marks rows "
+        "where at least one seed stopped at the training time limit instead of by early "
+        "stopping.",
         "",
     ]
     header = ["model", *(["variant"] if experiment.grid_keys else []), "K", "seeds"]
@@ -83,7 +85,9 @@ def render_markdown(
                 row.append(text)
             collapses = [m["collapse"] for m in metrics if m["collapse"] is not None]
             row.append(_spread(collapses, 3) if collapses else "—")
-            row.append(_spread([m["epochs"] for m in metrics], 1))
+            epochs = _spread([m["epochs"] for m in metrics], 1)
+            capped = any(m.get("stopped_by") == "time_limit" for m in metrics)
+            row.append(epochs + (" †" if capped else ""))
             row.append(_spread([m["train_seconds"] for m in metrics], 0))
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
