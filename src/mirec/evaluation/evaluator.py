@@ -127,14 +127,15 @@ def evaluate(
         else:
             extracted = model.extract(histories, users_all[lo : lo + batch].to(device))
         b = histories.shape[0]
-        scores = model.score(extracted, items)
-        if mask_history:
-            rows = torch.arange(b, device=device).unsqueeze(1).expand_as(histories)
-            keep = histories > 0
-            scores[rows[keep], histories[keep] - 1] = float("-inf")
         if diversity_lambda is None:
+            scores = model.score(extracted, items)
+            if mask_history:
+                rows = torch.arange(b, device=device).unsqueeze(1).expand_as(histories)
+                keep = histories > 0
+                scores[rows[keep], histories[keep] - 1] = float("-inf")
             top = torch.topk(scores, depth, dim=1).indices + 1  # back to item indices
         else:
+            # the greedy merge scores its own candidates: no full score matrix needed
             query = model.retrieval_interests(extracted)
             top = diverse_retrieve(
                 query.interests, items, item_category[1:], depth, diversity_lambda, query.active
