@@ -8,7 +8,12 @@ import torch
 
 from mirec.config import load_config
 from mirec.errors import ConfigError
-from mirec.extractors.adaptive_k import adapt_interests, interest_mass, parse_adaptive_k
+from mirec.extractors.adaptive_k import (
+    adapt_interests,
+    interest_mass,
+    interest_shares,
+    parse_adaptive_k,
+)
 from mirec.extractors.base import Extracted
 from mirec.models.registry import build_model
 
@@ -76,3 +81,16 @@ def test_bad_rules_are_config_errors():
         parse_adaptive_k("drop:0.1")
     with pytest.raises(ConfigError, match="expected mass"):
         parse_adaptive_k("mass:x")
+
+
+def test_share_rule_counts_items_by_where_they_route_most():
+    # self-attention: each interest's weights sum to 1 over the history, so soft masses are
+    # even (1/3 each) although interests 0 and 1 attend to the same two items
+    # (items 0 and 1 tie between interests 0 and 1: the first wins)
+    routing = torch.tensor([[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.6], [0.0, 0.0, 0.4]]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    extracted = Extracted(torch.randn(1, 3, 4), routing)
+    shares = interest_shares(extracted, mask)
+    torch.testing.assert_close(shares, torch.tensor([[0.5, 0.0, 0.5]]))
+    assert adapt_interests(extracted, mask, "share", 0.1).active[0].tolist() == [True, False, True]
+    assert parse_adaptive_k("share:0.1") == ("share", 0.1)

@@ -94,6 +94,37 @@ def test_metrics_json_has_every_field(beauty_runs):
     assert all(0.0 <= v <= 1.0 for v in sa["test"].values())
 
 
+def test_diagnostics_in_metrics_json(beauty_runs):
+    pop, sa = beauty_runs["most-popular"], beauty_runs["comirec-sa"]
+    n_items = pop["n_items"]
+    # MostPopular gives everyone the same 50 head items: hand-computed coverage, no tail
+    assert pop["diagnostics"]["coverage@50"] == pytest.approx(50 / n_items)
+    assert pop["diagnostics"]["tail_share@50"] == 0.0
+    assert pop["diagnostics"]["tail_recall@50"] == 0.0
+    assert pop["diagnostics"]["effective_interests"] == 1.0
+    diagnostics = sa["diagnostics"]
+    assert 1.0 <= diagnostics["effective_interests"] <= 4.0
+    assert 0.0 < diagnostics["purity"] <= 1.0 and 0.0 <= diagnostics["nmi"] <= 1.0
+    # personalised lists reach far more of the catalogue, and some of its tail
+    assert diagnostics["coverage@50"] > 10 * pop["diagnostics"]["coverage@50"]
+    assert 0.0 < diagnostics["tail_share@50"] < 1.0
+    assert diagnostics["tail_recall_users@50"] > 0
+
+
+def test_diagnose_prints_the_diagnostics(beauty_runs, shared_data, tmp_path):
+    run = beauty_runs["root"] / "sa"
+    out = tmp_path / "diagnosed"
+    result = mirec(
+        "diagnose", "--checkpoint", str(run), "--output-dir", str(out),
+        "--data-dir", str(shared_data), "--quiet",
+    )  # fmt: skip
+    for name in ("collapse", "effective_interests", "purity", "nmi", "coverage@50",
+                 "tail_recall@50", "diversity@50"):  # fmt: skip
+        assert name in result.output
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["diagnostics"] == pytest.approx(beauty_runs["comirec-sa"]["diagnostics"])
+
+
 def test_evaluate_reproduces_the_checkpoint(beauty_runs, shared_data):
     run = beauty_runs["root"] / "sa"
     mirec("evaluate", "--checkpoint", str(run), "--data-dir", str(shared_data), "--quiet")

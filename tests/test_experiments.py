@@ -150,6 +150,60 @@ def test_a_cell_claimed_by_a_live_worker_is_left_to_it(tmp_path):
     (second.run_dir / ".claim").write_text(f"{socket.gethostname()} 0")
     messages: list[str] = []
     run_experiment(experiment, progress=False, echo=messages.append)
-    assert cell_metrics(first) is None and "running elsewhere" in messages[1]
+    assert cell_metrics(first) is None and messages[2] == "    running elsewhere"
     assert cell_metrics(second) is not None
     assert not (second.run_dir / ".claim").exists()  # released after the run
+
+
+def test_a_grid_of_inference_settings_trains_once_and_reevaluates(tmp_path):
+    path = write_spec(
+        tmp_path, models=["youtube-dnn"], grid={"diversity_lambda": [0.0, 100.0]}, seeds=[1]
+    )
+    experiment = load_experiment(path)
+    low, high = experiment.cells
+    assert low.checkpoint == high.checkpoint and low.run_dir != high.run_dir
+    assert low.train_config == high.train_config and low.train_config.diversity_lambda is None
+    assert run_experiment(experiment, progress=False, echo=lambda _: None) == []
+    trained = json.loads((low.checkpoint / "metrics.json").read_text())
+    metrics = [cell_metrics(c) for c in (low, high)]
+    assert all(m is not None and m["epochs"] == trained["epochs"] for m in metrics)
+    assert [m["config"]["diversity_lambda"] for m in metrics] == [0.0, 100.0]
+    # lambda = 0 is the plain ranking; a large lambda buys category diversity (with K = 1
+    # the candidates are the top 50 itself, so the greedy merge reorders within it)
+    assert metrics[0]["test"]["recall@50"] == pytest.approx(trained["test"]["recall@50"])
+    assert metrics[1]["test"]["diversity@20"] > metrics[0]["test"]["diversity@20"]
+
+
+def test_diminishing_returns_is_the_first_point_after_which_gains_stay_small():
+    from mirec.experiments.plots import diminishing_returns
+
+    # gains: +50%, +10%, +1%: with a 2% threshold the curve flattens from the third point
+    assert diminishing_returns([0.10, 0.15, 0.165, 0.1667], 0.02) == 2
+    assert diminishing_returns([0.10, 0.101, 0.2], 0.02) == 2  # a late jump counts
+    assert diminishing_returns([0.3, 0.2, 0.1], 0.02) == 0  # falling from the start
+
+
+def test_report_draws_labelled_plots(tmp_path):
+    from matplotlib.image import imread
+
+    path = write_spec(
+        tmp_path,
+        plots=[
+            {"x": "embedding_dim", "y": "recall@50", "mark": "diminishing_returns"},
+            {"x": "model", "y": ["recall@50", "coverage@50"]},
+            {"x": "diversity@50", "y": "recall@50"},
+        ],
+        columns=["coverage@50", "effective_interests"],
+    )
+    experiment = load_experiment(path)
+    run_experiment(experiment, progress=False, echo=lambda _: None)
+    write_report(experiment, "mirec experiment tiny.yaml")
+    report = experiment.report.read_text()
+    pngs = sorted(experiment.report.parent.glob("*.png"))
+    assert len(pngs) == 3
+    for png in pngs:
+        assert f"![{png.name}]({png.name})" in report
+        image = imread(png)
+        assert image.shape[0] > 200 and image.std() > 0.01  # drawn, not blank
+    assert "point of diminishing returns" in report
+    assert "| Coverage@50 |" in report or "coverage@50" in report

@@ -69,7 +69,9 @@ class Config:
     by score alone."""
     adaptive_k: str | None = None
     """Per-user number of interests at inference: ``mass:t`` drops interests with less than
-    a share t of the history, ``merge:t`` merges interests with cosine above t."""
+    a share t of the soft routing mass, ``share:t`` those fewer than a share t of the
+    history items route to most (the rule for self-attention), ``merge:t`` merges interests
+    with cosine above t."""
     num_concepts: int = 500
     """SINE: size of the concept prototype pool."""
     intention_temperature: float = 0.1

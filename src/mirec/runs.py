@@ -7,6 +7,7 @@ repeats the run), ``model.safetensors`` (the best weights on validation) and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ import yaml
 from mirec import __version__
 from mirec.atomic import write_json_atomic, write_text_atomic
 from mirec.config import Config, config_from_dict
+from mirec.data.examples import EvaluationSet, training_item_counts
 from mirec.data.prepare import PreparedData, prepare
+from mirec.data.synthetic import planted_interest_counts
 from mirec.errors import ConfigError
+from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
 from mirec.models.registry import build_model
 from mirec.training.trainer import WEIGHTS_FILE, fit, load_weights, resolve_device
@@ -58,6 +62,7 @@ def train_run(
         data.test,
         device=resolve_device(config.device),
         progress=progress,
+        diagnostics=diagnostics_for(config, data, data.test),
         **_retrieval_settings(config, data),
     )
     metrics = {
@@ -66,6 +71,7 @@ def train_run(
         "test": test.metrics,
         "collapse": test.collapse,
         "interest_counts": test.interest_counts,
+        "diagnostics": test.diagnostics,
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "stopped_by": result.stopped_by,
@@ -94,6 +100,66 @@ def evaluate_checkpoint(
     ``overrides`` changes inference-time settings only (``INFERENCE_SETTINGS``: adaptive K,
     the diversity-controllable aggregation, the device), so one trained model can be
     scored under several of them; the settings used are recorded in metrics.json."""
+    config, data, model = load_checkpoint(checkpoint, overrides, data_dir=data_dir)
+    device = resolve_device(config.device)
+    results: dict[str, EvaluationResult] = {
+        split: evaluate(
+            model,
+            getattr(data, split),
+            device=device,
+            mask_history=mask_history,
+            progress=progress,
+            diagnostics=diagnostics_for(config, data, getattr(data, split)),
+            **_retrieval_settings(config, data),
+        )
+        for split in ("valid", "test")
+    }
+    metrics = {
+        **_run_header(config, data, model),
+        "history_masked": mask_history,
+        "inference_settings": {key: getattr(config, key) for key in INFERENCE_SETTINGS},
+        "valid": results["valid"].metrics,
+        "test": results["test"].metrics,
+        "collapse": results["test"].collapse,
+        "interest_counts": results["test"].interest_counts,
+        "diagnostics": results["test"].diagnostics,
+        "eval_users_per_second": round(results["test"].users_per_second, 1),
+        **_training_summary(checkpoint),
+        "config": config.to_dict(),
+    }
+    write_json_atomic((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, metrics)
+    return metrics
+
+
+TRAINING_FIELDS = ("epochs", "best_epoch", "stopped_by", "train_seconds", "negatives")
+
+
+def _training_summary(checkpoint: Path) -> dict[str, Any]:
+    """How the checkpoint was trained, from its own metrics.json (empty when it has none),
+    so a re-evaluation's metrics.json describes the model it scored."""
+    path = checkpoint / METRICS_FILE
+    if not path.is_file():
+        return {}
+    trained = json.loads(path.read_text())
+    return {key: trained[key] for key in TRAINING_FIELDS if key in trained}
+
+
+def diagnostics_for(config: Config, data: PreparedData, split: EvaluationSet) -> Diagnostics:
+    """The interest diagnostics of ``split``: tail by training popularity, purity against
+    item categories, and on synthetic data the users' planted numbers of interests."""
+    category = data.sequences.primary_category()
+    return Diagnostics(
+        training_item_counts(data.sequences, data.split.train),
+        None if category is None else torch.from_numpy(category),
+        planted_interest_counts(config.dataset, data.sequences.user_ids[split.users]),
+    )
+
+
+def load_checkpoint(
+    checkpoint: Path, overrides: dict[str, Any] | None = None, *, data_dir: Path | None = None
+) -> tuple[Config, PreparedData, torch.nn.Module]:
+    """A trained run's config (with inference-time ``overrides``), its data and its best
+    weights, on the configured device in eval mode."""
     config_path, weights = checkpoint / CONFIG_FILE, checkpoint / WEIGHTS_FILE
     for needed in (config_path, weights):
         if not needed.is_file():
@@ -109,31 +175,8 @@ def evaluate_checkpoint(
     data = prepare_for(config, data_dir)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
     load_weights(model, weights)
-    device = resolve_device(config.device)
-    model.to(device).eval()
-    results: dict[str, EvaluationResult] = {
-        split: evaluate(
-            model,
-            getattr(data, split),
-            device=device,
-            mask_history=mask_history,
-            progress=progress,
-            **_retrieval_settings(config, data),
-        )
-        for split in ("valid", "test")
-    }
-    metrics = {
-        **_run_header(config, data, model),
-        "history_masked": mask_history,
-        "inference_settings": {key: getattr(config, key) for key in INFERENCE_SETTINGS},
-        "valid": results["valid"].metrics,
-        "test": results["test"].metrics,
-        "collapse": results["test"].collapse,
-        "interest_counts": results["test"].interest_counts,
-        "eval_users_per_second": round(results["test"].users_per_second, 1),
-    }
-    write_json_atomic((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, metrics)
-    return metrics
+    model.to(resolve_device(config.device)).eval()
+    return config, data, model
 
 
 def _retrieval_settings(config: Config, data: PreparedData) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The ``mirec`` command line: train, evaluate, experiment, quickstart, datasets, download,
-models."""
+"""The ``mirec`` command line: train, evaluate, diagnose, inspect, experiment, quickstart,
+datasets, download, models."""
 
 from __future__ import annotations
 
@@ -114,30 +114,108 @@ def evaluate(
 
 
 @app.command()
+def diagnose(
+    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Where metrics.json goes (default: CHECKPOINT/evaluation).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Change an inference-time setting, e.g. adaptive_k=mass:0.2."),
+    ] = None,
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Measure what the interests do on the test users: collapse, effective number, purity
+    and NMI against categories, coverage, long tail, Diversity@N (and planted-K error on
+    synthetic data)."""
+    from mirec.config import parse_overrides
+    from mirec.runs import EVALUATION_DIR, evaluate_checkpoint
+
+    out = output_dir or checkpoint / EVALUATION_DIR
+    metrics = evaluate_checkpoint(
+        checkpoint,
+        out,
+        data_dir=data_dir,
+        overrides=parse_overrides(set_ or ()),
+        progress=not quiet,
+    )
+    typer.echo(f"{metrics['model']} on {metrics['dataset']}, {metrics['n_test_users']} test users")
+    collapse = metrics["collapse"]
+    rows = {"collapse": collapse, **(metrics["diagnostics"] or {})}
+    rows.update({k: v for k, v in metrics["test"].items() if k.startswith("diversity@")})
+    for name, value in rows.items():
+        if name == "k_confusion":
+            typer.echo("  planted K -> K'_u users:")
+            for planted, chosen in value.items():
+                typer.echo(f"    {planted}: " + ", ".join(f"{c}: {n}" for c, n in chosen.items()))
+        elif isinstance(value, float):
+            typer.echo(f"  {name:<22}{value:>10.4f}")
+        else:
+            typer.echo(f"  {name:<22}{'-' if value is None else value!s:>10}")
+    if metrics.get("interest_counts"):
+        counts = ", ".join(f"{k}: {n}" for k, n in metrics["interest_counts"].items())
+        typer.echo(f"  users by K'_u          {counts}")
+    typer.echo(f"results: {out / 'metrics.json'}")
+
+
+@app.command()
+def inspect(
+    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    user: Annotated[str | None, typer.Option(help="A raw user id of the dataset.")] = None,
+    items: Annotated[
+        str | None, typer.Option(help="Instead of a user: raw item ids, oldest first, a,b,c.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Recommendations per interest and overall.")] = 10,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the history and interests in 2-D (PNG).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Show a user's history grouped by interest, each interest named by its categories,
+    with its own recommendations."""
+    import json
+
+    from mirec.evaluation.inspection import inspect_checkpoint, plot_interest_map
+
+    item_list = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
+    report = inspect_checkpoint(checkpoint, user=user, items=item_list, top=top, data_dir=data_dir)
+    typer.echo(json.dumps(report.to_json(), indent=2) if json_ else report.to_text())
+    if plot is not None:
+        plot_interest_map(report, plot)
+        typer.echo(f"plot: {plot}", err=json_)
+
+
+@app.command()
 def experiment(
-    file: Annotated[Path, typer.Argument(help="Experiment YAML: datasets x models x seeds.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Experiment YAML files: datasets x models x seeds.")
+    ],
     max_cells: Annotated[
-        int | None, typer.Option(help="Run at most this many unfinished cells, then report.")
+        int | None, typer.Option(help="Run at most this many unfinished cells per file.")
     ] = None,
     report_only: Annotated[
-        bool, typer.Option(help="Only rewrite the report from the finished cells.")
+        bool, typer.Option(help="Only rewrite the reports from the finished cells.")
     ] = False,
     data_dir: DataDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a grid of training runs (resumable: finished cells are kept) and write its report."""
+    """Run grids of training runs (resumable: finished cells are kept) and write their
+    reports, one file after another."""
     from mirec.experiments.grid import load_experiment
     from mirec.experiments.report import write_report
     from mirec.experiments.runner import run_experiment
 
-    spec = load_experiment(file)
+    specs = [(file, load_experiment(file)) for file in files]  # every file checked first
     failures = []
-    if not report_only:
-        failures = run_experiment(
-            spec, data_dir=data_dir, max_cells=max_cells, progress=not quiet, echo=typer.echo
-        )
-    done, total = write_report(spec, f"mirec experiment {file}")
-    typer.echo(f"report: {spec.report} ({done} of {total} cells finished)")
+    for file, spec in specs:
+        if not report_only:
+            failures += run_experiment(
+                spec, data_dir=data_dir, max_cells=max_cells, progress=not quiet, echo=typer.echo
+            )
+        done, total = write_report(spec, f"mirec experiment {file}", data_dir=data_dir)
+        typer.echo(f"report: {spec.report} ({done} of {total} cells finished)")
     if failures:
         for cell, message in failures:
             typer.echo(f"failed: {cell.run_dir}: {message}", err=True)

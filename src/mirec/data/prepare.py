@@ -24,7 +24,7 @@ from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
 from mirec.data.synthetic import SyntheticSpec, generate
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Part of every cache key; bumped when :class:`Sequences` gains fields (2: user-profile
 codes), so a cache written before is never loaded as if it had none."""
 MOVIELENS_MAXLEN, DEFAULT_MAXLEN = 50, 20

@@ -39,6 +39,9 @@ class Sequences:
     item_category_codes: np.ndarray | None = None
     category_names: np.ndarray | None = None
     """Name of category code c at position c."""
+    item_titles: np.ndarray | None = None
+    """Title of item index i at position i - 1 ("" where unknown), where the dataset names
+    its items (MovieLens)."""
     user_feature_codes: np.ndarray | None = None
     """(n_users, F) int64: row u holds user row u's code for each profile feature, 1..C_f
     for known values (by value order), 0 for unknown (MIND's user-profile features)."""
@@ -79,6 +82,13 @@ class Sequences:
         has = np.diff(self.item_category_offsets) > 0
         first[1:][has] = self.item_category_codes[starts[has]]
         return first
+
+    def categories_of(self, item: int) -> np.ndarray:
+        """The category codes of item index ``item`` (empty without categories)."""
+        if self.item_category_offsets is None or self.item_category_codes is None:
+            return np.empty(0, dtype=np.int64)
+        lo, hi = self.item_category_offsets[item - 1], self.item_category_offsets[item]
+        return self.item_category_codes[lo:hi]
 
     def user_profiles(self) -> UserProfiles | None:
         """The users' categorical profile features, or None when the dataset has none."""
@@ -162,6 +172,7 @@ def build_sequences(log: RawLog) -> Sequences:
     )
     categories = _item_categories(con, log.item_categories)
     profiles = _user_features(user_ids, log.user_features)
+    titles = _item_titles(item_ids, log.item_titles)
     return Sequences(
         user_ids=user_ids,
         offsets=np.append(starts, len(users)).astype(np.int64),
@@ -169,7 +180,19 @@ def build_sequences(log: RawLog) -> Sequences:
         item_ids=item_ids,
         **categories,
         **profiles,
+        item_titles=titles,
     )
+
+
+def _item_titles(item_ids: np.ndarray, item_titles: pa.Table | None) -> np.ndarray | None:
+    """The kept items' titles in item-index order, "" for an item the table lacks."""
+    if item_titles is None or item_titles.num_rows == 0:
+        return None
+    ids, keys = pa.array(item_ids), item_titles.column("item")
+    if ids.type != keys.type:
+        ids, keys = pc.cast(ids, pa.string()), pc.cast(keys, pa.string())
+    found = pc.take(item_titles.column("title"), pc.index_in(ids, value_set=keys))
+    return pc.fill_null(found, "").to_numpy(zero_copy_only=False).astype(str)
 
 
 def _item_categories(

@@ -121,3 +121,13 @@ def _distinct_draws(rng: np.random.Generator, rows: int, k: int, n: int) -> np.n
             x += x >= taken
         picks[:, j] = x
     return picks
+
+
+def planted_interest_counts(dataset: str, user_ids: np.ndarray) -> np.ndarray | None:
+    """Each user's planted number of interests when ``dataset`` is ``synthetic[:options]``
+    (``user_ids`` are raw ids, which the generator numbers 1..n_users); None otherwise."""
+    if dataset.split(":")[0] != "synthetic":
+        return None
+    _, planted = generate(SyntheticSpec.parse(dataset))
+    counts = (planted.user_interests >= 0).sum(1)
+    return counts[np.asarray(user_ids, dtype=np.int64) - 1]

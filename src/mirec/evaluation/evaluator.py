@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from mirec.aggregators.diversity_greedy import diverse_retrieve
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
+from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.metrics import CUTOFFS, category_diversity, collapse, ranking_metrics
 from mirec.extractors.base import Extracted
 
@@ -63,6 +64,8 @@ class EvaluationResult:
     interest_counts: dict[int, int] | None = None
     """Users by their number of active interests K'_u (dynamic K); None when every user
     has all K."""
+    diagnostics: dict[str, object] | None = None
+    """What :class:`~mirec.evaluation.diagnostics.Diagnostics` measured, when asked."""
 
     @property
     def users_per_second(self) -> float:
@@ -79,6 +82,7 @@ def evaluate(
     mask_history: bool = False,
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
+    diagnostics: Diagnostics | None = None,
     progress: bool = False,
 ) -> EvaluationResult:
     """Score every evaluation user against the whole catalogue and average the metrics.
@@ -88,6 +92,7 @@ def evaluate(
     ``item_category`` (n_items + 1,) category code per item index adds Diversity@N;
     ``diversity_lambda`` then builds each top-N list by ComiRec's diversity-controllable
     greedy aggregation (:mod:`mirec.aggregators.diversity_greedy`) instead of by score.
+    ``diagnostics`` accumulates the interest diagnostics over the same ranked lists.
     """
     start = time.perf_counter()
     was_training = getattr(model, "training", False)
@@ -141,7 +146,10 @@ def evaluate(
                 query.interests, items, item_category[1:], depth, diversity_lambda, query.active
             )
             top = top + 1
-        hits = _target_mask(eval_set, lo, b, n_items, device).gather(1, top)
+        targets = _target_mask(eval_set, lo, b, n_items, device)
+        hits = targets.gather(1, top)
+        if diagnostics is not None:
+            diagnostics.update(lo, histories, extracted, top, targets)
         per_user = ranking_metrics(hits, n_targets_all[lo : lo + b], cutoffs)
         if item_category is not None:
             per_user.update(category_diversity(item_category[top], cutoffs))
@@ -167,6 +175,7 @@ def evaluate(
         interest_counts=(
             {i: int(c) for i, c in enumerate(active_counts.tolist()) if c} if dynamic else None
         ),
+        diagnostics=None if diagnostics is None else diagnostics.result(),
     )
 
 

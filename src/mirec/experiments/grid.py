@@ -13,6 +13,14 @@ The grid is a YAML file::
     settings: {max_train_minutes: 8}   # applied to every cell (``--set``)
     grid: {num_interests: [1, 2, 4]}   # every combination is a variant of each model
     seeds: {default: [42], comirec-sa: [42, 7, 2026]}   # or a plain list
+    columns: [effective_interests]     # extra table columns: diagnostics, Diversity@N, ...
+    plots:                             # PNGs beside the report (see mirec.experiments.plots)
+      - {x: num_interests, y: recall@50, mark: diminishing_returns}
+    interest_map: {dataset: ml-100k, model: comirec-sa, user: 1}   # one user's interests in 2-D
+
+A grid over inference-time settings (``diversity_lambda``, ``adaptive_k``) trains once: the
+cells that differ only in them share one trained checkpoint and each is a re-evaluation of
+it, kept in its own ``evaluation-KEY=VALUE`` folder inside the checkpoint.
 
 Relative paths are taken from the current directory. A cell is finished when its folder
 holds a ``metrics.json`` written from the same resolved config; finished cells are never
@@ -30,6 +38,7 @@ import yaml
 
 from mirec.config import Config, load_config
 from mirec.errors import ConfigError
+from mirec.runs import INFERENCE_SETTINGS
 
 KEYS = {
     "name",
@@ -41,6 +50,9 @@ KEYS = {
     "settings",
     "grid",
     "seeds",
+    "plots",
+    "columns",
+    "interest_map",
 }
 
 
@@ -56,6 +68,21 @@ class Cell:
     seed: int
     config: Config
     run_dir: Path
+    """Where the cell's metrics.json is."""
+    checkpoint: Path
+    """The trained run the cell evaluates: ``run_dir`` itself, or, for a cell of
+    inference-time settings, the shared training run they are evaluated on."""
+    train_config: Config
+    """The checkpoint's config: ``config`` without the inference-time grid settings."""
+
+    @property
+    def reevaluates(self) -> bool:
+        """True when the cell re-evaluates a checkpoint shared with other cells."""
+        return self.run_dir != self.checkpoint
+
+    @property
+    def inference_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.variant if k in INFERENCE_SETTINGS}
 
     @property
     def variant_label(self) -> str:
@@ -70,6 +97,10 @@ class Experiment:
     cells: list[Cell] = field(default_factory=list)
     description: str = ""
     grid_keys: tuple[str, ...] = ()
+    plots: list[dict[str, Any]] = field(default_factory=list)
+    columns: tuple[str, ...] = ()
+    """Quantities shown in the report's tables beside the standard metrics."""
+    interest_map: dict[str, Any] | None = None
 
 
 def load_experiment(path: Path) -> Experiment:
@@ -105,6 +136,9 @@ def load_experiment(path: Path) -> Experiment:
         runs_dir=runs_dir,
         description=str(spec.get("description") or "").strip(),
         grid_keys=tuple(grid),
+        plots=_plots(spec.get("plots"), path),
+        columns=tuple(_string_list(spec, "columns", path)) if "columns" in spec else (),
+        interest_map=_interest_map(spec.get("interest_map"), datasets, models, path),
     )
     combos = list(itertools.product(*grid.values())) or [()]
     # the first seed of every (dataset, model, variant) runs before anyone's second seed, so
@@ -116,21 +150,50 @@ def load_experiment(path: Path) -> Experiment:
                 continue
             seed, variant = seeds[model][rank], tuple(zip(grid, combo, strict=True))
             published, own = rows[model]
-            fixed = {**settings, **own, **dict(variant), "dataset": dataset, "seed": seed}
+            trained = tuple((k, v) for k, v in variant if k not in INFERENCE_SETTINGS)
+            base = {**settings, **own, "dataset": dataset, "seed": seed}
             try:
-                config = load_config(published, fixed=fixed)
+                config = load_config(published, fixed={**base, **dict(variant)})
+                train_config = load_config(published, fixed={**base, **dict(trained)})
             except ConfigError as err:
                 raise ConfigError(f"{path}: cell {dataset}/{model}: {err}") from err
-            folder = runs_dir / _slug(dataset) / _slug(model)
-            for key, value in variant:
-                folder = folder / _slug(f"{key}={value}")
+            folder = runs_dir / slug(dataset) / slug(model)
+            for key, value in trained:
+                folder = folder / slug(f"{key}={value}")
+            checkpoint = folder / f"seed-{seed}"
+            run_dir = checkpoint
+            if len(trained) < len(variant):
+                label = ",".join(f"{k}={v}" for k, v in variant if k in INFERENCE_SETTINGS)
+                run_dir = checkpoint / slug(f"evaluation-{label}")
             experiment.cells.append(
-                Cell(dataset, model, variant, seed, config, folder / f"seed-{seed}")
+                Cell(dataset, model, variant, seed, config, run_dir, checkpoint, train_config)
             )
     return experiment
 
 
-def _slug(text: str) -> str:
+def _plots(value: Any, path: Path) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(p, dict) and "x" in p and "y" in p for p in value
+    ):
+        raise ConfigError(f"{path}: plots: expected a list of mappings with x: and y:")
+    return value
+
+
+def _interest_map(
+    value: Any, datasets: list[str], models: list[str], path: Path
+) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"dataset", "model", "user"}:
+        raise ConfigError(f"{path}: interest_map: expected {{dataset, model, user}}")
+    if value["dataset"] not in datasets or value["model"] not in models:
+        raise ConfigError(f"{path}: interest_map: dataset and model must be in the grid")
+    return value
+
+
+def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text)
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mirec.atomic import write_text_atomic
 from mirec.experiments.grid import Cell, Experiment
+from mirec.experiments.plots import draw_plots, quantity
 from mirec.experiments.runner import cell_metrics
 
 METRICS = ["recall@20", "recall@50", "ndcg@20", "ndcg@50", "hitrate@20", "hitrate@50"]
@@ -35,7 +37,9 @@ def finished(experiment: Experiment) -> list[tuple[Cell, dict[str, Any]]]:
     return [(c, m) for c in experiment.cells if (m := cell_metrics(c)) is not None]
 
 
-def write_report(experiment: Experiment, command: str) -> tuple[int, int]:
+def write_report(
+    experiment: Experiment, command: str, *, data_dir: Path | None = None
+) -> tuple[int, int]:
     """Write ``results.csv`` and the Markdown report; returns (finished, total) cells."""
     done = finished(experiment)
     out = io.StringIO()
@@ -44,12 +48,18 @@ def write_report(experiment: Experiment, command: str) -> tuple[int, int]:
     for cell, metrics in done:
         writer.writerow([get(cell, metrics) for _, get in COLUMNS])
     write_text_atomic(experiment.report.with_name("results.csv"), out.getvalue())
-    write_text_atomic(experiment.report, render_markdown(experiment, done, command))
+    figures = draw_plots(experiment, done, experiment.report.parent)
+    if experiment.interest_map is not None:
+        figures += _interest_map(experiment, done, data_dir)
+    write_text_atomic(experiment.report, render_markdown(experiment, done, command, figures))
     return len(done), len(experiment.cells)
 
 
 def render_markdown(
-    experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]], command: str
+    experiment: Experiment,
+    done: list[tuple[Cell, dict[str, Any]]],
+    command: str,
+    figures: list[tuple[str, str]] = (),
 ) -> str:
     lines = [f"# {experiment.name}", ""]
     if experiment.description:
@@ -65,7 +75,7 @@ def render_markdown(
         "",
     ]
     header = ["model", *(["variant"] if experiment.grid_keys else []), "K", "seeds"]
-    header += [_title(m) for m in METRICS] + ["collapse", "epochs", "train s"]
+    header += [_title(m) for m in METRICS] + ["collapse", *experiment.columns, "epochs", "train s"]
     for dataset in dict.fromkeys(c.dataset for c in experiment.cells):
         rows = _group([(c, m) for c, m in done if c.dataset == dataset])
         lines += [f"## {dataset}", ""]
@@ -85,12 +95,20 @@ def render_markdown(
                 row.append(text)
             collapses = [m["collapse"] for m in metrics if m["collapse"] is not None]
             row.append(_spread(collapses, 3) if collapses else "—")
+            for name in experiment.columns:
+                values = [float(v) for c, m in runs if (v := quantity(c, m, name)) is not None]
+                row.append(_spread(values, 3) if values else "—")
             epochs = _spread([m["epochs"] for m in metrics], 1)
             capped = any(m.get("stopped_by") == "time_limit" for m in metrics)
             row.append(epochs + (" †" if capped else ""))
             row.append(_spread([m["train_seconds"] for m in metrics], 0))
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+    lines += _k_confusion(experiment, done)
+    if figures:
+        lines += ["## Figures", ""]
+        for name, note in figures:
+            lines += [f"![{name}]({name})", ""] + ([note, ""] if note else [])
     pending = [c for c in experiment.cells if all(c is not d for d, _ in done)]
     if pending:
         lines += ["## Not yet run", ""]
@@ -102,6 +120,39 @@ def render_markdown(
         ]
         lines.append("")
     return "\n".join(lines)
+
+
+def _k_confusion(experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]]) -> list[str]:
+    """Users by planted K (rows) and the K'_u the model kept (columns), first seed of each
+    row, where the data has planted interests (synthetic)."""
+    tables = [
+        (cell, m["diagnostics"]["k_confusion"])
+        for cell, m in done
+        if (m.get("diagnostics") or {}).get("k_confusion")
+    ]
+    if not tables:
+        return []
+    chosen = sorted({int(c) for _, t in tables for row in t.values() for c in row})
+    lines = [
+        "## Planted number of interests against K'_u",
+        "",
+        "Users of the test split by their planted number of interests and the number of "
+        "interests the model kept for them (first seed of each row).",
+        "",
+        "| dataset | model | variant | planted K | " + " | ".join(f"K'={c}" for c in chosen) + " |",
+        "|" + "---|" * (4 + len(chosen)),
+    ]
+    seen: set[tuple[str, str, str]] = set()
+    for cell, table in tables:
+        key = (cell.dataset, cell.model, cell.variant_label)
+        if key in seen:
+            continue
+        seen.add(key)
+        for planted, row in sorted(table.items(), key=lambda kv: int(kv[0])):
+            counts = {int(c): n for c, n in row.items()}
+            cells = [str(counts.get(c, 0)) for c in chosen]
+            lines.append(f"| {' | '.join(key)} | {planted} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _group(done: Sequence[tuple[Cell, dict]]) -> dict[tuple[str, str], list]:
@@ -124,3 +175,20 @@ def _spread(values: Sequence[float], digits: int = 4) -> str:
 def _title(metric: str) -> str:
     name, cutoff = metric.split("@")
     return {"recall": "Recall", "ndcg": "NDCG", "hitrate": "HitRate"}[name] + "@" + cutoff
+
+
+def _interest_map(
+    experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]], data_dir: Path | None
+) -> list[tuple[str, str]]:
+    """The experiment's ``interest_map``: one user's interests and history in 2-D, drawn from
+    the first finished checkpoint of the named dataset and model."""
+    from mirec.evaluation.inspection import inspect_checkpoint, plot_interest_map
+
+    spec = experiment.interest_map or {}
+    for cell, _ in done:
+        if cell.dataset == spec["dataset"] and cell.model == spec["model"]:
+            report = inspect_checkpoint(cell.checkpoint, user=str(spec["user"]), data_dir=data_dir)
+            name = f"interest-map-{cell.dataset}-{cell.model}-user-{spec['user']}.png"
+            plot_interest_map(report, experiment.report.parent / name)
+            return [(name, report.summary())]
+    return []

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import yaml
 from mirec.config import Config
 from mirec.errors import MirecError
 from mirec.experiments.grid import Cell, Experiment
-from mirec.runs import CONFIG_FILE, METRICS_FILE, train_run
+from mirec.runs import CONFIG_FILE, METRICS_FILE, evaluate_checkpoint, train_run
 
 
 def cell_metrics(cell: Cell) -> dict[str, Any] | None:
@@ -105,22 +106,46 @@ def run_experiment(
         label = f"{cell.dataset} / {cell.model}"
         if cell.variant:
             label += f" [{cell.variant_label}]"
-        if cell_metrics(cell) is not None or not _claim(cell.run_dir):
-            echo(f"[{i}/{len(todo)}] {label} seed {cell.seed}: done or running elsewhere")
+        if cell_metrics(cell) is not None:
+            echo(f"[{i}/{len(todo)}] {label} seed {cell.seed}: done elsewhere")
             continue
-        ran += 1
         echo(f"[{i}/{len(todo)}] {label} seed {cell.seed} -> {cell.run_dir}")
         start = time.perf_counter()
         try:
-            metrics = train_run(cell.config, cell.run_dir, data_dir=data_dir, progress=progress)
+            metrics = _run_cell(cell, data_dir, progress)
         except MirecError as err:
             failures.append((cell, str(err)))
             echo(f"    failed: {err}")
             continue
-        finally:
-            (cell.run_dir / CLAIM_FILE).unlink(missing_ok=True)
+        if metrics is None:
+            echo("    running elsewhere")
+            continue
+        ran += 1
         echo(
             f"    test recall@50 {metrics['test']['recall@50']:.4f}, "
             f"{metrics['epochs']} epochs, {time.perf_counter() - start:.0f} s"
         )
     return failures
+
+
+def _run_cell(cell: Cell, data_dir: Path | None, progress: bool) -> dict[str, Any] | None:
+    """Train the cell (or, for a cell of inference-time settings, train its shared checkpoint
+    if needed, then re-evaluate it); None when another worker holds what it needs."""
+    if cell.reevaluates:
+        trained = replace(cell, run_dir=cell.checkpoint, config=cell.train_config, variant=())
+        if cell_metrics(trained) is None and _run_cell(trained, data_dir, progress) is None:
+            return None
+    if not _claim(cell.run_dir):
+        return None
+    try:
+        if cell.reevaluates:
+            return evaluate_checkpoint(
+                cell.checkpoint,
+                cell.run_dir,
+                data_dir=data_dir,
+                overrides=cell.inference_settings,
+                progress=progress,
+            )
+        return train_run(cell.config, cell.run_dir, data_dir=data_dir, progress=progress)
+    finally:
+        (cell.run_dir / CLAIM_FILE).unlink(missing_ok=True)

@@ -9,6 +9,11 @@ choosing K, arXiv 2506.15284 section 7):
   r_lk / sum_j r_lj (for capsule routing this is the coupling itself; for attention it
   says which interest attends to the behaviour most), and mass_k = mean_l p(k | l). With K
   interests an even split gives every interest 1/K.
+* ``share:t`` drops an interest that fewer than a share t of the history items route to
+  more than to any other interest (:func:`assign_behaviours`). For capsule routing this is
+  close to ``mass``; for self-attention it is the rule that works: every attention head's
+  weights sum to 1 over the history, so the soft masses stay near 1/K even when two
+  interests attend to the same items, while the hard shares do not.
 * ``merge:t`` folds near-duplicate interests: visiting interests from the heaviest down,
   one whose cosine with an interest already kept exceeds t is merged into it (the kept
   vector becomes the mass-weighted mean of the two) and switched off.
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from mirec.errors import ConfigError
 from mirec.extractors.base import Extracted
 
-RULES = ("mass", "merge")
+RULES = ("mass", "share", "merge")
 
 
 def parse_adaptive_k(spec: str | None) -> tuple[str, float] | None:
@@ -50,6 +55,29 @@ def interest_mass(routing: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return share.sum(1) / mask.sum(1, keepdim=True).clamp_min(1).to(share.dtype)
 
 
+def assign_behaviours(extracted: Extracted, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L): the interest each history item routes to most, -1 on padding.
+
+    Routing is read per behaviour, p(k | l) proportional to ``routing[b, l, k]``, so an
+    attention extractor's item goes to the interest that attends to it most; interests a
+    user does not have (dynamic K) are never chosen."""
+    routing = extracted.routing
+    if routing is None:  # one interest, nothing to route
+        routing = torch.ones(*mask.shape, extracted.interests.shape[1], device=mask.device)
+    share = routing / routing.sum(-1, keepdim=True).clamp_min(1e-12)
+    if extracted.active is not None:
+        share = share.masked_fill(~extracted.active.unsqueeze(1), -1.0)
+    return share.argmax(-1).masked_fill(~mask, -1)
+
+
+def interest_shares(extracted: Extracted, mask: torch.Tensor) -> torch.Tensor:
+    """(B, K) the share of each user's history items that route to interest k most."""
+    assignment = assign_behaviours(extracted, mask)
+    k = extracted.interests.shape[1]
+    counts = F.one_hot(assignment.clamp_min(0), k).masked_fill(~mask.unsqueeze(-1), 0).sum(1)
+    return counts / mask.sum(1, keepdim=True).clamp_min(1)
+
+
 def adapt_interests(
     extracted: Extracted, mask: torch.Tensor, rule: str, threshold: float
 ) -> Extracted:
@@ -60,9 +88,13 @@ def adapt_interests(
     active = extracted.active
     if active is None:
         active = torch.ones(interests.shape[:2], dtype=torch.bool, device=interests.device)
-    mass = interest_mass(extracted.routing, mask).masked_fill(~active, -1.0)
+    if rule == "share":
+        mass = interest_shares(extracted, mask).to(interests.dtype)
+    else:
+        mass = interest_mass(extracted.routing, mask)
+    mass = mass.masked_fill(~active, -1.0)
     heaviest = F.one_hot(mass.argmax(1), interests.shape[1]).bool()
-    if rule == "mass":
+    if rule in ("mass", "share"):
         return extracted._replace(active=active & (mass >= threshold) | heaviest)
     return _merge(extracted, interests, active, mass.clamp_min(0.0), threshold)
 

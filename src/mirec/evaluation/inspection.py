@@ -1,0 +1,271 @@
+"""One user's interests, explained: ``mirec inspect``.
+
+For a user of the dataset (or a raw list of item ids), the trained model extracts the K
+interests from the history (the most recent ``maxlen`` items). Each history item is
+assigned to the interest it routes to most
+(:func:`~mirec.extractors.adaptive_k.assign_behaviours`); an interest is described by
+
+* its share of the history: the share of the history items assigned to it,
+* a name from the categories of its items: the share of its items carrying each category,
+  most common first ("Sci-Fi 61%, Action 22%"; a multi-genre movie counts for each genre),
+* its history items, heaviest first, with titles where the dataset has them,
+* its own top recommendations: the catalogue ranked by this interest alone.
+
+The user's recommendations are the model's aggregated ranking. Items already in the
+history are left out of every recommendation list here, as a user would expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mirec.data.sequences import Sequences
+from mirec.errors import ConfigError
+from mirec.extractors.adaptive_k import assign_behaviours, interest_shares
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    item: str
+    """The raw item id."""
+    title: str
+    weight: float
+    """A history item's share of routing to its interest, or a recommendation's score."""
+
+
+@dataclass(frozen=True)
+class InterestRow:
+    index: int
+    share: float
+    """This interest's share of the history."""
+    explanation: list[tuple[str, float]]
+    """(category, share of the interest's items carrying it), most common first."""
+    history: list[ItemRow]
+    recommendations: list[ItemRow]
+
+    @property
+    def name(self) -> str:
+        parts = [f"{category} {share:.0%}" for category, share in self.explanation[:3]]
+        return ", ".join(parts) or "no categories"
+
+
+@dataclass(frozen=True)
+class UserReport:
+    dataset: str
+    model: str
+    user: str | None
+    history: list[str]
+    interests: list[InterestRow]
+    recommendations: list[ItemRow]
+    # for the 2-D map: interest vectors, history item vectors, each item's interest
+    interest_vectors: np.ndarray = field(repr=False)
+    history_vectors: np.ndarray = field(repr=False)
+    assignment: np.ndarray = field(repr=False)
+
+    def to_json(self) -> dict:
+        out = {
+            key: value
+            for key, value in asdict(self).items()
+            if key not in ("interest_vectors", "history_vectors", "assignment")
+        }
+        for row, interest in zip(out["interests"], self.interests, strict=True):
+            row["name"] = interest.name
+            row["explanation"] = [{"category": c, "share": s} for c, s in interest.explanation]
+        return out
+
+    def summary(self) -> str:
+        who = f"user {self.user}" if self.user is not None else "the given items"
+        names = "; ".join(f"interest {i.index}: {i.name}" for i in self.interests)
+        return f"{self.model} on {self.dataset}, {who}: {names}"
+
+    def to_text(self) -> str:
+        who = f"user {self.user}" if self.user is not None else "the given items"
+        lines = [f"{self.model} on {self.dataset}, {who}: {len(self.history)} history items"]
+        for interest in self.interests:
+            lines += [
+                "",
+                f"interest {interest.index}: {interest.name} "
+                f"({interest.share:.0%} of the history, {len(interest.history)} items)",
+            ]
+            lines += [f"    history  {_label(row)}" for row in interest.history]
+            lines += [f"    top      {_label(row)}" for row in interest.recommendations]
+        lines += ["", "recommended (all interests):"]
+        lines += [f"    {i + 1:>2}. {_label(row)}" for i, row in enumerate(self.recommendations)]
+        return "\n".join(lines)
+
+
+def _label(row: ItemRow) -> str:
+    return f"{row.item}" + (f"  {row.title}" if row.title else "")
+
+
+@torch.no_grad()
+def inspect_checkpoint(
+    checkpoint: Path,
+    *,
+    user: str | None = None,
+    items: list[str] | None = None,
+    top: int = 10,
+    data_dir: Path | None = None,
+) -> UserReport:
+    """Explain the interests a trained run finds for ``user`` (a raw user id) or for the
+    history ``items`` (raw item ids, oldest first)."""
+    from mirec.runs import load_checkpoint
+
+    if (user is None) == (items is None):
+        raise ConfigError("inspect: give either a user id or a list of item ids")
+    if top < 1:
+        raise ConfigError(f"inspect: top must be at least 1, got {top}")
+    config, data, model = load_checkpoint(checkpoint, data_dir=data_dir)
+    seqs = data.sequences
+    row = None if user is None else _user_row(seqs, user, config.dataset)
+    history = seqs.sequence(row) if row is not None else _item_indices(seqs, items or [])
+    history = history[-data.maxlen :]
+    if getattr(model, "uses_user_rows", False) and row is None:
+        raise ConfigError("inspect: this model uses user profiles, so it needs --user")
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    histories = torch.as_tensor(history, dtype=torch.long, device=device).unsqueeze(0)
+    users = None if row is None else torch.tensor([row], device=device)
+    extracted = model.extract(histories, users)
+    mask = histories > 0
+    assignment = assign_behaviours(extracted, mask)[0].cpu().numpy()
+    k = extracted.interests.shape[1]
+    mass = interest_shares(extracted, mask)[0].cpu().numpy()
+    if extracted.routing is None:
+        weight = np.ones(len(history))
+    else:
+        share = extracted.routing / extracted.routing.sum(-1, keepdim=True).clamp_min(1e-12)
+        weight = share[0].gather(1, torch.as_tensor(assignment, device=device)[:, None])
+        weight = weight[:, 0].cpu().numpy()
+    active = (
+        np.ones(k, dtype=bool) if extracted.active is None else extracted.active[0].cpu().numpy()
+    )
+    item_vectors = model.item_vectors()
+    seen = torch.as_tensor(history - 1, device=device)
+    interests = []
+    for i in np.flatnonzero(active):
+        members = np.flatnonzero(assignment == i)
+        members = members[np.argsort(-weight[members], kind="stable")]
+        scores = extracted.interests[0, i] @ item_vectors.T
+        interests.append(
+            InterestRow(
+                index=int(i),
+                share=float(mass[i]),
+                explanation=_explain(seqs, history[members]),
+                history=[_row(seqs, history[m], float(weight[m])) for m in members],
+                recommendations=_top(seqs, scores, seen, top),
+            )
+        )
+    overall = model.score(extracted, item_vectors)[0]
+    return UserReport(
+        dataset=config.dataset,
+        model=config.model,
+        user=user,
+        history=[str(seqs.item_ids[i - 1]) for i in history],
+        interests=interests,
+        recommendations=_top(seqs, overall, seen, top),
+        interest_vectors=extracted.interests[0, torch.as_tensor(active)].cpu().numpy(),
+        history_vectors=item_vectors[histories[0] - 1].cpu().numpy(),
+        assignment=assignment,
+    )
+
+
+def _user_row(seqs: Sequences, user: str, dataset: str) -> int:
+    ids = seqs.user_ids
+    try:
+        key = int(user) if np.issubdtype(ids.dtype, np.integer) else user
+    except ValueError:
+        key = None
+    row = int(np.searchsorted(ids, key)) if key is not None else len(ids)
+    if row >= len(ids) or ids[row] != key:
+        raise ConfigError(
+            f"inspect: user {user!r} is not in {dataset} (users with fewer than 5 "
+            "interactions are filtered out, PROTOCOL.md section 1)"
+        )
+    return row
+
+
+def _item_indices(seqs: Sequences, items: list[str]) -> np.ndarray:
+    ids = seqs.item_ids
+    integer = np.issubdtype(ids.dtype, np.integer)
+    out, unknown = [], []
+    for item in items:
+        try:
+            key = int(item) if integer else item
+        except ValueError:
+            unknown.append(item)
+            continue
+        at = int(np.searchsorted(ids, key))
+        if at < len(ids) and ids[at] == key:
+            out.append(at + 1)
+        else:
+            unknown.append(item)
+    if unknown:
+        raise ConfigError(
+            f"inspect: {len(unknown)} item id(s) not in the catalogue: {', '.join(unknown[:10])}"
+        )
+    if not out:
+        raise ConfigError("inspect: the item list is empty")
+    return np.asarray(out, dtype=np.int64)
+
+
+def _explain(seqs: Sequences, items: np.ndarray) -> list[tuple[str, float]]:
+    if seqs.category_names is None or len(items) == 0:
+        return []
+    counts: dict[int, int] = {}
+    for item in items:
+        for code in np.unique(seqs.categories_of(int(item))):
+            counts[int(code)] = counts.get(int(code), 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(str(seqs.category_names[code]), n / len(items)) for code, n in ranked]
+
+
+def _row(seqs: Sequences, index: int, weight: float) -> ItemRow:
+    title = "" if seqs.item_titles is None else str(seqs.item_titles[index - 1])
+    return ItemRow(str(seqs.item_ids[index - 1]), title, round(weight, 4))
+
+
+def _top(seqs: Sequences, scores: torch.Tensor, seen: torch.Tensor, n: int) -> list[ItemRow]:
+    scores = scores.to(torch.float64).clone()
+    scores[seen] = float("-inf")
+    best = torch.topk(scores, min(n, len(scores) - len(seen.unique()))).indices.tolist()
+    return [_row(seqs, i + 1, float(scores[i])) for i in best]
+
+
+def plot_interest_map(report: UserReport, path: Path) -> None:
+    """One user's history items and interest vectors in 2-D (PCA of them together), each
+    item coloured by the interest it routes to."""
+    from mirec.plotting import plt, save_figure
+
+    points = np.concatenate([report.history_vectors, report.interest_vectors])
+    centred = points - points.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    items, interests = xy[: len(report.history_vectors)], xy[len(report.history_vectors) :]
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    colours = plt.get_cmap("tab10")
+    for n, interest in enumerate(report.interests):
+        chosen = report.assignment == interest.index
+        colour = colours(n % 10)
+        ax.scatter(*items[chosen].T, s=22, color=colour, alpha=0.7)
+        ax.scatter(
+            *interests[n],
+            s=260,
+            marker="*",
+            color=colour,
+            edgecolor="black",
+            label=f"interest {interest.index}: {interest.name}",
+        )
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    who = f"user {report.user}" if report.user is not None else "given items"
+    ax.set_title(
+        f"{report.model} on {report.dataset}, {who}: history (dots), interests (stars)", fontsize=9
+    )
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
