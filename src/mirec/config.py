@@ -22,6 +22,9 @@ from mirec.errors import ConfigError
 @dataclass
 class Config:
     # what to train
+    task: str = "retrieval"
+    """retrieval (next item over the whole catalogue, PROTOCOL.md) | ctr (click-through rate
+    of a given candidate: AUC, GAUC, LogLoss)."""
     model: str = "remi"
     """Name of the published configuration this run started from; the default is the best
     multi-interest configuration measured so far (docs/results.md: REMI leads on
@@ -29,7 +32,8 @@ class Config:
     extractor: str = "self_attentive"
     """self_attentive (ComiRec-SA) | dynamic_routing (MIND) | capsule_routing (ComiRec-DR) |
     sparse_interest (SINE) | causal_transformer (SASRec) | gru (GRU4Rec) | mean_pooling
-    (YouTube-DNN) | popularity."""
+    (YouTube-DNN) | popularity; for task=ctr also behaviors (DIN: every history item is its
+    own vector) and dmin (DMIN's refiner and multi-head extractor)."""
     embedding_dim: int = 64
     num_interests: int = 4
     hidden_dim: int | None = None
@@ -62,7 +66,9 @@ class Config:
     aggregator: str = "max"
     """How the K interests meet the items: max | mean (score-level: the selector trains,
     all K retrieve) or attention | concat_mlp | intention (representation-level: one fused
-    vector trains and retrieves; intention is SINE's own weighting)."""
+    vector trains and retrieves; intention is SINE's own weighting). For task=ctr: target
+    (target-aware attention, DIN's unit) | max (best per-interest logit) | attention |
+    concat_mlp."""
     diversity_lambda: float | None = None
     """ComiRec's diversity-controllable aggregation at test time: each top-N list is picked
     greedily for score + lambda x category diversity (needs item categories); None ranks
@@ -80,6 +86,10 @@ class Config:
     """Penalties against collapse, ``name:weight[,name:weight]``: disagreement,
     contrastive, covariance (REMI). None: no regularization."""
     contrastive_temperature: float = 0.1
+    ctr_negatives: int = 1
+    """task=ctr: sampled negatives (items the user never interacted with) per positive."""
+    aux_loss_weight: float = 1.0
+    """DMIN: weight of the behaviour refiner's auxiliary next-item loss."""
     # data
     dataset: str = "synthetic"
     """A registry name (``mirec datasets``) or a path."""

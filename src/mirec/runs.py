@@ -17,14 +17,16 @@ import yaml
 from mirec import __version__
 from mirec.atomic import write_json_atomic, write_text_atomic
 from mirec.config import Config, config_from_dict
+from mirec.data.ctr_samples import prepare_ctr
 from mirec.data.examples import EvaluationSet, training_item_counts
-from mirec.data.prepare import PreparedData, prepare
+from mirec.data.prepare import PreparedData, cache_dir, prepare
 from mirec.data.synthetic import planted_interest_counts
 from mirec.errors import ConfigError
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
-from mirec.models.registry import build_model
-from mirec.training.trainer import WEIGHTS_FILE, fit, load_weights, resolve_device
+from mirec.models.registry import build_ctr_model, build_model
+from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
+from mirec.training.trainer import WEIGHTS_FILE, FitResult, fit, load_weights, resolve_device
 
 CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.json"
 INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "device")
@@ -49,12 +51,16 @@ def train_run(
     config: Config, output_dir: Path, *, data_dir: Path | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Train ``config`` and test the best checkpoint; returns what ``metrics.json`` holds."""
+    if config.task not in TASKS:
+        raise ConfigError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
     data = prepare_for(config, data_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # results of an earlier run in this folder must never pass for this one's
     (output_dir / METRICS_FILE).unlink(missing_ok=True)
     write_text_atomic(output_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
+    if config.task == "ctr":
+        return _train_ctr(config, data, output_dir, progress)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
     result = fit(model, data, config, output_dir, progress=progress)
     test = evaluate(
@@ -72,13 +78,47 @@ def train_run(
         "collapse": test.collapse,
         "interest_counts": test.interest_counts,
         "diagnostics": test.diagnostics,
+        **_fit_fields(result),
+        "negatives": result.negatives,
+        "eval_users_per_second": round(test.users_per_second, 1),
+        "history": result.history,
+        "config": config.to_dict(),
+    }
+    write_json_atomic(output_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+TASKS = ("retrieval", "ctr")
+
+
+def _fit_fields(result: FitResult) -> dict[str, Any]:
+    """How training went, as metrics.json reports it."""
+    return {
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "stopped_by": result.stopped_by,
-        "negatives": result.negatives,
         "train_seconds": round(result.train_seconds, 3),
         "train_examples_per_second": round(result.examples_per_second, 1),
-        "eval_users_per_second": round(test.users_per_second, 1),
+    }
+
+
+def _train_ctr(
+    config: Config, data: PreparedData, output_dir: Path, progress: bool
+) -> dict[str, Any]:
+    """The CTR half of :func:`train_run`: stored evaluation rows, BCE training, AUC/GAUC."""
+    ctr = prepare_ctr(data, config.ctr_negatives, cache_dir())
+    model = build_ctr_model(config, ctr)
+    result = fit_ctr(model, ctr, config, output_dir, progress=progress)
+    test = evaluate_ctr(model, ctr.test, RowBatches(ctr, resolve_device(config.device)))
+    metrics = {
+        "task": "ctr",
+        **_run_header(config, data, model),
+        "negatives_per_positive": ctr.negatives,
+        "n_valid_rows": len(ctr.valid),
+        "n_test_rows": len(ctr.test),
+        "valid": result.best_valid,
+        "test": test,
+        **_fit_fields(result),
         "history": result.history,
         "config": config.to_dict(),
     }
@@ -172,6 +212,11 @@ def load_checkpoint(
             f"({', '.join(INFERENCE_SETTINGS)}); retrain to change the others"
         )
     config = config_from_dict({**stored, **(overrides or {})}, source=str(config_path))
+    if config.task != "retrieval":
+        raise ConfigError(
+            f"{checkpoint}: a {config.task} run; evaluate, diagnose and inspect read retrieval "
+            "checkpoints (a CTR run's test AUC, GAUC and LogLoss are in its metrics.json)"
+        )
     data = prepare_for(config, data_dir)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
     load_weights(model, weights)
@@ -195,7 +240,8 @@ def _run_header(config: Config, data: PreparedData, model: torch.nn.Module) -> d
         "model": config.model,
         "seed": config.seed,
         "split_seed": config.split_seed,
-        "interests": model.num_interests,  # K as built: single-interest models have 1
+        # K as built: single-interest models have 1 (DIN: one target-attended vector)
+        "interests": getattr(model, "num_interests", 1),
         "maxlen": data.maxlen,
         "n_users": data.sequences.n_users,
         "n_items": data.sequences.n_items,

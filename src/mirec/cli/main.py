@@ -41,6 +41,10 @@ def train(
     model: Annotated[
         str | None, typer.Option(help="Published config (see `mirec models`).")
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="retrieval (default) or ctr (click-through rate: AUC, GAUC, LogLoss)."),
+    ] = None,
     output_dir: Annotated[Path, typer.Option(help="Where config, weights and metrics go.")] = ...,
     format: Annotated[
         str | None,
@@ -69,7 +73,14 @@ def train(
     from mirec.runs import train_run
 
     cfg = load_config(
-        model, config, set_ or (), dataset=dataset, format=format, columns=columns, sep=sep
+        model,
+        config,
+        set_ or (),
+        dataset=dataset,
+        format=format,
+        columns=columns,
+        sep=sep,
+        task=task,
     )
     metrics = train_run(cfg, output_dir, data_dir=data_dir, progress=not quiet)
     _print_table({cfg.model: metrics})
@@ -272,6 +283,13 @@ def models() -> None:
 
 def _print_table(runs: dict[str, dict]) -> None:
     """A metrics table, one row per run (test split; collapse on test users)."""
+    if all(m.get("task") == "ctr" for m in runs.values()):
+        typer.echo(f"\ntest rows ({next(iter(runs.values()))['dataset']}):")
+        typer.echo(f"{'model':<16}{'auc':>10}{'gauc':>10}{'logloss':>10}")
+        for name, m in runs.items():
+            t = m["test"]
+            typer.echo(f"{name:<16}{t['auc']:>10.4f}{t['gauc']:>10.4f}{t['logloss']:>10.4f}")
+        return
     columns = ["recall@20", "recall@50", "ndcg@50", "hitrate@50"]
     header = f"{'model':<16}" + "".join(f"{c:>12}" for c in columns) + f"{'collapse':>10}"
     typer.echo(f"\ntest users ({next(iter(runs.values()))['dataset']}):")

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from mirec.atomic import save_npz_atomic
 from mirec.data import registry
 from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
@@ -122,11 +122,7 @@ def _save(seqs: Sequences, path: Path) -> None:
         if value is not None:
             # strings as fixed-width unicode: loading never needs pickle
             arrays[f.name] = value.astype(str) if value.dtype == object else value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    save_npz_atomic(path, arrays)
 
 
 def _load(path: Path) -> Sequences:

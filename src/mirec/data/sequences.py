@@ -39,6 +39,11 @@ class Sequences:
     item_category_codes: np.ndarray | None = None
     category_names: np.ndarray | None = None
     """Name of category code c at position c."""
+    behaviors: np.ndarray | None = None
+    """int64 aligned with ``items``: each interaction's behaviour type code, 1..B by name
+    order (Taobao: buy, cart, fav, pv), where the log records one."""
+    behavior_names: np.ndarray | None = None
+    """Name of behaviour code c at position c - 1."""
     item_titles: np.ndarray | None = None
     """Title of item index i at position i - 1 ("" where unknown), where the dataset names
     its items (MovieLens)."""
@@ -150,9 +155,11 @@ def build_sequences(log: RawLog) -> Sequences:
         "CREATE TEMP TABLE item_index AS SELECT item, "
         "(row_number() OVER (ORDER BY item))::BIGINT AS idx FROM (SELECT DISTINCT item FROM kept)"
     )
+    has_behavior = "behavior" in log.interactions.column_names
+    behavior = ", kept.behavior::VARCHAR AS behavior" if has_behavior else ""
     ordered = con.sql(
-        """
-        SELECT kept."user", item_index.idx FROM kept JOIN item_index USING (item)
+        f"""
+        SELECT kept."user", item_index.idx{behavior} FROM kept JOIN item_index USING (item)
         ORDER BY kept."user", kept.timestamp NULLS FIRST, kept.pos
         """
     ).to_arrow_table()
@@ -181,7 +188,18 @@ def build_sequences(log: RawLog) -> Sequences:
         **categories,
         **profiles,
         item_titles=titles,
+        **(_behaviors(ordered.column("behavior")) if has_behavior else {}),
     )
+
+
+def _behaviors(column: pa.ChunkedArray) -> dict[str, np.ndarray]:
+    """Behaviour types as codes 1..B in name order (0 where a row has none)."""
+    values = column.to_numpy(zero_copy_only=False)
+    known = np.array([v is not None for v in values])
+    names = np.unique(values[known].astype(str))
+    codes = np.zeros(len(values), dtype=np.int64)
+    codes[known] = np.searchsorted(names, values[known].astype(str)) + 1
+    return {"behaviors": codes, "behavior_names": names}
 
 
 def _item_titles(item_ids: np.ndarray, item_titles: pa.Table | None) -> np.ndarray | None:

@@ -121,8 +121,9 @@ def run_experiment(
             echo("    running elsewhere")
             continue
         ran += 1
+        headline = "auc" if metrics.get("task") == "ctr" else "recall@50"
         echo(
-            f"    test recall@50 {metrics['test']['recall@50']:.4f}, "
+            f"    test {headline} {metrics['test'][headline]:.4f}, "
             f"{metrics['epochs']} epochs, {time.perf_counter() - start:.0f} s"
         )
     return failures

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from torch import nn
 
 from mirec.aggregators.hard_argmax import select_by_argmax
@@ -17,7 +18,8 @@ from mirec.aggregators.max_score import max_over_interests
 from mirec.aggregators.mean_score import mean_over_interests
 from mirec.aggregators.representation import ConcatMLP, IntentionWeights, InterestAttention
 from mirec.config import Config
-from mirec.data.sequences import UserProfiles
+from mirec.data.ctr_samples import CTRData
+from mirec.data.sequences import Sequences, UserProfiles
 from mirec.errors import ConfigError
 from mirec.extractors.adaptive_k import parse_adaptive_k
 from mirec.extractors.capsule_routing import BehaviorToInterestRouting, CapsuleRouting
@@ -26,6 +28,8 @@ from mirec.extractors.gru import GRUExtractor
 from mirec.extractors.mean_pooling import MeanPoolingExtractor
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
 from mirec.extractors.sparse_interest import SparseInterestExtractor
+from mirec.models.ctr_model import BehaviorsExtractor, CTRModel, ItemEncoder, PopularityCTR
+from mirec.models.dmin import DMIN
 from mirec.models.interest_model import InterestModel, Scorer, Selector
 from mirec.models.most_popular import MostPopular
 from mirec.regularizers import parse_regularizers
@@ -145,6 +149,65 @@ def build_model(
         user_profiles=user_profiles,
         user_feature_dim=dim,
     )
+
+
+CTR_AGGREGATORS = ("target", "max", "attention", "concat_mlp")
+
+
+def build_ctr_model(config: Config, data: CTRData) -> nn.Module:
+    """The CTR model ``config`` describes (task=ctr): DIN, DMIN, the popularity baseline, or
+    any retrieval extractor under a CTR head with a CTR aggregator; item categories and
+    behaviour types of the dataset become side features."""
+    seqs = data.sequences
+    if config.extractor == "popularity":
+        return PopularityCTR(np.zeros(seqs.n_items + 1))
+    if config.user_features:
+        raise ConfigError("user_features are not used by CTR models yet; set user_features=false")
+    categories, n_categories = _padded_categories(seqs)
+    n_behaviors = 0 if seqs.behavior_names is None else len(seqs.behavior_names)
+    encoder = ItemEncoder(seqs.n_items, config.embedding_dim, categories, n_categories, n_behaviors)
+    if config.extractor == "dmin":
+        return DMIN(
+            encoder,
+            config.embedding_dim,
+            config.num_interests,
+            data.maxlen,
+            dropout=config.dropout,
+            aux_weight=config.aux_loss_weight,
+        )
+    if config.extractor == "behaviors":
+        extractor = BehaviorsExtractor()
+        if config.aggregator not in ("target", "max"):
+            raise ConfigError(
+                "extractor 'behaviors' (DIN) keeps every history item: aggregate with target or max"
+            )
+    else:
+        extractor = _lookup(EXTRACTORS, config.extractor, "extractor", CTR_EXTRACTORS)(
+            config, data.maxlen
+        )
+    if config.aggregator not in CTR_AGGREGATORS:
+        raise ConfigError(
+            f"unknown CTR aggregator {config.aggregator!r}; known: {', '.join(CTR_AGGREGATORS)}"
+        )
+    fuse = FUSERS[config.aggregator](config) if config.aggregator in FUSERS else None
+    regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
+    return CTRModel(encoder, config.embedding_dim, extractor, config.aggregator, fuse, regularizers)
+
+
+CTR_EXTRACTORS = ["behaviors", "dmin", "popularity"]
+
+
+def _padded_categories(seqs: Sequences) -> tuple[np.ndarray | None, int]:
+    """(n_items + 1, C) category codes + 1 per item, 0-padded (C = the most categories any
+    item has), and the number of categories; (None, 0) without categories."""
+    if seqs.item_category_offsets is None or seqs.category_names is None:
+        return None, 0
+    counts = np.diff(seqs.item_category_offsets)
+    table = np.zeros((seqs.n_items + 1, max(int(counts.max()), 1)), dtype=np.int64)
+    rows = np.repeat(np.arange(1, seqs.n_items + 1), counts)
+    column = np.arange(len(rows)) - np.repeat(seqs.item_category_offsets[:-1], counts)
+    table[rows, column] = seqs.item_category_codes + 1
+    return table, len(seqs.category_names)
 
 
 def _check_user_features(config: Config, user_profiles: UserProfiles | None) -> None:

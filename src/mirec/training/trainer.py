@@ -89,6 +89,55 @@ class TrainingExamples:
         return self.users[index]
 
 
+class BestCheckpoint:
+    """Keeps the weights that are best on one validation metric and says when to stop:
+    after ``patience`` epochs without improvement, or once ``max_minutes`` have passed."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        path: Path,
+        metric: str,
+        patience: int,
+        max_minutes: float | None,
+    ) -> None:
+        self.model, self.path, self.metric, self.patience = model, path, metric, patience
+        self.deadline = None if max_minutes is None else time.perf_counter() + 60 * max_minutes
+        self.best, self.waited = -math.inf, 0
+
+    def finish_epoch(
+        self,
+        result: FitResult,
+        epoch: int,
+        seconds: float,
+        examples: int,
+        loss: float,
+        valid: dict[str, float],
+        line: str | None,
+    ) -> bool:
+        """Record a finished epoch (its time, examples, mean loss and validation figures) in
+        ``result``, print ``line`` if given, keep the weights if best; True to stop."""
+        result.train_seconds += seconds
+        result.train_examples += examples
+        result.epochs = epoch
+        result.history.append({"epoch": epoch, "loss": loss, **valid})
+        if line is not None:
+            tqdm.write(f"epoch {epoch}: loss {loss:.4f}  valid {line}")
+        if valid[self.metric] > self.best:
+            self.best, self.waited = valid[self.metric], 0
+            result.best_epoch, result.best_valid = epoch, valid
+            save_weights(self.model, self.path)
+        else:
+            self.waited += 1
+            if self.waited >= self.patience:
+                result.stopped_by = "early_stopping"
+                return True
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            result.stopped_by = "time_limit"
+            return True
+        return False
+
+
 def train_step(
     model: InterestModel,
     optimizer: torch.optim.Optimizer,
@@ -179,10 +228,9 @@ def fit(
     result.negatives = config.batch_size - 1 if in_batch else objective.num_negatives
     n_examples = len(examples)
     n_batches = math.ceil(n_examples / config.batch_size)
-    deadline = None
-    if config.max_train_minutes is not None:
-        deadline = time.perf_counter() + 60 * config.max_train_minutes
-    best, waited = -1.0, 0
+    best = BestCheckpoint(
+        model, weights, SELECTION_METRIC, config.patience, config.max_train_minutes
+    )
     for epoch in range(1, config.max_epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
@@ -203,29 +251,14 @@ def fit(
                 model, optimizer, histories, targets, objective, generator, users
             )
         bar.close()
-        result.train_seconds += time.perf_counter() - epoch_start
-        result.train_examples += n_examples
-        result.epochs = epoch
+        seconds = time.perf_counter() - epoch_start
         model.eval()
         valid = evaluate(model, data.valid, device=device).metrics
-        record = {"epoch": epoch, "loss": float(total_loss) / n_batches, **valid}
-        result.history.append(record)
-        if progress:
-            tqdm.write(
-                f"epoch {epoch}: loss {record['loss']:.4f}  valid "
-                f"recall@50 {valid['recall@50']:.4f}  ndcg@50 {valid['ndcg@50']:.4f}"
-            )
-        if valid[SELECTION_METRIC] > best:
-            best, waited = valid[SELECTION_METRIC], 0
-            result.best_epoch, result.best_valid = epoch, valid
-            save_weights(model, weights)
-        else:
-            waited += 1
-            if waited >= config.patience:
-                result.stopped_by = "early_stopping"
-                break
-        if deadline is not None and time.perf_counter() > deadline:
-            result.stopped_by = "time_limit"
+        line = f"recall@50 {valid['recall@50']:.4f}  ndcg@50 {valid['ndcg@50']:.4f}"
+        loss = float(total_loss) / n_batches
+        if best.finish_epoch(
+            result, epoch, seconds, n_examples, loss, valid, line if progress else None
+        ):
             break
     load_weights(model, weights)
     return result

@@ -1,0 +1,203 @@
+"""The CTR model: P(click | history, candidate) from K interests and one candidate.
+
+    e(i)      = E[i] + mean_c C[c]  over item i's categories (where the dataset has them)
+    h_l       = e(history_l) (+ B[behaviour_l] on logs with behaviour types, e.g. Taobao)
+    interests = extractor(h, mask)                                   (B, K, d)
+    logit     = head(aggregate(interests, e(candidate)), e(candidate))
+
+``aggregate`` is the survey's question (arXiv 2506.15284, section 5) of how K interests
+meet one candidate:
+
+* ``target``: target-aware attention over the interests (DIN's activation unit,
+  :mod:`mirec.aggregators.target_attention`): the candidate weighs its interests;
+* ``max``: the head scores every interest against the candidate and the best one counts
+  (the "one dominant interest" assumption);
+* ``attention`` / ``concat_mlp``: representation aggregation, the interests are fused
+  into one vector without looking at the candidate
+  (:mod:`mirec.aggregators.representation`).
+
+The ``behaviors`` extractor keeps each history item as its own vector (K = L): with the
+``target`` aggregator that is DIN (Zhou et al., KDD 2018). The head is DIN's MLP,
+[u; c; u * c] -> 200 -> 80 -> 1 with PReLU activations (DIN's Dice is a data-adaptive
+PReLU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mirec.aggregators.target_attention import TargetAttention, prelu_mlp
+from mirec.extractors.base import Extracted
+
+HEAD_SIZES = (200, 80)
+
+
+class ItemEncoder(nn.Module):
+    """Item embedding plus the mean embedding of the item's categories; behaviour types
+    (pv/cart/fav/buy) add their own embedding to history items."""
+
+    def __init__(
+        self,
+        n_items: int,
+        embedding_dim: int,
+        item_categories: np.ndarray | None = None,
+        n_categories: int = 0,
+        n_behaviors: int = 0,
+    ) -> None:
+        """``item_categories`` (n_items + 1, C) category codes + 1, 0 for none (row 0 is
+        the padding item)."""
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, embedding_dim, padding_idx=0)
+        nn.init.normal_(self.item.weight[1:], std=embedding_dim**-0.5)
+        self.category = None
+        if item_categories is not None and n_categories > 0:
+            self.register_buffer(
+                "item_categories", torch.as_tensor(item_categories), persistent=False
+            )
+            self.category = nn.Embedding(n_categories + 1, embedding_dim, padding_idx=0)
+            nn.init.normal_(self.category.weight[1:], std=embedding_dim**-0.5)
+        self.behavior = None
+        if n_behaviors > 0:
+            self.behavior = nn.Embedding(n_behaviors + 1, embedding_dim, padding_idx=0)
+
+    def forward(self, items: torch.Tensor, behaviors: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.item(items)
+        if self.category is not None:
+            codes = self.item_categories[items]
+            count = (codes > 0).sum(-1, keepdim=True).clamp_min(1)
+            out = out + self.category(codes).sum(-2) / count
+        if self.behavior is not None and behaviors is not None:
+            out = out + self.behavior(behaviors)
+        return out
+
+
+class CTRHead(nn.Module):
+    """DIN's prediction MLP on [u; c; u * c] -> one logit."""
+
+    def __init__(self, embedding_dim: int) -> None:
+        super().__init__()
+        self.mlp = prelu_mlp(3 * embedding_dim, HEAD_SIZES)
+
+    def forward(self, user: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        """(..., d) user vectors and candidates -> (...) logits."""
+        return self.mlp(torch.cat([user, candidate, user * candidate], -1)).squeeze(-1)
+
+
+class BehaviorsExtractor(nn.Module):
+    """Every history item is its own vector (K = L): DIN's input to target attention."""
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
+        return Extracted(history, active=mask)
+
+
+class ClickModel(nn.Module):
+    """What every trained CTR model shares: ``_forward`` gives the logits and what its
+    ``penalty`` (regularizers, auxiliary losses) needs; the loss is binary cross-entropy
+    plus that penalty."""
+
+    def _forward(
+        self, histories: torch.Tensor, candidates: torch.Tensor, behaviors: torch.Tensor | None
+    ) -> tuple[torch.Tensor, tuple]:
+        raise NotImplementedError
+
+    def penalty(self, state: tuple, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        histories: torch.Tensor,
+        candidates: torch.Tensor,
+        behaviors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, L) histories, (B,) candidates, optional (B, L) behaviour types -> (B,) click
+        logits."""
+        return self._forward(histories, candidates, behaviors)[0]
+
+    def loss(
+        self,
+        histories: torch.Tensor,
+        candidates: torch.Tensor,
+        labels: torch.Tensor,
+        behaviors: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        logits, state = self._forward(histories, candidates, behaviors)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        return bce + self.penalty(state, generator)
+
+
+class CTRModel(ClickModel):
+    """An extractor, an aggregator and DIN's head over an :class:`ItemEncoder`."""
+
+    def __init__(
+        self,
+        encoder: ItemEncoder,
+        embedding_dim: int,
+        extractor: nn.Module,
+        aggregator: str,
+        fuse: nn.Module | None = None,
+        regularizers: list | tuple = (),
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.extractor = extractor
+        self.aggregator = aggregator
+        self.target_attention = TargetAttention(embedding_dim) if aggregator == "target" else None
+        self.fuse = fuse
+        self.head = CTRHead(embedding_dim)
+        self.regularizers = list(regularizers)
+
+    @property
+    def num_interests(self) -> int:
+        """K of the extractor; DIN's behaviours count as one target-attended vector."""
+        return getattr(self.extractor, "num_interests", 1)
+
+    def _forward(
+        self,
+        histories: torch.Tensor,
+        candidates: torch.Tensor,
+        behaviors: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple]:
+        mask = histories > 0
+        history = self.encoder(histories, behaviors)
+        extracted = self.extractor(history, mask)
+        candidate = self.encoder(candidates)
+        if self.aggregator == "max":
+            logits = self.head(
+                extracted.interests, candidate.unsqueeze(1).expand_as(extracted.interests)
+            )
+            if extracted.active is not None:
+                logits = logits.masked_fill(~extracted.active, float("-inf"))
+            logits = logits.amax(1)
+        else:
+            if self.target_attention is not None:
+                user = self.target_attention(extracted.interests, candidate, extracted.active)
+            else:
+                assert self.fuse is not None
+                user = self.fuse(extracted)
+            logits = self.head(user, candidate)
+        return logits, (extracted, history, mask)
+
+    def penalty(self, state: tuple, generator: torch.Generator | None) -> torch.Tensor:
+        """The configured regularizers on the batch's interests."""
+        extracted, history, mask = state
+        total = history.new_zeros(())
+        for _, weight, penalty in self.regularizers:
+            total = total + weight * penalty(extracted, history, mask)
+        return total
+
+
+class PopularityCTR(nn.Module):
+    """The baseline every CTR model must clear: the logit is the candidate's log training
+    count, whoever the user is."""
+
+    def __init__(self, item_counts: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("log_counts", torch.log1p(torch.as_tensor(item_counts).double()))
+
+    def forward(
+        self, histories: torch.Tensor, candidates: torch.Tensor, behaviors=None
+    ) -> torch.Tensor:
+        return self.log_counts[candidates].float()

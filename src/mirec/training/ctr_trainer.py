@@ -1,0 +1,140 @@
+"""Train a CTR model with binary cross-entropy and early stopping on validation AUC.
+
+Each epoch draws fresh negatives for every training position (the run's seeded generator,
+so a run repeats exactly); validation and test rows are the stored ones of
+:mod:`mirec.data.ctr_samples`. The best state on validation AUC is written to
+``model.safetensors`` and restored at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mirec.config import Config
+from mirec.data.ctr_samples import CTRData, CTRRows, training_rows
+from mirec.data.examples import gather_histories, training_item_counts
+from mirec.evaluation.ctr_metrics import ctr_metrics
+from mirec.models.ctr_model import PopularityCTR
+from mirec.training.trainer import (
+    WEIGHTS_FILE,
+    BestCheckpoint,
+    FitResult,
+    load_weights,
+    resolve_device,
+    save_weights,
+)
+
+SELECTION_METRIC = "auc"
+PREDICT_BATCH = 4096
+
+
+class RowBatches:
+    """Gathers (histories, behaviours, candidates, labels) of CTR rows on the device."""
+
+    def __init__(self, data: CTRData, device: torch.device) -> None:
+        seqs = data.sequences
+        self.items = torch.from_numpy(seqs.items).to(device)
+        self.behaviors = (
+            None if seqs.behaviors is None else torch.from_numpy(seqs.behaviors).to(device)
+        )
+        self.maxlen = data.maxlen
+        self.device = device
+
+    def __call__(
+        self, rows: CTRRows, index: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        starts = torch.from_numpy(rows.starts[index]).to(self.device)
+        ends = torch.from_numpy(rows.ends[index]).to(self.device)
+        histories = gather_histories(self.items, starts, ends, self.maxlen)
+        behaviors = None
+        if self.behaviors is not None:
+            behaviors = gather_histories(self.behaviors, starts, ends, self.maxlen)
+        candidates = torch.from_numpy(rows.items[index]).to(self.device)
+        labels = torch.from_numpy(rows.labels[index]).to(self.device)
+        return histories, behaviors, candidates, labels
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, rows: CTRRows, batches: RowBatches) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    out = []
+    for lo in range(0, len(rows), PREDICT_BATCH):
+        index = np.arange(lo, min(lo + PREDICT_BATCH, len(rows)))
+        histories, behaviors, candidates, _ = batches(rows, index)
+        out.append(model(histories, candidates, behaviors).double().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def evaluate_ctr(model: torch.nn.Module, rows: CTRRows, batches: RowBatches) -> dict[str, float]:
+    """AUC, GAUC and LogLoss of ``model`` on ``rows``."""
+    return ctr_metrics(rows.labels, predict_logits(model, rows, batches), rows.users)
+
+
+def fit_ctr(
+    model: torch.nn.Module,
+    data: CTRData,
+    config: Config,
+    output_dir: Path,
+    *,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` on the training users' rows; leaves the best weights in ``model``."""
+    device = resolve_device(config.device)
+    model.to(device)
+    batches = RowBatches(data, device)
+    weights = output_dir / WEIGHTS_FILE
+    result = FitResult(negatives=data.negatives)
+    seqs, split = data.sequences, data.prepared.split
+    if isinstance(model, PopularityCTR):
+        start = time.perf_counter()
+        counts = training_item_counts(seqs, split.train)
+        model.log_counts.copy_(torch.log1p(torch.from_numpy(counts).double()))
+        result.train_seconds = time.perf_counter() - start
+        result.best_valid = evaluate_ctr(model, data.valid, batches)
+        result.history.append({"epoch": 0, **result.best_valid})
+        save_weights(model, weights)
+        return result
+
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best = BestCheckpoint(
+        model, weights, SELECTION_METRIC, config.patience, config.max_train_minutes
+    )
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        rows = training_rows(seqs, split.train, data.negatives, data.interacted, rng)
+        order = rng.permutation(len(rows))
+        n_batches = math.ceil(len(rows) / config.batch_size)
+        total = torch.zeros((), device=device)
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
+                   leave=False)  # fmt: skip
+        for b in bar:
+            histories, behaviors, candidates, labels = batches(
+                rows, order[b * config.batch_size : (b + 1) * config.batch_size]
+            )
+            loss = model.loss(histories, candidates, labels, behaviors, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        bar.close()
+        seconds = time.perf_counter() - epoch_start
+        valid = evaluate_ctr(model, data.valid, batches)
+        line = f"auc {valid['auc']:.4f}  gauc {valid['gauc']:.4f}  logloss {valid['logloss']:.4f}"
+        loss = float(total) / n_batches
+        if best.finish_epoch(
+            result, epoch, seconds, len(rows), loss, valid, line if progress else None
+        ):
+            break
+    load_weights(model, weights)
+    return result
