@@ -8,11 +8,11 @@ Read top to bottom:
    e_{t+1} from a random item: ``-log s(z_t . e_{t+1}) - log(1 - s(z_t . e_neg))``,
    averaged over the real positions t < L - 1 of the batch.
 2. Multi-interest extractor (section 3.3): K more self-attention heads over Z, each
-   ``head_k = softmax(Z W_q^k (Z W_k^k)^T / sqrt(d)) Z W_v^k`` (B, L, d); head k is
-   interest k's view of the history.
-3. For each head, DIN's target attention with the candidate (plus learned position
-   embeddings, as in the paper) pools it into interest k (:class:`TargetAttention`, one
-   unit per head).
+   ``head_k = softmax(Z W_q^k (Z W_k^k)^T / sqrt(d_h)) Z W_v^k`` (B, L, d_h) with the usual
+   multi-head width d_h = d / K; head k is interest k's view of the history.
+3. For each head, DIN's target attention (:class:`TargetAttention`, one unit per head)
+   with the candidate, projected to the head's width, pools the head's states plus
+   learned position embeddings (as in the paper) into interest k.
 4. The K interests, concatenated with the candidate embedding, go through an MLP to one
    logit (the paper's concat; user-profile and context features are absent here).
 
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mirec.aggregators.target_attention import TargetAttention, prelu_mlp
+from mirec.errors import ConfigError
 from mirec.models.ctr_model import HEAD_SIZES, ClickModel, ItemEncoder
 
 
@@ -42,17 +43,26 @@ class DMIN(ClickModel):
     ) -> None:
         super().__init__()
         d = embedding_dim
+        if d % num_interests:
+            raise ConfigError(
+                f"DMIN splits embedding_dim={d} over num_interests={num_interests} heads: "
+                "the dimension must be a multiple of K"
+            )
+        self.head_dim = d // num_interests
         self.encoder = encoder
         self.num_interests = num_interests
         self.aux_weight = aux_weight
         self.refiner = nn.MultiheadAttention(d, refiner_heads, dropout=dropout, batch_first=True)
         self.refiner_norm = nn.LayerNorm(d)
         # all K extractor heads at once: one projection each for queries, keys and values
-        self.qkv = nn.Linear(d, 3 * num_interests * d, bias=False)
-        self.position = nn.Parameter(torch.empty(maxlen, d))
-        nn.init.normal_(self.position, std=d**-0.5)
-        self.target_attention = nn.ModuleList(TargetAttention(d) for _ in range(num_interests))
-        self.mlp = prelu_mlp((num_interests + 1) * d, HEAD_SIZES)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.candidate = nn.Linear(d, d, bias=False)  # the candidate, in each head's width
+        self.position = nn.Parameter(torch.empty(maxlen, self.head_dim))
+        nn.init.normal_(self.position, std=self.head_dim**-0.5)
+        self.target_attention = nn.ModuleList(
+            TargetAttention(self.head_dim) for _ in range(num_interests)
+        )
+        self.mlp = prelu_mlp(2 * d, HEAD_SIZES)
 
     def _refine(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # a row of padding only would make every attention weight NaN: let it see itself
@@ -62,11 +72,12 @@ class DMIN(ClickModel):
         return self.refiner_norm(history + refined) * mask.unsqueeze(-1)
 
     def _heads(self, refined: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, L, d) refined behaviours -> (B, K, L, d) the K heads' views."""
-        b, length, d = refined.shape
-        q, k, v = self.qkv(refined).view(b, length, 3, self.num_interests, d).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, K, L, d)
-        logits = q @ k.transpose(-1, -2) / d**0.5
+        """(B, L, d) refined behaviours -> (B, K, L, d_h) the K heads' views."""
+        b, length, _ = refined.shape
+        shape = (b, length, 3, self.num_interests, self.head_dim)
+        q, k, v = self.qkv(refined).view(shape).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, K, L, d_h)
+        logits = q @ k.transpose(-1, -2) / self.head_dim**0.5
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
         attention = torch.softmax(logits, -1).nan_to_num(0.0)
         return (attention @ v) * mask[:, None, :, None]
@@ -79,8 +90,9 @@ class DMIN(ClickModel):
         refined = self._refine(history, mask)
         heads = self._heads(refined, mask) + self.position[-histories.shape[1] :]
         candidate = self.encoder(candidates)
+        per_head = self.candidate(candidate).view(-1, self.num_interests, self.head_dim)
         interests = [
-            unit(heads[:, k], candidate, mask) for k, unit in enumerate(self.target_attention)
+            unit(heads[:, k], per_head[:, k], mask) for k, unit in enumerate(self.target_attention)
         ]
         logits = self.mlp(torch.cat([*interests, candidate], -1)).squeeze(-1)
         return logits, (refined, history, mask)
