@@ -207,3 +207,23 @@ def test_report_draws_labelled_plots(tmp_path):
         assert image.shape[0] > 200 and image.std() > 0.01  # drawn, not blank
     assert "point of diminishing returns" in report
     assert "| Coverage@50 |" in report or "coverage@50" in report
+
+
+def test_a_ctr_grid_reports_auc(tmp_path):
+    path = write_spec(
+        tmp_path,
+        models=[
+            {"label": "popularity", "model": "most-popular", "settings": {"task": "ctr"}},
+            "din",
+        ],
+        grid={},
+        seeds=[1],
+    )
+    experiment = load_experiment(path)
+    assert run_experiment(experiment, progress=False, echo=lambda _: None) == []
+    write_report(experiment, "mirec experiment tiny.yaml")
+    report = experiment.report.read_text()
+    assert "| model | K | seeds | AUC | GAUC | LogLoss | epochs | train s |" in report
+    rows = list(csv.DictReader(experiment.report.with_name("results.csv").open()))
+    assert {r["task"] for r in rows} == {"ctr"}
+    assert all(0.0 <= float(r["test_auc"]) <= 1.0 for r in rows)
