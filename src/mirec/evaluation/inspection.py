@@ -89,13 +89,17 @@ class UserReport:
             lines += [
                 "",
                 f"interest {interest.index}: {interest.name} "
-                f"({interest.share:.0%} of the history, {len(interest.history)} items)",
+                f"({interest.share:.0%} of the history, {_count(len(interest.history), 'item')})",
             ]
             lines += [f"    history  {_label(row)}" for row in interest.history]
             lines += [f"    top      {_label(row)}" for row in interest.recommendations]
         lines += ["", "recommended (all interests):"]
         lines += [f"    {i + 1:>2}. {_label(row)}" for i, row in enumerate(self.recommendations)]
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _label(row: ItemRow) -> str:
@@ -149,7 +153,7 @@ def inspect_checkpoint(
     for i in np.flatnonzero(active):
         members = np.flatnonzero(assignment == i)
         members = members[np.argsort(-weight[members], kind="stable")]
-        scores = extracted.interests[0, i] @ item_vectors.T
+        scores = extracted.interests[0, i].to(item_vectors.dtype) @ item_vectors.T
         interests.append(
             InterestRow(
                 index=int(i),
@@ -244,6 +248,8 @@ def plot_interest_map(report: UserReport, path: Path) -> None:
     centred = points - points.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T
+    if xy.shape[1] < 2:  # one-dimensional vectors (the popularity baseline): a flat second axis
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
     items, interests = xy[: len(report.history_vectors)], xy[len(report.history_vectors) :]
     fig, ax = plt.subplots(figsize=(6.5, 5))
     colours = plt.get_cmap("tab10")
