@@ -99,8 +99,11 @@ RETRIEVAL_MODELS = [n for n in model_names() if load_config(n).task == "retrieva
 
 @pytest.mark.parametrize("name", [n for n in RETRIEVAL_MODELS if n != "most-popular"])
 def test_every_published_config_builds_trains_and_scores(name):
-    multi = load_config(name).num_interests > 1
-    regularizer = "covariance:1,disagreement:0.1,contrastive:0.1" if multi else "null"
+    base = load_config(name)
+    multi = base.num_interests > 1
+    regularizer = "disagreement:0.1,contrastive:0.1" if multi else "null"
+    if multi and base.extractor not in ("dynamic_routing", "capsule_routing"):
+        regularizer += ",covariance:1"
     config = load_config(name, overrides=[f"regularizer={regularizer}"])
     torch.manual_seed(0)
     model = build_model(config, n_items=50, maxlen=10)
@@ -114,3 +117,15 @@ def test_every_published_config_builds_trains_and_scores(name):
     first, again = model.extract(histories), model.extract(histories)
     assert first.interests.shape == (16, config.num_interests, config.embedding_dim)
     torch.testing.assert_close(first.interests, again.interests)  # deterministic inference
+
+
+@pytest.mark.parametrize("extractor", ["dynamic_routing", "capsule_routing"])
+def test_covariance_on_capsule_routing_is_refused(extractor):
+    # the coupling of capsule routing is computed from detached predictions: no gradient
+    config = load_config("mind", overrides=[f"extractor={extractor}", "regularizer=covariance:100"])
+    with pytest.raises(ConfigError, match="carries no gradient"):
+        build_model(config, n_items=50, maxlen=10)
+    model = build_model(load_config("mind"), n_items=50, maxlen=10)
+    histories = torch.randint(1, 51, (4, 10))
+    coupling = model.extract(histories).routing
+    assert coupling is not None and not coupling.requires_grad

@@ -120,6 +120,7 @@ def build_model(
     names = {name for name, _, _ in regularizers}
     if config.num_interests < 2 and "disagreement" in names:
         raise ConfigError("regularizer 'disagreement' needs num_interests >= 2")
+    _check_covariance(config, names)
     if "concept_covariance" in names and config.extractor != "sparse_interest":
         raise ConfigError(
             "regularizer 'concept_covariance' penalises SINE's concept pool: it needs "
@@ -191,6 +192,7 @@ def build_ctr_model(config: Config, data: CTRData) -> nn.Module:
         )
     fuse = FUSERS[config.aggregator](config) if config.aggregator in FUSERS else None
     regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
+    _check_covariance(config, {name for name, _, _ in regularizers})
     return CTRModel(encoder, config.embedding_dim, extractor, config.aggregator, fuse, regularizers)
 
 
@@ -208,6 +210,18 @@ def _padded_categories(seqs: Sequences) -> tuple[np.ndarray | None, int]:
     column = np.arange(len(rows)) - np.repeat(seqs.item_category_offsets[:-1], counts)
     table[rows, column] = seqs.item_category_codes + 1
     return table, len(seqs.category_names)
+
+
+def _check_covariance(config: Config, names: set[str]) -> None:
+    """REMI's penalty acts through attention weights; capsule routing's coupling carries no
+    gradient (its logits are updated from detached predictions, MIND and ComiRec-DR alike),
+    so there the penalty would be a constant that trains nothing."""
+    if "covariance" in names and config.extractor in ("dynamic_routing", "capsule_routing"):
+        raise ConfigError(
+            f"regularizer 'covariance' (REMI) regularizes attention weights; the coupling of "
+            f"{config.extractor} carries no gradient, so the penalty would change nothing: use "
+            "it with self_attentive or sparse_interest, or use disagreement/contrastive"
+        )
 
 
 def _check_user_features(config: Config, user_profiles: UserProfiles | None) -> None:
