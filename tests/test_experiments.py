@@ -227,3 +227,24 @@ def test_a_ctr_grid_reports_auc(tmp_path):
     rows = list(csv.DictReader(experiment.report.with_name("results.csv").open()))
     assert {r["task"] for r in rows} == {"ctr"}
     assert all(0.0 <= float(r["test_auc"]) <= 1.0 for r in rows)
+
+
+def test_reports_named_otherwise_keep_their_own_csv_and_figures(tmp_path):
+    from mirec.experiments.report import figure_dir, results_csv
+
+    path = write_spec(
+        tmp_path,
+        report=str(tmp_path / "docs" / "ctr.md"),
+        grid={},
+        seeds=[1],
+        models=["most-popular"],
+        plots=[{"x": "model", "y": "recall@50"}],
+    )
+    experiment = load_experiment(path)
+    assert results_csv(experiment) == tmp_path / "docs" / "ctr.csv"
+    assert figure_dir(experiment) == tmp_path / "docs" / "ctr"
+    run_experiment(experiment, progress=False, echo=lambda _: None)
+    write_report(experiment, "mirec experiment tiny.yaml")
+    pngs = list((tmp_path / "docs" / "ctr").glob("*.png"))
+    assert len(pngs) == 1 and f"](ctr/{pngs[0].name})" in experiment.report.read_text()
+    assert not (tmp_path / "docs" / "results.csv").exists()

@@ -36,6 +36,20 @@ COLUMNS = [
 ]
 
 
+def results_csv(experiment: Experiment) -> Path:
+    """``results.csv`` beside a ``report.md`` in its own folder; ``NAME.csv`` beside any
+    other ``NAME.md``, so two reports can share a folder (docs/results.md, docs/ctr.md)."""
+    report = experiment.report
+    return report.with_name("results.csv" if report.name == "report.md" else f"{report.stem}.csv")
+
+
+def figure_dir(experiment: Experiment) -> Path:
+    """Where the PNGs go: beside a ``report.md``; in a folder named after any other report
+    (docs/ctr.md -> docs/ctr/)."""
+    report = experiment.report
+    return report.parent if report.name == "report.md" else report.parent / report.stem
+
+
 def finished(experiment: Experiment) -> list[tuple[Cell, dict[str, Any]]]:
     return [(c, m) for c in experiment.cells if (m := cell_metrics(c)) is not None]
 
@@ -50,10 +64,13 @@ def write_report(
     writer.writerow([name for name, _ in COLUMNS])
     for cell, metrics in done:
         writer.writerow([get(cell, metrics) for _, get in COLUMNS])
-    write_text_atomic(experiment.report.with_name("results.csv"), out.getvalue())
-    figures = draw_plots(experiment, done, experiment.report.parent)
+    write_text_atomic(results_csv(experiment), out.getvalue())
+    figures = draw_plots(experiment, done, figure_dir(experiment))
     if experiment.interest_map is not None:
         figures += _interest_map(experiment, done, data_dir)
+    # links relative to the report
+    prefix = figure_dir(experiment).relative_to(experiment.report.parent)
+    figures = [((prefix / name).as_posix(), note) for name, note in figures]
     write_text_atomic(experiment.report, render_markdown(experiment, done, command, figures))
     return len(done), len(experiment.cells)
 
@@ -204,6 +221,6 @@ def _interest_map(
         if cell.dataset == spec["dataset"] and cell.model == spec["model"]:
             report = inspect_checkpoint(cell.checkpoint, user=str(spec["user"]), data_dir=data_dir)
             name = f"interest-map-{cell.dataset}-{cell.model}-user-{spec['user']}.png"
-            plot_interest_map(report, experiment.report.parent / name)
+            plot_interest_map(report, figure_dir(experiment) / name)
             return [(name, report.summary())]
     return []
