@@ -46,3 +46,11 @@ def test_bad_config_file(tmp_path):
         load_config(None, bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(None, tmp_path / "missing.yaml")
+
+
+def test_the_ctr_task_has_its_own_default_model():
+    assert load_config().model == "remi"
+    assert load_config(task="ctr").model == "comirec-sa"
+    assert load_config(overrides=["task=ctr"]).task == "ctr"
+    assert load_config(overrides=["task=ctr"]).model == "comirec-sa"
+    assert load_config("din").task == "ctr"  # a CTR config carries its task

@@ -125,6 +125,10 @@ class Config:
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 
+CTR_DEFAULT_MODEL = "comirec-sa"
+"""The model of ``--task ctr`` without ``--model``: ComiRec-SA's interests under DIN's head,
+max-aggregated, the best or within a seed's spread of the best in docs/ctr.md."""
+
 
 def model_names() -> list[str]:
     """The published configurations shipped in ``mirec/configs``."""
@@ -148,13 +152,15 @@ def load_config(
     fixed: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Config:
-    """Published config ``model`` (or the defaults), then ``config_file``, then ``settings``
+    """Published config ``model`` (else the config file's, else :data:`CTR_DEFAULT_MODEL`
+    for the CTR task and ``Config.model`` otherwise), then ``config_file``, then ``settings``
     (non-None keyword values), then ``fixed`` (None included: it unsets a setting), then
     ``--set key=value`` overrides, each over the last."""
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(_read_yaml(config_file))
-    name = model or values.get("model") or Config.model
+    task = parse_overrides(overrides).get("task") or settings.get("task") or values.get("task")
+    name = model or values.get("model") or (CTR_DEFAULT_MODEL if task == "ctr" else Config.model)
     if name not in model_names():
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     merged = _read_published(name)
