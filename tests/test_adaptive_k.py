@@ -10,6 +10,7 @@ from mirec.config import load_config
 from mirec.errors import ConfigError
 from mirec.extractors.adaptive_k import (
     adapt_interests,
+    assign_behaviours,
     interest_mass,
     interest_shares,
     parse_adaptive_k,
@@ -90,7 +91,7 @@ def test_share_rule_counts_items_by_where_they_route_most():
     routing = torch.tensor([[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.6], [0.0, 0.0, 0.4]]])
     mask = torch.ones(1, 4, dtype=torch.bool)
     extracted = Extracted(torch.randn(1, 3, 4), routing)
-    shares = interest_shares(extracted, mask)
+    shares = interest_shares(assign_behaviours(extracted, mask), 3)
     torch.testing.assert_close(shares, torch.tensor([[0.5, 0.0, 0.5]]))
     assert adapt_interests(extracted, mask, "share", 0.1).active[0].tolist() == [True, False, True]
     assert parse_adaptive_k("share:0.1") == ("share", 0.1)

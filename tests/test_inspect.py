@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ def test_inspect_names_interests_by_genre_and_lists_titles(ml100k_run, shared_da
             "--data-dir", str(shared_data), "--plot", str(plot)]  # fmt: skip
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "Toy Story (1995)" in result.output or "(199" in result.output
+    # every history and recommendation line carries its movie's title, "Title (year)"
+    listed = [line for line in result.output.splitlines() if line.startswith("    ")]
+    assert listed and all(re.search(r"\S \(\d{4}\)$", line) for line in listed), listed
     headers = [line for line in result.output.splitlines() if line.startswith("interest ")]
     assert headers, result.output
     # "interest 0: Drama 52%, Comedy 29%, ..." names genres of ml-100k's u.genre

@@ -63,13 +63,14 @@ def train_run(
         return _train_ctr(config, data, output_dir, progress)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
     result = fit(model, data, config, output_dir, progress=progress)
+    settings = _retrieval_settings(config, data)
     test = evaluate(
         model,
         data.test,
         device=resolve_device(config.device),
         progress=progress,
-        diagnostics=diagnostics_for(config, data, data.test),
-        **_retrieval_settings(config, data),
+        diagnostics=diagnostics_for(config, data, data.test, settings["item_category"]),
+        **settings,
     )
     metrics = {
         **_run_header(config, data, model),
@@ -142,6 +143,9 @@ def evaluate_checkpoint(
     scored under several of them; the settings used are recorded in metrics.json."""
     config, data, model = load_checkpoint(checkpoint, overrides, data_dir=data_dir)
     device = resolve_device(config.device)
+    settings = _retrieval_settings(config, data)
+    # diagnostics are reported for the test users only, so only that pass measures them
+    diagnostics = {"test": diagnostics_for(config, data, data.test, settings["item_category"])}
     results: dict[str, EvaluationResult] = {
         split: evaluate(
             model,
@@ -149,8 +153,8 @@ def evaluate_checkpoint(
             device=device,
             mask_history=mask_history,
             progress=progress,
-            diagnostics=diagnostics_for(config, data, getattr(data, split)),
-            **_retrieval_settings(config, data),
+            diagnostics=diagnostics.get(split),
+            **settings,
         )
         for split in ("valid", "test")
     }
@@ -184,13 +188,15 @@ def _training_summary(checkpoint: Path) -> dict[str, Any]:
     return {key: trained[key] for key in TRAINING_FIELDS if key in trained}
 
 
-def diagnostics_for(config: Config, data: PreparedData, split: EvaluationSet) -> Diagnostics:
+def diagnostics_for(
+    config: Config, data: PreparedData, split: EvaluationSet, item_category: torch.Tensor | None
+) -> Diagnostics:
     """The interest diagnostics of ``split``: tail by training popularity, purity against
-    item categories, and on synthetic data the users' planted numbers of interests."""
-    category = data.sequences.primary_category()
+    ``item_category`` (the evaluator's), and on synthetic data the users' planted numbers
+    of interests."""
     return Diagnostics(
         training_item_counts(data.sequences, data.split.train),
-        None if category is None else torch.from_numpy(category),
+        item_category,
         planted_interest_counts(config.dataset, data.sequences.user_ids[split.users]),
     )
 

@@ -4,8 +4,9 @@
   ``s[:t]``, candidate ``s[t]``, label 1) and ``negatives`` rows with the same history and
   a candidate the user never interacted with (label 0). Training negatives are drawn again
   every epoch from the run's seeded generator.
-* Validation and test users: the history is the first 80% of the sequence (PROTOCOL.md
-  section 4); every distinct item of the last 20% is a positive, each with ``negatives``
+* Validation and test users: the history is the first 80% of the sequence and every
+  distinct item of the last 20% is a positive (the retrieval targets of PROTOCOL.md
+  section 4, :class:`~mirec.data.examples.EvaluationSet`), each with ``negatives``
   sampled items the user never interacted with. These rows are drawn once with a fixed
   seed and stored (``ctr/*.npz`` in the cache folder), so every model and every run is
   scored on the same rows.
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mirec.atomic import save_npz_atomic
-from mirec.data.examples import training_positions
+from mirec.data.examples import EvaluationSet, history_cuts, training_positions
 from mirec.data.prepare import PreparedData
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
@@ -101,23 +102,27 @@ def training_rows(
 
 
 def evaluation_rows(
-    seqs: Sequences, users: np.ndarray, negatives: int, interacted: InteractedItems, seed: int
+    seqs: Sequences,
+    eval_set: EvaluationSet,
+    negatives: int,
+    interacted: InteractedItems,
+    seed: int,
 ) -> CTRRows:
-    """For each user: history = first 80% of the sequence; every distinct item of the last
-    20% is a positive, each with ``negatives`` negatives, drawn with ``seed``."""
-    starts = seqs.offsets[users]
-    lengths = seqs.lengths[users]
-    cut = starts + (0.8 * lengths).astype(np.int64)
-    n_tail = starts + lengths - cut
-    owner = np.repeat(np.arange(len(users)), n_tail)
-    position = np.arange(n_tail.sum()) - np.repeat(np.cumsum(n_tail) - n_tail, n_tail)
-    items = seqs.items[np.repeat(cut, n_tail) + position]
-    _, first = np.unique(owner * (seqs.n_items + 1) + items, return_index=True)
-    first.sort()  # distinct targets, in user order then first appearance
-    owner, items = owner[first], items[first]
+    """For each user of ``eval_set``: the history is the first 80% of the sequence; each of
+    the user's distinct targets (PROTOCOL.md section 4) is a positive, with ``negatives``
+    negatives drawn with ``seed``."""
+    starts, cuts = history_cuts(seqs, eval_set.users)
+    owner = np.repeat(np.arange(len(eval_set)), np.diff(eval_set.target_offsets))
     rng = np.random.default_rng(seed)
     return _with_negatives(
-        users[owner], starts[owner], cut[owner], items, negatives, seqs, interacted, rng
+        eval_set.users[owner],
+        starts[owner],
+        cuts[owner],
+        eval_set.target_items,
+        negatives,
+        seqs,
+        interacted,
+        rng,
     )
 
 
@@ -150,7 +155,7 @@ def _with_negatives(
 
 def stored_evaluation_rows(
     seqs: Sequences,
-    users: np.ndarray,
+    eval_set: EvaluationSet,
     negatives: int,
     interacted: InteractedItems,
     cache: Path,
@@ -159,14 +164,14 @@ def stored_evaluation_rows(
     """:func:`evaluation_rows` with the fixed :data:`EVALUATION_SEED`, read from ``cache``
     when they were drawn before for the same sequences, users and number of negatives."""
     digest = hashlib.sha256()
-    for array in (seqs.items, seqs.offsets, np.asarray(users, dtype=np.int64)):
+    for array in (seqs.items, seqs.offsets, np.asarray(eval_set.users, dtype=np.int64)):
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(json.dumps([split_name, negatives, EVALUATION_SEED]).encode())
     path = cache / "ctr" / f"{split_name}-{digest.hexdigest()[:24]}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
             return CTRRows(**{name: data[name] for name in data.files})
-    rows = evaluation_rows(seqs, users, negatives, interacted, EVALUATION_SEED)
+    rows = evaluation_rows(seqs, eval_set, negatives, interacted, EVALUATION_SEED)
     save_npz_atomic(path, {f.name: getattr(rows, f.name) for f in fields(rows)})
     return rows
 
@@ -195,12 +200,17 @@ def prepare_ctr(prepared: PreparedData, negatives: int, cache: Path) -> CTRData:
     """CTR rows of ``prepared``'s split with ``negatives`` negatives per positive."""
     if negatives < 1:
         raise ConfigError(f"ctr_negatives must be at least 1, got {negatives}")
-    seqs, split = prepared.sequences, prepared.split
+    seqs = prepared.sequences
     interacted = InteractedItems(seqs)
+
+    def stored(split: str) -> CTRRows:
+        eval_set = getattr(prepared, split)
+        return stored_evaluation_rows(seqs, eval_set, negatives, interacted, cache, split)
+
     return CTRData(
         prepared=prepared,
         interacted=interacted,
         negatives=negatives,
-        valid=stored_evaluation_rows(seqs, split.valid, negatives, interacted, cache, "valid"),
-        test=stored_evaluation_rows(seqs, split.test, negatives, interacted, cache, "test"),
+        valid=stored("valid"),
+        test=stored("test"),
     )

@@ -65,12 +65,18 @@ class EvaluationSet:
         return self.target_items[self.target_offsets[j] : self.target_offsets[j + 1]]
 
 
+def history_cuts(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, cuts): where each evaluation user's sequence starts in ``seqs.items`` and
+    where their history ends, ``start + int(0.8 * len(s))`` (PROTOCOL.md section 4)."""
+    starts = seqs.offsets[users]
+    return starts, starts + (0.8 * seqs.lengths[users]).astype(np.int64)
+
+
 def evaluation_set(seqs: Sequences, users: np.ndarray, maxlen: int) -> EvaluationSet:
     """History = last ``maxlen`` items of ``s[:k]``, targets = distinct items of ``s[k:]``,
     ``k = int(0.8 * len(s))``."""
-    starts = seqs.offsets[users]
+    starts, cut = history_cuts(seqs, users)
     lengths = seqs.lengths[users]
-    cut = starts + (0.8 * lengths).astype(np.int64)
     histories = gather_histories(
         torch.from_numpy(seqs.items), torch.from_numpy(starts), torch.from_numpy(cut), maxlen
     )

@@ -147,16 +147,16 @@ class Diagnostics:
         mask = histories > 0
         k = extracted.interests.shape[1]
         tail = self.tail.to(device)
+        tail_targets = (targets & tail).sum(1).to(torch.float64)
         for n in self.cutoffs:
             ranked = top[:, :n]
             self.seen[n][ranked.flatten().unique().cpu()] = True
             in_tail = tail[ranked]
             self._add(f"tail_share@{n}", in_tail.to(torch.float64).mean(1))
-            tail_targets = (targets & tail).sum(1).to(torch.float64)
             found = (targets.gather(1, ranked) & in_tail).sum(1).to(torch.float64)
             self._add(f"tail_recall@{n}", found / tail_targets.where(tail_targets > 0, torch.nan))
         assignment = assign_behaviours(extracted, mask)
-        shares = interest_shares(extracted, mask)
+        shares = interest_shares(assignment, k)
         self._add("effective_interests", effective_interests(shares, extracted.active))
         if self.item_category is not None:
             category = self.item_category.to(device)[histories].masked_fill(~mask, -1)

@@ -25,7 +25,7 @@ import torch
 
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
-from mirec.extractors.adaptive_k import assign_behaviours, interest_shares
+from mirec.extractors.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
 
 
 @dataclass(frozen=True)
@@ -135,15 +135,15 @@ def inspect_checkpoint(
     users = None if row is None else torch.tensor([row], device=device)
     extracted = model.extract(histories, users)
     mask = histories > 0
-    assignment = assign_behaviours(extracted, mask)[0].cpu().numpy()
     k = extracted.interests.shape[1]
-    mass = interest_shares(extracted, mask)[0].cpu().numpy()
+    assigned = assign_behaviours(extracted, mask)
+    mass = interest_shares(assigned, k)[0].cpu().numpy()
     if extracted.routing is None:
         weight = np.ones(len(history))
     else:
-        share = extracted.routing / extracted.routing.sum(-1, keepdim=True).clamp_min(1e-12)
-        weight = share[0].gather(1, torch.as_tensor(assignment, device=device)[:, None])
-        weight = weight[:, 0].cpu().numpy()
+        share = behaviour_shares(extracted.routing)[0]
+        weight = share.gather(1, assigned[0, :, None])[:, 0].cpu().numpy()
+    assignment = assigned[0].cpu().numpy()
     active = (
         np.ones(k, dtype=bool) if extracted.active is None else extracted.active[0].cpu().numpy()
     )
@@ -177,14 +177,24 @@ def inspect_checkpoint(
     )
 
 
+def _positions(ids: np.ndarray, keys: list[str]) -> list[int | None]:
+    """Where each raw id (as typed) stands in the sorted id array ``ids``; None if absent."""
+    integer = np.issubdtype(ids.dtype, np.integer)
+    out: list[int | None] = []
+    for key in keys:
+        try:
+            value = int(key) if integer else key
+        except ValueError:
+            out.append(None)
+            continue
+        at = int(np.searchsorted(ids, value))
+        out.append(at if at < len(ids) and ids[at] == value else None)
+    return out
+
+
 def _user_row(seqs: Sequences, user: str, dataset: str) -> int:
-    ids = seqs.user_ids
-    try:
-        key = int(user) if np.issubdtype(ids.dtype, np.integer) else user
-    except ValueError:
-        key = None
-    row = int(np.searchsorted(ids, key)) if key is not None else len(ids)
-    if row >= len(ids) or ids[row] != key:
+    (row,) = _positions(seqs.user_ids, [user])
+    if row is None:
         raise ConfigError(
             f"inspect: user {user!r} is not in {dataset} (users with fewer than 5 "
             "interactions are filtered out, PROTOCOL.md section 1)"
@@ -193,27 +203,15 @@ def _user_row(seqs: Sequences, user: str, dataset: str) -> int:
 
 
 def _item_indices(seqs: Sequences, items: list[str]) -> np.ndarray:
-    ids = seqs.item_ids
-    integer = np.issubdtype(ids.dtype, np.integer)
-    out, unknown = [], []
-    for item in items:
-        try:
-            key = int(item) if integer else item
-        except ValueError:
-            unknown.append(item)
-            continue
-        at = int(np.searchsorted(ids, key))
-        if at < len(ids) and ids[at] == key:
-            out.append(at + 1)
-        else:
-            unknown.append(item)
+    found = _positions(seqs.item_ids, items)
+    unknown = [item for item, at in zip(items, found, strict=True) if at is None]
     if unknown:
         raise ConfigError(
             f"inspect: {len(unknown)} item id(s) not in the catalogue: {', '.join(unknown[:10])}"
         )
-    if not out:
+    if not found:
         raise ConfigError("inspect: the item list is empty")
-    return np.asarray(out, dtype=np.int64)
+    return np.asarray([at + 1 for at in found if at is not None], dtype=np.int64)
 
 
 def _explain(seqs: Sequences, items: np.ndarray) -> list[tuple[str, float]]:

@@ -10,7 +10,7 @@ choosing K, arXiv 2506.15284 section 7):
   says which interest attends to the behaviour most), and mass_k = mean_l p(k | l). With K
   interests an even split gives every interest 1/K.
 * ``share:t`` drops an interest that fewer than a share t of the history items route to
-  more than to any other interest (:func:`assign_behaviours`). For capsule routing this is
+  more than to any other interest (:func:`interest_shares`). For capsule routing this is
   close to ``mass``; for self-attention it is the rule that works: every attention head's
   weights sum to 1 over the history, so the soft masses stay near 1/K even when two
   interests attend to the same items, while the hard shares do not.
@@ -48,34 +48,41 @@ def parse_adaptive_k(spec: str | None) -> tuple[str, float] | None:
     return rule, threshold
 
 
+def behaviour_shares(routing: torch.Tensor) -> torch.Tensor:
+    """(B, L, K) routing -> p(k | l): how each behaviour splits itself over the interests
+    (the coupling itself for capsule routing; for attention, which interest attends to the
+    behaviour most)."""
+    return routing / routing.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
 def interest_mass(routing: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, L, K) routing, (B, L) mask -> (B, K) each interest's share of the history."""
-    share = routing / routing.sum(-1, keepdim=True).clamp_min(1e-12)
-    share = share * mask.unsqueeze(-1).to(share.dtype)
+    share = behaviour_shares(routing) * mask.unsqueeze(-1).to(routing.dtype)
     return share.sum(1) / mask.sum(1, keepdim=True).clamp_min(1).to(share.dtype)
 
 
 def assign_behaviours(extracted: Extracted, mask: torch.Tensor) -> torch.Tensor:
     """(B, L): the interest each history item routes to most, -1 on padding.
 
-    Routing is read per behaviour, p(k | l) proportional to ``routing[b, l, k]``, so an
-    attention extractor's item goes to the interest that attends to it most; interests a
-    user does not have (dynamic K) are never chosen."""
-    routing = extracted.routing
-    if routing is None:  # one interest, nothing to route
-        routing = torch.ones(*mask.shape, extracted.interests.shape[1], device=mask.device)
-    share = routing / routing.sum(-1, keepdim=True).clamp_min(1e-12)
+    Routing is read per behaviour (:func:`behaviour_shares`), so an attention extractor's
+    item goes to the interest that attends to it most; interests a user does not have
+    (dynamic K) are never chosen."""
+    k = extracted.interests.shape[1]
+    if extracted.routing is None:  # one interest, nothing to route
+        share = torch.ones(*mask.shape, k, device=mask.device)
+    else:
+        share = behaviour_shares(extracted.routing)
     if extracted.active is not None:
         share = share.masked_fill(~extracted.active.unsqueeze(1), -1.0)
     return share.argmax(-1).masked_fill(~mask, -1)
 
 
-def interest_shares(extracted: Extracted, mask: torch.Tensor) -> torch.Tensor:
-    """(B, K) the share of each user's history items that route to interest k most."""
-    assignment = assign_behaviours(extracted, mask)
-    k = extracted.interests.shape[1]
-    counts = F.one_hot(assignment.clamp_min(0), k).masked_fill(~mask.unsqueeze(-1), 0).sum(1)
-    return counts / mask.sum(1, keepdim=True).clamp_min(1)
+def interest_shares(assignment: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, L) assignment of :func:`assign_behaviours` (-1 on padding) -> (B, K) the share
+    of each user's history items assigned to interest k."""
+    real = assignment >= 0
+    counts = F.one_hot(assignment.clamp_min(0), k).masked_fill(~real.unsqueeze(-1), 0).sum(1)
+    return counts / real.sum(1, keepdim=True).clamp_min(1)
 
 
 def adapt_interests(
@@ -89,7 +96,8 @@ def adapt_interests(
     if active is None:
         active = torch.ones(interests.shape[:2], dtype=torch.bool, device=interests.device)
     if rule == "share":
-        mass = interest_shares(extracted, mask).to(interests.dtype)
+        assignment = assign_behaviours(extracted, mask)
+        mass = interest_shares(assignment, interests.shape[1]).to(interests.dtype)
     else:
         mass = interest_mass(extracted.routing, mask)
     mass = mass.masked_fill(~active, -1.0)

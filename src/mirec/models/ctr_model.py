@@ -193,9 +193,14 @@ class PopularityCTR(nn.Module):
     """The baseline every CTR model must clear: the logit is the candidate's log training
     count, whoever the user is."""
 
-    def __init__(self, item_counts: np.ndarray) -> None:
+    def __init__(self, n_items: int) -> None:
         super().__init__()
-        self.register_buffer("log_counts", torch.log1p(torch.as_tensor(item_counts).double()))
+        self.register_buffer("log_counts", torch.zeros(n_items + 1, dtype=torch.float64))
+
+    def fit(self, item_counts: np.ndarray) -> PopularityCTR:
+        """Take the training interactions per item index (N + 1,), row 0 the padding."""
+        self.log_counts.copy_(torch.log1p(torch.as_tensor(item_counts, dtype=torch.float64)))
+        return self
 
     def forward(
         self, histories: torch.Tensor, candidates: torch.Tensor, behaviors=None

@@ -161,7 +161,7 @@ def build_ctr_model(config: Config, data: CTRData) -> nn.Module:
     behaviour types of the dataset become side features."""
     seqs = data.sequences
     if config.extractor == "popularity":
-        return PopularityCTR(np.zeros(seqs.n_items + 1))
+        return PopularityCTR(seqs.n_items)
     if config.user_features:
         raise ConfigError("user_features are not used by CTR models yet; set user_features=false")
     categories, n_categories = _padded_categories(seqs)

@@ -95,8 +95,7 @@ def fit_ctr(
     seqs, split = data.sequences, data.prepared.split
     if isinstance(model, PopularityCTR):
         start = time.perf_counter()
-        counts = training_item_counts(seqs, split.train)
-        model.log_counts.copy_(torch.log1p(torch.from_numpy(counts).double()))
+        model.fit(training_item_counts(seqs, split.train))
         result.train_seconds = time.perf_counter() - start
         result.best_valid = evaluate_ctr(model, data.valid, batches)
         result.history.append({"epoch": 0, **result.best_valid})
