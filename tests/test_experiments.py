@@ -101,6 +101,34 @@ def test_a_labelled_row_carries_its_own_settings(tmp_path):
     assert wide.run_dir.parent.name == "wide_youtube"
 
 
+def test_dataset_settings_apply_to_their_dataset_only(tmp_path):
+    other = "synthetic:n_users=200,n_items=100,n_clusters=3"
+    experiment = load_experiment(
+        write_spec(
+            tmp_path,
+            datasets=[DATASET, other],
+            models=[
+                "youtube-dnn",
+                {"label": "own", "model": "youtube-dnn", "settings": {"patience": 5}},
+            ],
+            grid={},
+            seeds=[1],
+            dataset_settings={other: {"patience": 9, "max_epochs": 2}},
+        )
+    )
+    by_key = {(c.dataset, c.model): c.config for c in experiment.cells}
+    assert (by_key[DATASET, "youtube-dnn"].patience, by_key[DATASET, "youtube-dnn"].max_epochs) == (
+        3,
+        1,
+    )
+    assert (by_key[other, "youtube-dnn"].patience, by_key[other, "youtube-dnn"].max_epochs) == (
+        9,
+        2,
+    )
+    # a row's own settings are more specific than a dataset's
+    assert by_key[other, "own"].patience == 5
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -112,6 +140,7 @@ def test_a_labelled_row_carries_its_own_settings(tmp_path):
         ({"grid": {"embedding_dim": 8}}, "grid.embedding_dim: expected a non-empty list"),
         ({"seeds": {"sasrec": [1]}}, "'sasrec' is not one of the experiment's models"),
         ({"settings": {"lr": "fast"}}, "setting lr='fast'"),
+        ({"dataset_settings": {"ml-100k": {"lr": 1}}}, "dataset_settings.ml-100k"),
     ],
 )
 def test_bad_experiment_files_name_the_problem(tmp_path, change, message):

@@ -25,10 +25,10 @@ class Config:
     task: str = "retrieval"
     """retrieval (next item over the whole catalogue, PROTOCOL.md) | ctr (click-through rate
     of a given candidate: AUC, GAUC, LogLoss)."""
-    model: str = "remi"
+    model: str = "remi-plain"
     """Name of the published configuration this run started from; the default is the best
-    multi-interest configuration measured so far (docs/results.md: REMI leads on
-    amazon-beauty and amazon-toys)."""
+    multi-interest configuration measured so far (docs/results.md: REMI's routing
+    regularization without its hard negatives leads on amazon-beauty and amazon-toys)."""
     extractor: str = "self_attentive"
     """self_attentive (ComiRec-SA) | dynamic_routing (MIND) | capsule_routing (ComiRec-DR) |
     sparse_interest (SINE) | causal_transformer (SASRec) | gru (GRU4Rec) | mean_pooling

@@ -11,6 +11,8 @@ The grid is a YAML file::
       - mind
       - {label: mind + disagreement, model: mind, settings: {regularizer: "disagreement:1"}}
     settings: {max_train_minutes: 8}   # applied to every cell (``--set``)
+    dataset_settings:                  # applied to one dataset's cells, over ``settings``
+      taobao-sample: {patience: 10}
     grid: {num_interests: [1, 2, 4]}   # every combination is a variant of each model
     seeds: {default: [42], comirec-sa: [42, 7, 2026]}   # or a plain list
     columns: [effective_interests]     # extra table columns: diagnostics, Diversity@N, ...
@@ -48,6 +50,7 @@ KEYS = {
     "datasets",
     "models",
     "settings",
+    "dataset_settings",
     "grid",
     "seeds",
     "plots",
@@ -124,6 +127,12 @@ def load_experiment(path: Path) -> Experiment:
     rows = _model_rows(spec.get("models"), path)
     models = list(rows)
     settings = _mapping(spec, "settings", path)
+    per_dataset = _mapping(spec, "dataset_settings", path)
+    for dataset, values in per_dataset.items():
+        if dataset not in datasets or not isinstance(values, dict):
+            raise ConfigError(
+                f"{path}: dataset_settings.{dataset}: expected settings of a dataset of the grid"
+            )
     grid = _mapping(spec, "grid", path)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -151,7 +160,8 @@ def load_experiment(path: Path) -> Experiment:
             seed, variant = seeds[model][rank], tuple(zip(grid, combo, strict=True))
             published, own = rows[model]
             trained = tuple((k, v) for k, v in variant if k not in INFERENCE_SETTINGS)
-            base = {**settings, **own, "dataset": dataset, "seed": seed}
+            base = {**settings, **per_dataset.get(dataset, {}), **own}
+            base.update(dataset=dataset, seed=seed)
             try:
                 config = load_config(published, fixed={**base, **dict(variant)})
                 train_config = load_config(published, fixed={**base, **dict(trained)})

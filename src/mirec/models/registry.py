@@ -164,7 +164,7 @@ def build_ctr_model(config: Config, data: CTRData) -> nn.Module:
         return PopularityCTR(seqs.n_items)
     if config.user_features:
         raise ConfigError("user_features are not used by CTR models yet; set user_features=false")
-    categories, n_categories = _padded_categories(seqs)
+    categories, n_categories = padded_categories(seqs)
     n_behaviors = 0 if seqs.behavior_names is None else len(seqs.behavior_names)
     encoder = ItemEncoder(seqs.n_items, config.embedding_dim, categories, n_categories, n_behaviors)
     if config.extractor == "dmin":
@@ -199,7 +199,7 @@ def build_ctr_model(config: Config, data: CTRData) -> nn.Module:
 CTR_EXTRACTORS = ["behaviors", "dmin", "popularity"]
 
 
-def _padded_categories(seqs: Sequences) -> tuple[np.ndarray | None, int]:
+def padded_categories(seqs: Sequences) -> tuple[np.ndarray | None, int]:
     """(n_items + 1, C) category codes + 1 per item, 0-padded (C = the most categories any
     item has), and the number of categories; (None, 0) without categories."""
     if seqs.item_category_offsets is None or seqs.category_names is None:
