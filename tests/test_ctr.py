@@ -103,6 +103,8 @@ def test_ctr_training_beats_popularity_on_taobao(shared_data, tmp_path):
         result = runner.invoke(app, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         results[model] = json.loads((out / "metrics.json").read_text())
+        if model == "din":  # about 20 steps an epoch at patience 2: the run says so
+            assert "training steps per epoch, so patience 2" in result.output
     din, pop = results["din"], results["most-popular"]
     assert set(din["test"]) == {"auc", "gauc", "logloss", "gauc_skipped_users"}
     assert din["task"] == "ctr" and din["n_test_rows"] == pop["n_test_rows"]

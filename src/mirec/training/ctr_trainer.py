@@ -32,6 +32,9 @@ from mirec.training.trainer import (
 
 SELECTION_METRIC = "auc"
 PREDICT_BATCH = 4096
+SHORT_PATIENCE_STEPS = 100
+"""Below this many training steps of patience, early stopping is likely premature (a
+small log such as taobao-sample has about 20 steps per epoch): say so."""
 
 
 class RowBatches:
@@ -114,6 +117,13 @@ def fit_ctr(
         rows = training_rows(seqs, split.train, data.negatives, data.interacted, rng)
         order = rng.permutation(len(rows))
         n_batches = math.ceil(len(rows) / config.batch_size)
+        if epoch == 1 and n_batches * config.patience < SHORT_PATIENCE_STEPS:
+            tqdm.write(
+                f"note: {n_batches} training steps per epoch, so patience {config.patience} "
+                f"may stop training within {n_batches * config.patience} steps of the best "
+                "epoch, before a model has learned much; on logs this small raise it "
+                "(--set patience=10)"
+            )
         total = torch.zeros((), device=device)
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
                    leave=False)  # fmt: skip
