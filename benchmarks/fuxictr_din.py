@@ -38,7 +38,7 @@ from torch import nn
 from mirec.config import load_config
 from mirec.data.ctr_samples import CTRData, prepare_ctr
 from mirec.data.prepare import cache_dir
-from mirec.models.ctr_model import ClickModel
+from mirec.models.ctr_model import ClickModel, mean_embedding
 from mirec.models.registry import build_ctr_model, padded_categories
 from mirec.runs import prepare_for
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
@@ -79,9 +79,7 @@ class FuxiCTRDIN(ClickModel):
         out = self.item(items)
         if self.category is None:
             return out
-        codes = self.item_categories[items]
-        count = (codes > 0).sum(-1, keepdim=True).clamp_min(1)
-        return torch.cat([out, self.category(codes).sum(-2) / count], -1)
+        return torch.cat([out, mean_embedding(self.category, self.item_categories[items])], -1)
 
     def _forward(self, histories, candidates, behaviors):
         mask = histories > 0
@@ -130,6 +128,22 @@ def train_one(
     }
 
 
+def summary(runs: list[dict]) -> str:
+    """Per dataset and model: test AUC mean ± std over the seeds and median GAUC, the
+    figures of benchmarks/README.md's table."""
+    lines = ["test AUC mean ± std over seeds (median GAUC)"]
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        cells = []
+        for label in dict.fromkeys(r["model"] for r in runs):
+            tests = [r["test"] for r in runs if r["dataset"] == dataset and r["model"] == label]
+            auc = [t["auc"] for t in tests]
+            spread = statistics.stdev(auc) if len(auc) > 1 else 0.0
+            gauc = statistics.median(t["gauc"] for t in tests)
+            cells.append(f"{label} {statistics.mean(auc):.4f} ± {spread:.4f} ({gauc:.4f})")
+        lines.append(f"{dataset:15s} " + "  ".join(cells))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["amazon-beauty"])
@@ -146,7 +160,13 @@ def main() -> None:
         help="a mirec setting for every model (e.g. patience=10)",
     )
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument(
+        "--summarize", type=Path, metavar="JSON", help="only print the summary of a --json file"
+    )
     args = parser.parse_args()
+    if args.summarize is not None:
+        print(summary(json.loads(args.summarize.read_text())))
+        return
 
     print(
         f"fuxictr {fuxictr.__version__}, torch {torch.__version__}, {args.threads} thread(s), "
@@ -165,15 +185,8 @@ def main() -> None:
                     f"{run['epochs']} epochs ({run['stopped_by']}), {run['wall_seconds']} s",
                     flush=True,
                 )
-    print("\nmedian test AUC over seeds")
-    for dataset in args.datasets:
-        cells = []
-        for label in args.models:
-            aucs = [
-                r["test"]["auc"] for r in runs if r["dataset"] == dataset and r["model"] == label
-            ]
-            cells.append(f"{label} {statistics.median(aucs):.4f}")
-        print(f"{dataset:15s} " + "  ".join(cells))
+    print()
+    print(summary(runs))
     if args.json is not None:
         args.json.write_text(json.dumps(runs, indent=1))
 

@@ -34,6 +34,13 @@ from mirec.extractors.base import Extracted
 HEAD_SIZES = (200, 80)
 
 
+def mean_embedding(table: nn.Embedding, codes: torch.Tensor) -> torch.Tensor:
+    """(..., C) codes, 0 for none -> (..., d) the mean embedding of each row's codes (an
+    EmbeddingBag-style mean: an item's categories)."""
+    count = (codes > 0).sum(-1, keepdim=True).clamp_min(1)
+    return table(codes).sum(-2) / count
+
+
 class ItemEncoder(nn.Module):
     """Item embedding plus the mean embedding of the item's categories; behaviour types
     (pv/cart/fav/buy) add their own embedding to history items."""
@@ -65,9 +72,7 @@ class ItemEncoder(nn.Module):
     def forward(self, items: torch.Tensor, behaviors: torch.Tensor | None = None) -> torch.Tensor:
         out = self.item(items)
         if self.category is not None:
-            codes = self.item_categories[items]
-            count = (codes > 0).sum(-1, keepdim=True).clamp_min(1)
-            out = out + self.category(codes).sum(-2) / count
+            out = out + mean_embedding(self.category, self.item_categories[items])
         if self.behavior is not None and behaviors is not None:
             out = out + self.behavior(behaviors)
         return out
