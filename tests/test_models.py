@@ -56,6 +56,39 @@ def test_causal_transformer_states_never_see_the_future():
     assert not torch.allclose(before[:, 4:], after[:, 4:])
 
 
+@pytest.mark.parametrize(
+    "extractor",
+    [
+        SelfAttentiveExtractor(8, 3, maxlen=6, encoder_layers=2),
+        SelfAttentiveExtractor(8, 3, maxlen=6, encoder_layers=1, tower=True),
+        SASRecExtractor(8, maxlen=6),
+    ],
+    ids=["sa-over-transformer", "sa-with-tower", "sasrec"],
+)
+def test_every_position_reads_only_its_prefix_and_ends_with_forward(extractor):
+    torch.manual_seed(0)
+    extractor.eval()
+    history = torch.randn(3, 6, 8)
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1], [0] * 6], dtype=torch.bool)
+    every, last = extractor.every_position(history, mask)
+    assert every.shape == (3, 6, extractor.num_interests, 8) and torch.isfinite(every).all()
+    whole = extractor(history, mask)
+    torch.testing.assert_close(last.interests, whole.interests)
+    if whole.routing is not None:
+        torch.testing.assert_close(last.routing, whole.routing)
+    changed = history.clone()
+    changed[:, 4:] = torch.randn(3, 2, 8)
+    again, _ = extractor.every_position(changed, mask)
+    torch.testing.assert_close(every[:, :4], again[:, :4])
+    assert not torch.allclose(every[:2, 4:], again[:2, 4:])
+
+
+@pytest.mark.parametrize("name", ["comirec-sa", "mind", "gru4rec"])
+def test_sequence_training_needs_a_causal_extractor(name):
+    with pytest.raises(ConfigError, match="causal extractor"):
+        build_model(load_config(name, overrides=["sequence_training=true"]), 50, 10)
+
+
 def test_self_attention_is_a_convex_mix_of_history_items():
     extractor = SelfAttentiveExtractor(4, 2, maxlen=5)
     history = torch.randn(3, 5, 4)
@@ -78,13 +111,26 @@ def test_hard_argmax_picks_the_interest_nearest_the_target():
     torch.testing.assert_close(chosen, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
 
 
-@pytest.mark.parametrize("model_name", ["comirec-sa", "youtube-dnn", "sine", "gru4rec", "remi"])
-def test_short_training_beats_popularity_on_synthetic(model_name, tmp_path):
+@pytest.mark.parametrize(
+    ("model_name", "settings"),
+    [
+        ("comirec-sa", []),
+        ("youtube-dnn", []),
+        ("sine", []),
+        ("gru4rec", []),
+        ("remi", []),
+        # both sequence-trained, one fused and one max over the interests
+        ("sasrec", []),
+        ("comirec-sa-transformer", []),
+        ("comirec-sa-transformer", ["aggregator=max", "num_interests=4"]),
+    ],
+)
+def test_short_training_beats_popularity_on_synthetic(model_name, settings, tmp_path):
     data = prepare("synthetic:n_users=1500,n_items=600,n_clusters=12")
     popular = build_model(load_config("most-popular"), data.sequences.n_items, data.maxlen)
     fit(popular, data, load_config("most-popular"), tmp_path, progress=False)
     baseline = evaluate(popular, data.test).metrics["recall@50"]
-    config = load_config(model_name, overrides=["max_epochs=3"])
+    config = load_config(model_name, overrides=["max_epochs=3", *settings])
     torch.manual_seed(0)
     model = build_model(config, data.sequences.n_items, data.maxlen)
     result = fit(model, data, config, tmp_path, progress=False)

@@ -5,10 +5,16 @@ import pyarrow as pa
 import pytest
 import torch
 
-from mirec.data.examples import evaluation_set, gather_histories, training_positions
+from mirec.data.examples import (
+    evaluation_set,
+    gather_histories,
+    training_positions,
+    training_windows,
+)
 from mirec.data.log import RawLog
 from mirec.data.sequences import build_sequences, split_users
 from mirec.errors import DataError
+from mirec.training.trainer import TrainingExamples
 
 
 def log_of(rows: list[tuple], categories: list[tuple] | None = None) -> RawLog:
@@ -95,6 +101,31 @@ def test_training_positions_and_histories():
     assert hist.tolist() == [[2, 3, 4], [3, 4, 5]]
     padded = gather_histories(items, starts, torch.tensor([2, 4]), maxlen=5)
     assert padded.tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_training_windows_hold_every_position_once_with_its_prefix():
+    # one user of length 11 (positions 4..10 are targets), maxlen 3: windows end at 11, 8, 5
+    rows = [(1, i, float(t)) for t, i in enumerate(range(1, 12))]
+    rows += [(u, i, 0.0) for u in (2, 3, 4, 5) for i in range(1, 12)]
+    seqs = build_sequences(log_of(rows))
+    users, ends = training_windows(seqs, np.array([0, 1]), maxlen=3)
+    assert users.tolist() == [0, 0, 0, 1, 1, 1] and ends.tolist() == [11, 8, 5, 11, 8, 5]
+    s = seqs.items[: seqs.lengths[0]].tolist()
+    examples = TrainingExamples(
+        items=torch.from_numpy(seqs.items),
+        starts=torch.zeros(3, dtype=torch.int64),
+        ends=torch.from_numpy(ends[:3]),
+        maxlen=3,
+        windows=True,
+    )
+    histories, targets = examples.batch(torch.arange(3))
+    # each target column is predicted from the history columns up to its own
+    assert histories.tolist() == [s[7:10], s[4:7], s[1:4]]
+    assert targets.tolist() == [s[8:11], s[5:8], [0, 0, s[4]]]  # position < 4: no target
+    assert sorted(t for row in targets.tolist() for t in row if t) == sorted(s[4:])
+    # a user with no training position gets no window; one exactly a window long gets one
+    assert training_windows(seqs, np.array([0]), maxlen=7)[1].tolist() == [11]
+    assert training_windows(seqs, np.array([0]), maxlen=20)[1].tolist() == [11]
 
 
 def test_evaluation_history_and_target_set():

@@ -90,6 +90,13 @@ class Config:
     """task=ctr: sampled negatives (items the user never interacted with) per positive."""
     aux_loss_weight: float = 1.0
     """DMIN: weight of the behaviour refiner's auxiliary next-item loss."""
+    sequence_training: bool = False
+    """Score the next item at every position of a history window in one pass (SASRec's
+    training, Kang and McAuley, ICDM 2018, section III-E) instead of one position per
+    example; an epoch still visits every training position once. Needs a causal extractor:
+    causal_transformer, or self_attentive with encoder_layers > 0. ``batch_size`` then
+    counts windows of up to ``maxlen`` targets. Retrieval only, like the negatives: task=ctr
+    trains on labelled candidates."""
     # data
     dataset: str = "synthetic"
     """A registry name (``mirec datasets``) or a path."""

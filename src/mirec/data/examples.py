@@ -27,6 +27,22 @@ def training_positions(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, 
     return rows.astype(np.int64), t
 
 
+def training_windows(
+    seqs: Sequences, users: np.ndarray, maxlen: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sequence training's windows: (user row, end) pairs whose target positions
+    ``[end - maxlen, end)``, cut to ``4 <= t < len(s)``, hold every training position of
+    the given users exactly once. Windows are laid from each sequence's end backwards, so
+    the last one of a user ends with their most recent item."""
+    lengths = seqs.lengths[users]
+    per_user = -(-np.maximum(lengths - MIN_TARGET_POSITION, 0) // maxlen)  # ceiling division
+    rows = np.repeat(users, per_user)
+    index = np.arange(per_user.sum(), dtype=np.int64) - np.repeat(
+        np.cumsum(per_user) - per_user, per_user
+    )
+    return rows.astype(np.int64), np.repeat(lengths, per_user) - index * maxlen
+
+
 def training_item_counts(seqs: Sequences, users: np.ndarray) -> np.ndarray:
     """(N + 1,) interactions per item index among ``users`` (index 0, the padding, is 0)."""
     owner = np.repeat(np.arange(seqs.n_users), seqs.lengths)

@@ -9,7 +9,9 @@ position attends only to itself, so no row of the attention is empty and no NaN 
 the gradients.
 
 :class:`SASRecExtractor` is the single-interest baseline (K = 1: the state of the most
-recent position). The encoder also serves as the contextual layer under a multi-interest
+recent position). Trained with ``sequence_training`` it scores the next item at every position
+of a window in one pass, as the paper does; otherwise one position per example. The encoder
+also serves as the contextual layer under a multi-interest
 extractor (``encoder_layers`` > 0 in the self-attentive extractor).
 """
 
@@ -70,6 +72,17 @@ class SASRecExtractor(nn.Module):
         super().__init__()
         self.encoder = CausalTransformer(embedding_dim, maxlen, layers, heads, dropout)
 
+    causal = True
+
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
         # the last column is the most recent item, whose state has read the whole history
         return Extracted(self.encoder(history, mask)[:, -1:])
+
+    def every_position(
+        self, history: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, Extracted]:
+        """Sequence training, as the paper trains (section III-E): the state at every
+        position is the user vector for the next item, (B, L, 1, d); and the last
+        position's :class:`Extracted` (what :meth:`forward` returns)."""
+        states = self.encoder(history, mask).unsqueeze(2)
+        return states, Extracted(states[:, -1])

@@ -12,7 +12,10 @@ embeddings.
 
 With ``encoder_layers > 0`` (not in the paper) H is first replaced by the contextual states
 of a SASRec-style causal transformer (:mod:`mirec.extractors.causal_transformer`), which
-carry their own positions; the K heads then pool those states.
+carry their own positions; the K heads then pool those states. Since each state reads only
+earlier items, the heads can also pool every prefix at once (``every_position``: for
+position t, each head's softmax runs over positions <= t), so ``sequence_training`` scores
+the next item at every position of a window in one pass, as SASRec trains.
 
 With ``tower=True`` (not in the paper) each pooled interest then goes through MIND's ReLU
 layers (Li et al., CIKM 2019, section 4.2), Linear(d, hidden) -> ReLU -> Linear(hidden, d),
@@ -66,20 +69,57 @@ class SelfAttentiveExtractor(nn.Module):
                 nn.Linear(hidden_dim, embedding_dim),
             )
 
-    def attention(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, L, K) attention of each interest over positions; zero on padding."""
-        if self.position is not None:
-            # positions are aligned to the end: the most recent item always gets P[-1]
-            history = history + self.position[-history.shape[1] :]
-        logits = self.w2(torch.tanh(self.w1(history)))
-        logits = logits.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-        return torch.softmax(logits, dim=1).nan_to_num(0.0)  # all-padding rows -> zeros
+    @property
+    def causal(self) -> bool:
+        """True when an interest at position t can be read from positions <= t only (with
+        the causal encoder), which :meth:`every_position` needs."""
+        return self.encoder is not None
 
-    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
+    def _values_and_logits(
+        self, history: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the heads pool, (B, L, d), and their logits W_2^T tanh(W_1 .), (B, L, K)."""
         if self.encoder is not None:
             history = self.encoder(history, mask) * mask.unsqueeze(-1)
-        attention = self.attention(history, mask)
-        interests = torch.einsum("blk,bld->bkd", attention, history)
-        if self.tower is not None:
-            interests = self.tower(interests)
-        return Extracted(interests, attention)
+        steer = history
+        if self.position is not None:
+            # positions are aligned to the end: the most recent item always gets P[-1]
+            steer = history + self.position[-history.shape[1] :]
+        return history, self.w2(torch.tanh(self.w1(steer)))
+
+    def attention(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, K) attention of each interest over positions; zero on padding."""
+        return _masked_softmax(self._values_and_logits(history, mask)[1], mask.unsqueeze(-1), 1)
+
+    def _towered(self, interests: torch.Tensor) -> torch.Tensor:
+        return interests if self.tower is None else self.tower(interests)
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
+        values, logits = self._values_and_logits(history, mask)
+        attention = _masked_softmax(logits, mask.unsqueeze(-1), 1)
+        interests = torch.einsum("blk,bld->bkd", attention, values)
+        return Extracted(self._towered(interests), attention)
+
+    def every_position(
+        self, history: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, Extracted]:
+        """Sequence training: the K interests after every prefix, (B, L, K, d), each pooled
+        over the states at positions <= its own, and the last position's :class:`Extracted`
+        (what :meth:`forward` returns). Needs the causal encoder (:attr:`causal`)."""
+        if self.encoder is None:
+            raise ValueError("every_position needs the causal encoder (encoder_layers > 0)")
+        values, logits = self._values_and_logits(history, mask)
+        length = history.shape[1]
+        earlier = torch.ones(length, length, dtype=torch.bool, device=history.device).tril()
+        allowed = earlier & mask.unsqueeze(1)  # (B, T, S): real items up to position t
+        # (B, T, S, K): for each position t, each head's softmax over s <= t
+        attention = _masked_softmax(logits.unsqueeze(1), allowed.unsqueeze(-1), 2)
+        interests = self._towered(torch.einsum("btsk,bsd->btkd", attention, values))
+        return interests, Extracted(interests[:, -1], attention[:, -1])
+
+
+def _masked_softmax(logits: torch.Tensor, allowed: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax over ``dim`` with disallowed entries at zero; an all-disallowed slice (a
+    padding-only history) gives zeros, not NaN."""
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    return torch.softmax(logits, dim=dim).nan_to_num(0.0)

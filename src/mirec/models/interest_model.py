@@ -158,16 +158,26 @@ class InterestModel(nn.Module):
         users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training loss of a batch: ``objective`` on the trained user vectors, plus the
-        weighted regularizers. ``users`` as in :meth:`extract`."""
+        weighted regularizers. ``users`` as in :meth:`extract`.
+
+        ``targets`` (B,) is one next item per history; (B, L) is sequence training: the
+        next item after every position of the window (0 where there is none), each scored
+        with the interests of its own prefix. Regularizers then read the last position's
+        extraction, which is what a (B,) batch of the same histories would give."""
         mask = histories > 0
         history = self.item_embedding(histories)
-        extracted = self._interests(history, mask, users)
-        if self.fuse is not None:
-            user = self.fuse(extracted)
+        if targets.dim() == 2:
+            if users is not None or not getattr(self.extractor, "causal", False):
+                raise ValueError("sequence training needs a causal extractor without profiles")
+            every, extracted = self.extractor.every_position(history, mask)
+            has_target = targets > 0
+            trained, targets = Extracted(every[has_target]), targets[has_target]
         else:
-            user = self.selector(
-                extracted.interests, self.item_embedding(targets), extracted.active
-            )
+            extracted = trained = self._interests(history, mask, users)
+        if self.fuse is not None:
+            user = self.fuse(trained)
+        else:
+            user = self.selector(trained.interests, self.item_embedding(targets), trained.active)
         loss = objective(user, targets, self.item_embedding.weight, generator)
         for _, weight, penalty in self.regularizers:
             loss = loss + weight * penalty(extracted, history, mask)

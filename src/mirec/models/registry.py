@@ -115,6 +115,12 @@ def build_model(
     else:
         user_profiles, dim = None, 0
         extractor = factory(config, maxlen)
+    if config.sequence_training and not getattr(extractor, "causal", False):
+        raise ConfigError(
+            "sequence_training scores every position of a window with the interests of its "
+            "own prefix, which needs a causal extractor: extractor=causal_transformer, or "
+            "self_attentive with encoder_layers > 0"
+        )
     selector = _lookup(SELECTORS, config.selector, "selector")(config)
     regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
     names = {name for name, _, _ in regularizers}

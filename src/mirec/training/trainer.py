@@ -1,8 +1,10 @@
 """Train a retrieval model with early stopping on validation Recall@50 (PROTOCOL.md section 6).
 
 Each epoch visits every training position of every training user once, in a random order
-(PROTOCOL.md section 3). After each epoch the model is evaluated on the validation users;
-the best state is written to ``model.safetensors`` and restored at the end.
+(PROTOCOL.md section 3): one position per example, or with ``sequence_training`` a window
+of positions per example, each scored from its own prefix. After each epoch the model is
+evaluated on the validation users; the best state is written to ``model.safetensors`` and
+restored at the end.
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mirec.config import Config
-from mirec.data.examples import gather_histories, training_item_counts, training_positions
+from mirec.data.examples import (
+    MIN_TARGET_POSITION,
+    gather_histories,
+    training_item_counts,
+    training_positions,
+    training_windows,
+)
 from mirec.data.prepare import PreparedData
 from mirec.errors import ConfigError
 from mirec.evaluation.evaluator import evaluate
@@ -40,7 +49,8 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_by: str = "max_epochs"
     negatives: int | None = None
-    """Negatives per example actually used (0: the whole catalogue; in-batch: B - 1)."""
+    """Negatives per example actually used (0: the whole catalogue; in-batch: B - 1, or
+    None with sequence training, where a batch's target count varies)."""
 
     @property
     def examples_per_second(self) -> float:
@@ -54,6 +64,10 @@ class TrainingExamples:
     Example j has the target ``items[ends[j]]`` and the history ``items[starts[j]:ends[j]]``
     (its last ``maxlen`` items); batches are gathered on the device, with no Python loop.
     ``users[j]`` is the example's user row, for models with user profiles (MIND's).
+
+    With ``windows`` (sequence training) example j is instead the window of targets
+    ``items[ends[j] - maxlen:ends[j]]`` (positions below 4 left out), each predicted from
+    the items before it in ``items[ends[j] - maxlen - 1:ends[j] - 1]``.
     """
 
     items: torch.Tensor
@@ -61,26 +75,43 @@ class TrainingExamples:
     ends: torch.Tensor
     maxlen: int
     users: torch.Tensor | None = None
+    windows: bool = False
+    n_targets: int = 0
+    """Training positions in all examples: one per example, or a window's targets."""
 
     @classmethod
-    def of(cls, data: PreparedData, device: torch.device) -> TrainingExamples:
-        rows, positions = training_positions(data.sequences, data.split.train)
-        starts = torch.from_numpy(data.sequences.offsets[rows]).to(device)
+    def of(
+        cls, data: PreparedData, device: torch.device, windows: bool = False
+    ) -> TrainingExamples:
+        seqs, maxlen = data.sequences, data.maxlen
+        per_user = np.maximum(seqs.lengths[data.split.train] - MIN_TARGET_POSITION, 0)
+        if windows:
+            rows, ends = training_windows(seqs, data.split.train, maxlen)
+        else:
+            rows, ends = training_positions(seqs, data.split.train)
+        starts = torch.from_numpy(seqs.offsets[rows]).to(device)
         return cls(
-            items=torch.from_numpy(data.sequences.items).to(device),
+            items=torch.from_numpy(seqs.items).to(device),
             starts=starts,
-            ends=starts + torch.from_numpy(positions).to(device),
-            maxlen=data.maxlen,
+            ends=starts + torch.from_numpy(ends).to(device),
+            maxlen=maxlen,
             users=torch.from_numpy(rows).to(device),
+            windows=windows,
+            n_targets=int(per_user.sum()),
         )
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(histories (B, maxlen), targets (B,)) of the examples ``index``."""
+        """(histories (B, maxlen), targets): (B,) next items, or with ``windows`` (B,
+        maxlen) next items aligned with the history columns, 0 where there is none."""
         starts, ends = self.starts[index], self.ends[index]
-        return gather_histories(self.items, starts, ends, self.maxlen), self.items[ends]
+        if not self.windows:
+            return gather_histories(self.items, starts, ends, self.maxlen), self.items[ends]
+        histories = gather_histories(self.items, starts, ends - 1, self.maxlen)
+        starts = starts + MIN_TARGET_POSITION
+        return histories, gather_histories(self.items, starts, ends, self.maxlen)
 
     def users_of(self, index: torch.Tensor) -> torch.Tensor:
         """(B,) user rows of the examples ``index`` (MIND's user-profile lookup)."""
@@ -221,11 +252,13 @@ def fit(
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    examples = TrainingExamples.of(data, device)
+    examples = TrainingExamples.of(data, device, windows=config.sequence_training)
     objective = build_objective(config, data, device)
     in_batch = config.negative_sampling == "in_batch"
     with_users = model.uses_user_rows
-    result.negatives = config.batch_size - 1 if in_batch else objective.num_negatives
+    result.negatives = objective.num_negatives
+    if in_batch:
+        result.negatives = None if config.sequence_training else config.batch_size - 1
     n_examples = len(examples)
     n_batches = math.ceil(n_examples / config.batch_size)
     best = BestCheckpoint(
@@ -257,7 +290,7 @@ def fit(
         line = f"recall@50 {valid['recall@50']:.4f}  ndcg@50 {valid['ndcg@50']:.4f}"
         loss = float(total_loss) / n_batches
         if best.finish_epoch(
-            result, epoch, seconds, n_examples, loss, valid, line if progress else None
+            result, epoch, seconds, examples.n_targets, loss, valid, line if progress else None
         ):
             break
     load_weights(model, weights)
