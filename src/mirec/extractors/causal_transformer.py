@@ -9,10 +9,11 @@ position attends only to itself, so no row of the attention is empty and no NaN 
 the gradients.
 
 :class:`SASRecExtractor` is the single-interest baseline (K = 1: the state of the most
-recent position). Trained with ``sequence_training`` it scores the next item at every position
-of a window in one pass, as the paper does; otherwise one position per example. The encoder
-also serves as the contextual layer under a multi-interest
-extractor (``encoder_layers`` > 0 in the self-attentive extractor).
+recent position). With ``sequence_training`` it scores the next item at every position of
+a window in one pass, as the paper trains (section III-E), though with mirec's softmax in
+place of its binary cross-entropy with one negative; otherwise one position per example.
+The encoder also serves as the contextual layer under a multi-interest extractor
+(``encoder_layers`` > 0 in the self-attentive extractor).
 """
 
 from __future__ import annotations
@@ -65,14 +66,13 @@ class SASRecExtractor(nn.Module):
     """SASRec as an extractor: one interest, the encoder state at the most recent item."""
 
     num_interests = 1
+    causal = True  # the state at position t reads positions <= t: every_position works
 
     def __init__(
         self, embedding_dim: int, maxlen: int, layers: int = 2, heads: int = 1, dropout: float = 0.2
     ) -> None:
         super().__init__()
         self.encoder = CausalTransformer(embedding_dim, maxlen, layers, heads, dropout)
-
-    causal = True
 
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
         # the last column is the most recent item, whose state has read the whole history
