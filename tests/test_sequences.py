@@ -123,7 +123,7 @@ def test_training_windows_hold_every_position_once_with_its_prefix():
     assert histories.tolist() == [s[7:10], s[4:7], s[1:4]]
     assert targets.tolist() == [s[8:11], s[5:8], [0, 0, s[4]]]  # position < 4: no target
     assert sorted(t for row in targets.tolist() for t in row if t) == sorted(s[4:])
-    # a user with no training position gets no window; one exactly a window long gets one
+    # 7 positions fill one window of 7 exactly, and one of 20 with room to spare
     assert training_windows(seqs, np.array([0]), maxlen=7)[1].tolist() == [11]
     assert training_windows(seqs, np.array([0]), maxlen=20)[1].tolist() == [11]
 

@@ -16,15 +16,21 @@ from mirec.data.sequences import Sequences
 MIN_TARGET_POSITION = 4
 
 
+def targets_per_user(seqs: Sequences, users: np.ndarray) -> np.ndarray:
+    """Training positions ``4 <= t < len(s)`` of each of ``users``."""
+    return np.maximum(seqs.lengths[users] - MIN_TARGET_POSITION, 0)
+
+
+def _index_in_block(sizes: np.ndarray) -> np.ndarray:
+    """0, 1, ..., sizes[0] - 1, 0, 1, ..., sizes[1] - 1, ...: each entry's index in its block."""
+    return np.arange(sizes.sum(), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
 def training_positions(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every (user row, position t) with ``4 <= t < len(s)`` of the given training users."""
-    lengths = seqs.lengths[users]
-    per_user = np.maximum(lengths - MIN_TARGET_POSITION, 0)
+    per_user = targets_per_user(seqs, users)
     rows = np.repeat(users, per_user)
-    # position t counts up from 4 within each user's block
-    block_start = np.repeat(np.cumsum(per_user) - per_user, per_user)
-    t = np.arange(per_user.sum(), dtype=np.int64) - block_start + MIN_TARGET_POSITION
-    return rows.astype(np.int64), t
+    return rows.astype(np.int64), _index_in_block(per_user) + MIN_TARGET_POSITION
 
 
 def training_windows(
@@ -34,13 +40,10 @@ def training_windows(
     ``[end - maxlen, end)``, cut to ``4 <= t < len(s)``, hold every training position of
     the given users exactly once. Windows are laid from each sequence's end backwards, so
     the last one of a user ends with their most recent item."""
-    lengths = seqs.lengths[users]
-    per_user = -(-np.maximum(lengths - MIN_TARGET_POSITION, 0) // maxlen)  # ceiling division
+    per_user = -(-targets_per_user(seqs, users) // maxlen)  # ceiling division
     rows = np.repeat(users, per_user)
-    index = np.arange(per_user.sum(), dtype=np.int64) - np.repeat(
-        np.cumsum(per_user) - per_user, per_user
-    )
-    return rows.astype(np.int64), np.repeat(lengths, per_user) - index * maxlen
+    ends = np.repeat(seqs.lengths[users], per_user) - _index_in_block(per_user) * maxlen
+    return rows.astype(np.int64), ends
 
 
 def training_item_counts(seqs: Sequences, users: np.ndarray) -> np.ndarray:
@@ -99,8 +102,7 @@ def evaluation_set(seqs: Sequences, users: np.ndarray, maxlen: int) -> Evaluatio
     # distinct targets per user, vectorised: sort (user, item) pairs and drop repeats
     n_tail = starts + lengths - cut
     owner = np.repeat(np.arange(len(users)), n_tail)
-    tail_index = np.arange(n_tail.sum()) - np.repeat(np.cumsum(n_tail) - n_tail, n_tail)
-    tail_items = seqs.items[np.repeat(cut, n_tail) + tail_index]
+    tail_items = seqs.items[np.repeat(cut, n_tail) + _index_in_block(n_tail)]
     order = np.lexsort((tail_items, owner))
     owner, tail_items = owner[order], tail_items[order]
     first = np.ones(len(owner), dtype=bool)

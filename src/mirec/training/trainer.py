@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -24,6 +23,7 @@ from mirec.config import Config
 from mirec.data.examples import (
     MIN_TARGET_POSITION,
     gather_histories,
+    targets_per_user,
     training_item_counts,
     training_positions,
     training_windows,
@@ -84,7 +84,6 @@ class TrainingExamples:
         cls, data: PreparedData, device: torch.device, windows: bool = False
     ) -> TrainingExamples:
         seqs, maxlen = data.sequences, data.maxlen
-        per_user = np.maximum(seqs.lengths[data.split.train] - MIN_TARGET_POSITION, 0)
         if windows:
             rows, ends = training_windows(seqs, data.split.train, maxlen)
         else:
@@ -97,7 +96,7 @@ class TrainingExamples:
             maxlen=maxlen,
             users=torch.from_numpy(rows).to(device),
             windows=windows,
-            n_targets=int(per_user.sum()),
+            n_targets=int(targets_per_user(seqs, data.split.train).sum()),
         )
 
     def __len__(self) -> int:
