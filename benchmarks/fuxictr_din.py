@@ -109,7 +109,7 @@ def train_one(
     if label == "fuxictr-din":
         model = FuxiCTRDIN(data, config.embedding_dim)
     else:
-        model = build_ctr_model(config, data)
+        model = build_ctr_model(config, data.sequences, data.maxlen)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = fit_ctr(model, data, config, Path(tmp), progress=False)

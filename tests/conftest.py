@@ -28,3 +28,18 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp.setenv("MIREC_CACHE_DIR", str(path))
     yield path
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def ml100k_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ComiRec-SA trained 2 epochs on ml-100k: a model folder for inspect and Recommender."""
+    from typer.testing import CliRunner
+
+    from mirec.cli.main import app
+
+    out = tmp_path_factory.mktemp("ml100k") / "sa"
+    args = ["train", "--dataset", "ml-100k", "--model", "comirec-sa", "--output-dir", str(out),
+            "--data-dir", str(shared_data), "--set", "max_epochs=2", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out

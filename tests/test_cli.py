@@ -115,8 +115,7 @@ def test_diagnose_prints_the_diagnostics(beauty_runs, shared_data, tmp_path):
     run = beauty_runs["root"] / "sa"
     out = tmp_path / "diagnosed"
     result = mirec(
-        "diagnose", "--checkpoint", str(run), "--output-dir", str(out),
-        "--data-dir", str(shared_data), "--quiet",
+        "diagnose", "--checkpoint", str(run), "--output-dir", str(out), "--quiet",
     )  # fmt: skip
     for name in ("collapse", "effective_interests", "purity", "nmi", "coverage@50",
                  "tail_recall@50", "diversity@50"):  # fmt: skip
@@ -127,7 +126,7 @@ def test_diagnose_prints_the_diagnostics(beauty_runs, shared_data, tmp_path):
 
 def test_evaluate_reproduces_the_checkpoint(beauty_runs, shared_data):
     run = beauty_runs["root"] / "sa"
-    mirec("evaluate", "--checkpoint", str(run), "--data-dir", str(shared_data), "--quiet")
+    mirec("evaluate", "--checkpoint", str(run), "--quiet")
     again = json.loads((run / "evaluation" / "metrics.json").read_text())
     trained = beauty_runs["comirec-sa"]
     for name, value in trained["test"].items():
@@ -140,16 +139,14 @@ def test_evaluate_changes_inference_settings_only(beauty_runs, shared_data, tmp_
     out = tmp_path / "adaptive"
     mirec(
         "evaluate", "--checkpoint", str(run), "--output-dir", str(out),
-        "--data-dir", str(shared_data), "--set", "adaptive_k=mass:0.2", "--quiet",
+        "--set", "adaptive_k=mass:0.2", "--quiet",
     )  # fmt: skip
     again = json.loads((out / "metrics.json").read_text())
     assert again["inference_settings"]["adaptive_k"] == "mass:0.2"
     counts = {int(k): v for k, v in again["interest_counts"].items()}
     assert sum(counts.values()) == again["n_test_users"]
     assert set(counts) <= {1, 2, 3, 4} and min(counts) < 4  # some users keep fewer than K
-    result = runner.invoke(
-        app, ["evaluate", "--checkpoint", str(run), "--set", "lr=0.1", "--data-dir", "x"]
-    )
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(run), "--set", "lr=0.1"])
     assert result.exit_code != 0
     assert "only inference-time settings" in str(result.exception) + result.output
 
@@ -240,7 +237,7 @@ def bad_input_cases(tmp: Path, shared: Path) -> list[tuple[list[str], str]]:
             ["train", "--dataset", str(sparse), "--format", "sequences", "--output-dir", out],
             "nothing is left",
         ),
-        (["evaluate", "--checkpoint", str(tmp / "nowhere")], "config.yaml"),
+        (["evaluate", "--checkpoint", str(tmp / "nowhere")], "no such model folder"),
         (["train", "--set", "lr=fast", "--output-dir", out], "lr"),
     ]
 

@@ -83,7 +83,7 @@ def test_every_ctr_model_gives_one_finite_logit_per_row(beauty, tmp_path, model)
     # din and dmin are CTR configs; the retrieval ones take the CTR head by setting
     config = load_config(model, overrides=["task=ctr", "aggregator=target"])
     ctr = prepare_ctr(beauty, 1, tmp_path)
-    net = build_ctr_model(config, ctr)
+    net = build_ctr_model(config, ctr.sequences, ctr.maxlen)
     histories = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
     candidates = torch.tensor([7, 9])
     logits = net(histories, candidates)

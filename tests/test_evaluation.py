@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from mirec.aggregators import ranking
 from mirec.aggregators.max_score import max_over_interests
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
-from mirec.evaluation import evaluator
 from mirec.evaluation.evaluator import evaluate
 from mirec.evaluation.metrics import category_diversity, collapse, ranking_metrics
 from mirec.extractors.base import Extracted
@@ -145,7 +145,7 @@ def test_user_chunks_do_not_change_results(monkeypatch):
         for _ in range(n_users)
     ]
     whole = evaluate(model, eval_set(targets))
-    monkeypatch.setattr(evaluator, "SCORE_BUDGET", 3 * n_items * 5)  # 5 users per chunk
+    monkeypatch.setattr(ranking, "SCORE_BUDGET", 3 * n_items * 5)  # 5 users per chunk
     chunked = evaluate(model, eval_set(targets))
     for name, value in whole.metrics.items():
         assert chunked.metrics[name] == pytest.approx(value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,20 +20,10 @@ GENRES = {"Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "
           "Thriller", "War", "Western", "unknown"}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def ml100k_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ml100k") / "sa"
-    args = ["train", "--dataset", "ml-100k", "--model", "comirec-sa", "--output-dir", str(out),
-            "--data-dir", str(shared_data), "--set", "max_epochs=2", "--quiet"]  # fmt: skip
-    result = runner.invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def test_inspect_names_interests_by_genre_and_lists_titles(ml100k_run, shared_data, tmp_path):
     plot = tmp_path / "map.png"
     args = ["inspect", "--checkpoint", str(ml100k_run), "--user", "1", "--top", "5",
-            "--data-dir", str(shared_data), "--plot", str(plot)]  # fmt: skip
+            "--plot", str(plot)]  # fmt: skip
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     # every history and recommendation line carries its movie's title, "Title (year)"
@@ -50,7 +39,7 @@ def test_inspect_names_interests_by_genre_and_lists_titles(ml100k_run, shared_da
 
 
 def test_every_history_item_lands_in_exactly_one_interest(ml100k_run, shared_data):
-    report = inspect_checkpoint(ml100k_run, user="1", top=3, data_dir=shared_data)
+    report = inspect_checkpoint(ml100k_run, user="1", top=3)
     seqs = load_sequences("ml-100k", data_dir=shared_data)
     user_row = int(np.searchsorted(seqs.user_ids, 1))
     expected = [str(seqs.item_ids[i - 1]) for i in seqs.sequence(user_row)[-50:]]
@@ -69,7 +58,7 @@ def test_every_history_item_lands_in_exactly_one_interest(ml100k_run, shared_dat
 
 def test_inspect_a_raw_item_list_as_json(ml100k_run, shared_data):
     args = ["inspect", "--checkpoint", str(ml100k_run), "--items", "50,172,181,1,2",
-            "--json", "--data-dir", str(shared_data)]  # fmt: skip
+            "--json"]  # fmt: skip
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -81,8 +70,8 @@ def test_unknown_user_and_items_are_clear_errors(ml100k_run, shared_data):
     from mirec.errors import ConfigError
 
     with pytest.raises(ConfigError, match="user '99999' is not in ml-100k"):
-        inspect_checkpoint(ml100k_run, user="99999", data_dir=shared_data)
+        inspect_checkpoint(ml100k_run, user="99999")
     with pytest.raises(ConfigError, match=r"2 item id.*not in the catalogue: 999999, abc"):
-        inspect_checkpoint(ml100k_run, items=["1", "999999", "abc"], data_dir=shared_data)
+        inspect_checkpoint(ml100k_run, items=["1", "999999", "abc"])
     with pytest.raises(ConfigError, match="either a user id or a list"):
-        inspect_checkpoint(ml100k_run, data_dir=shared_data)
+        inspect_checkpoint(ml100k_run)

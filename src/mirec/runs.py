@@ -1,8 +1,10 @@
 """One training or evaluation run, end to end: data, model, fit, test, ``metrics.json``.
 
-An output directory holds ``config.yaml`` (the resolved settings: training again from it
-repeats the run), ``model.safetensors`` (the best weights on validation) and
-``metrics.json`` (the figures, machine-readable).
+An output directory is a model folder (:mod:`mirec.models.folder`): ``config.yaml`` (the
+resolved settings: training again from it repeats the run), ``model.safetensors`` (the best
+weights on validation), ``model.json``, ``items.parquet`` and ``users.parquet`` (what loading
+and recommending need, with no dataset present), and ``metrics.json`` (the figures,
+machine-readable).
 """
 
 from __future__ import annotations
@@ -16,19 +18,24 @@ import yaml
 
 from mirec import __version__
 from mirec.atomic import write_json_atomic, write_text_atomic
-from mirec.config import Config, config_from_dict
+from mirec.config import Config
 from mirec.data.ctr_samples import prepare_ctr
 from mirec.data.examples import EvaluationSet, training_item_counts
-from mirec.data.prepare import PreparedData, cache_dir, prepare
+from mirec.data.prepare import PreparedData, cache_dir, prepare, split_sequences
 from mirec.data.synthetic import planted_interest_counts
 from mirec.errors import ConfigError
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
+from mirec.models.folder import (
+    CONFIG_FILE,
+    load_model,
+    write_folder_data,
+)
 from mirec.models.registry import build_ctr_model, build_model
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
-from mirec.training.trainer import WEIGHTS_FILE, FitResult, fit, load_weights, resolve_device
+from mirec.training.trainer import FitResult, fit, resolve_device
 
-CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.json"
+METRICS_FILE = "metrics.json"
 INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "device")
 """Settings ``mirec evaluate --set`` may change: they act at inference, not in training."""
 EVALUATION_DIR = "evaluation"
@@ -58,6 +65,8 @@ def train_run(
     # results of an earlier run in this folder must never pass for this one's
     (output_dir / METRICS_FILE).unlink(missing_ok=True)
     write_text_atomic(output_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    counts = training_item_counts(data.sequences, data.split.train)
+    write_folder_data(output_dir, config, data.sequences, counts, data.maxlen)
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
     if config.task == "ctr":
         return _train_ctr(config, data, output_dir, progress)
@@ -108,7 +117,7 @@ def _train_ctr(
 ) -> dict[str, Any]:
     """The CTR half of :func:`train_run`: stored evaluation rows, BCE training, AUC/GAUC."""
     ctr = prepare_ctr(data, config.ctr_negatives, cache_dir())
-    model = build_ctr_model(config, ctr)
+    model = build_ctr_model(config, ctr.sequences, ctr.maxlen)
     result = fit_ctr(model, ctr, config, output_dir, progress=progress)
     test = evaluate_ctr(model, ctr.test, RowBatches(ctr, resolve_device(config.device)))
     metrics = {
@@ -131,7 +140,6 @@ def evaluate_checkpoint(
     checkpoint: Path,
     output_dir: Path | None = None,
     *,
-    data_dir: Path | None = None,
     mask_history: bool = False,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
@@ -141,7 +149,7 @@ def evaluate_checkpoint(
     ``overrides`` changes inference-time settings only (``INFERENCE_SETTINGS``: adaptive K,
     the diversity-controllable aggregation, the device), so one trained model can be
     scored under several of them; the settings used are recorded in metrics.json."""
-    config, data, model = load_checkpoint(checkpoint, overrides, data_dir=data_dir)
+    config, data, model = load_checkpoint(checkpoint, overrides)
     device = resolve_device(config.device)
     settings = _retrieval_settings(config, data)
     # diagnostics are reported for the test users only, so only that pass measures them
@@ -202,32 +210,27 @@ def diagnostics_for(
 
 
 def load_checkpoint(
-    checkpoint: Path, overrides: dict[str, Any] | None = None, *, data_dir: Path | None = None
+    checkpoint: Path, overrides: dict[str, Any] | None = None
 ) -> tuple[Config, PreparedData, torch.nn.Module]:
-    """A trained run's config (with inference-time ``overrides``), its data and its best
-    weights, on the configured device in eval mode."""
-    config_path, weights = checkpoint / CONFIG_FILE, checkpoint / WEIGHTS_FILE
-    for needed in (config_path, weights):
-        if not needed.is_file():
-            raise ConfigError(f"{needed}: missing; is {checkpoint} the output of `mirec train`?")
-    stored = yaml.safe_load(config_path.read_text()) or {}
+    """A trained run's config (with inference-time ``overrides``), its data (the protocol's
+    split of the sequences stored in the model folder) and its best weights, on the
+    configured device in eval mode. No dataset is read."""
     changed = sorted(set(overrides or {}) - set(INFERENCE_SETTINGS))
     if changed:
         raise ConfigError(
             f"--set {changed[0]}: only inference-time settings can change at evaluation "
             f"({', '.join(INFERENCE_SETTINGS)}); retrain to change the others"
         )
-    config = config_from_dict({**stored, **(overrides or {})}, source=str(config_path))
-    if config.task != "retrieval":
+    loaded = load_model(checkpoint, overrides)
+    if loaded.config.task != "retrieval":
         raise ConfigError(
-            f"{checkpoint}: a {config.task} run; evaluate, diagnose and inspect read retrieval "
-            "checkpoints (a CTR run's test AUC, GAUC and LogLoss are in its metrics.json)"
+            f"{checkpoint}: a {loaded.config.task} run; evaluate, diagnose and inspect read "
+            "retrieval checkpoints (a CTR run's test AUC, GAUC and LogLoss are in its "
+            "metrics.json)"
         )
-    data = prepare_for(config, data_dir)
-    model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
-    load_weights(model, weights)
-    model.to(resolve_device(config.device)).eval()
-    return config, data, model
+    config, folder = loaded.config, loaded.data
+    data = split_sequences(config.dataset, folder.sequences, config.split_seed, folder.maxlen)
+    return config, data, loaded.model
 
 
 def _retrieval_settings(config: Config, data: PreparedData) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from mirec.aggregators.max_score import per_interest_scores
+
 
 def diverse_top_n(
     scores: torch.Tensor, categories: torch.Tensor, n: int, lam: float
@@ -42,15 +44,17 @@ def diverse_retrieve(
     n: int,
     lam: float,
     active: torch.Tensor | None = None,
+    blocked: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, K, d) interests, (N_items, d) items, (N_items,) categories -> (B, n) item rows.
 
     Candidates are the union of each (active) interest's top-n items, scored by the max
-    over (active) interests; repeats across interests are kept once.
+    over (active) interests; repeats across interests are kept once. ``blocked`` (B,
+    N_items) bool: items never to choose while others remain.
     """
-    per_interest = torch.einsum("bkd,nd->bkn", interests, items)
-    if active is not None:
-        per_interest = per_interest.masked_fill(~active.unsqueeze(-1), float("-inf"))
+    per_interest = per_interest_scores(interests, items, active)
+    if blocked is not None:
+        per_interest = per_interest.masked_fill(blocked.unsqueeze(1), float("-inf"))
     candidates = per_interest.topk(n, dim=2).indices.flatten(1)  # (B, K * n), with repeats
     if active is not None:
         # an inactive interest's slots repeat the first active interest's best item, which

@@ -9,11 +9,20 @@ from __future__ import annotations
 import torch
 
 
+def per_interest_scores(
+    interests: torch.Tensor, items: torch.Tensor, active: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, K, d) interests x items -> (B, K, N) scores <v_u^k, e_i>, -inf for an interest a
+    user does not have. ``items`` is the catalogue (N, d), or (B, N, d) items per user."""
+    equation = "bkd,nd->bkn" if items.dim() == 2 else "bkd,bnd->bkn"
+    scores = torch.einsum(equation, interests, items)
+    if active is not None:
+        scores = scores.masked_fill(~active.unsqueeze(-1), float("-inf"))
+    return scores
+
+
 def max_over_interests(
     interests: torch.Tensor, items: torch.Tensor, active: torch.Tensor | None = None
 ) -> torch.Tensor:
     """(B, K, d) interests x (N, d) items -> (B, N) scores, the max over (active) interests."""
-    scores = torch.einsum("bkd,nd->bkn", interests, items)
-    if active is not None:
-        scores = scores.masked_fill(~active.unsqueeze(-1), float("-inf"))
-    return scores.amax(dim=1)
+    return per_interest_scores(interests, items, active).amax(dim=1)

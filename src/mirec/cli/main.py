@@ -1,5 +1,5 @@
-"""The ``mirec`` command line: train, evaluate, diagnose, inspect, experiment, quickstart,
-datasets, download, models."""
+"""The ``mirec`` command line: train, evaluate, diagnose, inspect, recommend, experiment,
+quickstart, datasets, download, models."""
 
 from __future__ import annotations
 
@@ -104,10 +104,10 @@ def evaluate(
             help="Change an inference-time setting: adaptive_k, diversity_lambda or device.",
         ),
     ] = None,
-    data_dir: DataDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Evaluate a checkpoint's best weights on its validation and test users."""
+    """Evaluate a checkpoint's best weights on its validation and test users (the model
+    folder holds everything needed; no dataset is read)."""
     from mirec.config import parse_overrides
     from mirec.runs import EVALUATION_DIR, evaluate_checkpoint
 
@@ -115,7 +115,6 @@ def evaluate(
     metrics = evaluate_checkpoint(
         checkpoint,
         out,
-        data_dir=data_dir,
         mask_history=mask_history,
         overrides=parse_overrides(set_ or ()),
         progress=not quiet,
@@ -134,7 +133,6 @@ def diagnose(
         list[str] | None,
         typer.Option("--set", help="Change an inference-time setting, e.g. adaptive_k=mass:0.2."),
     ] = None,
-    data_dir: DataDir = None,
     quiet: Quiet = False,
 ) -> None:
     """Measure what the interests do on the test users: collapse, effective number, purity
@@ -147,7 +145,6 @@ def diagnose(
     metrics = evaluate_checkpoint(
         checkpoint,
         out,
-        data_dir=data_dir,
         overrides=parse_overrides(set_ or ()),
         progress=not quiet,
     )
@@ -182,7 +179,6 @@ def inspect(
     plot: Annotated[
         Path | None, typer.Option(help="Also draw the history and interests in 2-D (PNG).")
     ] = None,
-    data_dir: DataDir = None,
 ) -> None:
     """Show a user's history grouped by interest, each interest named by its categories,
     with its own recommendations."""
@@ -191,11 +187,50 @@ def inspect(
     from mirec.evaluation.inspection import inspect_checkpoint, plot_interest_map
 
     item_list = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
-    report = inspect_checkpoint(checkpoint, user=user, items=item_list, top=top, data_dir=data_dir)
+    report = inspect_checkpoint(checkpoint, user=user, items=item_list, top=top)
     typer.echo(json.dumps(report.to_json(), indent=2) if json_ else report.to_text())
     if plot is not None:
         plot_interest_map(report, plot)
         typer.echo(f"plot: {plot}", err=json_)
+
+
+@app.command()
+def recommend(
+    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    user: Annotated[str | None, typer.Option(help="A raw user id of the training log.")] = None,
+    items: Annotated[
+        str | None, typer.Option(help="Instead of a user: raw item ids, oldest first, a,b,c.")
+    ] = None,
+    n: Annotated[int, typer.Option("-n", help="How many items.")] = 10,
+    exclude_history: Annotated[
+        bool, typer.Option(help="Leave out the history's own items.")
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """What should this user see next? The top-n items for a known user's stored history or
+    for a list of item ids, each with its score and the interest that found it."""
+    import json
+
+    from mirec.recommender import Recommender
+
+    if (user is None) == (items is None):
+        raise MirecError("recommend: give either --user or --items")
+    rec = Recommender.load(checkpoint)
+    if user is not None:
+        recs = rec.recommend_user(user, n, exclude_history=exclude_history)
+    else:
+        history = [i.strip() for i in (items or "").split(",") if i.strip()]
+        recs = rec.recommend(history, n, exclude_history=exclude_history)
+    rows = [{"item": r.item, "score": r.score, "interest": r.interest} for r in recs]
+    if json_:
+        typer.echo(json.dumps({"items": rows, "unknown_items": recs.unknown_items}, indent=2))
+        return
+    if recs.unknown_items:
+        typer.echo(f"unknown items, left out: {', '.join(map(str, recs.unknown_items))}")
+    typer.echo(f"{'rank':>4}  {'item':<16}{'score':>10}  interest")
+    for i, r in enumerate(recs, 1):
+        interest = "popular" if r.interest is None else str(r.interest)
+        typer.echo(f"{i:>4}  {r.item!s:<16}{r.score:>10.4f}  {interest}")
 
 
 @app.command()
@@ -225,7 +260,7 @@ def experiment(
             failures += run_experiment(
                 spec, data_dir=data_dir, max_cells=max_cells, progress=not quiet, echo=typer.echo
             )
-        done, total = write_report(spec, f"mirec experiment {file}", data_dir=data_dir)
+        done, total = write_report(spec, f"mirec experiment {file}")
         typer.echo(f"report: {spec.report} ({done} of {total} cells finished)")
     if failures:
         for cell, message in failures:

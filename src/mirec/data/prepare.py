@@ -66,10 +66,14 @@ def prepare(
     seqs = load_sequences(
         dataset, data_dir=data_dir, format=format, columns=columns, sep=sep, use_cache=use_cache
     )
+    return split_sequences(dataset, seqs, split_seed, maxlen or default_maxlen(dataset, format))
+
+
+def split_sequences(name: str, seqs: Sequences, split_seed: int, maxlen: int) -> PreparedData:
+    """The protocol's split of ``seqs`` and its evaluation sets (PROTOCOL.md sections 2, 4)."""
     split = split_users(seqs.n_users, split_seed)
-    maxlen = maxlen or default_maxlen(dataset, format)
     return PreparedData(
-        name=dataset,
+        name=name,
         sequences=seqs,
         split=split,
         maxlen=maxlen,

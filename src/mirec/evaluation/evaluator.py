@@ -16,15 +16,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mirec.aggregators.diversity_greedy import diverse_retrieve
+from mirec.aggregators.ranking import blocked_items, top_n, users_per_chunk
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.metrics import CUTOFFS, category_diversity, collapse, ranking_metrics
 from mirec.extractors.base import Extracted
-
-# scores held at once: users x interests x items
-SCORE_BUDGET = 1 << 25
 
 
 class Retriever(Protocol):
@@ -119,7 +116,7 @@ def evaluate(
     if getattr(model, "uses_user_rows", False):  # MIND with user profiles looks them up by row
         users_all = torch.as_tensor(np.asarray(eval_set.users, dtype=np.int64))
     k = model.num_interests
-    batch = max(1, SCORE_BUDGET // (k * n_items))
+    batch = users_per_chunk(k, n_items)
     sums: dict[str, float] = {}
     collapse_sum, collapse_users = 0.0, 0
     active_counts = torch.zeros(k + 1, dtype=torch.long)
@@ -132,20 +129,16 @@ def evaluate(
         else:
             extracted = model.extract(histories, users_all[lo : lo + batch].to(device))
         b = histories.shape[0]
-        if diversity_lambda is None:
-            scores = model.score(extracted, items)
-            if mask_history:
-                rows = torch.arange(b, device=device).unsqueeze(1).expand_as(histories)
-                keep = histories > 0
-                scores[rows[keep], histories[keep] - 1] = float("-inf")
-            top = torch.topk(scores, depth, dim=1).indices + 1  # back to item indices
-        else:
-            # the greedy merge scores its own candidates: no full score matrix needed
-            query = model.retrieval_interests(extracted)
-            top = diverse_retrieve(
-                query.interests, items, item_category[1:], depth, diversity_lambda, query.active
-            )
-            top = top + 1
+        blocked = blocked_items(histories, n_items) if mask_history else None
+        top, _ = top_n(
+            model,
+            extracted,
+            items,
+            depth,
+            blocked=blocked,
+            item_category=item_category,
+            diversity_lambda=diversity_lambda,
+        )
         targets = _target_mask(eval_set, lo, b, n_items, device)
         hits = targets.gather(1, top)
         if diagnostics is not None:

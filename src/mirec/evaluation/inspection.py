@@ -23,9 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirec.aggregators.ranking import blocked_items, rank, top_n
 from mirec.data.sequences import Sequences
+from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError
 from mirec.extractors.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
+from mirec.models.folder import LoadedModel, load_model
 
 
 @dataclass(frozen=True)
@@ -106,31 +109,39 @@ def _label(row: ItemRow) -> str:
     return f"{row.item}" + (f"  {row.title}" if row.title else "")
 
 
-@torch.no_grad()
 def inspect_checkpoint(
     checkpoint: Path,
     *,
     user: str | None = None,
     items: list[str] | None = None,
     top: int = 10,
-    data_dir: Path | None = None,
 ) -> UserReport:
     """Explain the interests a trained run finds for ``user`` (a raw user id) or for the
-    history ``items`` (raw item ids, oldest first)."""
-    from mirec.runs import load_checkpoint
+    history ``items`` (raw item ids, oldest first); the model folder is all it reads."""
+    return inspect_model(load_model(checkpoint), user=user, items=items, top=top)
 
+
+@torch.no_grad()
+def inspect_model(
+    loaded: LoadedModel,
+    *,
+    user: str | None = None,
+    items: list[str] | None = None,
+    top: int = 10,
+) -> UserReport:
+    """:func:`inspect_checkpoint` for a model already in memory."""
     if (user is None) == (items is None):
         raise ConfigError("inspect: give either a user id or a list of item ids")
     if top < 1:
         raise ConfigError(f"inspect: top must be at least 1, got {top}")
-    config, data, model = load_checkpoint(checkpoint, data_dir=data_dir)
-    seqs = data.sequences
+    config, model, seqs = loaded.config, loaded.model, loaded.data.sequences
     row = None if user is None else _user_row(seqs, user, config.dataset)
     history = seqs.sequence(row) if row is not None else _item_indices(seqs, items or [])
-    history = history[-data.maxlen :]
-    if getattr(model, "uses_user_rows", False) and row is None:
+    history = history[-loaded.data.maxlen :]
+    if model.uses_user_rows and row is None:
         raise ConfigError("inspect: this model uses user profiles, so it needs --user")
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    item_vectors = model.item_vectors()
+    device = item_vectors.device
     histories = torch.as_tensor(history, dtype=torch.long, device=device).unsqueeze(0)
     users = None if row is None else torch.tensor([row], device=device)
     extracted = model.extract(histories, users)
@@ -147,71 +158,60 @@ def inspect_checkpoint(
     active = (
         np.ones(k, dtype=bool) if extracted.active is None else extracted.active[0].cpu().numpy()
     )
-    item_vectors = model.item_vectors()
-    seen = torch.as_tensor(history - 1, device=device)
+    seen = blocked_items(histories, len(item_vectors))
     interests = []
     for i in np.flatnonzero(active):
         members = np.flatnonzero(assignment == i)
         members = members[np.argsort(-weight[members], kind="stable")]
-        scores = extracted.interests[0, i].to(item_vectors.dtype) @ item_vectors.T
+        scores = extracted.interests[0, i : i + 1].to(item_vectors.dtype) @ item_vectors.T
         interests.append(
             InterestRow(
                 index=int(i),
                 share=float(mass[i]),
                 explanation=_explain(seqs, history[members]),
                 history=[_row(seqs, history[m], float(weight[m])) for m in members],
-                recommendations=_top(seqs, scores, seen, top),
+                recommendations=_top(seqs, *rank(scores, _depth(top, seen), seen)),
             )
         )
-    overall = model.score(extracted, item_vectors)[0]
+    overall = top_n(model, extracted, item_vectors, _depth(top, seen), blocked=seen)
     return UserReport(
         dataset=config.dataset,
         model=config.model,
         user=user,
         history=[str(seqs.item_ids[i - 1]) for i in history],
         interests=interests,
-        recommendations=_top(seqs, overall, seen, top),
+        recommendations=_top(seqs, *overall),
         interest_vectors=extracted.interests[0, torch.as_tensor(active)].cpu().numpy(),
         history_vectors=item_vectors[histories[0] - 1].cpu().numpy(),
         assignment=assignment,
     )
 
 
-def _positions(ids: np.ndarray, keys: list[str]) -> list[int | None]:
-    """Where each raw id (as typed) stands in the sorted id array ``ids``; None if absent."""
-    integer = np.issubdtype(ids.dtype, np.integer)
-    out: list[int | None] = []
-    for key in keys:
-        try:
-            value = int(key) if integer else key
-        except ValueError:
-            out.append(None)
-            continue
-        at = int(np.searchsorted(ids, value))
-        out.append(at if at < len(ids) and ids[at] == value else None)
-    return out
+def _depth(top: int, seen: torch.Tensor) -> int:
+    """``top``, or fewer when the history leaves fewer unseen items."""
+    return min(top, seen.shape[1] - int(seen.sum()))
 
 
 def _user_row(seqs: Sequences, user: str, dataset: str) -> int:
-    (row,) = _positions(seqs.user_ids, [user])
-    if row is None:
+    (row,) = Vocabulary(seqs.user_ids).rows([user])
+    if row < 0:
         raise ConfigError(
             f"inspect: user {user!r} is not in {dataset} (users with fewer than 5 "
             "interactions are filtered out, PROTOCOL.md section 1)"
         )
-    return row
+    return int(row)
 
 
 def _item_indices(seqs: Sequences, items: list[str]) -> np.ndarray:
-    found = _positions(seqs.item_ids, items)
-    unknown = [item for item, at in zip(items, found, strict=True) if at is None]
+    found = Vocabulary(seqs.item_ids).rows(items)
+    unknown = [item for item, at in zip(items, found, strict=True) if at < 0]
     if unknown:
         raise ConfigError(
             f"inspect: {len(unknown)} item id(s) not in the catalogue: {', '.join(unknown[:10])}"
         )
-    if not found:
+    if not len(found):
         raise ConfigError("inspect: the item list is empty")
-    return np.asarray([at + 1 for at in found if at is not None], dtype=np.int64)
+    return found + 1
 
 
 def _explain(seqs: Sequences, items: np.ndarray) -> list[tuple[str, float]]:
@@ -230,11 +230,9 @@ def _row(seqs: Sequences, index: int, weight: float) -> ItemRow:
     return ItemRow(str(seqs.item_ids[index - 1]), title, round(weight, 4))
 
 
-def _top(seqs: Sequences, scores: torch.Tensor, seen: torch.Tensor, n: int) -> list[ItemRow]:
-    scores = scores.to(torch.float64).clone()
-    scores[seen] = float("-inf")
-    best = torch.topk(scores, min(n, len(scores) - len(seen.unique()))).indices.tolist()
-    return [_row(seqs, i + 1, float(scores[i])) for i in best]
+def _top(seqs: Sequences, top: torch.Tensor, scores: torch.Tensor) -> list[ItemRow]:
+    """Rows of a ranked (1, n) list of item indices and their scores."""
+    return [_row(seqs, i, s) for i, s in zip(top[0].tolist(), scores[0].tolist(), strict=True)]
 
 
 def plot_interest_map(report: UserReport, path: Path) -> None:

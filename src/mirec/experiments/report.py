@@ -54,9 +54,7 @@ def finished(experiment: Experiment) -> list[tuple[Cell, dict[str, Any]]]:
     return [(c, m) for c in experiment.cells if (m := cell_metrics(c)) is not None]
 
 
-def write_report(
-    experiment: Experiment, command: str, *, data_dir: Path | None = None
-) -> tuple[int, int]:
+def write_report(experiment: Experiment, command: str) -> tuple[int, int]:
     """Write ``results.csv`` and the Markdown report; returns (finished, total) cells."""
     done = finished(experiment)
     out = io.StringIO()
@@ -67,7 +65,7 @@ def write_report(
     write_text_atomic(results_csv(experiment), out.getvalue())
     figures = draw_plots(experiment, done, figure_dir(experiment))
     if experiment.interest_map is not None:
-        figures += _interest_map(experiment, done, data_dir)
+        figures += _interest_map(experiment, done)
     # links relative to the report
     prefix = figure_dir(experiment).relative_to(experiment.report.parent)
     figures = [((prefix / name).as_posix(), note) for name, note in figures]
@@ -210,7 +208,7 @@ def _title(metric: str) -> str:
 
 
 def _interest_map(
-    experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]], data_dir: Path | None
+    experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]]
 ) -> list[tuple[str, str]]:
     """The experiment's ``interest_map``: one user's interests and history in 2-D, drawn from
     the first finished checkpoint of the named dataset and model."""
@@ -219,7 +217,7 @@ def _interest_map(
     spec = experiment.interest_map or {}
     for cell, _ in done:
         if cell.dataset == spec["dataset"] and cell.model == spec["model"]:
-            report = inspect_checkpoint(cell.checkpoint, user=str(spec["user"]), data_dir=data_dir)
+            report = inspect_checkpoint(cell.checkpoint, user=str(spec["user"]))
             name = f"interest-map-{cell.dataset}-{cell.model}-user-{spec['user']}.png"
             plot_interest_map(report, figure_dir(experiment) / name)
             return [(name, report.summary())]

@@ -143,7 +143,6 @@ def _run_cell(cell: Cell, data_dir: Path | None, progress: bool) -> dict[str, An
             return evaluate_checkpoint(
                 cell.checkpoint,
                 cell.run_dir,
-                data_dir=data_dir,
                 overrides=cell.inference_settings,
                 progress=progress,
             )

@@ -18,6 +18,7 @@ from mirec.extractors.base import Extracted
 
 class MostPopular(nn.Module):
     num_interests = 1
+    uses_user_rows = False
 
     def __init__(self, n_items: int) -> None:
         super().__init__()

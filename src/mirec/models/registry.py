@@ -18,7 +18,6 @@ from mirec.aggregators.max_score import max_over_interests
 from mirec.aggregators.mean_score import mean_over_interests
 from mirec.aggregators.representation import ConcatMLP, IntentionWeights, InterestAttention
 from mirec.config import Config
-from mirec.data.ctr_samples import CTRData
 from mirec.data.sequences import Sequences, UserProfiles
 from mirec.errors import ConfigError
 from mirec.extractors.adaptive_k import parse_adaptive_k
@@ -161,11 +160,10 @@ def build_model(
 CTR_AGGREGATORS = ("target", "max", "attention", "concat_mlp")
 
 
-def build_ctr_model(config: Config, data: CTRData) -> nn.Module:
+def build_ctr_model(config: Config, seqs: Sequences, maxlen: int) -> nn.Module:
     """The CTR model ``config`` describes (task=ctr): DIN, DMIN, the popularity baseline, or
     any retrieval extractor under a CTR head with a CTR aggregator; item categories and
-    behaviour types of the dataset become side features."""
-    seqs = data.sequences
+    behaviour types of the dataset ``seqs`` become side features."""
     if config.extractor == "popularity":
         return PopularityCTR(seqs.n_items)
     if config.user_features:
@@ -178,7 +176,7 @@ def build_ctr_model(config: Config, data: CTRData) -> nn.Module:
             encoder,
             config.embedding_dim,
             config.num_interests,
-            data.maxlen,
+            maxlen,
             dropout=config.dropout,
             aux_weight=config.aux_loss_weight,
         )
@@ -190,7 +188,7 @@ def build_ctr_model(config: Config, data: CTRData) -> nn.Module:
             )
     else:
         extractor = _lookup(EXTRACTORS, config.extractor, "extractor", CTR_EXTRACTORS)(
-            config, data.maxlen
+            config, maxlen
         )
     if config.aggregator not in CTR_AGGREGATORS:
         raise ConfigError(

@@ -1,0 +1,304 @@
+"""A model folder that stands alone: everything needed to load a trained model and recommend,
+with no dataset and no data directory present.
+
+``mirec train`` writes, beside ``config.yaml`` and ``metrics.json``:
+
+* ``model.safetensors``: the weights (never a pickle);
+* ``model.json``: the format version, the run's identity (task, model, dataset, maxlen,
+  split seed), the raw id types, and the vocabularies of categories, behaviour types and
+  user-profile features;
+* ``items.parquet``: one row per item index 1..N in order: the raw ``item`` id (the source
+  log's type), its training ``count`` (popularity: MostPopular, tail statistics, the
+  cold-start fallback), and where the dataset has them its ``title`` and ``categories``
+  (codes into ``model.json``'s category names);
+* ``users.parquet``: one row per user of the filtered log, in the protocol's order: the raw
+  ``user`` id, the whole chronological ``items`` sequence (item indices), and MIND's
+  ``profile`` codes where the dataset has user features.
+
+From these the filtered :class:`~mirec.data.sequences.Sequences` of the run are rebuilt
+exactly, so a known user is served from their stored history and a run can be re-evaluated
+on the protocol's split without the source log. Loading reads JSON, YAML (safe), Parquet
+and safetensors: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mirec import __version__
+from mirec.atomic import write_json_atomic
+from mirec.config import Config, config_from_dict
+from mirec.data.sequences import Sequences
+from mirec.errors import ConfigError
+
+CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE = "config.yaml", "model.safetensors", "model.json"
+ITEMS_FILE, USERS_FILE = "items.parquet", "users.parquet"
+FORMAT, FORMAT_VERSION = "mirec-model", 1
+FOLDER_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE, ITEMS_FILE, USERS_FILE)
+"""What a model folder must hold; ``metrics.json`` travels with it when present."""
+
+
+@dataclass(frozen=True)
+class FolderData:
+    """What a model folder says about its data: the run's sequences, the training
+    popularity of each item, and the identity recorded in ``model.json``."""
+
+    sequences: Sequences
+    item_counts: np.ndarray
+    """(N + 1,) training interactions per item index; index 0 (padding) is 0."""
+    meta: dict[str, Any]
+
+    @property
+    def maxlen(self) -> int:
+        return int(self.meta["maxlen"])
+
+
+def write_folder_data(
+    folder: Path, config: Config, sequences: Sequences, item_counts: np.ndarray, maxlen: int
+) -> None:
+    """Write ``model.json``, ``items.parquet`` and ``users.parquet`` of a run into ``folder``."""
+    seqs = sequences
+    items: dict[str, Any] = {
+        "item": pa.array(seqs.item_ids),
+        "count": pa.array(np.asarray(item_counts[1:], dtype=np.int64)),
+    }
+    if seqs.item_titles is not None:
+        items["title"] = pa.array(seqs.item_titles.astype(str))
+    if seqs.item_category_offsets is not None and seqs.item_category_codes is not None:
+        items["categories"] = _lists(seqs.item_category_offsets, seqs.item_category_codes)
+    users: dict[str, Any] = {
+        "user": pa.array(seqs.user_ids),
+        "items": _lists(seqs.offsets, seqs.items),
+    }
+    features = None
+    if seqs.user_feature_codes is not None:
+        width = seqs.user_feature_codes.shape[1]
+        users["profile"] = _lists(
+            np.arange(0, width * seqs.n_users + 1, width), seqs.user_feature_codes.reshape(-1)
+        )
+        features = {
+            "names": _strings(seqs.user_feature_names),
+            "cardinalities": [int(c) for c in seqs.user_feature_cardinalities],
+            "values": _strings(seqs.user_feature_values),
+        }
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mirec_version": __version__,
+        "task": config.task,
+        "model": config.model,
+        "dataset": config.dataset,
+        "maxlen": maxlen,
+        "split_seed": config.split_seed,
+        "n_items": seqs.n_items,
+        "n_users": seqs.n_users,
+        "n_interactions": seqs.n_interactions,
+        "item_id_type": _id_type(seqs.item_ids),
+        "user_id_type": _id_type(seqs.user_ids),
+        "category_names": _strings(seqs.category_names),
+        "behavior_names": _strings(seqs.behavior_names),
+        "user_features": features,
+    }
+    _write_parquet(folder / ITEMS_FILE, pa.table(items))
+    _write_parquet(folder / USERS_FILE, pa.table(users))
+    write_json_atomic(folder / MODEL_FILE, meta)
+
+
+def read_folder_data(folder: Path) -> FolderData:
+    """The sequences, item popularity and ``model.json`` of a model folder."""
+    meta = read_meta(folder)
+    items = _read_parquet(folder / ITEMS_FILE)
+    users = _read_parquet(folder / USERS_FILE)
+    try:
+        offsets, flat = _flat(users.column("items"))
+        item_ids = _ids(items.column("item"), meta["item_id_type"])
+        fields: dict[str, Any] = {
+            "user_ids": _ids(users.column("user"), meta["user_id_type"]),
+            "offsets": offsets,
+            "items": flat,
+            "item_ids": item_ids,
+        }
+        if "title" in items.column_names:
+            fields["item_titles"] = np.asarray(items.column("title").to_pylist(), dtype=str)
+        if "categories" in items.column_names:
+            offsets, codes = _flat(items.column("categories"))
+            fields["item_category_offsets"], fields["item_category_codes"] = offsets, codes
+            fields["category_names"] = np.asarray(meta["category_names"], dtype=str)
+        if meta.get("behavior_names") is not None:
+            fields["behavior_names"] = np.asarray(meta["behavior_names"], dtype=str)
+        features = meta.get("user_features")
+        if features is not None:
+            _, codes = _flat(users.column("profile"))
+            fields["user_feature_codes"] = codes.reshape(len(fields["user_ids"]), -1)
+            fields["user_feature_names"] = np.asarray(features["names"], dtype=str)
+            fields["user_feature_cardinalities"] = np.asarray(
+                features["cardinalities"], dtype=np.int64
+            )
+            fields["user_feature_values"] = np.asarray(features["values"], dtype=str)
+        counts = np.concatenate([[0], items.column("count").to_numpy()]).astype(np.int64)
+    except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
+        raise ConfigError(
+            f"{folder}: the model folder's tables do not fit together: {err}"
+        ) from err
+    seqs = Sequences(**fields)
+    if seqs.n_items != meta["n_items"] or seqs.n_users != meta["n_users"]:
+        raise ConfigError(
+            f"{folder / MODEL_FILE}: says {meta['n_items']} items and {meta['n_users']} users, "
+            f"but the tables hold {seqs.n_items} and {seqs.n_users}"
+        )
+    if len(seqs.items) and (seqs.items.min() < 1 or seqs.items.max() > seqs.n_items):
+        raise ConfigError(f"{folder / USERS_FILE}: item indices outside 1..{seqs.n_items}")
+    return FolderData(seqs, counts, meta)
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """``model.json`` of ``folder``, checked; a folder written before model folders stood
+    alone gets an error that says how to re-create it."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such model folder")
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        if (folder / CONFIG_FILE).is_file():
+            raise ConfigError(
+                f"{folder}: no {MODEL_FILE}: this run was written before mirec 0.2, whose model "
+                "folders load without their dataset; re-create it with `mirec train --config "
+                f"{folder / CONFIG_FILE} --output-dir {folder} --data-dir DATA`"
+            )
+        raise ConfigError(f"{folder}: not a model folder (no {MODEL_FILE}); is it the output "
+                          "of `mirec train`?")  # fmt: skip
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not a mirec model description")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(
+            f"{path}: model folder format {meta.get('format_version')!r}; this mirec reads "
+            f"format {FORMAT_VERSION} (re-create the folder with this version's `mirec train`)"
+        )
+    return meta
+
+
+def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> Config:
+    """The run's resolved config, with ``overrides`` on top."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; is {folder} the output of `mirec train`?")
+    try:
+        stored = yaml.safe_load(path.read_text()) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not a valid YAML file of settings") from err
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(stored).__name__}")
+    return config_from_dict({**stored, **(overrides or {})}, source=str(path))
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write the state dict as safetensors, atomically (temp file, then rename)."""
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights into ``model``; a missing, corrupt or mismatched file is a
+    ConfigError naming it."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; is {path.parent} the output of `mirec train`?")
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ConfigError(f"{path}: not a readable safetensors file ({err})") from err
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(
+            f"{path}: the weights do not fit the model of config.yaml: {first}"
+        ) from err
+
+
+def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
+    return pa.ListArray.from_arrays(
+        pa.array(np.asarray(offsets, dtype=np.int32)), pa.array(np.asarray(values, dtype=np.int32))
+    )
+
+
+def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A list column -> (int64 CSR offsets, int64 values)."""
+    lists = column.combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    values = lists.values.to_numpy().astype(np.int64)
+    return offsets - offsets[0], values[offsets[0] : offsets[-1]]
+
+
+def _ids(column: pa.ChunkedArray, kind: str) -> np.ndarray:
+    if kind == "int":
+        return column.to_numpy().astype(np.int64)
+    return np.asarray(column.to_pylist(), dtype=str)
+
+
+def _id_type(ids: np.ndarray) -> str:
+    return "int" if np.issubdtype(ids.dtype, np.integer) else "str"
+
+
+def _strings(values: np.ndarray | None) -> list[str] | None:
+    return None if values is None else [str(v) for v in values]
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; the model folder is incomplete")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise ConfigError(f"{path}: not a readable Parquet file ({err})") from err
+
+
+@dataclass
+class LoadedModel:
+    """A model folder in memory: its config, data and the model with its best weights."""
+
+    config: Config
+    data: FolderData
+    model: torch.nn.Module
+
+
+def load_model(
+    folder: Path, overrides: dict[str, Any] | None = None, device: torch.device | None = None
+) -> LoadedModel:
+    """Build the model of ``folder`` (retrieval or CTR) and load its weights, in eval mode
+    on ``device`` (the config's by default); ``overrides`` change settings before the
+    model is built."""
+    from mirec.models.registry import build_ctr_model, build_model
+    from mirec.training.trainer import resolve_device
+
+    data = read_folder_data(folder)
+    config = read_config(folder, overrides)
+    seqs = data.sequences
+    if config.task == "ctr":
+        model = build_ctr_model(config, seqs, data.maxlen)
+    else:
+        model = build_model(config, seqs.n_items, data.maxlen, seqs.user_profiles())
+    load_weights(model, folder / WEIGHTS_FILE)
+    model.to(device or resolve_device(config.device)).eval()
+    return LoadedModel(config, data, model)

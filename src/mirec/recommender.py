@@ -1,0 +1,474 @@
+"""The public API: a trained model you load and ask "what next for this history?".
+
+    from mirec import Recommender
+    rec = Recommender.load("runs/beauty")        # a `mirec train` output; no dataset needed
+    recs = rec.recommend(history, n=50)          # raw item ids, oldest first
+    recs[0].item, recs[0].score, recs[0].interest
+
+Histories are raw item ids as in the source log, oldest first; the model reads the most
+recent ``maxlen`` of them. Every list comes from the one ranking path of the evaluator
+(:mod:`mirec.aggregators.ranking`), so a protocol test history gets exactly the evaluator's
+list. Items the catalogue does not know are dropped and reported in ``unknown_items``
+(``on_unknown="error"`` refuses them instead); a history with no known item gets the most
+popular items of the training users, each with ``interest=None``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from mirec.aggregators.ranking import best_interest, rank, top_n, users_per_chunk
+from mirec.atomic import write_json_atomic, write_text_atomic
+from mirec.config import Config, load_config
+from mirec.data.vocabulary import Vocabulary
+from mirec.errors import ConfigError, MirecError
+from mirec.models.folder import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    LoadedModel,
+    load_model,
+    save_weights,
+    write_folder_data,
+)
+from mirec.models.most_popular import MostPopular
+from mirec.runs import INFERENCE_SETTINGS, METRICS_FILE, train_run
+
+_MODEL_SETTING: Any = object()
+"""Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
+ON_UNKNOWN = ("ignore", "error")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item: int | str
+    """The raw item id, in the source log's type."""
+    score: float
+    """The model's score (for the popularity fallback: the item's training count)."""
+    interest: int | None
+    """Which of the user's interests scores the item highest; None for the popularity
+    fallback of a history with no known item."""
+
+
+class Recommendations(list):
+    """A ranked list of :class:`Recommendation`, best first, with the history's ids that the
+    catalogue does not know in ``unknown_items``."""
+
+    def __init__(self, items: Iterable[Recommendation] = (), unknown_items: Sequence = ()):
+        super().__init__(items)
+        self.unknown_items = list(unknown_items)
+
+
+class Recommender:
+    """A trained retrieval model with its item and user vocabularies."""
+
+    def __init__(self, loaded: LoadedModel, metrics: dict[str, Any] | None = None) -> None:
+        self.config: Config = loaded.config
+        self.model = loaded.model
+        self.metrics = metrics
+        """The run's ``metrics.json``, when the folder has one."""
+        self._data = loaded.data
+        seqs = loaded.data.sequences
+        self._items = Vocabulary(seqs.item_ids)
+        self._users = Vocabulary(seqs.user_ids)
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        self.device = tensors[0].device if tensors else torch.device("cpu")
+        self._popular = MostPopular(seqs.n_items).fit(loaded.data.item_counts).to(self.device)
+        category = seqs.primary_category()
+        self._category = None if category is None else torch.from_numpy(category).to(self.device)
+
+    # -- loading, training, saving ------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None, **settings: Any) -> Recommender:
+        """Load a model folder written by ``mirec train`` (or :meth:`save`). ``settings``
+        change inference-time settings only (``adaptive_k``, ``diversity_lambda``); ``device``
+        defaults to the run's (``auto``: CUDA when present)."""
+        changed = sorted(set(settings) - set(INFERENCE_SETTINGS))
+        if changed:
+            raise ConfigError(
+                f"Recommender.load: {changed[0]} is not an inference-time setting "
+                f"({', '.join(INFERENCE_SETTINGS)}); retrain to change it"
+            )
+        folder = Path(path)
+        overrides = {**settings, **({} if device is None else {"device": device})}
+        loaded = load_model(folder, overrides)
+        return cls(loaded, _read_metrics(folder / METRICS_FILE))
+
+    @classmethod
+    def train(
+        cls,
+        *,
+        output_dir: str | Path,
+        dataset: str | None = None,
+        model: str | None = None,
+        data_dir: str | Path | None = None,
+        progress: bool = True,
+        **settings: Any,
+    ) -> Recommender:
+        """Train a published config (``mirec models``) on ``dataset`` with ``settings``
+        (any field of :class:`~mirec.config.Config`), as ``mirec train`` does: the best
+        weights on validation Recall@50 are tested and the run folder is written to
+        ``output_dir``; returns the loaded model."""
+        config = load_config(model, fixed=settings, dataset=dataset)
+        out = Path(output_dir)
+        train_run(
+            config, out, data_dir=None if data_dir is None else Path(data_dir), progress=progress
+        )
+        return cls.load(out)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write this model as a self-contained folder at ``path`` (whole or not at all);
+        an existing non-empty folder is replaced only with ``overwrite``."""
+        target = Path(path)
+        empty = target.is_dir() and not any(target.iterdir())
+        if target.exists() and not empty and not overwrite:
+            raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            data = self._data
+            config_text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+            write_text_atomic(staging / CONFIG_FILE, config_text)
+            save_weights(self.model, staging / WEIGHTS_FILE)
+            write_folder_data(staging, self.config, data.sequences, data.item_counts, data.maxlen)
+            if self.metrics is not None:
+                write_json_atomic(staging / METRICS_FILE, self.metrics)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    # -- what the model knows ---------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.config.model
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset
+
+    @property
+    def maxlen(self) -> int:
+        return self._data.maxlen
+
+    @property
+    def num_interests(self) -> int:
+        return int(self.model.num_interests)
+
+    @property
+    def n_items(self) -> int:
+        return len(self._items)
+
+    @property
+    def item_ids(self) -> list[int | str]:
+        """Raw item ids, in the order of :meth:`item_embeddings`' rows."""
+        return self._items.ids.tolist()
+
+    @property
+    def user_ids(self) -> list[int | str]:
+        """Raw ids of the users of the training log (all splits), served by
+        :meth:`recommend_user`."""
+        return self._users.ids.tolist()
+
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, d) float32 item vectors, row j for ``item_ids[j]``."""
+        self._check_task("retrieval", "its items are encoded with their categories")
+        if isinstance(self.model, MostPopular):
+            raise MirecError("the popularity baseline has no item embeddings")
+        return self.model.item_vectors().detach().float().cpu().numpy()
+
+    def history_of(self, user: int | str) -> list[int | str]:
+        """A known user's stored history (raw item ids, oldest first)."""
+        row = self._user_row(user)
+        return [self._items.id_of(i - 1) for i in self._data.sequences.sequence(row)]
+
+    # -- asking ---------------------------------------------------------------------
+
+    def recommend(
+        self,
+        history: Sequence[int | str],
+        n: int = 50,
+        *,
+        exclude: Iterable[int | str] = (),
+        exclude_history: bool = False,
+        diversity_lambda: float | None = _MODEL_SETTING,
+        on_unknown: str = "ignore",
+    ) -> Recommendations:
+        """The top-``n`` items for ``history`` (raw item ids, oldest first), best first.
+
+        ``exclude``: items never to return; ``exclude_history``: leave out the history's
+        own items (PROTOCOL.md scores them, so the default keeps them); ``diversity_lambda``:
+        ComiRec's diversity-controllable list (needs item categories; default: the model's
+        setting). Unknown ids are dropped and listed in ``unknown_items``, or refused with
+        ``on_unknown="error"``."""
+        return self.recommend_batch(
+            [history],
+            n,
+            exclude=exclude,
+            exclude_history=exclude_history,
+            diversity_lambda=diversity_lambda,
+            on_unknown=on_unknown,
+        )[0]
+
+    def recommend_batch(
+        self,
+        histories: Sequence[Sequence[int | str]],
+        n: int = 50,
+        *,
+        exclude: Iterable[int | str] = (),
+        exclude_history: bool = False,
+        diversity_lambda: float | None = _MODEL_SETTING,
+        on_unknown: str = "ignore",
+    ) -> list[Recommendations]:
+        """:meth:`recommend` for each history, in one batched pass (the same lists)."""
+        if not isinstance(histories, Sequence) or isinstance(histories, str | bytes):
+            raise MirecError(
+                f"histories must be a list of histories, got {type(histories).__name__}"
+            )
+        looked_up = [self._lookup(history, on_unknown) for history in histories]
+        rows = [indices for indices, _ in looked_up]
+        unknown = [ids for _, ids in looked_up]
+        return self._recommend(rows, unknown, None, n, exclude, exclude_history, diversity_lambda)
+
+    def recommend_user(
+        self,
+        user: int | str,
+        n: int = 50,
+        *,
+        exclude: Iterable[int | str] = (),
+        exclude_history: bool = False,
+        diversity_lambda: float | None = _MODEL_SETTING,
+    ) -> Recommendations:
+        """:meth:`recommend` for a user of the training log, from their stored history (and,
+        for MIND with user features, their profile)."""
+        row = self._user_row(user)
+        history = self._data.sequences.sequence(row)
+        users = np.asarray([row])
+        lists = self._recommend(
+            [history], [[]], users, n, exclude, exclude_history, diversity_lambda
+        )
+        return lists[0]
+
+    def interests(self, history: Sequence[int | str]) -> np.ndarray:
+        """(K'_u, d) the active interest vectors of ``history``."""
+        indices, _ = self._lookup(history, "ignore")
+        if len(indices) == 0:
+            raise MirecError("interests: no item of the history is in the catalogue")
+        extracted = self._extract(self._padded([indices]), None)
+        interests = extracted.interests[0]
+        if extracted.active is not None:
+            interests = interests[extracted.active[0]]
+        return interests.detach().float().cpu().numpy()
+
+    def similar_items(self, item: int | str, n: int = 10) -> Recommendations:
+        """The ``n`` items whose embeddings are closest to ``item``'s by cosine, the item
+        itself left out; ``interest`` is None."""
+        (row,) = self._items.rows([item])
+        if row < 0:
+            raise MirecError(f"item {item!r} is not in the catalogue")
+        self._check_n(n, self.n_items - 1)
+        vectors = torch.nn.functional.normalize(torch.from_numpy(self.item_embeddings()), dim=1)
+        scores = (vectors[row] @ vectors.T).unsqueeze(0)
+        blocked = torch.zeros_like(scores, dtype=torch.bool)
+        blocked[0, row] = True
+        top, values = rank(scores, n, blocked)
+        return Recommendations(
+            Recommendation(self._items.id_of(int(i) - 1), float(v), None)
+            for i, v in zip(top[0].tolist(), values[0].tolist(), strict=True)
+        )
+
+    @torch.no_grad()
+    def score(self, history: Sequence[int | str], candidates: Sequence[int | str]) -> np.ndarray:
+        """A CTR model's click probability of each of ``candidates`` (raw item ids) after
+        ``history``; unknown history items are dropped, unknown candidates refused."""
+        self._check_task("ctr", "recommend(history) gives the top-n items")
+        indices, _ = self._lookup(history, "ignore")
+        wanted, unknown = self._lookup(candidates, "ignore")
+        if unknown:
+            shown = ", ".join(repr(v) for v in unknown[:10])
+            raise MirecError(f"{len(unknown)} candidate id(s) not in the catalogue: {shown}")
+        histories = self._padded([indices]).expand(len(wanted), -1)
+        logits = self.model(histories, torch.from_numpy(wanted).to(self.device))
+        return torch.sigmoid(logits.double()).cpu().numpy()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _check_task(self, task: str, instead: str) -> None:
+        if self.config.task != task:
+            raise MirecError(f"{self.name} is a {self.config.task} model: {instead}")
+
+    def _user_row(self, user: int | str) -> int:
+        (row,) = self._users.rows([user])
+        if row < 0:
+            raise MirecError(
+                f"user {user!r} is not in {self.dataset} (users with fewer than 5 interactions "
+                "are filtered out, PROTOCOL.md section 1)"
+            )
+        return int(row)
+
+    def _lookup(self, history: Any, on_unknown: str) -> tuple[np.ndarray, list]:
+        """Raw ids -> item indices of the known ones, and the unknown ids."""
+        if on_unknown not in ON_UNKNOWN:
+            raise MirecError(f"on_unknown={on_unknown!r}: expected one of {', '.join(ON_UNKNOWN)}")
+        if isinstance(history, str | bytes | dict) or not isinstance(
+            history, Sequence | np.ndarray
+        ):
+            raise MirecError(
+                "a history must be a list of raw item ids, oldest first; got "
+                f"{type(history).__name__}"
+            )
+        history = list(history)
+        rows = self._items.rows(history)
+        unknown = [value for value, row in zip(history, rows, strict=True) if row < 0]
+        if unknown and on_unknown == "error":
+            shown = ", ".join(repr(v) for v in unknown[:10])
+            raise MirecError(f"{len(unknown)} item id(s) not in the catalogue: {shown}")
+        return rows[rows >= 0] + 1, unknown
+
+    def _check_n(self, n: Any, most: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= most:
+            raise MirecError(f"n={n!r}: expected an integer from 1 to {most} (the catalogue)")
+
+    def _padded(self, rows: list[np.ndarray]) -> torch.Tensor:
+        """Histories of item indices -> (B, maxlen), the most recent items, left-padded."""
+        out = torch.zeros(len(rows), self.maxlen, dtype=torch.long)
+        for b, indices in enumerate(rows):
+            recent = indices[-self.maxlen :]
+            if len(recent):
+                out[b, -len(recent) :] = torch.from_numpy(np.asarray(recent, dtype=np.int64))
+        return out.to(self.device)
+
+    @torch.no_grad()
+    def _extract(self, histories: torch.Tensor, users: torch.Tensor | None):
+        if self.model.uses_user_rows:
+            if users is None:
+                raise MirecError(
+                    "this model uses user profiles (MIND with user_features): ask for a user "
+                    "of the training log with recommend_user"
+                )
+            return self.model.extract(histories, users)
+        return self.model.extract(histories)
+
+    @torch.no_grad()
+    def _recommend(
+        self,
+        rows: list[np.ndarray],
+        unknown: list[list],
+        users: np.ndarray | None,
+        n: int,
+        exclude: Iterable[int | str],
+        exclude_history: bool,
+        diversity_lambda: float | None,
+    ) -> list[Recommendations]:
+        self._check_n(n, self.n_items)
+        self._check_task("retrieval", "score(history, candidates) gives click probabilities")
+        if diversity_lambda is _MODEL_SETTING:
+            diversity_lambda = self.config.diversity_lambda
+        if diversity_lambda is not None and self._category is None:
+            raise MirecError("diversity_lambda needs item categories, and this model's have none")
+        if isinstance(exclude, str | bytes):
+            raise MirecError("exclude must be a list of raw item ids")
+        excluded = self._items.rows(list(exclude))
+        excluded = torch.from_numpy(excluded[excluded >= 0]).to(self.device)
+        out: list[Recommendations] = []
+        chunk = users_per_chunk(self.num_interests, self.n_items)
+        for lo in range(0, len(rows), chunk):
+            part = rows[lo : lo + chunk]
+            blocked = torch.zeros(len(part), self.n_items, dtype=torch.bool, device=self.device)
+            blocked[:, excluded] = True
+            if exclude_history:
+                for b, indices in enumerate(part):
+                    blocked[b, torch.from_numpy(np.asarray(indices, dtype=np.int64)) - 1] = True
+            top, scores, interest = self._top(part, users, lo, n, blocked, diversity_lambda)
+            cold = torch.as_tensor([len(r) == 0 for r in part], device=self.device)
+            if cold.any():
+                fallback, counts = self._popular_top(int(cold.sum()), n, blocked[cold])
+                top[cold], scores[cold] = fallback, counts.to(scores.dtype)
+            for b in range(len(part)):
+                which = None if interest is None or cold[b] else interest[b]
+                out.append(self._listed(top[b], scores[b], which, unknown[lo + b]))
+        return out
+
+    def _popular_top(
+        self, users: int, n: int, blocked: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The most popular items among the training users (MostPopular's ranking), with
+        their training counts as scores."""
+        popular = self._popular
+        histories = torch.zeros(users, 1, dtype=torch.long, device=self.device)
+        top, scores = top_n(
+            popular, popular.extract(histories), popular.item_vectors(), n, blocked=blocked
+        )
+        return top, scores.floor()  # the score is the count plus a tie-break below 1
+
+    def _top(
+        self,
+        part: list[np.ndarray],
+        users: np.ndarray | None,
+        lo: int,
+        n: int,
+        blocked: torch.Tensor,
+        diversity_lambda: float | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The model's top-n of a chunk of histories, and the interest behind each item
+        (None for the popularity baseline)."""
+        histories = self._padded(part)
+        rows = None
+        if users is not None:
+            rows = torch.from_numpy(users[lo : lo + len(part)]).to(self.device)
+        extracted = self._extract(histories, rows)
+        items = self.model.item_vectors()
+        top, scores = top_n(
+            self.model,
+            extracted,
+            items,
+            n,
+            blocked=blocked,
+            item_category=self._category,
+            diversity_lambda=diversity_lambda,
+        )
+        if isinstance(self.model, MostPopular):
+            return top, scores, None
+        return top, scores, best_interest(extracted, items, top)
+
+    def _listed(
+        self,
+        top: torch.Tensor,
+        scores: torch.Tensor,
+        interest: torch.Tensor | None,
+        unknown: list,
+    ) -> Recommendations:
+        keep = torch.isfinite(scores)  # blocked items come last, at -inf: not recommended
+        indices, values = top[keep].tolist(), scores[keep].double().tolist()
+        which = [None] * len(indices) if interest is None else interest[keep].tolist()
+        return Recommendations(
+            (
+                Recommendation(self._items.id_of(i - 1), v, w)
+                for i, v, w in zip(indices, values, which, strict=True)
+            ),
+            unknown,
+        )
+
+
+def _read_metrics(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    return metrics if isinstance(metrics, dict) else None

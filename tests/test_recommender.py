@@ -1,0 +1,292 @@
+"""The public API: a model folder that stands alone, `Recommender`, and the one ranking path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mirec import MirecError, Recommender
+from mirec.cli.main import app
+from mirec.data.prepare import load_sequences
+from mirec.errors import ConfigError
+from mirec.evaluation.evaluator import evaluate
+from mirec.runs import load_checkpoint
+
+
+class ListRecorder:
+    """Stands in for the evaluator's diagnostics to record each chunk's ranked lists."""
+
+    def __init__(self) -> None:
+        self.lists: list[torch.Tensor] = []
+
+    def update(self, lo, histories, extracted, top, targets) -> None:
+        self.lists.append(top.cpu())
+
+    def result(self) -> dict:
+        return {}
+
+
+def protocol_test_users(seqs, seed: int, maxlen: int):
+    """PROTOCOL.md sections 2 and 4, written out plainly: each test user's history (raw
+    ids) and target set (raw ids)."""
+    perm = np.random.default_rng(seed).permutation(seqs.n_users)
+    n = seqs.n_users
+    test = perm[int(0.8 * n) + int(0.1 * n) :]
+    histories, targets = [], []
+    for row in test:
+        s = [seqs.item_ids[i - 1].item() for i in seqs.sequence(row)]
+        k = int(0.8 * len(s))
+        histories.append(s[:k][-maxlen:])
+        targets.append(set(s[k:]))
+    return histories, targets
+
+
+def test_recommend_batch_is_the_evaluators_ranking(ml100k_run, shared_data):
+    rec = Recommender.load(ml100k_run)
+    seqs = load_sequences("ml-100k", data_dir=shared_data)
+    histories, targets = protocol_test_users(seqs, rec.config.split_seed, rec.maxlen)
+    lists = rec.recommend_batch(histories, n=50)
+    # the evaluator's own lists, for the same users in the same order
+    _config, data, model = load_checkpoint(ml100k_run)
+    recorder = ListRecorder()
+    evaluate(model, data.test, diagnostics=recorder)
+    evaluator_lists = torch.cat(recorder.lists)
+    assert len(lists) == len(evaluator_lists) == len(targets) == 95
+    for got, expected in zip(lists, evaluator_lists.tolist(), strict=True):
+        assert [r.item for r in got] == [seqs.item_ids[i - 1].item() for i in expected]
+    # recall, NDCG and hit rate of those lists, by PROTOCOL.md section 5, equal metrics.json
+    recall, ndcg, hit = [], [], []
+    for got, t in zip(lists, targets, strict=True):
+        items = [r.item for r in got]
+        hits = [item in t for item in items]
+        recall.append(sum(hits) / len(t))
+        dcg = sum(1 / np.log2(r + 2) for r, h in enumerate(hits) if h)
+        ndcg.append(dcg / sum(1 / np.log2(r + 2) for r in range(min(len(t), 50))))
+        hit.append(float(any(hits)))
+    metrics = json.loads((ml100k_run / "metrics.json").read_text())["test"]
+    assert np.mean(recall) == pytest.approx(metrics["recall@50"], abs=1e-6)
+    assert np.mean(ndcg) == pytest.approx(metrics["ndcg@50"], abs=1e-6)
+    assert np.mean(hit) == pytest.approx(metrics["hitrate@50"], abs=1e-6)
+
+
+def test_batch_equals_one_by_one_and_types_follow_the_log(ml100k_run):
+    rec = Recommender.load(ml100k_run)
+    users = rec.user_ids[:25]
+    histories = [[*rec.history_of(u)[-30:], "no-such-item"] for u in users]
+    batch = rec.recommend_batch(histories, n=20)
+    for history, listed in zip(histories, batch, strict=True):
+        alone = rec.recommend(history, n=20)
+        assert [r.item for r in alone] == [r.item for r in listed]
+        assert [r.score for r in alone] == pytest.approx([r.score for r in listed], abs=1e-5)
+        assert listed.unknown_items == ["no-such-item"]
+    first = batch[0][0]
+    assert type(first.item) is int and isinstance(first.score, float)
+    assert 0 <= first.interest < rec.num_interests
+    assert [r.score for r in batch[0]] == sorted((r.score for r in batch[0]), reverse=True)
+    # ids that arrive as text (JSON, a command line) find the same items
+    as_text = rec.recommend([str(i) for i in histories[0][:-1]], n=20)
+    assert [r.item for r in as_text] == [r.item for r in batch[0]]
+
+
+def test_exclusions_unknown_ids_and_cold_histories(ml100k_run):
+    rec = Recommender.load(ml100k_run)
+    history = rec.history_of(rec.user_ids[0])
+    plain = rec.recommend(history, n=30)
+    banned = [r.item for r in plain[:10]]
+    kept = rec.recommend(history, n=30, exclude=banned)
+    assert not {r.item for r in kept} & set(banned) and len(kept) == 30
+    assert [r.item for r in kept[:20]] == [r.item for r in plain[10:30]]
+    fresh = rec.recommend(history, n=30, exclude_history=True)
+    assert not {r.item for r in fresh} & set(history) and len(fresh) == 30
+    with pytest.raises(MirecError, match=r"2 item id\(s\) not in the catalogue: 'x', 99999"):
+        rec.recommend([history[0], "x", 99999], on_unknown="error")
+    # a history with no known item: the training users' most popular items, interest None
+    cold = rec.recommend(["x", "y"], n=10)
+    assert cold.unknown_items == ["x", "y"] and all(r.interest is None for r in cold)
+    counts = rec._data.item_counts[1:]
+    order = np.lexsort((np.arange(len(counts)), -counts))[:10]
+    assert [r.item for r in cold] == [rec.item_ids[i] for i in order]
+    assert [r.score for r in cold] == [float(counts[i]) for i in order]
+    assert [r.item for r in rec.recommend([], n=10)] == [r.item for r in cold]
+    # exclusions hold for the fallback too
+    assert cold[0].item not in {r.item for r in rec.recommend([], n=10, exclude=[cold[0].item])}
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda r: r.recommend("50 172 181"), "a history must be a list"),
+        (lambda r: r.recommend(50), "a history must be a list"),
+        (lambda r: r.recommend({"items": [50]}), "a history must be a list"),
+        (lambda r: r.recommend([50], n=0), "n=0: expected an integer from 1"),
+        (lambda r: r.recommend([50], n=-3), "n=-3"),
+        (lambda r: r.recommend([50], n=True), "n=True"),
+        (lambda r: r.recommend([50], n=100_000), "n=100000"),
+        (lambda r: r.recommend([50], on_unknown="warn"), "on_unknown='warn'"),
+        (lambda r: r.recommend_batch("abc"), "histories must be a list"),
+        (lambda r: r.recommend_user("no-such-user"), "is not in ml-100k"),
+        (lambda r: r.similar_items("no-such-item"), "not in the catalogue"),
+        (lambda r: r.score([50], [181]), "is a retrieval model"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(ml100k_run, call, message):
+    with pytest.raises(MirecError, match=message):
+        call(Recommender.load(ml100k_run))
+
+
+def test_interests_similar_items_and_embeddings(ml100k_run):
+    rec = Recommender.load(ml100k_run)
+    history = rec.history_of(rec.user_ids[3])
+    assert rec.interests(history).shape == (rec.num_interests, 64)
+    adaptive = Recommender.load(ml100k_run, adaptive_k="share:0.3")
+    assert 1 <= adaptive.interests(history).shape[0] <= rec.num_interests
+    embeddings = rec.item_embeddings()
+    assert embeddings.shape == (rec.n_items, 64) and len(rec.item_ids) == rec.n_items
+    similar = rec.similar_items(50, n=10)
+    assert len(similar) == 10 and 50 not in {r.item for r in similar}
+    row = rec.item_ids.index(50)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosine = unit @ unit[row]
+    cosine[row] = -np.inf
+    assert [r.item for r in similar] == [rec.item_ids[i] for i in np.argsort(-cosine)[:10]]
+    with pytest.raises(ConfigError, match="not an inference-time setting"):
+        Recommender.load(ml100k_run, lr=0.1)
+
+
+def test_diversity_lambda_trades_score_for_categories(ml100k_run):
+    rec = Recommender.load(ml100k_run)
+    history = rec.history_of(rec.user_ids[5])
+    plain = rec.recommend(history, n=20)
+    diverse = rec.recommend(history, n=20, diversity_lambda=5.0)
+    assert [r.item for r in plain] != [r.item for r in diverse]
+    assert len({r.item for r in diverse}) == 20
+
+
+def test_a_copied_folder_loads_in_a_fresh_process_without_data(ml100k_run, tmp_path):
+    moved = tmp_path / "elsewhere" / "model"
+    shutil.copytree(ml100k_run, moved)
+    expected = Recommender.load(ml100k_run).recommend([50, 172, 181], n=10)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import mirec.data.prepare, mirec.data.registry
+        def refuse(*args, **kwargs):
+            raise SystemExit("the dataset was read")
+        mirec.data.registry.load = mirec.data.registry.source_files = refuse
+        mirec.data.prepare.load_sequences = refuse
+        from mirec import Recommender
+        rec = Recommender.load({str(moved)!r})
+        recs = rec.recommend([50, 172, 181], n=10)
+        json.dump([[r.item, r.score, r.interest] for r in recs], sys.stdout)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MIREC_DATA_DIR"}
+    env.update(HOME=str(tmp_path), MIREC_CACHE_DIR=str(tmp_path / "empty-cache"))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert [g[0] for g in got] == [r.item for r in expected]
+    assert [g[1] for g in got] == pytest.approx([r.score for r in expected], abs=1e-6)
+
+
+def test_save_and_load_round_trip(ml100k_run, tmp_path):
+    rec = Recommender.load(ml100k_run)
+    saved = rec.save(tmp_path / "copy")
+    for name in ("config.yaml", "model.safetensors", "model.json", "items.parquet",
+                 "users.parquet", "metrics.json"):  # fmt: skip
+        assert (saved / name).is_file(), name
+    again = Recommender.load(saved)
+    history = rec.history_of(rec.user_ids[7])
+    assert rec.recommend(history, n=25) == again.recommend(history, n=25)
+    assert again.metrics == rec.metrics
+    with pytest.raises(MirecError, match="already exists"):
+        rec.save(saved)
+    rec.save(saved, overwrite=True)
+    assert not [p for p in saved.parent.iterdir() if p.name.startswith(".copy")]
+
+
+def test_old_and_damaged_folders_are_clear_errors(ml100k_run, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(ml100k_run, old)
+    (old / "model.json").unlink()
+    with pytest.raises(ConfigError, match=r"written before mirec 0\.2.*mirec train --config"):
+        Recommender.load(old)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(ml100k_run, damaged)
+    (damaged / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match=r"model\.safetensors: not a readable safetensors"):
+        Recommender.load(damaged)
+    with pytest.raises(ConfigError, match="no such model folder"):
+        Recommender.load(tmp_path / "nowhere")
+
+
+def string_id_log(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    lines = [
+        f"user-{u} " + " ".join(f"sku-{i}" for i in rng.choice(80, 12, replace=False))
+        for u in range(150)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_train_from_python_keeps_string_ids(tmp_path):
+    log = string_id_log(tmp_path / "log.txt")
+    rec = Recommender.train(
+        dataset=str(log), format="sequences", model="comirec-sa", output_dir=tmp_path / "run",
+        max_epochs=1, progress=False,
+    )  # fmt: skip
+    assert (tmp_path / "run" / "metrics.json").is_file() and rec.metrics["epochs"] == 1
+    assert all(isinstance(i, str) for i in rec.item_ids)
+    recs = rec.recommend(["sku-3", "sku-7", 7], n=5)
+    assert all(r.item.startswith("sku-") for r in recs) and recs.unknown_items == [7]
+    assert rec.history_of("user-0")[0].startswith("sku-")
+
+
+def test_mind_with_user_profiles_serves_known_users(shared_data, tmp_path):
+    rec = Recommender.train(
+        dataset="ml-100k", model="mind", data_dir=shared_data, output_dir=tmp_path / "mind",
+        user_features=True, max_epochs=1, progress=False,
+    )  # fmt: skip
+    assert len(rec.recommend_user(1, n=5)) == 5
+    with pytest.raises(MirecError, match="uses user profiles"):
+        rec.recommend([50, 172])
+
+
+def test_a_ctr_model_scores_candidates(shared_data, tmp_path):
+    rec = Recommender.train(
+        dataset="ml-100k", task="ctr", model="din", data_dir=shared_data,
+        output_dir=tmp_path / "din", max_epochs=1, progress=False,
+    )  # fmt: skip
+    history = rec.history_of(1)[:30]
+    p = rec.score(history, [50, 181, 1])
+    assert p.shape == (3,) and np.all((p > 0) & (p < 1))
+    with pytest.raises(MirecError, match="is a ctr model"):
+        rec.recommend(history)
+    with pytest.raises(MirecError, match="candidate id"):
+        rec.score(history, [50, "nope"])
+
+
+def test_recommend_command(ml100k_run):
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["recommend", "--checkpoint", str(ml100k_run), "--user", "1", "-n", "3", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    expected = Recommender.load(ml100k_run).recommend_user(1, n=3)
+    assert [row["item"] for row in listed["items"]] == [r.item for r in expected]
+    text = runner.invoke(app, ["recommend", "--checkpoint", str(ml100k_run), "--items", "50,zz"])
+    assert text.exit_code == 0 and "unknown items, left out: zz" in text.output
