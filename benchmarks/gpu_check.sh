@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The CUDA check, run on a GPU machine from the repository root:
 #   - the whole test suite with device "auto" (CUDA there);
-#   - `mirec train` of ComiRec-SA on amazon-beauty on CUDA, default settings and a large batch.
+#   - `mirec train` of ComiRec-SA on amazon-beauty on CUDA, default settings and a large batch;
+#   - the trained model folder loaded by `Recommender` on CUDA and on CPU: the same lists.
 # Expects ../shared/data (or DATA=folder) and writes run folders under OUT (default runs/gpu).
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/gpu}
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
 print('torch', torch.__version__, torch.cuda.get_device_name(0))"
-python3 -m pytest -q -x -p no:cacheprovider tests
+python3 -m pytest -q -x -p no:cacheprovider ${PYTEST_ARGS:-tests}
 python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$DATA" \
   --output-dir "$OUT/beauty-sa" --quiet
 python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$DATA" \
@@ -21,4 +22,19 @@ for run in sorted(Path(sys.argv[1]).glob("*/metrics.json")):
     print(f"{run.parent.name:<20} device {m['device']:<7} test recall@50 {m['test']['recall@50']:.4f}"
           f"  epochs {m['epochs']:>3}  train {m['train_seconds']:7.1f}s"
           f"  {m['train_examples_per_second']:>10,.0f} ex/s  eval {m['eval_users_per_second']:>9,.0f} users/s")
+PY
+python3 - "$OUT/beauty-sa" <<'PY'
+import sys, time
+from mirec import Recommender
+gpu, cpu = Recommender.load(sys.argv[1], device="cuda"), Recommender.load(sys.argv[1], device="cpu")
+histories = [gpu.history_of(u)[:-1] for u in gpu.user_ids[:2000]]
+start = time.perf_counter()
+on_gpu = gpu.recommend_batch(histories, n=50)
+seconds = time.perf_counter() - start
+on_cpu = cpu.recommend_batch(histories, n=50)
+same = sum([r.item for r in a] == [r.item for r in b] for a, b in zip(on_gpu, on_cpu))
+overlap = sum(len({r.item for r in a} & {r.item for r in b}) for a, b in zip(on_gpu, on_cpu))
+print(f"Recommender on {gpu.device}: {len(histories)} histories in {seconds:.3f}s; "
+      f"lists identical to CPU: {same}/{len(histories)}; item overlap {overlap / (50 * len(histories)):.4f}")
+assert overlap / (50 * len(histories)) > 0.99, "CUDA and CPU lists differ"
 PY
