@@ -7,6 +7,8 @@ again from that file repeats the run exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -104,6 +106,11 @@ class Config:
     """File format when ``dataset`` is a path."""
     columns: str | None = None
     sep: str | None = None
+    id_type: str | None = None
+    """How user and item ids are read: int (every id must be an integer; a line that is not
+    is an error naming it), str (ids are text, as written), or None: integers when every id
+    is one, text when most are not, and an error naming the first odd line when most ids are
+    integers but not all (a repeated header, a 20-digit id, a stray word)."""
     split_seed: int = 42
     # training
     seed: int = 42
@@ -124,13 +131,21 @@ class Config:
     """Epochs without a better validation Recall@50 before stopping."""
     max_train_minutes: float | None = None
     device: str = "auto"
-    """auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..."""
+    """auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..., mps."""
+
+    def __post_init__(self) -> None:
+        # every way of building a Config (YAML, --set, grids, Python) ends here
+        for name in FIELD_NAMES:
+            setattr(self, name, _coerce(name, getattr(self, name)))
+        validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+FIELD_NAMES = tuple(FIELD_TYPES)
+_HINTS = typing.get_type_hints(Config)
 
 CTR_DEFAULT_MODEL = "comirec-sa"
 """The model of ``--task ctr`` without ``--model``: ComiRec-SA's interests under DIN's head,
@@ -186,7 +201,11 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
     return out
 
 
@@ -222,14 +241,13 @@ def config_from_dict(values: dict[str, Any], source: str) -> Config:
         raise ConfigError(
             f"{source}: unknown setting {unknown[0]!r}; settings are: {', '.join(FIELD_TYPES)}"
         )
-    checked = {key: _coerce(key, value) for key, value in values.items()}
-    return Config(**checked)
+    return Config(**values)
 
 
 def _coerce(key: str, value: Any) -> Any:
     """Check ``value`` against the field's annotation; ints (and YAML-1.1 strings such as
     ``3e-3``) are accepted for floats."""
-    annotation = typing.get_type_hints(Config)[key]
+    annotation = _HINTS[key]
     allowed = (
         typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     )
@@ -239,7 +257,10 @@ def _coerce(key: str, value: Any) -> Any:
         if kind is bool and isinstance(value, bool):
             return value
         if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"setting {key}={_shown(value)}: too large") from None
         if kind is float and isinstance(value, str):
             try:
                 return float(value)
@@ -250,4 +271,217 @@ def _coerce(key: str, value: Any) -> Any:
         if kind is str and isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)
     names = " or ".join("none" if k is type(None) else k.__name__ for k in allowed)
-    raise ConfigError(f"setting {key}={value!r}: expected {names}")
+    raise ConfigError(f"setting {key}={_shown(value)}: expected {names}")
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut short: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------- validation
+
+TASKS = ("retrieval", "ctr")
+RETRIEVAL_EXTRACTORS = (
+    "self_attentive",
+    "causal_transformer",
+    "mean_pooling",
+    "dynamic_routing",
+    "capsule_routing",
+    "sparse_interest",
+    "gru",
+    "popularity",
+)
+"""Extractor names of task=retrieval (``mirec.models.registry.EXTRACTORS`` and the
+popularity baseline); task=ctr adds :data:`CTR_ONLY_EXTRACTORS`."""
+CTR_ONLY_EXTRACTORS = ("behaviors", "dmin")
+SELECTORS = ("hard_argmax", "label_aware")
+RETRIEVAL_AGGREGATORS = ("max", "mean", "attention", "concat_mlp", "intention")
+CTR_AGGREGATORS = ("target", "max", "attention", "concat_mlp")
+NEGATIVE_SAMPLING = ("uniform", "popularity", "in_batch")
+ID_TYPES = ("int", "str")
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+DMIN_REFINER_HEADS = 4
+"""DMIN's behaviour refiner has 4 attention heads (mirec.models.dmin): its width divides by 4."""
+
+_MAX_SIZE = 2**31 - 1
+_MAX_SEED = 2**63 - 1
+
+
+def validate(config: Config) -> None:
+    """Every setting's range, and the few combinations that are impossible whatever the data;
+    a ConfigError naming the setting, its value and what is allowed."""
+    c = config
+    _one_of("task", c.task, TASKS)
+    _text("model", c.model)
+    extractors = RETRIEVAL_EXTRACTORS + (CTR_ONLY_EXTRACTORS if c.task == "ctr" else ())
+    _one_of("extractor", c.extractor, extractors, f"task={c.task}")
+    for name in (
+        "embedding_dim",
+        "num_interests",
+        "routing_iterations",
+        "num_concepts",
+        "batch_size",
+        "max_epochs",
+        "patience",
+        "ctr_negatives",
+    ):
+        _int_range(name, getattr(c, name), 1)
+    for name in ("hidden_dim", "maxlen"):
+        if getattr(c, name) is not None:
+            _int_range(name, getattr(c, name), 1, none=True)
+    _int_range("encoder_layers", c.encoder_layers, 0, limit=1024)
+    if c.num_negatives is not None:
+        _int_range("num_negatives", c.num_negatives, 0, none=True)
+    for name in ("seed", "split_seed"):
+        _int_range(name, getattr(c, name), 0, limit=_MAX_SEED)
+    _number("dropout", c.dropout, low=0.0, high=1.0, high_open=True)
+    for name in ("lr", "intention_temperature", "contrastive_temperature", "temperature"):
+        _number(name, getattr(c, name), low=0.0, low_open=True)
+    for name in (
+        "routing_sigma",
+        "label_aware_power",
+        "aux_loss_weight",
+        "weight_decay",
+        "hard_negative_beta",
+    ):
+        _number(name, getattr(c, name), low=0.0)
+    if c.diversity_lambda is not None:
+        _number("diversity_lambda", c.diversity_lambda, low=0.0, none=True)
+    if c.max_train_minutes is not None:
+        _number("max_train_minutes", c.max_train_minutes, low=0.0, low_open=True, none=True)
+    _one_of("selector", c.selector, SELECTORS)
+    aggregators = CTR_AGGREGATORS if c.task == "ctr" else RETRIEVAL_AGGREGATORS
+    _one_of("aggregator", c.aggregator, aggregators, f"task={c.task}")
+    _one_of("negative_sampling", c.negative_sampling, NEGATIVE_SAMPLING)
+    if c.negative_sampling == "in_batch" and c.batch_size < 2 and not c.sequence_training:
+        _bad(
+            "batch_size",
+            c.batch_size,
+            "must be >= 2 with negative_sampling=in_batch (the batch's other targets are the "
+            "negatives: one example has none)",
+        )
+    _text("dataset", c.dataset)
+    if c.format is not None:
+        from mirec.data.readers import FORMATS
+
+        _one_of("format", c.format, FORMATS, none=True)
+    for name in ("columns", "sep"):
+        if getattr(c, name) == "":
+            _bad(name, "", "must not be empty (leave it unset for the default)")
+    if c.id_type is not None:
+        _one_of("id_type", c.id_type, ID_TYPES, none=True)
+    _check_device(c.device)
+    _check_regularizer(c.regularizer)
+    _check_adaptive_k(c.adaptive_k)
+    if c.extractor == "sparse_interest" and c.num_interests > c.num_concepts:
+        _bad(
+            "num_concepts",
+            c.num_concepts,
+            f"SINE activates num_interests={c.num_interests} concepts from this pool: it must "
+            "be at least as large",
+        )
+    if c.extractor == "dmin":
+        width = math.lcm(DMIN_REFINER_HEADS, c.num_interests)
+        if c.embedding_dim % width:
+            _bad(
+                "embedding_dim",
+                c.embedding_dim,
+                f"must be a multiple of {width} for extractor=dmin (its {DMIN_REFINER_HEADS} "
+                f"refiner heads and num_interests={c.num_interests} interest heads split it)",
+            )
+
+
+def _bad(name: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"setting {name}={_shown(value)}: {allowed}")
+
+
+def _int_range(
+    name: str, value: int, low: int, *, limit: int = _MAX_SIZE, none: bool = False
+) -> None:
+    if not low <= value <= limit:
+        what = f"an integer from {low} to {limit}" if value > limit else f"an integer >= {low}"
+        _bad(name, value, f"must be {what}" + (", or unset" if none else ""))
+
+
+def _number(
+    name: str,
+    value: float,
+    *,
+    low: float,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    none: bool = False,
+) -> None:
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if math.isfinite(value) and not too_low and not too_high:
+        return
+    what = f"> {low:g}" if low_open else f">= {low:g}"
+    if high is not None:
+        what = f"in [{low:g}, {high:g}{')' if high_open else ']'}"
+    _bad(name, value, f"must be a finite number {what}" + (", or unset" if none else ""))
+
+
+def _one_of(
+    name: str, value: str, allowed: tuple[str, ...], context: str = "", *, none: bool = False
+) -> None:
+    if value not in allowed:
+        known = ", ".join(allowed) + (", or unset" if none else "")
+        _bad(name, value, f"must be one of {known}" + (f" (for {context})" if context else ""))
+
+
+def _text(name: str, value: str) -> None:
+    if not value.strip():
+        _bad(name, value, "must not be empty")
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?)")
+
+
+def _check_device(value: str) -> None:
+    if not _DEVICE.fullmatch(value):
+        _bad("device", value, f"must be {DEVICE_FORMS}")
+
+
+REGULARIZERS = ("disagreement", "contrastive", "covariance", "concept_covariance")
+"""Names of ``mirec.regularizers.REGULARIZERS``, checked here without importing torch."""
+ADAPTIVE_K_RULES = ("mass", "share", "merge")
+"""Rules of ``mirec.extractors.adaptive_k.RULES``."""
+
+
+def _check_regularizer(value: str | None) -> None:
+    """``name:weight[,name:weight]`` as ``mirec.regularizers.parse_regularizers`` reads it
+    (a missing weight is 1), each name known and each weight a finite number >= 0."""
+    if value is None:
+        return
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        name, _, raw = entry.partition(":")
+        if name not in REGULARIZERS:
+            _bad("regularizer", value, f"unknown {name!r}; known: {', '.join(REGULARIZERS)}")
+        try:
+            weight = float(raw) if raw else 1.0
+        except ValueError:
+            _bad("regularizer", value, f"the weight of {name} must be a number, not {raw!r}")
+        if not (math.isfinite(weight) and weight >= 0):
+            _bad("regularizer", value, f"the weight of {name} must be a finite number >= 0")
+
+
+def _check_adaptive_k(value: str | None) -> None:
+    """``rule:threshold`` as ``mirec.extractors.adaptive_k.parse_adaptive_k`` reads it, the
+    threshold a share in [0, 1] (``merge``: a cosine in [-1, 1])."""
+    if value is None:
+        return
+    rule, _, raw = value.partition(":")
+    if rule not in ADAPTIVE_K_RULES:
+        known = ", ".join(f"{r}:t" for r in ADAPTIVE_K_RULES)
+        _bad("adaptive_k", value, f"expected {known}, or unset")
+    try:
+        threshold = float(raw)
+    except ValueError:
+        _bad("adaptive_k", value, f"expected {rule}:<number>")
+    low = -1.0 if rule == "merge" else 0.0
+    if not (math.isfinite(threshold) and low <= threshold <= 1.0):
+        _bad("adaptive_k", value, f"the threshold of {rule} must be a number in [{low:g}, 1]")

@@ -51,6 +51,7 @@ def prepare_for(config: Config, data_dir: Path | None = None) -> PreparedData:
         sep=config.sep,
         split_seed=config.split_seed,
         maxlen=config.maxlen,
+        id_type=config.id_type,
     )
 
 

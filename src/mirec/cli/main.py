@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mirec.config import load_config, model_names, model_summary
-from mirec.errors import MirecError
+from mirec.errors import ConfigError, MirecError
 
 app = typer.Typer(
     help="Multi-interest recommendation: train, evaluate and inspect K-interest retrievers.",
@@ -24,6 +24,7 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         help="Where datasets live (default: $MIREC_DATA_DIR, else ~/.cache/mirec/data).",
+        readable=False,  # mirec says itself when a folder cannot be read
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -62,6 +63,13 @@ def train(
     sep: Annotated[
         str | None, typer.Option(help="Field separator for --format interactions.")
     ] = None,
+    id_type: Annotated[
+        str | None,
+        typer.Option(
+            help="int or str: how user and item ids are read (default: integers when every id "
+            "is one, text when most are not; a mostly-integer column with odd lines is an error)."
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML file of settings.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting: key=value.")
@@ -70,8 +78,6 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train a model, keep the best checkpoint on validation Recall@50, and test it."""
-    from mirec.runs import train_run
-
     cfg = load_config(
         model,
         config,
@@ -80,8 +86,11 @@ def train(
         format=format,
         columns=columns,
         sep=sep,
+        id_type=id_type,
         task=task,
     )
+    from mirec.runs import train_run  # torch: only once the settings are known to be good
+
     metrics = train_run(cfg, output_dir, data_dir=data_dir, progress=not quiet)
     _print_table({cfg.model: metrics})
     typer.echo(f"results: {output_dir / 'metrics.json'}")
@@ -186,6 +195,8 @@ def inspect(
 
     from mirec.evaluation.inspection import inspect_checkpoint, plot_interest_map
 
+    if top < 1:
+        raise ConfigError(f"--top {top}: must be an integer >= 1")
     item_list = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
     report = inspect_checkpoint(checkpoint, user=user, items=item_list, top=top)
     typer.echo(json.dumps(report.to_json(), indent=2) if json_ else report.to_text())
@@ -253,6 +264,8 @@ def experiment(
     from mirec.experiments.report import write_report
     from mirec.experiments.runner import run_experiment
 
+    if max_cells is not None and max_cells < 0:
+        raise ConfigError(f"--max-cells {max_cells}: must be an integer >= 0")
     specs = [(file, load_experiment(file)) for file in files]  # every file checked first
     failures = []
     for file, spec in specs:
@@ -340,8 +353,21 @@ def main() -> None:
     try:
         app()
     except MirecError as err:
-        typer.echo(f"mirec: error: {err}", err=True)
+        typer.echo(f"mirec: error: {_one_line(str(err))}", err=True)
         sys.exit(err.exit_code)
+    except OSError as err:
+        # the file system refused a path the user gave (permissions, a full disk, a file
+        # where a folder belongs): name it, no traceback
+        if err.filename is None:
+            raise
+        reason = err.strerror or type(err).__name__
+        typer.echo(f"mirec: error: {err.filename}: {reason}", err=True)
+        sys.exit(MirecError.exit_code)
     except KeyboardInterrupt:
         typer.echo("mirec: interrupted", err=True)
         sys.exit(130)
+
+
+def _one_line(message: str) -> str:
+    """A message as one line: any line breaks (from a file's own text) shown as spaces."""
+    return " ".join(message.splitlines())

@@ -23,10 +23,13 @@ from mirec.data import registry
 from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
 from mirec.data.synthetic import SyntheticSpec, generate
+from mirec.errors import ConfigError
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """Part of every cache key; bumped when :class:`Sequences` gains fields (2: user-profile
-codes), so a cache written before is never loaded as if it had none."""
+codes), so a cache written before is never loaded as if it had none, or when the readers
+refuse what they used to accept (4: a mostly-integer id column with odd lines, which used
+to turn every id into text, is an error), so no cache outlives the check."""
 MOVIELENS_MAXLEN, DEFAULT_MAXLEN = 50, 20
 
 
@@ -62,11 +65,23 @@ def prepare(
     split_seed: int = 42,
     maxlen: int | None = None,
     use_cache: bool = True,
+    id_type: str | None = None,
 ) -> PreparedData:
+    """``dataset``'s sequences, split and evaluation sets; ``maxlen`` None means
+    :func:`default_maxlen` (0 or less is an error, not the default)."""
+    if maxlen is not None and maxlen < 1:
+        raise ConfigError(f"setting maxlen={maxlen!r}: must be an integer >= 1, or unset")
     seqs = load_sequences(
-        dataset, data_dir=data_dir, format=format, columns=columns, sep=sep, use_cache=use_cache
+        dataset,
+        data_dir=data_dir,
+        format=format,
+        columns=columns,
+        sep=sep,
+        use_cache=use_cache,
+        id_type=id_type,
     )
-    return split_sequences(dataset, seqs, split_seed, maxlen or default_maxlen(dataset, format))
+    maxlen = maxlen if maxlen is not None else default_maxlen(dataset, format)
+    return split_sequences(dataset, seqs, split_seed, maxlen)
 
 
 def split_sequences(name: str, seqs: Sequences, split_seed: int, maxlen: int) -> PreparedData:
@@ -90,8 +105,10 @@ def load_sequences(
     columns: str | None = None,
     sep: str | None = None,
     use_cache: bool = True,
+    id_type: str | None = None,
 ) -> Sequences:
-    """Filtered, re-indexed sequences of a registry dataset, a path, or ``synthetic[:opts]``."""
+    """Filtered, re-indexed sequences of a registry dataset, a path, or ``synthetic[:opts]``;
+    ``id_type`` (None, ``int`` or ``str``) says how the reader takes ids."""
     if dataset.split(":")[0] == "synthetic" and format is None:
         spec = SyntheticSpec.parse(dataset)
         key_parts = {"synthetic": repr(spec)}
@@ -104,13 +121,16 @@ def load_sequences(
             "columns": columns,
             "sep": sep,
             "files": [registry.sha256_of(p) for p in sources],
+            "id_type": id_type,
         }
     key = hashlib.sha256(json.dumps([CACHE_VERSION, key_parts]).encode()).hexdigest()[:24]
     path = cache_dir() / "sequences" / f"{key}.npz"
     if use_cache and path.is_file():
         return _load(path)
     if sources:
-        log = registry.load(dataset, data_dir=data_dir, format=format, columns=columns, sep=sep)
+        log = registry.load(
+            dataset, data_dir=data_dir, format=format, columns=columns, sep=sep, id_type=id_type
+        )
     else:
         log, _ = generate(spec)
     seqs = build_sequences(log)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mirec.data import readers
 from mirec.data.log import RawLog
+from mirec.data.readers._files import _os_errors
 from mirec.errors import ConfigError, DataError
 
 ENV_VAR = "MIREC_DATA_DIR"
@@ -283,11 +284,27 @@ def _how_to_get(spec: DatasetSpec, path: Path, file: DataFile) -> str:
     return spec.manual.format(path=path)
 
 
+def _readable_folder(folder: Path, what: str) -> None:
+    """A folder that is there must be a folder mirec can list; a missing one is fine here
+    (the files it should hold are reported missing, with how to get them)."""
+    try:
+        if not folder.exists():
+            return
+        if not folder.is_dir():
+            raise DataError(f"{folder}: is a file, expected the {what} (a folder)")
+        next(folder.iterdir(), None)
+    except OSError as err:
+        raise DataError(f"{folder}: {what} cannot be read ({err.strerror or err})") from err
+
+
+@_os_errors
 def locate(name: str, data_dir: str | Path | None = None) -> list[Path]:
     """Paths of the files dataset ``name`` needs; ``DataError`` naming the first missing one,
     where it goes and how to get it."""
     spec = get_spec(name)
+    _readable_folder(_resolve(data_dir), "data directory")
     base = _resolve(data_dir) / spec.folder
+    _readable_folder(base, f"folder of dataset {name!r}")
     paths = []
     for file in spec.files:
         path = base / file.path
@@ -311,26 +328,30 @@ def _generated(spec: DatasetSpec) -> ConfigError:
     )
 
 
+@_os_errors
 def load(
     name_or_path: str | Path,
     data_dir: str | Path | None = None,
     format: str | None = None,
     columns: str | Sequence[str] | None = None,
     sep: str | None = None,
+    id_type: str | None = None,
 ) -> RawLog:
-    """Read a registry dataset by name, or a file/folder path in ``format``."""
+    """Read a registry dataset by name, or a file/folder path in ``format``; ``id_type``
+    (None, ``int`` or ``str``) says how ids are read (:mod:`mirec.data.readers`)."""
     if format is not None:
-        return readers.read_log(name_or_path, format, columns=columns, sep=sep)
+        return readers.read_log(name_or_path, format, columns=columns, sep=sep, id_type=id_type)
     spec = _named_spec(name_or_path, columns, sep)
     if spec.generated:
         raise _generated(spec)
     paths = locate(spec.name, data_dir)
     if spec.format == "sequences":
         attributes = paths[1] if len(paths) > 1 else None
-        return readers.read_sequences(paths[0], attributes)
-    return readers.read_log(_reader_path(spec, paths), spec.format)
+        return readers.read_sequences(paths[0], attributes, id_type=id_type)
+    return readers.read_log(_reader_path(spec, paths), spec.format, id_type=id_type)
 
 
+@_os_errors
 def source_files(
     name_or_path: str | Path,
     data_dir: str | Path | None = None,
@@ -347,7 +368,7 @@ def _named_spec(
     name_or_path: str | Path, columns: str | Sequence[str] | None, sep: str | None
 ) -> DatasetSpec:
     name = str(name_or_path)
-    if name not in REGISTRY and Path(name).exists():
+    if name not in REGISTRY and _exists(Path(name)):
         raise ConfigError(
             f"{name}: a file or folder needs a format, one of: {', '.join(readers.FORMATS)}"
         )
@@ -360,9 +381,21 @@ def _named_spec(
     return spec
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False  # a path that cannot even be looked at is not a path the user gave
+
+
+@_os_errors
 def status(data_dir: str | Path | None = None) -> list[tuple[DatasetSpec, bool]]:
-    """Every named dataset and whether all its files are present locally (generated: True)."""
+    """Every named dataset and whether all its files are present locally (generated: True);
+    a data directory, or a dataset's folder, that cannot be read is a DataError."""
     base = _resolve(data_dir)
+    _readable_folder(base, "data directory")
+    for spec in REGISTRY.values():
+        _readable_folder(base / spec.folder, f"folder of dataset {spec.name!r}")
     return [
         (spec, all((base / spec.folder / f.path).is_file() for f in spec.files))
         for spec in REGISTRY.values()
@@ -372,6 +405,7 @@ def status(data_dir: str | Path | None = None) -> list[tuple[DatasetSpec, bool]]
 # --------------------------------------------------------------------------- download
 
 
+@_os_errors
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
     return _digest(path, "sha256")

@@ -27,6 +27,11 @@ it, kept in its own ``evaluation-KEY=VALUE`` folder inside the checkpoint.
 Relative paths are taken from the current directory. A cell is finished when its folder
 holds a ``metrics.json`` written from the same resolved config; finished cells are never
 rerun, so an interrupted experiment resumes where it stopped.
+
+A cell whose settings are impossible (``grid: {num_interests: [0, 4]}``: K = 0) is kept
+aside as an :class:`ImpossibleCell` with its message, and the rest of the grid runs; the
+runner reports it as failed. When no cell of a file can be configured at all (a misspelt
+setting in ``settings``, an unknown model in the only row), the file itself is refused.
 """
 
 from __future__ import annotations
@@ -92,6 +97,22 @@ class Cell:
         return ", ".join(f"{k}={v}" for k, v in self.variant)
 
 
+@dataclass(frozen=True)
+class ImpossibleCell:
+    """A cell of the grid whose settings no run can have, and why."""
+
+    dataset: str
+    model: str
+    variant: tuple[tuple[str, Any], ...]
+    seed: int
+    run_dir: Path
+    error: str
+
+    @property
+    def variant_label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.variant)
+
+
 @dataclass
 class Experiment:
     name: str
@@ -104,6 +125,8 @@ class Experiment:
     columns: tuple[str, ...] = ()
     """Quantities shown in the report's tables beside the standard metrics."""
     interest_map: dict[str, Any] | None = None
+    impossible: list[ImpossibleCell] = field(default_factory=list)
+    """Cells whose settings failed validation; they are reported, never run."""
 
 
 def load_experiment(path: Path) -> Experiment:
@@ -162,11 +185,6 @@ def load_experiment(path: Path) -> Experiment:
             trained = tuple((k, v) for k, v in variant if k not in INFERENCE_SETTINGS)
             base = {**settings, **per_dataset.get(dataset, {}), **own}
             base.update(dataset=dataset, seed=seed)
-            try:
-                config = load_config(published, fixed={**base, **dict(variant)})
-                train_config = load_config(published, fixed={**base, **dict(trained)})
-            except ConfigError as err:
-                raise ConfigError(f"{path}: cell {dataset}/{model}: {err}") from err
             folder = runs_dir / slug(dataset) / slug(model)
             for key, value in trained:
                 folder = folder / slug(f"{key}={value}")
@@ -175,9 +193,20 @@ def load_experiment(path: Path) -> Experiment:
             if len(trained) < len(variant):
                 label = ",".join(f"{k}={v}" for k, v in variant if k in INFERENCE_SETTINGS)
                 run_dir = checkpoint / slug(f"evaluation-{label}")
+            try:
+                config = load_config(published, fixed={**base, **dict(variant)})
+                train_config = load_config(published, fixed={**base, **dict(trained)})
+            except ConfigError as err:
+                experiment.impossible.append(
+                    ImpossibleCell(dataset, model, variant, seed, run_dir, str(err))
+                )
+                continue
             experiment.cells.append(
                 Cell(dataset, model, variant, seed, config, run_dir, checkpoint, train_config)
             )
+    if not experiment.cells:
+        first = experiment.impossible[0]
+        raise ConfigError(f"{path}: cell {first.dataset}/{first.model}: {first.error}")
     return experiment
 
 

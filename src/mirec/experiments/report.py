@@ -137,6 +137,15 @@ def render_markdown(
         lines += ["## Figures", ""]
         for name, note in figures:
             lines += [f"![{name}]({name})", ""] + ([note, ""] if note else [])
+    if experiment.impossible:
+        lines += ["## Impossible cells", "", "Their settings fail validation; they never run.", ""]
+        lines += [
+            f"- {c.dataset} / {c.model}"
+            + (f" [{c.variant_label}]" if c.variant else "")
+            + f" seed {c.seed}: {c.error}"
+            for c in experiment.impossible
+        ]
+        lines.append("")
     pending = [c for c in experiment.cells if all(c is not d for d, _ in done)]
     if pending:
         lines += ["## Not yet run", ""]

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from mirec.config import Config
-from mirec.errors import MirecError
-from mirec.experiments.grid import Cell, Experiment
+from mirec.errors import DataError, MirecError
+from mirec.experiments.grid import Cell, Experiment, ImpossibleCell
 from mirec.runs import CONFIG_FILE, METRICS_FILE, evaluate_checkpoint, train_run
 
 
@@ -35,13 +35,27 @@ def cell_metrics(cell: Cell) -> dict[str, Any] | None:
     metrics_path = cell.run_dir / METRICS_FILE
     if not metrics_path.is_file():
         return None
-    metrics = json.loads(metrics_path.read_text())
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(
+            f"{metrics_path}: not valid JSON ({err}); delete it to run the cell again"
+        ) from None
+    if not isinstance(metrics, dict):
+        raise DataError(f"{metrics_path}: expected a JSON object; delete it to run the cell again")
     recorded = metrics.get("config")
     if recorded is None:
         config_path = cell.run_dir / CONFIG_FILE
         if not config_path.is_file():
             return None
-        recorded = yaml.safe_load(config_path.read_text()) or {}
+        try:
+            recorded = yaml.safe_load(config_path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise DataError(
+                f"{config_path}: not valid YAML; delete the cell's folder to run it again"
+            ) from None
+    if not isinstance(recorded, dict):
+        return None  # not a config mirec wrote: the cell runs again
     if {**Config().to_dict(), **recorded} != cell.config.to_dict():
         return None
     return metrics
@@ -89,16 +103,27 @@ def run_experiment(
     max_cells: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
-) -> list[tuple[Cell, str]]:
+) -> list[tuple[Cell | ImpossibleCell, str]]:
     """Train every unfinished cell (at most ``max_cells`` of them); returns the failures.
 
     A cell that fails with a user error (bad data, bad setting) is reported and skipped so
-    the rest of the grid still runs.
+    the rest of the grid still runs; so is every cell whose settings are impossible
+    (``experiment.impossible``), reported first and never run.
     """
     todo = [cell for cell in experiment.cells if cell_metrics(cell) is None]
     total = len(experiment.cells)
-    echo(f"{experiment.name}: {total - len(todo)} of {total} cells finished, {len(todo)} to run")
-    failures: list[tuple[Cell, str]] = []
+    impossible = experiment.impossible
+    echo(
+        f"{experiment.name}: {total - len(todo)} of {total} cells finished, {len(todo)} to run"
+        + (f", {len(impossible)} impossible" if impossible else "")
+    )
+    failures: list[tuple[Cell | ImpossibleCell, str]] = []
+    for cell in impossible:
+        label = f"{cell.dataset} / {cell.model}"
+        if cell.variant:
+            label += f" [{cell.variant_label}]"
+        echo(f"    impossible: {label} seed {cell.seed}: {cell.error}")
+        failures.append((cell, cell.error))
     ran = 0
     for i, cell in enumerate(todo, 1):
         if max_cells is not None and ran >= max_cells:

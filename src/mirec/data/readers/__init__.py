@@ -6,10 +6,19 @@ Python loop runs over rows. The one exception is the error path: when a value tu
 bad after the scan (an id that is not an integer, a NaN timestamp), the file is walked once
 up to that row to name its physical line.
 
-Bad input never produces a traceback or a silent drop: it raises :class:`DataError` with a
-one-line message ``<file>: line <n>: <what is wrong>`` (1-based physical line, header
+Bad input never produces a traceback, a hang or a silent drop: it raises :class:`DataError`
+with a one-line message ``<file>: line <n>: <what is wrong>`` (1-based physical line, header
 included), or ``<file>: <what is wrong>`` naming the field or column when there is no line.
 Blank lines (empty or whitespace only) hold no data and are skipped anywhere in a file.
+Before any parsing, a text file's bytes are checked once (``_files._check_text``): compressed
+or binary content, NUL and other control bytes, a line longer than ``$MIREC_MAX_LINE_BYTES``
+(default 1 MiB) and a line with more fields than its format are errors naming the line.
+
+Ids: the ``movielens``, ``movielens-100k`` and ``taobao`` formats have integer ids, and a
+line holding another id is an error. ``sequences`` and ``interactions`` read integer ids
+when every id is one and text when most are not; a column of integers but for a few lines
+(a repeated header, a 20-digit id, a stray word) is an error naming the first such line.
+``id_type`` (``"int"`` or ``"str"``) says which to read instead, for every format.
 
 Formats (``FORMATS``):
 
@@ -28,7 +37,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mirec.data.log import RawLog
-from mirec.data.readers._files import _check_file
+from mirec.data.readers._files import (
+    DEFAULT_MAX_LINE,
+    MAX_LINE_ENV,
+    _check_file,
+    _is_dir,
+    _os_errors,
+    max_line_bytes,
+)
 from mirec.data.readers.interactions import ROLES, read_interactions
 from mirec.data.readers.movielens import (
     ML100K_GENRES,
@@ -42,9 +58,13 @@ from mirec.data.readers.taobao import read_taobao
 from mirec.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_MAX_LINE",
     "FORMATS",
+    "ID_TYPES",
+    "MAX_LINE_ENV",
     "ML100K_GENRES",
     "ROLES",
+    "max_line_bytes",
     "read_interactions",
     "read_log",
     "read_movielens",
@@ -56,22 +76,27 @@ __all__ = [
 
 
 FORMATS = ("sequences", "interactions", "movielens", "movielens-100k", "taobao")
+ID_TYPES = ("int", "str")
 
 
+@_os_errors
 def read_log(
     path: str | Path,
     format: str,
     *,
     columns: str | Sequence[str] | None = None,
     sep: str | None = None,
+    id_type: str | None = None,
 ) -> RawLog:
     """Read ``path`` in one of :data:`FORMATS`.
 
     ``sequences`` picks up ``<stem>_item2attributes.json`` beside the file when it exists.
     ``interactions`` needs ``columns``; ``sep`` defaults to a tab for ``.tsv`` files, else a
-    comma. ``columns`` and ``sep`` apply to ``interactions`` only.
+    comma. ``columns`` and ``sep`` apply to ``interactions`` only. ``id_type`` (None, ``int``
+    or ``str``): how ids are read (see the module docstring).
     """
     _check_format(format)
+    _check_id_type(id_type)
     path = Path(path)
     if format != "interactions" and (columns is not None or sep is not None):
         raise ConfigError(
@@ -80,7 +105,7 @@ def read_log(
         )
     if format == "sequences":
         attributes = _attributes_beside(path)
-        return read_sequences(path, attributes)
+        return read_sequences(path, attributes, id_type=id_type)
     if format == "interactions":
         if not columns:
             raise ConfigError(
@@ -89,14 +114,15 @@ def read_log(
             )
         if sep is None:
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        return read_interactions(path, columns, sep=sep)
+        return read_interactions(path, columns, sep=sep, id_type=id_type)
     if format == "movielens":
-        return read_movielens(path)
+        return read_movielens(path, id_type=id_type)
     if format == "movielens-100k":
-        return read_movielens_100k(path)
-    return read_taobao(path)
+        return read_movielens_100k(path, id_type=id_type)
+    return read_taobao(path, id_type=id_type)
 
 
+@_os_errors
 def source_files(path: str | Path, format: str) -> list[Path]:
     """The files :func:`read_log` reads for ``path`` in ``format`` (all existing files)."""
     _check_format(format)
@@ -109,12 +135,17 @@ def source_files(path: str | Path, format: str) -> list[Path]:
         return [p for p in _movielens_files(path) if p is not None]
     if format == "movielens-100k":
         return [p for p in _ml100k_files(path) if p is not None]
-    if format == "taobao" and path.is_dir():
+    if format == "taobao" and _is_dir(path):
         path = path / "UserBehavior.csv"
-    _check_file(path, "interaction log")
+    _check_file(path, "interaction log", text=path.suffix.lower() != ".parquet")
     return [path]
 
 
 def _check_format(format: str) -> None:
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
+
+
+def _check_id_type(id_type: str | None) -> None:
+    if id_type is not None and id_type not in ID_TYPES:
+        raise ConfigError(f"id_type {id_type!r}: expected int or str (or unset: auto-detect)")

@@ -15,11 +15,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from mirec.data.readers._files import _check_file
+from mirec.data.readers._files import _check_file, _check_text, max_line_bytes
 from mirec.errors import DataError
-
-_MAX_LINE = 1 << 26  # sequence lines of heavy users are long; DuckDB's default is 2 MB
-
 
 _SNIPPET = 60
 
@@ -79,6 +76,11 @@ class _Source:
         return DataError(f"{self.path}: {where}: {message}")
 
 
+def _duckdb_line_size() -> int:
+    """DuckDB's own line limit, above ours (checked before it runs) and its 2 MB default."""
+    return max(max_line_bytes() + 8, 1 << 21)
+
+
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
@@ -124,6 +126,7 @@ def _scan(
     fields under their roles.
     """
     _check_file(path, "data file")
+    _check_text(path, sep=sep, n_fields=len(fields), quote=quote)
     fields = [
         f if f.label else _F(f.role, f.kind, f"{f.role} (field {i + 1})")
         for i, f in enumerate(fields)
@@ -142,7 +145,7 @@ def _scan(
         f"SELECT {select} FROM read_csv($path, header = $header, auto_detect = false, "
         f"delim = $delim, quote = $quote, escape = $quote, encoding = $encoding, "
         f"columns = {{{types}}}, force_not_null = [{forced}], store_rejects = true, "
-        f"max_line_size = {_MAX_LINE})"
+        f"max_line_size = {_duckdb_line_size()})"
     )
     params = {"path": str(path), "header": header, "delim": sep, "quote": quote}
     table, rejects = _run(path, sql, {**params, "encoding": encoding})
@@ -189,7 +192,7 @@ def _reject_reason(
     if kind == "INVALID ENCODING":
         return f"is not valid {encoding} text"
     if kind == "LINE SIZE OVER MAXIMUM":
-        return f"line is longer than {_MAX_LINE} bytes"
+        return f"longer than {max_line_bytes():,} bytes (the reader's limit)"
     return f"malformed line ({_first_line_of(message)}): {_snip(text)}"
 
 
@@ -235,9 +238,10 @@ def _scan_lines(path: Path) -> pa.ChunkedArray:
     sql = (
         "SELECT line FROM read_csv($path, header = false, auto_detect = false, "
         "delim = $delim, quote = '', escape = '', columns = {'line': 'VARCHAR'}, "
-        f"store_rejects = true, max_line_size = {_MAX_LINE})"
+        f"store_rejects = true, max_line_size = {_duckdb_line_size()})"
     )
-    # NUL never occurs in text, so each line is one field
+    _check_text(path)
+    # NUL never occurs in text (the check above refuses it), so each line is one field
     table, rejects = _run(path, sql, {"path": str(path), "delim": "\0"})
     if rejects:
         line, kind, _, _, message = rejects[0]
@@ -246,7 +250,7 @@ def _scan_lines(path: Path) -> pa.ChunkedArray:
         elif kind == "TOO MANY COLUMNS":
             reason = "contains a NUL character"
         elif kind == "LINE SIZE OVER MAXIMUM":
-            reason = f"line is longer than {_MAX_LINE} bytes"
+            reason = f"longer than {max_line_bytes():,} bytes (the reader's limit)"
         else:
             reason = f"malformed line ({_first_line_of(message)})"
         raise DataError(f"{path}: line {line}: {reason}")
@@ -259,8 +263,12 @@ def _header_names(path: Path, sep: str, encoding: str) -> list[str]:
 
 
 def _first_line(path: Path, encoding: str) -> str:
+    limit = max_line_bytes()
     with path.open("rb") as f:
-        raw = f.readline()
+        raw = f.readline(limit + 2)
+    raw = re.split(rb"\r\n|\r|\n", raw, maxsplit=1)[0]  # a lone \r ends a line too
+    if len(raw) > limit:
+        raise DataError(f"{path}: line 1: longer than {limit:,} bytes (the reader's limit)")
     try:
         text = raw.decode("latin-1" if encoding == "latin-1" else "utf-8-sig")
     except UnicodeDecodeError as err:

@@ -15,10 +15,11 @@ from mirec.data.readers._columns import (
     _finite_column,
     _first_failure,
     _first_true,
+    _Ids,
     _require_nonempty,
-    _unify_ids,
+    _typed_ids,
 )
-from mirec.data.readers._files import _check_file
+from mirec.data.readers._files import _check_file, _os_errors
 from mirec.data.readers._scan import (
     _F,
     _find_column,
@@ -34,6 +35,7 @@ ROLES = ("user", "item", "timestamp", "category")
 """The roles ``read_interactions(columns=...)`` maps, in order."""
 
 
+@_os_errors
 def read_interactions(
     path: str | Path,
     columns: str | Sequence[str],
@@ -41,6 +43,7 @@ def read_interactions(
     header: bool | None = None,
     *,
     encoding: str = "utf-8",
+    id_type: str | None = None,
 ) -> RawLog:
     """Read a delimited text or Parquet (``.parquet``) log whose columns the caller names.
 
@@ -55,15 +58,18 @@ def read_interactions(
     line must have as many fields as the first one. ``header=None`` (the default) assumes a
     header unless every entry is a column number. Parquet files always use names.
 
-    Ids are ``int64`` when every user and item id is a plain integer, else all strings.
-    Without a timestamp column, file order is time order (``timestamp`` is null). Text must be
+    Ids are ``int64`` when every user and item id is a plain integer, else all strings; a
+    column of integers but for a few lines is an error naming the first of them, and
+    ``id_type`` (``int`` or ``str``) says which to read instead of guessing. Without a
+    timestamp column, file order is time order (``timestamp`` is null). Text must be
     ``utf-8`` or ``latin-1``.
     """
     path = Path(path)
     roles = _parse_columns(columns)
-    _check_file(path, "interaction log")
-    if path.suffix.lower() == ".parquet":
-        return _read_parquet(path, roles)
+    parquet = path.suffix.lower() == ".parquet"
+    _check_file(path, "interaction log", text=not parquet)
+    if parquet:
+        return _read_parquet(path, roles, id_type)
     sep = _normalize_sep(sep)
     encoding = _normalize_encoding(encoding)
     if header is None:
@@ -94,7 +100,10 @@ def read_interactions(
     table, src = _scan(path, fields, sep=sep, header=header, encoding=encoding, quote='"')
     for role in ("user", "item"):
         _require_nonempty(table.column(role), role, src)
-    user, item = _unify_ids(table.column("user"), table.column("item"))
+    user, item = _typed_ids(
+        [_Ids(table.column(role), src.label(role), src.fail) for role in ("user", "item")],
+        id_type,
+    )
     if "timestamp" in positions:
         timestamp = _finite_column(table, "timestamp", src)
     else:
@@ -134,7 +143,7 @@ def _normalize_encoding(encoding: str) -> str:
     raise ConfigError(f"encoding {encoding!r}: expected utf-8 or latin-1")
 
 
-def _read_parquet(path: Path, roles: dict[str, str]) -> RawLog:
+def _read_parquet(path: Path, roles: dict[str, str], id_type: str | None) -> RawLog:
     try:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError) as err:
@@ -149,10 +158,19 @@ def _read_parquet(path: Path, roles: dict[str, str]) -> RawLog:
         raise DataError(f"{path}: no rows")
     user = _parquet_ids(path, table, roles["user"])
     item = _parquet_ids(path, table, roles["item"])
-    if pa.types.is_integer(user.type) and pa.types.is_integer(item.type):
-        pass
-    else:
-        user, item = _unify_ids(pc.cast(user, pa.string()), pc.cast(item, pa.string()))
+    both_int = pa.types.is_integer(user.type) and pa.types.is_integer(item.type)
+    if id_type == "str" or not both_int:
+
+        def at_row(row: int, message: str) -> DataError:
+            return DataError(f"{path}: row {row + 1}: {message}")
+
+        user, item = _typed_ids(
+            [
+                _Ids(pc.cast(user, pa.string()), f"user column {roles['user']!r}", at_row),
+                _Ids(pc.cast(item, pa.string()), f"item column {roles['item']!r}", at_row),
+            ],
+            id_type,
+        )
     if "timestamp" in roles:
         timestamp = _parquet_time(path, table, roles["timestamp"])
     else:

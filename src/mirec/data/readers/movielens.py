@@ -21,10 +21,11 @@ from mirec.data.readers._columns import (
     _distinct_pairs,
     _finite_column,
     _first_true,
+    _id_column,
     _int_column,
     _require_nonempty,
 )
-from mirec.data.readers._files import _check_file, _folder_and_file
+from mirec.data.readers._files import _check_file, _folder_and_file, _is_file, _os_errors
 from mirec.data.readers._scan import _F, _scan, _scan_named, _Source
 from mirec.errors import DataError
 
@@ -60,32 +61,36 @@ _RATING_FIELDS = (
 """``user item rating unix_ts`` lines of ``u.data`` and ``ratings.dat``."""
 
 
-def read_movielens_100k(folder: str | Path) -> RawLog:
+@_os_errors
+def read_movielens_100k(folder: str | Path, *, id_type: str | None = None) -> RawLog:
     """Read MovieLens 100K from its folder (or its ``u.data``).
 
     ``u.data`` (tab-separated ``user item rating unix_ts``) gives the interactions; ``u.item``
     (``|``-separated, latin-1), when present, gives titles and the genre flags, named by
     ``u.genre`` when present, else by :data:`ML100K_GENRES`. ``u.user`` (``user|age|gender|
     occupation|zip``), when present, gives the user profiles (see the module docstring).
+    Ids are integers (a line that holds another id is an error) unless ``id_type="str"``.
     """
     data_path, item_path, genre_path, user_path = _ml100k_files(folder)
-    interactions = _ratings(*_scan(data_path, _RATING_FIELDS, sep="\t", header=False, quote=""))
+    scanned = _scan(data_path, _RATING_FIELDS, sep="\t", header=False, quote="")
+    interactions = _ratings(*scanned, id_type)
     sources = [data_path]
     categories = titles = None
     if item_path is not None:
         genres = ML100K_GENRES
         if genre_path is not None:
             genres = _read_ml100k_genres(genre_path)
-        categories, titles = _read_ml100k_items(item_path, genres)
+        categories, titles = _read_ml100k_items(item_path, genres, id_type)
         sources += [p for p in (item_path, genre_path) if p is not None]
     profiles = None
     if user_path is not None:
-        profiles = _read_ml100k_users(user_path)
+        profiles = _read_ml100k_users(user_path, id_type)
         sources.append(user_path)
     return RawLog(interactions, tuple(sources), categories, titles, user_features=profiles)
 
 
-def read_movielens(folder: str | Path) -> RawLog:
+@_os_errors
+def read_movielens(folder: str | Path, *, id_type: str | None = None) -> RawLog:
     """Read MovieLens latest/1M/10M/20M/25M from its folder (or its ratings file).
 
     ``ratings.csv`` (header ``userId,movieId,rating,timestamp``) or ``ratings.dat``
@@ -94,6 +99,7 @@ def read_movielens(folder: str | Path) -> RawLog:
     listed)" means none). ``movies.dat`` is read as UTF-8, or as latin-1 (ML-1M) when it is
     not valid UTF-8. ML-1M's ``users.dat`` (``user::gender::age::occupation::zip``), when
     it is beside ``ratings.dat``, gives the user profiles (see the module docstring).
+    Ids are integers (a line that holds another id is an error) unless ``id_type="str"``.
     """
     ratings, movies, users = _movielens_files(folder)
     if ratings.suffix == ".csv":
@@ -105,8 +111,8 @@ def read_movielens(folder: str | Path) -> RawLog:
         )
     else:
         scanned = _scan(ratings, _RATING_FIELDS, sep="::", header=False, quote="")
-    interactions = _ratings(*scanned)
-    profiles = None if users is None else _read_ml1m_users(users)
+    interactions = _ratings(*scanned, id_type)
+    profiles = None if users is None else _read_ml1m_users(users, id_type)
     extra = () if users is None else (users,)
     if movies is None:
         return RawLog(interactions, (ratings, *extra), user_features=profiles)
@@ -120,7 +126,7 @@ def read_movielens(folder: str | Path) -> RawLog:
     else:
         fields = [_F("item", "int"), _F("title", "text"), _F("genres", "text")]
         mt, msrc = _scan(movies, fields, sep="::", header=False, quote="", latin1_fallback=True)
-    items = _int_column(mt, "item", msrc)
+    items = _id_column(mt, "item", msrc, id_type)
     genre_lists = pc.split_pattern(pc.fill_null(mt.column("genres"), ""), "|")
     flat = pc.list_flatten(genre_lists)
     owner = pc.take(items, pc.list_parent_indices(genre_lists))
@@ -139,7 +145,7 @@ def _ml100k_files(folder: str | Path) -> tuple[Path, Path | None, Path | None, P
     data = given or folder / "u.data"
     _check_file(data, f"u.data of MovieLens 100K ({_GROUPLENS})")
     optional = (folder / name for name in ("u.item", "u.genre", "u.user"))
-    item, genre, user = (p if p.is_file() else None for p in optional)
+    item, genre, user = (p if _is_file(p) else None for p in optional)
     return data, item, genre, user
 
 
@@ -149,7 +155,7 @@ def _movielens_files(folder: str | Path) -> tuple[Path, Path | None, Path | None
     folder, given = _folder_and_file(folder, what)
     ratings = given
     if ratings is None:
-        found = [folder / n for n in ("ratings.csv", "ratings.dat") if (folder / n).is_file()]
+        found = [folder / n for n in ("ratings.csv", "ratings.dat") if _is_file(folder / n)]
         if not found:
             raise DataError(
                 f"{folder}: no ratings.csv or ratings.dat here; put the MovieLens files "
@@ -163,17 +169,17 @@ def _movielens_files(folder: str | Path) -> tuple[Path, Path | None, Path | None
     users = ratings.with_name("users.dat")  # ML-1M only; the csv releases have no user file
     return (
         ratings,
-        movies if movies.is_file() else None,
-        users if ratings.suffix == ".dat" and users.is_file() else None,
+        movies if _is_file(movies) else None,
+        users if ratings.suffix == ".dat" and _is_file(users) else None,
     )
 
 
-def _ratings(table: pa.Table, src: _Source) -> pa.Table:
+def _ratings(table: pa.Table, src: _Source, id_type: str | None) -> pa.Table:
     """The interactions of a MovieLens ratings scan: integer ids, finite timestamps."""
     return pa.table(
         {
-            "user": _int_column(table, "user", src),
-            "item": _int_column(table, "item", src),
+            "user": _id_column(table, "user", src, id_type),
+            "item": _id_column(table, "item", src, id_type),
             "timestamp": _finite_column(table, "timestamp", src),
         }
     )
@@ -195,7 +201,9 @@ def _read_ml100k_genres(path: Path) -> tuple[str, ...]:
     return tuple(str(names[i]) for i in np.argsort(index))
 
 
-def _read_ml100k_items(path: Path, genres: Sequence[str]) -> tuple[pa.Table, pa.Table]:
+def _read_ml100k_items(
+    path: Path, genres: Sequence[str], id_type: str | None
+) -> tuple[pa.Table, pa.Table]:
     fields = [
         _F("item", "int"),
         _F("title", "text"),
@@ -205,7 +213,7 @@ def _read_ml100k_items(path: Path, genres: Sequence[str]) -> tuple[pa.Table, pa.
         *(_F(f"g{j}", "text", f"genre flag {name!r}") for j, name in enumerate(genres)),
     ]
     table, src = _scan(path, fields, sep="|", header=False, quote="", encoding="latin-1")
-    items = _int_column(table, "item", src)
+    items = _id_column(table, "item", src, id_type)
     rows, which = [], []
     for j in range(len(genres)):  # a loop over the 19 genres, not over rows
         flags = table.column(f"g{j}")
@@ -232,7 +240,7 @@ def _read_ml100k_items(path: Path, genres: Sequence[str]) -> tuple[pa.Table, pa.
     return categories, titles
 
 
-def _read_ml100k_users(path: Path) -> pa.Table:
+def _read_ml100k_users(path: Path, id_type: str | None) -> pa.Table:
     """``u.user``: ``user|age|gender|occupation|zip``, exact ages in years."""
     fields = [
         _F("user", "int"),
@@ -242,10 +250,10 @@ def _read_ml100k_users(path: Path) -> pa.Table:
         _F("zip", "text"),
     ]
     table, src = _scan(path, fields, sep="|", header=False, quote="", encoding="latin-1")
-    return _user_profiles(table, src)
+    return _user_profiles(table, src, id_type)
 
 
-def _read_ml1m_users(path: Path) -> pa.Table:
+def _read_ml1m_users(path: Path, id_type: str | None) -> pa.Table:
     """ML-1M's ``users.dat``: ``user::gender::age::occupation::zip``, the age already a group
     (1, 18, 25, ...) and the occupation a code 0-20, kept as written."""
     fields = [
@@ -256,12 +264,12 @@ def _read_ml1m_users(path: Path) -> pa.Table:
         _F("zip", "text"),
     ]
     table, src = _scan(path, fields, sep="::", header=False, quote="", latin1_fallback=True)
-    return _user_profiles(table, src)
+    return _user_profiles(table, src, id_type)
 
 
-def _user_profiles(table: pa.Table, src: _Source) -> pa.Table:
+def _user_profiles(table: pa.Table, src: _Source, id_type: str | None) -> pa.Table:
     """The four :data:`USER_FEATURES` of a scanned user file, one row per user, checked."""
-    users = _int_column(table, "user", src)
+    users = _id_column(table, "user", src, id_type)
     _require_unique(users, src)
     ages = _int_column(table, "age", src).to_numpy()
     if (ages < 0).any():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,18 +11,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mirec.data.log import RawLog
-from mirec.data.readers._columns import _canonical_ints, _distinct_pairs, _first_failure, _unify_ids
-from mirec.data.readers._files import _check_file
+from mirec.data.readers._columns import _distinct_pairs, _Ids, _int_mask, _typed_ids
+from mirec.data.readers._files import _check_file, _is_file, _os_errors
 from mirec.data.readers._scan import _scan_lines
 from mirec.errors import DataError
 
 
-def read_sequences(path: str | Path, attributes: str | Path | None = None) -> RawLog:
+@_os_errors
+def read_sequences(
+    path: str | Path, attributes: str | Path | None = None, *, id_type: str | None = None
+) -> RawLog:
     """Read a sequence file: one ``user item1 item2 ...`` line per user, in time order.
 
     Fields are separated by runs of spaces or tabs. Ids are ``int64`` when every user and item
-    id is a plain integer, else all strings. ``timestamp`` is null (file order is time order).
-    ``attributes`` is a JSON file ``{item: [attribute ids]}`` giving ``item_categories``.
+    id is a plain integer, else all strings (``id_type``: see
+    :func:`~mirec.data.readers._columns._typed_ids`). ``timestamp`` is null (file order is
+    time order). ``attributes`` is a JSON file ``{item: [attribute ids]}`` giving
+    ``item_categories``.
     """
     path = Path(path)
     _check_file(path, "sequence file (lines 'user item1 item2 ...')")
@@ -48,7 +54,19 @@ def read_sequences(path: str | Path, attributes: str | Path | None = None) -> Ra
     first[offsets[:-1][valid]] = True
     is_item = valid[line_of_value] & ~first
     user_tokens = values.take(pa.array(offsets[:-1][valid]))
-    user, item = _unify_ids(user_tokens, values.filter(pa.array(is_item)))
+    user_lines = np.flatnonzero(valid) + 1
+    item_lines = line_of_value[is_item] + 1
+
+    def at_line(lines: np.ndarray) -> Callable[[int, str], DataError]:
+        return lambda row, message: DataError(f"{path}: line {lines[row]}: {message}")
+
+    user, item = _typed_ids(
+        [
+            _Ids(user_tokens, "user id (field 1)", at_line(user_lines)),
+            _Ids(values.filter(pa.array(is_item)), "item id", at_line(item_lines)),
+        ],
+        id_type,
+    )
     user = pc.take(user, pa.array(np.repeat(np.arange(len(user_tokens)), counts[valid] - 1)))
     interactions = pa.table(
         {"user": user, "item": item, "timestamp": pa.nulls(len(item), pa.float64())}
@@ -62,7 +80,7 @@ def read_sequences(path: str | Path, attributes: str | Path | None = None) -> Ra
 
 def _attributes_beside(path: Path) -> Path | None:
     candidate = path.with_name(f"{path.stem}_item2attributes.json")
-    return candidate if candidate.is_file() else None
+    return candidate if _is_file(candidate) else None
 
 
 def _read_attributes(path: Path, item_type: pa.DataType) -> pa.Table:
@@ -87,12 +105,12 @@ def _read_attributes(path: Path, item_type: pa.DataType) -> pa.Table:
         values.extend(str(a) for a in attrs)
     item = pa.array(keys, pa.string())
     if pa.types.is_integer(item_type):
-        ints = _canonical_ints(item)
-        if ints is None:
-            row = _first_failure(item, lambda v: pc.cast(v, pa.int64()))
+        ok = _int_mask(item, padded_ok=False)
+        if not pc.all(ok).as_py():
+            row = pc.indices_nonzero(pc.invert(ok))[0].as_py()
             raise DataError(
                 f"{path}: item {keys[row]!r} is not an integer, but the sequence file's "
                 "ids are integers"
             )
-        item = ints
+        item = pc.cast(item, pa.int64())
     return _distinct_pairs(item, pa.array(values, pa.string()))

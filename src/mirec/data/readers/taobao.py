@@ -10,21 +10,23 @@ from mirec.data.log import RawLog
 from mirec.data.readers._columns import (
     _distinct_pairs,
     _finite_column,
-    _int_column,
+    _id_column,
     _require_nonempty,
 )
-from mirec.data.readers._files import _check_file
+from mirec.data.readers._files import _check_file, _is_dir, _os_errors
 from mirec.data.readers._scan import _F, _scan
 
 
-def read_taobao(path: str | Path) -> RawLog:
+@_os_errors
+def read_taobao(path: str | Path, *, id_type: str | None = None) -> RawLog:
     """Read Alibaba's Taobao ``UserBehavior.csv`` (or the folder holding it).
 
     No header; ``user,item,category,behavior,unix_ts``. ``behavior`` (pv/cart/fav/buy) is
-    kept; ``item_categories`` lists the distinct (item, category) pairs.
+    kept; ``item_categories`` lists the distinct (item, category) pairs. Ids are integers
+    (a line that holds another id is an error) unless ``id_type="str"``.
     """
     path = Path(path)
-    if path.is_dir():
+    if _is_dir(path):
         path = path / "UserBehavior.csv"
     _check_file(path, "Taobao UserBehavior.csv (https://tianchi.aliyun.com/dataset/649)")
     fields = [
@@ -35,12 +37,12 @@ def read_taobao(path: str | Path) -> RawLog:
         _F("timestamp", "num"),
     ]
     table, src = _scan(path, fields, sep=",", header=False, quote="")
-    item = _int_column(table, "item", src)
+    item = _id_column(table, "item", src, id_type)
     for role in ("category", "behavior"):
         _require_nonempty(table.column(role), role, src)
     interactions = pa.table(
         {
-            "user": _int_column(table, "user", src),
+            "user": _id_column(table, "user", src, id_type),
             "item": item,
             "timestamp": _finite_column(table, "timestamp", src),
             "behavior": table.column("behavior"),
