@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from mirec.aggregators.max_score import max_over_interests
+from mirec.core.contracts import Extracted
+from mirec.core.functional import collapse
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation import evaluator
 from mirec.evaluation.evaluator import evaluate
-from mirec.evaluation.metrics import category_diversity, collapse, ranking_metrics
-from mirec.extractors.base import Extracted
+from mirec.evaluation.metrics import category_diversity, ranking_metrics
 
 
 class FixedRetriever:

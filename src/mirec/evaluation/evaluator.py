@@ -17,11 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from mirec.aggregators.diversity_greedy import diverse_retrieve
+from mirec.core.contracts import Extracted
+from mirec.core.functional import collapse
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.diagnostics import Diagnostics
-from mirec.evaluation.metrics import CUTOFFS, category_diversity, collapse, ranking_metrics
-from mirec.extractors.base import Extracted
+from mirec.evaluation.metrics import CUTOFFS, category_diversity, ranking_metrics
 
 # scores held at once: users x interests x items
 SCORE_BUDGET = 1 << 25

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirec.aggregators.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
-from mirec.extractors.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
 
 
 @dataclass(frozen=True)
