@@ -36,13 +36,14 @@ from fuxictr.pytorch.layers import DIN_Attention, MLP_Block
 from torch import nn
 
 from mirec.config import load_config
+from mirec.core.device import resolve_device
+from mirec.core.layers import mean_embedding
 from mirec.data.ctr_samples import CTRData, prepare_ctr
 from mirec.data.prepare import cache_dir
-from mirec.models.ctr_model import ClickModel, mean_embedding
+from mirec.models.ctr_model import ClickModel
 from mirec.models.registry import build_ctr_model, padded_categories
 from mirec.runs import prepare_for
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
-from mirec.training.trainer import resolve_device
 
 
 class FuxiCTRDIN(ClickModel):

@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirec.config import load_config
-from mirec.errors import ConfigError
-from mirec.extractors.adaptive_k import (
+from mirec.aggregators.adaptive_k import (
     adapt_interests,
     assign_behaviours,
     interest_mass,
     interest_shares,
     parse_adaptive_k,
 )
-from mirec.extractors.base import Extracted
+from mirec.config import load_config
+from mirec.core.contracts import Extracted
+from mirec.errors import ConfigError
 from mirec.models.registry import build_model
 
 

@@ -10,7 +10,7 @@ from mirec.aggregators.diversity_greedy import diverse_retrieve, diverse_top_n
 from mirec.aggregators.max_score import max_over_interests
 from mirec.aggregators.mean_score import mean_over_interests
 from mirec.aggregators.representation import ConcatMLP, IntentionWeights, InterestAttention
-from mirec.extractors.base import Extracted
+from mirec.core.contracts import Extracted
 
 
 def category_diversity(categories: torch.Tensor) -> float:

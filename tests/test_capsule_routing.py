@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirec.aggregators.hard_argmax import select_by_argmax
-from mirec.aggregators.label_aware import label_aware, select_by_label_aware_attention
 from mirec.config import load_config
 from mirec.data.prepare import prepare
 from mirec.evaluation.evaluator import evaluate
@@ -18,6 +16,8 @@ from mirec.extractors.capsule_routing import (
 )
 from mirec.models.interest_model import InterestModel
 from mirec.models.most_popular import MostPopular
+from mirec.selectors.hard_argmax import select_by_argmax
+from mirec.selectors.label_aware import label_aware, select_by_label_aware_attention
 from mirec.training.trainer import fit
 
 

@@ -10,6 +10,8 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
+from mirec.aggregators.adaptive_k import assign_behaviours
+from mirec.core.contracts import Extracted
 from mirec.evaluation.diagnostics import (
     Diagnostics,
     contingency,
@@ -18,8 +20,6 @@ from mirec.evaluation.diagnostics import (
     purity,
     tail_items,
 )
-from mirec.extractors.adaptive_k import assign_behaviours
-from mirec.extractors.base import Extracted
 
 
 def table_of(assignment: list[list[int]], category: list[list[int]], k: int) -> torch.Tensor:

@@ -8,15 +8,18 @@ import torch
 
 from mirec.aggregators import ranking
 from mirec.aggregators.max_score import max_over_interests
+from mirec.core.contracts import Extracted
+from mirec.core.functional import collapse
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.evaluator import evaluate
-from mirec.evaluation.metrics import category_diversity, collapse, ranking_metrics
-from mirec.extractors.base import Extracted
+from mirec.evaluation.metrics import category_diversity, ranking_metrics
 
 
 class FixedRetriever:
     """User j (history [j + 1]) has the interests ``user_interests[j]``; items are fixed."""
+
+    uses_user_rows = False
 
     def __init__(self, user_interests: torch.Tensor, items: torch.Tensor) -> None:
         self.user_interests = user_interests

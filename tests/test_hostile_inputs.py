@@ -200,17 +200,18 @@ def test_cross_setting_checks_name_the_setting():
 def test_config_names_agree_with_the_registries():
     """The early checks in mirec.config accept exactly the names the builders know."""
     from mirec import config as cfg
-    from mirec.extractors.adaptive_k import RULES, parse_adaptive_k
-    from mirec.models import registry
+    from mirec.aggregators import AGGREGATORS
+    from mirec.aggregators.adaptive_k import RULES, parse_adaptive_k
+    from mirec.extractors import EXTRACTORS
     from mirec.regularizers import REGULARIZERS, parse_regularizers
     from mirec.runs import TASKS
+    from mirec.selectors import SELECTORS
 
-    assert set(cfg.RETRIEVAL_EXTRACTORS) == {*registry.EXTRACTORS, "popularity"}
-    assert set(cfg.CTR_ONLY_EXTRACTORS) == set(registry.CTR_EXTRACTORS) - {"popularity"}
-    assert set(cfg.SELECTORS) == set(registry.SELECTORS)
-    assert set(cfg.RETRIEVAL_AGGREGATORS) == {*registry.SCORERS, *registry.FUSERS}
-    assert set(cfg.CTR_AGGREGATORS) == set(registry.CTR_AGGREGATORS)
-    assert set(cfg.REGULARIZERS) == set(REGULARIZERS)
+    extractors = {*cfg.RETRIEVAL_EXTRACTORS, *cfg.CTR_ONLY_EXTRACTORS}
+    assert extractors == {*EXTRACTORS.entries(), "popularity", "dmin"}
+    assert set(cfg.SELECTORS) == set(SELECTORS.entries())
+    assert {*cfg.RETRIEVAL_AGGREGATORS, *cfg.CTR_AGGREGATORS} == set(AGGREGATORS.entries())
+    assert set(cfg.REGULARIZERS) == set(REGULARIZERS.entries())
     assert set(cfg.ADAPTIVE_K_RULES) == set(RULES)
     assert cfg.TASKS == TASKS
     assert cfg.validate.__module__ == "mirec.config"
@@ -225,7 +226,7 @@ def test_config_names_agree_with_the_registries():
 def test_a_device_this_machine_lacks_is_a_config_error():
     import torch
 
-    from mirec.training.trainer import resolve_device
+    from mirec.core.device import resolve_device
 
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"device='cuda': CUDA is not available"):

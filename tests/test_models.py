@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from mirec.aggregators.hard_argmax import select_by_argmax
 from mirec.config import load_config, model_names
 from mirec.data.prepare import prepare
 from mirec.errors import ConfigError
@@ -16,6 +15,7 @@ from mirec.extractors.causal_transformer import CausalTransformer, SASRecExtract
 from mirec.extractors.mean_pooling import MeanPoolingExtractor
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
 from mirec.models.registry import build_model
+from mirec.selectors.hard_argmax import select_by_argmax
 from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import fit
 

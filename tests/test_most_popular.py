@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from mirec.core.contracts import Extracted
 from mirec.data.examples import training_item_counts
 from mirec.data.prepare import prepare
 from mirec.evaluation.evaluator import evaluate
-from mirec.extractors.base import Extracted
 from mirec.models.most_popular import MostPopular
 
 

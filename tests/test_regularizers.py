@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mirec.core.contracts import Extracted
 from mirec.errors import ConfigError
-from mirec.extractors.base import Extracted
 from mirec.regularizers import parse_regularizers
 from mirec.regularizers.contrastive import contrastive_penalty
 from mirec.regularizers.covariance import routing_covariance_penalty

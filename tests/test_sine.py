@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirec.extractors.base import Extracted
-from mirec.extractors.sparse_interest import SparseInterestExtractor, masked_softmax
-from mirec.regularizers.concept_covariance import (
-    concept_covariance_penalty,
-    covariance_matrix,
-)
+from mirec.core.contracts import Extracted
+from mirec.core.functional import covariance_matrix, masked_softmax
+from mirec.extractors.sparse_interest import SparseInterestExtractor
+from mirec.regularizers.concept_covariance import concept_covariance_penalty
 from mirec.regularizers.covariance import routing_covariance_penalty
 
 D, K, MAXLEN, POOL = 8, 3, 10, 20

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from mirec.config import load_config
+from mirec.core.contracts import Extracted
 from mirec.data import readers
 from mirec.data.examples import evaluation_set
 from mirec.data.prepare import PreparedData, load_sequences
@@ -25,7 +26,6 @@ from mirec.data.sequences import Sequences, UserProfiles, build_sequences, split
 from mirec.data.synthetic import SyntheticSpec, generate
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.evaluator import evaluate
-from mirec.extractors.base import Extracted
 from mirec.models.registry import build_model
 from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import TrainingExamples, fit, train_step

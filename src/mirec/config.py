@@ -449,7 +449,7 @@ def _check_device(value: str) -> None:
 REGULARIZERS = ("disagreement", "contrastive", "covariance", "concept_covariance")
 """Names of ``mirec.regularizers.REGULARIZERS``, checked here without importing torch."""
 ADAPTIVE_K_RULES = ("mass", "share", "merge")
-"""Rules of ``mirec.extractors.adaptive_k.RULES``."""
+"""Rules of ``mirec.aggregators.adaptive_k.RULES``."""
 
 
 def _check_regularizer(value: str | None) -> None:
@@ -470,7 +470,7 @@ def _check_regularizer(value: str | None) -> None:
 
 
 def _check_adaptive_k(value: str | None) -> None:
-    """``rule:threshold`` as ``mirec.extractors.adaptive_k.parse_adaptive_k`` reads it, the
+    """``rule:threshold`` as ``mirec.aggregators.adaptive_k.parse_adaptive_k`` reads it, the
     threshold a share in [0, 1] (``merge``: a cosine in [-1, 1])."""
     if value is None:
         return

@@ -19,6 +19,7 @@ import yaml
 from mirec import __version__
 from mirec.atomic import write_json_atomic, write_text_atomic
 from mirec.config import Config
+from mirec.core.device import resolve_device
 from mirec.data.ctr_samples import prepare_ctr
 from mirec.data.examples import EvaluationSet, training_item_counts
 from mirec.data.prepare import PreparedData, cache_dir, prepare, split_sequences
@@ -33,7 +34,7 @@ from mirec.models.folder import (
 )
 from mirec.models.registry import build_ctr_model, build_model
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
-from mirec.training.trainer import FitResult, fit, resolve_device
+from mirec.training.trainer import FitResult, fit
 
 METRICS_FILE = "metrics.json"
 INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "device")
@@ -251,7 +252,7 @@ def _run_header(config: Config, data: PreparedData, model: torch.nn.Module) -> d
         "seed": config.seed,
         "split_seed": config.split_seed,
         # K as built: single-interest models have 1 (DIN: one target-attended vector)
-        "interests": getattr(model, "num_interests", 1),
+        "interests": model.num_interests,
         "maxlen": data.maxlen,
         "n_users": data.sequences.n_users,
         "n_items": data.sequences.n_items,

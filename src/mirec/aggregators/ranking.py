@@ -18,10 +18,10 @@ import torch
 
 from mirec.aggregators.diversity_greedy import diverse_retrieve
 from mirec.aggregators.max_score import per_interest_scores
-from mirec.extractors.base import Extracted
+from mirec.core.contracts import Extracted
 
 if TYPE_CHECKING:
-    from mirec.evaluation.evaluator import Retriever
+    from mirec.core.contracts import Retriever
 
 SCORE_BUDGET = 1 << 25
 """Scores held at once: users x interests x items."""

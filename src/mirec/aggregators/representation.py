@@ -11,7 +11,7 @@ scores, so the catalogue is searched once per user instead of once per interest.
 * :class:`IntentionWeights`: v_u = sum_k e_k v_k with the weights e the extractor computed
   itself: SINE's intention-aware aggregation (Tan et al., WSDM 2021, eq. 9-10).
 
-Each is a module ``(Extracted) -> (B, d)``.
+Each is a :class:`Fuser`, a module ``(Extracted) -> (B, d)``.
 """
 
 from __future__ import annotations
@@ -19,31 +19,47 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.extractors.base import Extracted
+from mirec.aggregators import AGGREGATORS, CTR, RETRIEVAL, Level
+from mirec.config import Config
+from mirec.core.contracts import Extracted
+from mirec.core.functional import masked_softmax
 
 
-def _masked_softmax(logits: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
-    if active is not None:
-        logits = logits.masked_fill(~active, float("-inf"))
-    return torch.softmax(logits, dim=1)
+class Fuser(nn.Module):
+    """A representation-level aggregator: (Extracted) -> (B, d) one vector per user."""
+
+    level = Level.REPRESENTATION
+    tasks: tuple[str, ...] = (RETRIEVAL, CTR)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Fuser:
+        raise NotImplementedError
+
+    def forward(self, extracted: Extracted) -> torch.Tensor:
+        raise NotImplementedError
 
 
-class InterestAttention(nn.Module):
+@AGGREGATORS.register("attention")
+class InterestAttention(Fuser):
     def __init__(self, embedding_dim: int, hidden_dim: int | None = None) -> None:
         super().__init__()
         hidden_dim = hidden_dim or 4 * embedding_dim
         self.w1 = nn.Linear(embedding_dim, hidden_dim)
         self.w2 = nn.Linear(hidden_dim, 1, bias=False)  # a bias would cancel in the softmax
 
+    @classmethod
+    def from_config(cls, config: Config) -> InterestAttention:
+        return cls(config.embedding_dim, config.hidden_dim)
+
     def forward(self, extracted: Extracted) -> torch.Tensor:
         interests = extracted.interests
-        weights = _masked_softmax(
-            self.w2(torch.tanh(self.w1(interests))).squeeze(-1), extracted.active
-        )
+        logits = self.w2(torch.tanh(self.w1(interests))).squeeze(-1)
+        weights = masked_softmax(logits, extracted.active, dim=1)
         return torch.einsum("bk,bkd->bd", weights, interests)
 
 
-class ConcatMLP(nn.Module):
+@AGGREGATORS.register("concat_mlp")
+class ConcatMLP(Fuser):
     def __init__(
         self, embedding_dim: int, num_interests: int, hidden_dim: int | None = None
     ) -> None:
@@ -55,6 +71,10 @@ class ConcatMLP(nn.Module):
             nn.Linear(hidden_dim, embedding_dim),
         )
 
+    @classmethod
+    def from_config(cls, config: Config) -> ConcatMLP:
+        return cls(config.embedding_dim, config.num_interests, config.hidden_dim)
+
     def forward(self, extracted: Extracted) -> torch.Tensor:
         interests = extracted.interests
         if extracted.active is not None:
@@ -62,7 +82,14 @@ class ConcatMLP(nn.Module):
         return self.mlp(interests.flatten(1))
 
 
-class IntentionWeights(nn.Module):
+@AGGREGATORS.register("intention")
+class IntentionWeights(Fuser):
+    tasks = (RETRIEVAL,)  # CTR has never offered it (no check there for SINE's weights)
+
+    @classmethod
+    def from_config(cls, config: Config) -> IntentionWeights:
+        return cls()
+
     def forward(self, extracted: Extracted) -> torch.Tensor:
         if extracted.weights is None:
             raise ValueError(

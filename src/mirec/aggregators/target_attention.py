@@ -16,22 +16,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def prelu_mlp(width: int, hidden: tuple[int, ...]) -> nn.Sequential:
-    """Linear + PReLU layers of sizes ``hidden``, then one output: DIN's MLPs (its Dice
-    activation is a data-adaptive PReLU)."""
-    layers: list[nn.Module] = []
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.PReLU()]
-        width = size
-    layers.append(nn.Linear(width, 1))
-    return nn.Sequential(*layers)
+from mirec.aggregators import AGGREGATORS, CTR, Level
+from mirec.config import Config
+from mirec.core.layers import prelu_mlp
 
 
+@AGGREGATORS.register("target")
 class TargetAttention(nn.Module):
+    level = Level.TARGET
+    tasks = (CTR,)  # retrieval has no candidate to attend with
+
     def __init__(self, embedding_dim: int, hidden: tuple[int, ...] = (80, 40)) -> None:
         super().__init__()
         self.mlp = prelu_mlp(4 * embedding_dim, hidden)
+
+    @classmethod
+    def from_config(cls, config: Config) -> TargetAttention:
+        return cls(config.embedding_dim)
 
     def forward(
         self, vectors: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None

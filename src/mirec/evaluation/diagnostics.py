@@ -34,8 +34,8 @@ import math
 import numpy as np
 import torch
 
-from mirec.extractors.adaptive_k import assign_behaviours, interest_shares
-from mirec.extractors.base import Extracted
+from mirec.aggregators.adaptive_k import assign_behaviours, interest_shares
+from mirec.core.contracts import Extracted
 
 TAIL_SHARE = 0.8
 """The tail: this share of the catalogue, least popular first."""

@@ -10,44 +10,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mirec.aggregators.ranking import blocked_items, top_n, users_per_chunk
+from mirec.core.contracts import Retriever
+from mirec.core.functional import collapse
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.diagnostics import Diagnostics
-from mirec.evaluation.metrics import CUTOFFS, category_diversity, collapse, ranking_metrics
-from mirec.extractors.base import Extracted
-
-
-class Retriever(Protocol):
-    """What the evaluator needs from a model."""
-
-    num_interests: int
-
-    def extract(self, histories: torch.Tensor, users: torch.Tensor | None = None) -> Extracted:
-        """(B, L) padded item indices -> (B, K, d) interests (and which are active).
-
-        ``users`` (B,) are the users' rows; the evaluator passes them only to a model whose
-        ``uses_user_rows`` attribute is true (MIND with user profiles), so a retriever
-        without that attribute may take ``histories`` alone."""
-        ...
-
-    def item_vectors(self) -> torch.Tensor:
-        """(n_items, d): row j is item index j + 1."""
-        ...
-
-    def retrieval_interests(self, extracted: Extracted) -> Extracted:
-        """The vectors that search the catalogue (the interests, or one fused vector)."""
-        ...
-
-    def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
-        """(B, n_items) scores: the model's aggregation of its interests (max, mean, fused)."""
-        ...
+from mirec.evaluation.metrics import CUTOFFS, category_diversity, ranking_metrics
 
 
 @dataclass(frozen=True)
@@ -113,7 +87,7 @@ def evaluate(
     n_targets_all = torch.from_numpy(np.diff(eval_set.target_offsets))
     histories_all = eval_set.histories
     users_all = None
-    if getattr(model, "uses_user_rows", False):  # MIND with user profiles looks them up by row
+    if model.uses_user_rows:  # MIND with user profiles looks them up by row
         users_all = torch.as_tensor(np.asarray(eval_set.users, dtype=np.int64))
     k = model.num_interests
     batch = users_per_chunk(k, n_items)

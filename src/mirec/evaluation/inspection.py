@@ -3,7 +3,7 @@
 For a user of the dataset (or a raw list of item ids), the trained model extracts the K
 interests from the history (the most recent ``maxlen`` items). Each history item is
 assigned to the interest it routes to most
-(:func:`~mirec.extractors.adaptive_k.assign_behaviours`); an interest is described by
+(:func:`~mirec.aggregators.adaptive_k.assign_behaviours`); an interest is described by
 
 * its share of the history: the share of the history items assigned to it,
 * a name from the categories of its items: the share of its items carrying each category,
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirec.aggregators.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
 from mirec.aggregators.ranking import blocked_items, rank, top_n
 from mirec.data.sequences import Sequences
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError
-from mirec.extractors.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
 from mirec.models.folder import LoadedModel, load_model
 
 

@@ -47,25 +47,6 @@ def ranking_metrics(
     return out
 
 
-def collapse(interests: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-    """PROTOCOL.md section 8: each user's mean pairwise cosine of their interests, (B,).
-
-    1.0 means the vectors point the same way (total collapse). With ``active`` (B, K), only
-    a user's active interests count, and a user with fewer than two gets NaN. Needs K >= 2.
-    """
-    k = interests.shape[1]
-    if k < 2:
-        raise ValueError("collapse needs at least two interests per user")
-    if active is None:
-        active = torch.ones(interests.shape[:2], dtype=torch.bool, device=interests.device)
-    unit = torch.nn.functional.normalize(interests.to(torch.float64), dim=-1)
-    weight = (active.unsqueeze(2) & active.unsqueeze(1)).to(torch.float64)
-    weight = weight * (1 - torch.eye(k, dtype=torch.float64, device=interests.device))
-    cos = unit @ unit.transpose(1, 2)
-    pairs = weight.sum((1, 2))
-    return (cos * weight).sum((1, 2)) / pairs.where(pairs > 0, torch.nan)
-
-
 def category_diversity(
     top_categories: torch.Tensor, cutoffs: tuple[int, ...] = CUTOFFS
 ) -> dict[str, torch.Tensor]:

@@ -27,7 +27,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.extractors.base import Extracted
+from mirec.config import Config
+from mirec.core.contracts import Extracted, Extractor
+from mirec.core.functional import masked_softmax
+from mirec.extractors import EXTRACTORS
 
 _SQUASH_EPS = 1e-9
 
@@ -43,18 +46,25 @@ def squash(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def _route_shared(
-    u_hat: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, iterations: int
+    u_hat: torch.Tensor,
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    active: torch.Tensor | None,
+    iterations: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Routing with one prediction vector per behaviour, shared by all interests (MIND).
 
-    ``u_hat`` (B, L, d), ``logits`` (B, L, K) with -inf on interests a user does not have,
-    ``mask`` (B, L) bool -> capsules (B, K, d) and final coupling (B, L, K).
+    ``u_hat`` (B, L, d), ``logits`` (B, L, K), ``mask`` (B, L) bool, ``active`` (B, K) bool
+    (None: all) -> capsules (B, K, d) and final coupling (B, L, K). Behaviours route among
+    the active interests only; an inactive capsule stays zero.
     """
     keep = mask.unsqueeze(-1).to(u_hat.dtype)
     detached = u_hat.detach()
+    among = None if active is None else active.unsqueeze(1)  # (B, 1, K)
     for i in range(iterations):
         last = i == iterations - 1
-        coupling = torch.softmax(logits, dim=-1) * keep  # padding behaviours route nowhere
+        # padding behaviours route nowhere
+        coupling = masked_softmax(logits, among, dim=-1) * keep
         capsules = squash(torch.bmm(coupling.transpose(1, 2), u_hat if last else detached))
         if not last:
             logits = logits + torch.bmm(detached, capsules.transpose(1, 2))
@@ -92,7 +102,8 @@ def dynamic_interest_count(mask: torch.Tensor, num_interests: int) -> torch.Tens
     return count.log2().floor().long().clamp(1, num_interests)
 
 
-class BehaviorToInterestRouting(nn.Module):
+@EXTRACTORS.register("dynamic_routing")
+class BehaviorToInterestRouting(Extractor):
     """MIND's multi-interest extractor layer (Li et al., CIKM 2019, section 4.2).
 
     Behaviour-to-interest (B2I) dynamic routing with one bilinear map S shared by every
@@ -145,6 +156,21 @@ class BehaviorToInterestRouting(nn.Module):
         )
         self.register_buffer("eval_logits", sigma * torch.randn(maxlen, num_interests))
 
+    @classmethod
+    def from_config(
+        cls, config: Config, maxlen: int, profile_dim: int = 0
+    ) -> BehaviorToInterestRouting:
+        return cls(
+            config.embedding_dim,
+            config.num_interests,
+            maxlen,
+            iterations=config.routing_iterations,
+            sigma=config.routing_sigma,
+            dynamic_interests=config.dynamic_interests,
+            hidden_dim=config.hidden_dim,
+            profile_dim=profile_dim,
+        )
+
     def initial_logits(self, history: torch.Tensor) -> torch.Tensor:
         """(B, L, K) routing logits: a fresh N(0, sigma^2) draw in training, fixed in eval."""
         batch, length, _ = history.shape
@@ -168,8 +194,9 @@ class BehaviorToInterestRouting(nn.Module):
             count = dynamic_interest_count(mask, self.num_interests)
             slots = torch.arange(self.num_interests, device=history.device)
             active = slots.unsqueeze(0) < count.unsqueeze(1)  # (B, K)
-            logits = logits.masked_fill(~active.unsqueeze(1), float("-inf"))
-        capsules, coupling = _route_shared(self.bilinear(history), logits, mask, self.iterations)
+        capsules, coupling = _route_shared(
+            self.bilinear(history), logits, mask, active, self.iterations
+        )
         if profile is not None:
             profile = profile.unsqueeze(1).expand(-1, self.num_interests, -1)
             capsules = torch.cat([capsules, profile.to(capsules.dtype)], dim=-1)
@@ -179,7 +206,8 @@ class BehaviorToInterestRouting(nn.Module):
         return Extracted(interests, coupling, active)
 
 
-class CapsuleRouting(nn.Module):
+@EXTRACTORS.register("capsule_routing")
+class CapsuleRouting(Extractor):
     """ComiRec-DR's extractor (Cen et al., KDD 2020, section 3.2.1; Sabour et al. 2017).
 
     A separate bilinear map per position and interest, u_hat_{lk} = W_{lk} e_l (eq. 5), with
@@ -198,6 +226,10 @@ class CapsuleRouting(nn.Module):
         self.iterations = iterations
         self.weight = nn.Parameter(torch.empty(maxlen, num_interests, embedding_dim, embedding_dim))
         nn.init.normal_(self.weight, std=embedding_dim**-0.5)  # u_hat keeps e's scale
+
+    @classmethod
+    def from_config(cls, config: Config, maxlen: int, profile_dim: int = 0) -> CapsuleRouting:
+        return cls(config.embedding_dim, config.num_interests, maxlen, config.routing_iterations)
 
     def predictions(self, history: torch.Tensor) -> torch.Tensor:
         """(B, L, d) -> (B, K, L, d) prediction vectors u_hat_{lk} = W_{lk} e_l."""

@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.extractors.base import Extracted
+from mirec.config import Config
+from mirec.core.contracts import Extracted, Extractor
+from mirec.extractors import EXTRACTORS
 
 
 class CausalTransformer(nn.Module):
@@ -62,7 +64,8 @@ class CausalTransformer(nn.Module):
         return self.norm(x)
 
 
-class SASRecExtractor(nn.Module):
+@EXTRACTORS.register("causal_transformer")
+class SASRecExtractor(Extractor):
     """SASRec as an extractor: one interest, the encoder state at the most recent item."""
 
     num_interests = 1
@@ -73,6 +76,10 @@ class SASRecExtractor(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = CausalTransformer(embedding_dim, maxlen, layers, heads, dropout)
+
+    @classmethod
+    def from_config(cls, config: Config, maxlen: int, profile_dim: int = 0) -> SASRecExtractor:
+        return cls(config.embedding_dim, maxlen, config.encoder_layers, dropout=config.dropout)
 
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
         # the last column is the most recent item, whose state has read the whole history

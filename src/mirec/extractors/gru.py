@@ -24,10 +24,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mirec.extractors.base import Extracted
+from mirec.config import Config
+from mirec.core.contracts import Extracted, Extractor
+from mirec.extractors import EXTRACTORS
 
 
-class GRUExtractor(nn.Module):
+@EXTRACTORS.register("gru")
+class GRUExtractor(Extractor):
     """(B, L, d) history embeddings + (B, L) mask -> one interest: the GRU's final state."""
 
     num_interests = 1
@@ -51,6 +54,10 @@ class GRUExtractor(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.project = nn.Linear(hidden_dim, embedding_dim)
+
+    @classmethod
+    def from_config(cls, config: Config, maxlen: int, profile_dim: int = 0) -> GRUExtractor:
+        return cls(config.embedding_dim, config.hidden_dim, dropout=config.dropout)
 
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
         # zero the padding: an all-padding row is read as one (zero) step, never as garbage

@@ -9,10 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.extractors.base import Extracted
+from mirec.config import Config
+from mirec.core.contracts import Extracted, Extractor
+from mirec.extractors import EXTRACTORS
 
 
-class MeanPoolingExtractor(nn.Module):
+@EXTRACTORS.register("mean_pooling")
+class MeanPoolingExtractor(Extractor):
     """(B, L, d) history embeddings + (B, L) mask -> one interest: masked mean, then an MLP."""
 
     num_interests = 1
@@ -23,6 +26,10 @@ class MeanPoolingExtractor(nn.Module):
         self.tower = nn.Sequential(
             nn.Linear(embedding_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, embedding_dim)
         )
+
+    @classmethod
+    def from_config(cls, config: Config, maxlen: int, profile_dim: int = 0) -> MeanPoolingExtractor:
+        return cls(config.embedding_dim, config.hidden_dim)
 
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
         weights = mask.unsqueeze(-1).to(history.dtype)

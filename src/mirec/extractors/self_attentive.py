@@ -29,11 +29,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.extractors.base import Extracted
+from mirec.config import Config
+from mirec.core.contracts import Extracted, Extractor
+from mirec.core.functional import masked_softmax
+from mirec.extractors import EXTRACTORS
 from mirec.extractors.causal_transformer import CausalTransformer
 
 
-class SelfAttentiveExtractor(nn.Module):
+@EXTRACTORS.register("self_attentive")
+class SelfAttentiveExtractor(Extractor):
     """(B, L, d) history embeddings + (B, L) mask -> K interests and their attention."""
 
     def __init__(
@@ -69,6 +73,20 @@ class SelfAttentiveExtractor(nn.Module):
                 nn.Linear(hidden_dim, embedding_dim),
             )
 
+    @classmethod
+    def from_config(
+        cls, config: Config, maxlen: int, profile_dim: int = 0
+    ) -> SelfAttentiveExtractor:
+        return cls(
+            config.embedding_dim,
+            config.num_interests,
+            maxlen,
+            config.hidden_dim,
+            config.encoder_layers,
+            config.dropout,
+            tower=config.interest_tower,
+        )
+
     @property
     def causal(self) -> bool:
         """True when an interest at position t can be read from positions <= t only (with
@@ -89,14 +107,14 @@ class SelfAttentiveExtractor(nn.Module):
 
     def attention(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L, K) attention of each interest over positions; zero on padding."""
-        return _masked_softmax(self._values_and_logits(history, mask)[1], mask.unsqueeze(-1), 1)
+        return masked_softmax(self._values_and_logits(history, mask)[1], mask.unsqueeze(-1), 1)
 
     def _towered(self, interests: torch.Tensor) -> torch.Tensor:
         return interests if self.tower is None else self.tower(interests)
 
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
         values, logits = self._values_and_logits(history, mask)
-        attention = _masked_softmax(logits, mask.unsqueeze(-1), 1)
+        attention = masked_softmax(logits, mask.unsqueeze(-1), 1)
         interests = torch.einsum("blk,bld->bkd", attention, values)
         return Extracted(self._towered(interests), attention)
 
@@ -113,13 +131,6 @@ class SelfAttentiveExtractor(nn.Module):
         earlier = torch.ones(length, length, dtype=torch.bool, device=history.device).tril()
         allowed = earlier & mask.unsqueeze(1)  # (B, T, S): real items up to position t
         # (B, T, S, K): for each position t, each head's softmax over s <= t
-        attention = _masked_softmax(logits.unsqueeze(1), allowed.unsqueeze(-1), 2)
+        attention = masked_softmax(logits.unsqueeze(1), allowed.unsqueeze(-1), 2)
         interests = self._towered(torch.einsum("btsk,bsd->btkd", attention, values))
         return interests, Extracted(interests[:, -1], attention[:, -1])
-
-
-def _masked_softmax(logits: torch.Tensor, allowed: torch.Tensor, dim: int) -> torch.Tensor:
-    """Softmax over ``dim`` with disallowed entries at zero; an all-disallowed slice (a
-    padding-only history) gives zeros, not NaN."""
-    logits = logits.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(logits, dim=dim).nan_to_num(0.0)

@@ -44,22 +44,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.extractors.base import Extracted
+from mirec.config import Config
+from mirec.core.contracts import Extracted, Extractor
+from mirec.core.functional import masked_softmax
+from mirec.extractors import EXTRACTORS
 
 
-def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """Softmax over the entries where ``mask`` is True; exactly zero elsewhere.
-
-    A slice with no True entry comes out all zero, without the NaN that a softmax over
-    all -inf would give in the forward pass or in the gradients.
-    """
-    # a finite fill: a masked entry contributes exp(min - max) = 0 when any entry is real,
-    # and an all-masked slice gives a uniform softmax that the mask then zeroes
-    logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
-    return torch.softmax(logits, dim=dim) * mask
-
-
-class SparseInterestExtractor(nn.Module):
+@EXTRACTORS.register("sparse_interest")
+class SparseInterestExtractor(Extractor):
     """(B, L, d) history embeddings + (B, L) mask -> K interests from a pool of concepts."""
 
     def __init__(
@@ -107,6 +99,19 @@ class SparseInterestExtractor(nn.Module):
             nn.Linear(embedding_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1, bias=False)
         )
         self.norm_intention = nn.LayerNorm(embedding_dim)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, maxlen: int, profile_dim: int = 0
+    ) -> SparseInterestExtractor:
+        return cls(
+            config.embedding_dim,
+            config.num_interests,
+            maxlen,
+            num_concepts=config.num_concepts,
+            hidden_dim=config.hidden_dim,
+            temperature=config.intention_temperature,
+        )
 
     def activate(
         self, history: torch.Tensor, mask: torch.Tensor

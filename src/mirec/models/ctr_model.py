@@ -16,10 +16,11 @@ meet one candidate:
   into one vector without looking at the candidate
   (:mod:`mirec.aggregators.representation`).
 
-The ``behaviors`` extractor keeps each history item as its own vector (K = L): with the
-``target`` aggregator that is DIN (Zhou et al., KDD 2018). The head is DIN's MLP,
-[u; c; u * c] -> 200 -> 80 -> 1 with PReLU activations (DIN's Dice is a data-adaptive
-PReLU).
+Which of these an aggregator name is, :func:`mirec.aggregators.build_aggregation` says.
+The ``behaviors`` extractor (:mod:`mirec.extractors.behaviors`) keeps each history item as
+its own vector (K = L): with the ``target`` aggregator that is DIN (Zhou et al., KDD 2018).
+The head is DIN's MLP, [u; c; u * c] -> 200 -> 80 -> 1 with PReLU activations (DIN's Dice
+is a data-adaptive PReLU).
 """
 
 from __future__ import annotations
@@ -28,17 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mirec.aggregators.target_attention import TargetAttention, prelu_mlp
-from mirec.extractors.base import Extracted
+from mirec.aggregators import Aggregation, Level
+from mirec.core.contracts import Extractor
+from mirec.core.layers import mean_embedding, prelu_mlp
 
 HEAD_SIZES = (200, 80)
-
-
-def mean_embedding(table: nn.Embedding, codes: torch.Tensor) -> torch.Tensor:
-    """(..., C) codes, 0 for none -> (..., d) the mean embedding of each row's codes (an
-    EmbeddingBag-style mean: an item's categories)."""
-    count = (codes > 0).sum(-1, keepdim=True).clamp_min(1)
-    return table(codes).sum(-2) / count
 
 
 class ItemEncoder(nn.Module):
@@ -90,13 +85,6 @@ class CTRHead(nn.Module):
         return self.mlp(torch.cat([user, candidate, user * candidate], -1)).squeeze(-1)
 
 
-class BehaviorsExtractor(nn.Module):
-    """Every history item is its own vector (K = L): DIN's input to target attention."""
-
-    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
-        return Extracted(history, active=mask)
-
-
 class ClickModel(nn.Module):
     """What every trained CTR model shares: ``_forward`` gives the logits and what its
     ``penalty`` (regularizers, auxiliary losses) needs; the loss is binary cross-entropy
@@ -140,24 +128,24 @@ class CTRModel(ClickModel):
         self,
         encoder: ItemEncoder,
         embedding_dim: int,
-        extractor: nn.Module,
-        aggregator: str,
-        fuse: nn.Module | None = None,
+        extractor: Extractor,
+        aggregation: Aggregation,
         regularizers: list | tuple = (),
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.extractor = extractor
-        self.aggregator = aggregator
-        self.target_attention = TargetAttention(embedding_dim) if aggregator == "target" else None
-        self.fuse = fuse
+        self.level = aggregation.level
+        # two attributes, not one: the names are the checkpoints' state-dict keys
+        self.target_attention = aggregation.module if self.level is Level.TARGET else None
+        self.fuse = aggregation.module if self.level is Level.REPRESENTATION else None
         self.head = CTRHead(embedding_dim)
         self.regularizers = list(regularizers)
 
     @property
     def num_interests(self) -> int:
         """K of the extractor; DIN's behaviours count as one target-attended vector."""
-        return getattr(self.extractor, "num_interests", 1)
+        return self.extractor.num_interests
 
     def _forward(
         self,
@@ -169,7 +157,7 @@ class CTRModel(ClickModel):
         history = self.encoder(histories, behaviors)
         extracted = self.extractor(history, mask)
         candidate = self.encoder(candidates)
-        if self.aggregator == "max":
+        if self.level is Level.SCORE:  # max, CTR's one score level: the best interest counts
             logits = self.head(
                 extracted.interests, candidate.unsqueeze(1).expand_as(extracted.interests)
             )
@@ -197,6 +185,8 @@ class CTRModel(ClickModel):
 class PopularityCTR(nn.Module):
     """The baseline every CTR model must clear: the logit is the candidate's log training
     count, whoever the user is."""
+
+    num_interests = 1
 
     def __init__(self, n_items: int) -> None:
         super().__init__()

@@ -25,7 +25,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.aggregators.target_attention import TargetAttention, prelu_mlp
+from mirec.aggregators.target_attention import TargetAttention
+from mirec.core.functional import masked_softmax
+from mirec.core.layers import prelu_mlp
 from mirec.errors import ConfigError
 from mirec.models.ctr_model import HEAD_SIZES, ClickModel, ItemEncoder
 
@@ -78,8 +80,7 @@ class DMIN(ClickModel):
         q, k, v = self.qkv(refined).view(shape).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, K, L, d_h)
         logits = q @ k.transpose(-1, -2) / self.head_dim**0.5
-        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
-        attention = torch.softmax(logits, -1).nan_to_num(0.0)
+        attention = masked_softmax(logits, mask[:, None, None, :], dim=-1)
         return (attention @ v) * mask[:, None, :, None]
 
     def _forward(

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from mirec import __version__
 from mirec.atomic import write_json_atomic
 from mirec.config import Config, config_from_dict
+from mirec.core.device import resolve_device
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
 
@@ -290,7 +291,6 @@ def load_model(
     on ``device`` (the config's by default); ``overrides`` change settings before the
     model is built."""
     from mirec.models.registry import build_ctr_model, build_model
-    from mirec.training.trainer import resolve_device
 
     data = read_folder_data(folder)
     config = read_config(folder, overrides)

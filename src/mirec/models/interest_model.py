@@ -8,9 +8,10 @@
 
 At serving time a score-level model keeps all K interests and scores items by their max
 (:mod:`mirec.aggregators.max_score`) or mean; a fused model scores by its one vector. At
-inference an optional adaptive-K rule (:mod:`mirec.extractors.adaptive_k`) switches off
-interests a user does not need. The item table is shared between the history and the
-candidates, as in ComiRec and MIND.
+inference an optional adaptive-K rule (:mod:`mirec.aggregators.adaptive_k`) switches off
+interests a user does not need; :meth:`InterestModel.forward` gives the vectors that search
+the catalogue, which is what serving and export call. The item table is shared between the
+history and the candidates, as in ComiRec and MIND.
 
 With user profiles (``Config.user_features``, MIND only) the model also holds the dataset's
 (n_users, F) profile codes as a buffer and one embedding table per feature. Callers pass
@@ -21,23 +22,17 @@ capsule before its ReLU layers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from mirec.aggregators.hard_argmax import select_by_argmax
+from mirec.aggregators.adaptive_k import adapt_interests
 from mirec.aggregators.max_score import max_over_interests
+from mirec.core.contracts import Extracted, Extractor, Objective, Scorer, Selector
 from mirec.data.sequences import UserProfiles
-from mirec.extractors.adaptive_k import adapt_interests
-from mirec.extractors.base import Extracted
 from mirec.regularizers import Penalty
-from mirec.training.sampled_softmax import SampledSoftmax
-
-Selector = Callable[..., torch.Tensor]
-"""(interests (B, K, d), target embeddings (B, d), active (B, K) | None) -> (B, d)."""
-Scorer = Callable[..., torch.Tensor]
-"""(interests (B, K, d), items (N, d), active (B, K) | None) -> (B, N) scores."""
+from mirec.selectors.hard_argmax import select_by_argmax
 
 
 class InterestModel(nn.Module):
@@ -47,7 +42,7 @@ class InterestModel(nn.Module):
         self,
         n_items: int,
         embedding_dim: int,
-        extractor: nn.Module,
+        extractor: Extractor,
         selector: Selector = select_by_argmax,
         regularizers: Sequence[tuple[str, float, Penalty]] = (),
         scorer: Scorer = max_over_interests,
@@ -83,7 +78,7 @@ class InterestModel(nn.Module):
 
     def _init_profiles(self, profiles: UserProfiles, dim: int) -> None:
         width = len(profiles.cardinalities) * dim
-        if dim < 1 or getattr(self.extractor, "profile_dim", 0) != width:
+        if dim < 1 or self.extractor.profile_dim != width:
             raise ValueError(
                 f"user profiles of {len(profiles.cardinalities)} features x {dim} need an "
                 f"extractor with profile_dim={width}"
@@ -141,6 +136,11 @@ class InterestModel(nn.Module):
             return extracted
         return Extracted(self.fuse(extracted).unsqueeze(1))
 
+    def forward(self, histories: torch.Tensor, users: torch.Tensor | None = None) -> Extracted:
+        """(B, L) left-padded item indices -> the vectors that search the catalogue
+        (:meth:`retrieval_interests` of :meth:`extract`); ``users`` as in :meth:`extract`."""
+        return self.retrieval_interests(self.extract(histories, users))
+
     def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
         """(B, N) scores of ``items`` (N, d) for the users of ``extracted``."""
         query = self.retrieval_interests(extracted)
@@ -153,7 +153,7 @@ class InterestModel(nn.Module):
         self,
         histories: torch.Tensor,
         targets: torch.Tensor,
-        objective: SampledSoftmax,
+        objective: Objective,
         generator: torch.Generator | None = None,
         users: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -167,7 +167,7 @@ class InterestModel(nn.Module):
         mask = histories > 0
         history = self.item_embedding(histories)
         if targets.dim() == 2:
-            if users is not None or not getattr(self.extractor, "causal", False):
+            if users is not None or not self.extractor.causal:
                 raise ValueError("sequence training needs a causal extractor without profiles")
             every, extracted = self.extractor.every_position(history, mask)
             has_target = targets > 0

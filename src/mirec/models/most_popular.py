@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mirec.extractors.base import Extracted
+from mirec.core.contracts import Extracted
 
 
 class MostPopular(nn.Module):
     num_interests = 1
-    uses_user_rows = False
+    uses_user_rows = False  # the same list for everyone: no user is looked up
 
     def __init__(self, n_items: int) -> None:
         super().__init__()

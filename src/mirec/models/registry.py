@@ -1,5 +1,7 @@
-"""Build a model from a :class:`~mirec.config.Config`: the extractor named by
-``config.extractor`` under an :class:`InterestModel`, or the popularity baseline.
+"""Build a model from a :class:`~mirec.config.Config`: a retrieval model (the extractor
+named by ``config.extractor`` under an :class:`InterestModel`, or the popularity baseline)
+or a CTR model, and check that its components fit together. The components themselves
+come from their registries (extractors, selectors, aggregators, regularizers).
 
 ``config.user_features`` (MIND only) adds the dataset's user profiles: one embedding table
 per feature, ``embedding_dim // 4`` wide, whose concatenation widens the input of MIND's
@@ -7,85 +9,21 @@ ReLU tower (Li et al., CIKM 2019, section 4.3)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from torch import nn
 
-from mirec.aggregators.hard_argmax import select_by_argmax
-from mirec.aggregators.label_aware import label_aware
-from mirec.aggregators.max_score import max_over_interests
-from mirec.aggregators.mean_score import mean_over_interests
-from mirec.aggregators.representation import ConcatMLP, IntentionWeights, InterestAttention
+from mirec.aggregators import CTR, RETRIEVAL, build_aggregation
+from mirec.aggregators.adaptive_k import parse_adaptive_k
 from mirec.config import Config
 from mirec.data.sequences import Sequences, UserProfiles
 from mirec.errors import ConfigError
-from mirec.extractors.adaptive_k import parse_adaptive_k
-from mirec.extractors.capsule_routing import BehaviorToInterestRouting, CapsuleRouting
-from mirec.extractors.causal_transformer import SASRecExtractor
-from mirec.extractors.gru import GRUExtractor
-from mirec.extractors.mean_pooling import MeanPoolingExtractor
-from mirec.extractors.self_attentive import SelfAttentiveExtractor
-from mirec.extractors.sparse_interest import SparseInterestExtractor
-from mirec.models.ctr_model import BehaviorsExtractor, CTRModel, ItemEncoder, PopularityCTR
+from mirec.extractors import EXTRACTORS
+from mirec.models.ctr_model import CTRModel, ItemEncoder, PopularityCTR
 from mirec.models.dmin import DMIN
-from mirec.models.interest_model import InterestModel, Scorer, Selector
+from mirec.models.interest_model import InterestModel
 from mirec.models.most_popular import MostPopular
 from mirec.regularizers import parse_regularizers
-
-EXTRACTORS: dict[str, Callable[..., nn.Module]] = {
-    # (config, maxlen) -> extractor; dynamic_routing also takes MIND's profile width
-    "self_attentive": lambda c, maxlen: SelfAttentiveExtractor(
-        c.embedding_dim,
-        c.num_interests,
-        maxlen,
-        c.hidden_dim,
-        c.encoder_layers,
-        c.dropout,
-        tower=c.interest_tower,
-    ),
-    "causal_transformer": lambda c, maxlen: SASRecExtractor(
-        c.embedding_dim, maxlen, c.encoder_layers, dropout=c.dropout
-    ),
-    "mean_pooling": lambda c, maxlen: MeanPoolingExtractor(c.embedding_dim, c.hidden_dim),
-    "dynamic_routing": lambda c, maxlen, profile_dim=0: BehaviorToInterestRouting(
-        c.embedding_dim,
-        c.num_interests,
-        maxlen,
-        iterations=c.routing_iterations,
-        sigma=c.routing_sigma,
-        dynamic_interests=c.dynamic_interests,
-        hidden_dim=c.hidden_dim,
-        profile_dim=profile_dim,
-    ),
-    "capsule_routing": lambda c, maxlen: CapsuleRouting(
-        c.embedding_dim, c.num_interests, maxlen, iterations=c.routing_iterations
-    ),
-    "sparse_interest": lambda c, maxlen: SparseInterestExtractor(
-        c.embedding_dim,
-        c.num_interests,
-        maxlen,
-        num_concepts=c.num_concepts,
-        hidden_dim=c.hidden_dim,
-        temperature=c.intention_temperature,
-    ),
-    "gru": lambda c, maxlen: GRUExtractor(c.embedding_dim, c.hidden_dim, dropout=c.dropout),
-}
-
-
-SELECTORS: dict[str, Callable[[Config], Selector]] = {
-    "hard_argmax": lambda c: select_by_argmax,
-    "label_aware": lambda c: label_aware(c.label_aware_power),
-}
-
-
-SCORERS: dict[str, Scorer] = {"max": max_over_interests, "mean": mean_over_interests}
-FUSERS: dict[str, Callable[[Config], nn.Module]] = {
-    "attention": lambda c: InterestAttention(c.embedding_dim, c.hidden_dim),
-    "concat_mlp": lambda c: ConcatMLP(c.embedding_dim, c.num_interests, c.hidden_dim),
-    "intention": lambda c: IntentionWeights(),
-}
-
+from mirec.selectors import SELECTORS
 
 PROFILE_EXTRACTOR = "dynamic_routing"
 """The extractor that takes user profiles: MIND's, the one model that defines their use."""
@@ -106,21 +44,23 @@ def build_model(
         _check_user_features(config, user_profiles)
     if config.extractor == "popularity":
         return MostPopular(n_items)
-    factory = _lookup(EXTRACTORS, config.extractor, "extractor", ["popularity"])
+    extractor_class = EXTRACTORS.lookup(
+        config.extractor, accept=lambda cls: not cls.ctr_only, extra=["popularity"]
+    )
     if config.user_features:
         assert user_profiles is not None
         dim = user_feature_dim(config)
-        extractor = factory(config, maxlen, len(user_profiles.cardinalities) * dim)
     else:
         user_profiles, dim = None, 0
-        extractor = factory(config, maxlen)
-    if config.sequence_training and not getattr(extractor, "causal", False):
+    width = 0 if user_profiles is None else len(user_profiles.cardinalities) * dim
+    extractor = extractor_class.from_config(config, maxlen, width)
+    if config.sequence_training and not extractor.causal:
         raise ConfigError(
             "sequence_training scores every position of a window with the interests of its "
             "own prefix, which needs a causal extractor: extractor=causal_transformer, or "
             "self_attentive with encoder_layers > 0"
         )
-    selector = _lookup(SELECTORS, config.selector, "selector")(config)
+    selector = SELECTORS.lookup(config.selector)(config)
     regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
     names = {name for name, _, _ in regularizers}
     if config.num_interests < 2 and "disagreement" in names:
@@ -131,11 +71,7 @@ def build_model(
             "regularizer 'concept_covariance' penalises SINE's concept pool: it needs "
             "extractor=sparse_interest"
         )
-    if config.aggregator in SCORERS:
-        scorer, fuse = SCORERS[config.aggregator], None
-    else:
-        scorer = max_over_interests
-        fuse = _lookup(FUSERS, config.aggregator, "aggregator", list(SCORERS))(config)
+    aggregation = build_aggregation(config, RETRIEVAL)
     if config.aggregator == "intention" and config.extractor != "sparse_interest":
         raise ConfigError("aggregator 'intention' is SINE's: it needs extractor=sparse_interest")
     if config.extractor == "sparse_interest" and config.num_interests > config.num_concepts:
@@ -149,15 +85,12 @@ def build_model(
         extractor,
         selector,
         regularizers,
-        scorer=scorer,
-        fuse=fuse,
+        scorer=aggregation.scorer,
+        fuse=aggregation.module,
         adaptive_k=parse_adaptive_k(config.adaptive_k),
         user_profiles=user_profiles,
         user_feature_dim=dim,
     )
-
-
-CTR_AGGREGATORS = ("target", "max", "attention", "concat_mlp")
 
 
 def build_ctr_model(config: Config, seqs: Sequences, maxlen: int) -> nn.Module:
@@ -180,27 +113,16 @@ def build_ctr_model(config: Config, seqs: Sequences, maxlen: int) -> nn.Module:
             dropout=config.dropout,
             aux_weight=config.aux_loss_weight,
         )
-    if config.extractor == "behaviors":
-        extractor = BehaviorsExtractor()
-        if config.aggregator not in ("target", "max"):
-            raise ConfigError(
-                "extractor 'behaviors' (DIN) keeps every history item: aggregate with target or max"
-            )
-    else:
-        extractor = _lookup(EXTRACTORS, config.extractor, "extractor", CTR_EXTRACTORS)(
-            config, maxlen
-        )
-    if config.aggregator not in CTR_AGGREGATORS:
+    if config.extractor == "behaviors" and config.aggregator not in ("target", "max"):
         raise ConfigError(
-            f"unknown CTR aggregator {config.aggregator!r}; known: {', '.join(CTR_AGGREGATORS)}"
+            "extractor 'behaviors' (DIN) keeps every history item: aggregate with target or max"
         )
-    fuse = FUSERS[config.aggregator](config) if config.aggregator in FUSERS else None
+    extractor_class = EXTRACTORS.lookup(config.extractor, extra=["dmin", "popularity"])
+    extractor = extractor_class.from_config(config, maxlen)
+    aggregation = build_aggregation(config, CTR)
     regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
     _check_covariance(config, {name for name, _, _ in regularizers})
-    return CTRModel(encoder, config.embedding_dim, extractor, config.aggregator, fuse, regularizers)
-
-
-CTR_EXTRACTORS = ["behaviors", "dmin", "popularity"]
+    return CTRModel(encoder, config.embedding_dim, extractor, aggregation, regularizers)
 
 
 def padded_categories(seqs: Sequences) -> tuple[np.ndarray | None, int]:
@@ -239,10 +161,3 @@ def _check_user_features(config: Config, user_profiles: UserProfiles | None) -> 
             f"dataset {config.dataset!r} has no user features; set user_features=false "
             "(MovieLens 100K and 1M have them)"
         )
-
-
-def _lookup(table: dict, name: str, what: str, extra: list[str] | None = None):
-    if name not in table:
-        known = ", ".join([*table, *(extra or [])])
-        raise ConfigError(f"unknown {what} {name!r}; known: {known}")
-    return table[name]

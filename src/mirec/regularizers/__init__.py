@@ -3,7 +3,8 @@
 ``regularizer: "covariance:100"`` or ``"disagreement:0.1,contrastive:0.05"`` (or SINE's
 ``concept_covariance``): each entry
 is ``name:weight``, and the training loss adds ``weight * penalty``. Every penalty has the
-signature ``(extracted, history_embeddings, mask) -> scalar``.
+signature ``(extracted, history_embeddings, mask) -> scalar`` and registers itself here
+under its name.
 """
 
 from __future__ import annotations
@@ -13,21 +14,13 @@ from functools import partial
 
 import torch
 
+from mirec.core.contracts import Extracted
+from mirec.core.registry import Registry
 from mirec.errors import ConfigError
-from mirec.extractors.base import Extracted
-from mirec.regularizers.concept_covariance import concept_covariance_penalty
-from mirec.regularizers.contrastive import contrastive_penalty
-from mirec.regularizers.covariance import routing_covariance_penalty
-from mirec.regularizers.disagreement import disagreement_penalty
 
 Penalty = Callable[[Extracted, torch.Tensor, torch.Tensor], torch.Tensor]
 
-REGULARIZERS: dict[str, Callable[..., torch.Tensor]] = {
-    "disagreement": disagreement_penalty,
-    "contrastive": contrastive_penalty,
-    "covariance": routing_covariance_penalty,
-    "concept_covariance": concept_covariance_penalty,
-}
+REGULARIZERS: Registry[Callable[..., torch.Tensor]] = Registry("regularizer", __name__)
 
 
 def parse_regularizers(
@@ -37,14 +30,15 @@ def parse_regularizers(
     out: list[tuple[str, float, Penalty]] = []
     for entry in filter(None, (part.strip() for part in (spec or "").split(","))):
         name, _, raw = entry.partition(":")
-        if name not in REGULARIZERS:
-            known = ", ".join(REGULARIZERS)
+        penalties = REGULARIZERS.entries()
+        if name not in penalties:
+            known = ", ".join(penalties)
             raise ConfigError(f"regularizer {entry!r}: unknown {name!r}; known: {known}")
         try:
             weight = float(raw) if raw else 1.0
         except ValueError as err:
             raise ConfigError(f"regularizer {entry!r}: weight {raw!r} is not a number") from err
-        penalty = REGULARIZERS[name]
+        penalty = penalties[name]
         if name == "contrastive":
             penalty = partial(penalty, temperature=contrastive_temperature)
         out.append((name, weight, penalty))

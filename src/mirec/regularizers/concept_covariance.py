@@ -21,30 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from mirec.extractors.base import Extracted
+from mirec.core.contracts import Extracted
+from mirec.core.functional import covariance_matrix
+from mirec.regularizers import REGULARIZERS
 
 
-def covariance_matrix(
-    rows: torch.Tensor, mask: torch.Tensor | None = None, scale: float | None = None
-) -> torch.Tensor:
-    """Covariance between the n rows of ``rows`` (..., n, m), each observed over m samples.
-
-    ``mask`` (..., m) bool keeps the real samples (the mean and the products see only
-    those); ``scale`` divides the summed products, by default the number of real samples
-    (SINE's 1/d; REMI's routing covariance divides by d instead of the history length).
-    Returns (..., n, n).
-    """
-    if mask is None:
-        centred = rows - rows.mean(-1, keepdim=True)
-        count = rows.shape[-1]
-    else:
-        weight = mask.unsqueeze(-2).to(rows.dtype)  # (..., 1, m)
-        count = weight.sum(-1, keepdim=True).clamp_min(1.0)
-        centred = (rows - (rows * weight).sum(-1, keepdim=True) / count) * weight
-    products = centred @ centred.transpose(-1, -2)
-    return products / (count if scale is None else scale)
-
-
+@REGULARIZERS.register("concept_covariance")
 def concept_covariance_penalty(
     extracted: Extracted, history: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:

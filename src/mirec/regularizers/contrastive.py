@@ -15,9 +15,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mirec.extractors.base import Extracted
+from mirec.core.contracts import Extracted
+from mirec.regularizers import REGULARIZERS
 
 
+@REGULARIZERS.register("contrastive")
 def contrastive_penalty(
     extracted: Extracted, history: torch.Tensor, mask: torch.Tensor, temperature: float = 0.1
 ) -> torch.Tensor:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from mirec.extractors.base import Extracted
-from mirec.regularizers.concept_covariance import covariance_matrix
+from mirec.core.contracts import Extracted
+from mirec.core.functional import covariance_matrix
+from mirec.regularizers import REGULARIZERS
 
 
+@REGULARIZERS.register("covariance")
 def routing_covariance_penalty(
     extracted: Extracted, history: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from mirec.evaluation.metrics import collapse
-from mirec.extractors.base import Extracted
+from mirec.core.contracts import Extracted
+from mirec.core.functional import collapse
+from mirec.regularizers import REGULARIZERS
 
 
+@REGULARIZERS.register("disagreement")
 def disagreement_penalty(
     extracted: Extracted, history: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:

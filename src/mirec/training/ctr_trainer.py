@@ -1,4 +1,5 @@
-"""Train a CTR model with binary cross-entropy and early stopping on validation AUC.
+"""Train a CTR model with binary cross-entropy and early stopping on validation AUC, through
+the retrieval trainer's epoch loop (:func:`~mirec.training.trainer.train_epochs`).
 
 Each epoch draws fresh negatives for every training position (the run's seeded generator,
 so a run repeats exactly); validation and test rows are the stored ones of
@@ -17,18 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mirec.config import Config
+from mirec.core.device import resolve_device
 from mirec.data.ctr_samples import CTRData, CTRRows, training_rows
 from mirec.data.examples import gather_histories, training_item_counts
 from mirec.evaluation.ctr_metrics import ctr_metrics
 from mirec.models.ctr_model import PopularityCTR
-from mirec.training.trainer import (
-    WEIGHTS_FILE,
-    BestCheckpoint,
-    FitResult,
-    load_weights,
-    resolve_device,
-    save_weights,
-)
+from mirec.models.folder import WEIGHTS_FILE, save_weights
+from mirec.training.trainer import Epoch, FitResult, train_epochs
 
 SELECTION_METRIC = "auc"
 PREDICT_BATCH = 4096
@@ -108,42 +104,38 @@ def fit_ctr(
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    best = BestCheckpoint(
-        model, weights, SELECTION_METRIC, config.patience, config.max_train_minutes
-    )
-    for epoch in range(1, config.max_epochs + 1):
-        model.train()
-        epoch_start = time.perf_counter()
+
+    def epoch(number: int) -> Epoch:
+        # fresh negatives, then the order: the rng's draws come in this order every epoch
         rows = training_rows(seqs, split.train, data.negatives, data.interacted, rng)
         order = rng.permutation(len(rows))
         n_batches = math.ceil(len(rows) / config.batch_size)
-        if epoch == 1 and n_batches * config.patience < SHORT_PATIENCE_STEPS:
+        if number == 1 and n_batches * config.patience < SHORT_PATIENCE_STEPS:
             tqdm.write(
                 f"note: {n_batches} training steps per epoch, so patience {config.patience} "
                 f"may stop training within {n_batches * config.patience} steps of the best "
                 "epoch, before a model has learned much; on logs this small raise it "
                 "(--set patience=10)"
             )
-        total = torch.zeros((), device=device)
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
-                   leave=False)  # fmt: skip
-        for b in bar:
+
+        def loss(b: int) -> torch.Tensor:
             histories, behaviors, candidates, labels = batches(
                 rows, order[b * config.batch_size : (b + 1) * config.batch_size]
             )
-            loss = model.loss(histories, candidates, labels, behaviors, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-        bar.close()
-        seconds = time.perf_counter() - epoch_start
-        valid = evaluate_ctr(model, data.valid, batches)
-        line = f"auc {valid['auc']:.4f}  gauc {valid['gauc']:.4f}  logloss {valid['logloss']:.4f}"
-        loss = float(total) / n_batches
-        if best.finish_epoch(
-            result, epoch, seconds, len(rows), loss, valid, line if progress else None
-        ):
-            break
-    load_weights(model, weights)
-    return result
+            return model.loss(histories, candidates, labels, behaviors, generator)
+
+        return Epoch(n_batches, len(rows), loss)
+
+    return train_epochs(
+        model,
+        optimizer,
+        config,
+        device,
+        weights,
+        result,
+        epoch=epoch,
+        validate=lambda: evaluate_ctr(model, data.valid, batches),
+        metric=SELECTION_METRIC,
+        shown=(SELECTION_METRIC, "gauc", "logloss"),
+        progress=progress,
+    )

@@ -1,4 +1,5 @@
-"""Train a retrieval model with early stopping on validation Recall@50 (PROTOCOL.md section 6).
+"""Train a retrieval model with early stopping on validation Recall@50 (PROTOCOL.md section 6),
+through the epoch loop that the CTR trainer shares (:func:`train_epochs`).
 
 Each epoch visits every training position of every training user once, in a random order
 (PROTOCOL.md section 3): one position per example, or with ``sequence_training`` a window
@@ -10,16 +11,17 @@ restored at the end.
 from __future__ import annotations
 
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mirec.config import Config
+from mirec.core.device import resolve_device
 from mirec.data.examples import (
     MIN_TARGET_POSITION,
     gather_histories,
@@ -31,12 +33,12 @@ from mirec.data.examples import (
 from mirec.data.prepare import PreparedData
 from mirec.errors import ConfigError
 from mirec.evaluation.evaluator import evaluate
+from mirec.models.folder import WEIGHTS_FILE, load_weights, save_weights
 from mirec.models.interest_model import InterestModel
 from mirec.models.most_popular import MostPopular
 from mirec.training.sampled_softmax import SampledSoftmax, resolve_negatives
 
 SELECTION_METRIC = "recall@50"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -168,6 +170,71 @@ class BestCheckpoint:
         return False
 
 
+class Epoch(NamedTuple):
+    """One epoch's training, as :func:`train_epochs` runs it."""
+
+    n_batches: int
+    examples: int
+    """What the epoch counts as trained examples (``FitResult.train_examples``)."""
+    loss: Callable[[int], torch.Tensor]
+    """Batch b -> its training loss."""
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One optimisation step on ``loss``; returns it detached."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_epochs(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Config,
+    device: torch.device,
+    weights: Path,
+    result: FitResult,
+    *,
+    epoch: Callable[[int], Epoch],
+    validate: Callable[[], dict[str, float]],
+    metric: str,
+    shown: tuple[str, ...],
+    progress: bool,
+) -> FitResult:
+    """The epoch loop of every trained model: up to ``config.max_epochs`` epochs of
+    ``epoch(number)``'s batches (drawing them is where an epoch uses the run's randomness),
+    each followed by ``validate()``; the weights best on ``metric`` are kept in ``weights``
+    (early stopping by :class:`BestCheckpoint`) and are back in ``model`` at the end. With
+    ``progress``, a bar per epoch and a line of the ``shown`` validation figures."""
+    best = BestCheckpoint(model, weights, metric, config.patience, config.max_train_minutes)
+    for number in range(1, config.max_epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        plan = epoch(number)
+        total_loss = torch.zeros((), device=device)
+        bar = tqdm(
+            range(plan.n_batches),
+            desc=f"epoch {number}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+        )
+        for b in bar:
+            total_loss += optimizer_step(optimizer, plan.loss(b))
+        bar.close()
+        seconds = time.perf_counter() - epoch_start
+        valid = validate()
+        line = "  ".join(f"{name} {valid[name]:.4f}" for name in shown)
+        loss = float(total_loss) / plan.n_batches
+        if best.finish_epoch(
+            result, number, seconds, plan.examples, loss, valid, line if progress else None
+        ):
+            break
+    load_weights(model, weights)
+    return result
+
+
 def train_step(
     model: InterestModel,
     optimizer: torch.optim.Optimizer,
@@ -179,14 +246,7 @@ def train_step(
 ) -> torch.Tensor:
     """One optimisation step on a batch; returns the (detached) loss. ``users``: the batch's
     user rows, for a model with user profiles."""
-    if users is None:
-        loss = model.loss(histories, targets, objective, generator)
-    else:
-        loss = model.loss(histories, targets, objective, generator, users=users)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+    return optimizer_step(optimizer, model.loss(histories, targets, objective, generator, users))
 
 
 def build_objective(config: Config, data: PreparedData, device: torch.device) -> SampledSoftmax:
@@ -208,51 +268,6 @@ def build_objective(config: Config, data: PreparedData, device: torch.device) ->
         )
     except ValueError as err:
         raise ConfigError(f"training objective: {err}") from err
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device of ``config.device``; a ConfigError when this machine has none such
-    (``cuda`` without CUDA, ``cuda:N`` beyond the GPUs present, ``mps`` off Apple silicon)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"setting device={name!r}: must be auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            why = "this build of torch has none" if torch.version.cuda is None else "no GPU seen"
-            raise ConfigError(
-                f"setting device={name!r}: CUDA is not available ({why}); "
-                "use device=cpu or device=auto"
-            )
-        if device.index is not None and device.index >= count:
-            raise ConfigError(
-                f"setting device={name!r}: this machine has {count} CUDA device(s), "
-                f"cuda:0 to cuda:{count - 1}"
-            )
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(
-            f"setting device={name!r}: MPS (Apple silicon) is not available here; "
-            "use device=cpu or device=auto"
-        )
-    elif device.type != "cpu":
-        raise ConfigError(f"setting device={name!r}: must be auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    """Write the state dict as safetensors, atomically (temp file, then rename)."""
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
-
-
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    model.load_state_dict(load_file(path))
 
 
 def fit(
@@ -288,37 +303,32 @@ def fit(
         result.negatives = None if config.sequence_training else config.batch_size - 1
     n_examples = len(examples)
     n_batches = math.ceil(n_examples / config.batch_size)
-    best = BestCheckpoint(
-        model, weights, SELECTION_METRIC, config.patience, config.max_train_minutes
-    )
-    for epoch in range(1, config.max_epochs + 1):
-        model.train()
-        epoch_start = time.perf_counter()
+
+    def epoch(number: int) -> Epoch:
         order = torch.randperm(n_examples, device=device, generator=generator)
-        total_loss = torch.zeros((), device=device)
-        bar = tqdm(
-            range(n_batches),
-            desc=f"epoch {epoch}",
-            unit="batch",
-            disable=not progress,
-            leave=False,
-        )
-        for b in bar:
+
+        def loss(b: int) -> torch.Tensor:
             index = order[b * config.batch_size : (b + 1) * config.batch_size]
             histories, targets = examples.batch(index)
             users = examples.users_of(index) if with_users else None
-            total_loss += train_step(
-                model, optimizer, histories, targets, objective, generator, users
-            )
-        bar.close()
-        seconds = time.perf_counter() - epoch_start
+            return model.loss(histories, targets, objective, generator, users)
+
+        return Epoch(n_batches, examples.n_targets, loss)
+
+    def validate() -> dict[str, float]:
         model.eval()
-        valid = evaluate(model, data.valid, device=device).metrics
-        line = f"recall@50 {valid['recall@50']:.4f}  ndcg@50 {valid['ndcg@50']:.4f}"
-        loss = float(total_loss) / n_batches
-        if best.finish_epoch(
-            result, epoch, seconds, examples.n_targets, loss, valid, line if progress else None
-        ):
-            break
-    load_weights(model, weights)
-    return result
+        return evaluate(model, data.valid, device=device).metrics
+
+    return train_epochs(
+        model,
+        optimizer,
+        config,
+        device,
+        weights,
+        result,
+        epoch=epoch,
+        validate=validate,
+        metric=SELECTION_METRIC,
+        shown=(SELECTION_METRIC, "ndcg@50"),
+        progress=progress,
+    )

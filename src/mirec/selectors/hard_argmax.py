@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from mirec.config import Config
+from mirec.core.contracts import Selector
+from mirec.selectors import SELECTORS
+
 
 def select_by_argmax(
     interests: torch.Tensor, target: torch.Tensor, active: torch.Tensor | None = None
@@ -21,3 +25,8 @@ def select_by_argmax(
         scores = scores.masked_fill(~active, float("-inf"))
     best = scores.argmax(dim=1)
     return interests[torch.arange(interests.shape[0], device=interests.device), best]
+
+
+@SELECTORS.register("hard_argmax")
+def from_config(config: Config) -> Selector:
+    return select_by_argmax

@@ -18,6 +18,11 @@ from collections.abc import Callable
 
 import torch
 
+from mirec.config import Config
+from mirec.core.contracts import Selector
+from mirec.core.functional import masked_softmax
+from mirec.selectors import SELECTORS
+
 
 def select_by_label_aware_attention(
     interests: torch.Tensor,
@@ -30,9 +35,7 @@ def select_by_label_aware_attention(
     ``active`` (B, K) bool: interests flagged False get zero weight (each user needs one).
     """
     scores = power * torch.einsum("bkd,bd->bk", interests, target)
-    if active is not None:
-        scores = scores.masked_fill(~active, float("-inf"))
-    weights = torch.softmax(scores, dim=1)
+    weights = masked_softmax(scores, active, dim=1)
     return torch.einsum("bk,bkd->bd", weights, interests)
 
 
@@ -47,3 +50,8 @@ def label_aware(power: float) -> Callable[..., torch.Tensor]:
 
     select.__name__ = select.__qualname__ = f"label_aware_p{power:g}"
     return select
+
+
+@SELECTORS.register("label_aware")
+def from_config(config: Config) -> Selector:
+    return label_aware(config.label_aware_power)

@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mirec.core.contracts import Extracted
 from mirec.errors import ConfigError
-from mirec.extractors.base import Extracted
 
 RULES = ("mass", "share", "merge")
 
