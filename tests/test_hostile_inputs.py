@@ -197,24 +197,28 @@ def test_cross_setting_checks_name_the_setting():
         load_config("sine", overrides=["num_concepts=1"])
 
 
-def test_config_names_agree_with_the_registries():
-    """The early checks in mirec.config accept exactly the names the builders know."""
-    from mirec import config as cfg
-    from mirec.aggregators import AGGREGATORS
-    from mirec.aggregators.adaptive_k import RULES, parse_adaptive_k
+def test_config_names_come_from_the_registries():
+    """The early checks in mirec.config ask the registries, so they accept exactly the names
+    the builders know, for each task."""
+    from mirec.aggregators.adaptive_k import parse_adaptive_k
+    from mirec.config import component_names
     from mirec.extractors import EXTRACTORS
-    from mirec.regularizers import REGULARIZERS, parse_regularizers
-    from mirec.runs import TASKS
-    from mirec.selectors import SELECTORS
+    from mirec.regularizers import parse_regularizers
 
-    extractors = {*cfg.RETRIEVAL_EXTRACTORS, *cfg.CTR_ONLY_EXTRACTORS}
-    assert extractors == {*EXTRACTORS.entries(), "popularity", "dmin"}
-    assert set(cfg.SELECTORS) == set(SELECTORS.entries())
-    assert {*cfg.RETRIEVAL_AGGREGATORS, *cfg.CTR_AGGREGATORS} == set(AGGREGATORS.entries())
-    assert set(cfg.REGULARIZERS) == set(REGULARIZERS.entries())
-    assert set(cfg.ADAPTIVE_K_RULES) == set(RULES)
-    assert cfg.TASKS == TASKS
-    assert cfg.validate.__module__ == "mirec.config"
+    retrieval = set(component_names("extractor", "retrieval"))
+    assert {"self_attentive", "dynamic_routing", "popularity"} <= retrieval
+    assert set(component_names("extractor", "ctr")) == retrieval | {"behaviors", "dmin"}
+    # a component that registers itself is a valid setting with no change to mirec.config
+    with pytest.raises(ConfigError, match="extractor='planted'"):
+        config_from_dict({"extractor": "planted"}, "t")
+    EXTRACTORS.register("planted")(type("Planted", (EXTRACTORS.lookup("gru"),), {}))
+    try:
+        assert config_from_dict({"extractor": "planted"}, "t").extractor == "planted"
+    finally:
+        del EXTRACTORS._entries["planted"]
+    assert "target" in component_names("aggregator", "ctr")
+    assert "target" not in component_names("aggregator", "retrieval")
+    assert "intention" not in component_names("aggregator", "ctr")
     for spec in ("covariance:100", "disagreement:0.1,contrastive:0.05", "concept_covariance"):
         assert config_from_dict({"regularizer": spec}, "t").regularizer == spec
         assert parse_regularizers(spec)

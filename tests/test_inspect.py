@@ -71,7 +71,7 @@ def test_unknown_user_and_items_are_clear_errors(ml100k_run, shared_data):
 
     with pytest.raises(ConfigError, match="user '99999' is not in ml-100k"):
         inspect_checkpoint(ml100k_run, user="99999")
-    with pytest.raises(ConfigError, match=r"2 item id.*not in the catalogue: 999999, abc"):
+    with pytest.raises(ConfigError, match=r"2 item id.*not in the catalogue: '999999', 'abc'"):
         inspect_checkpoint(ml100k_run, items=["1", "999999", "abc"])
     with pytest.raises(ConfigError, match="either a user id or a list"):
         inspect_checkpoint(ml100k_run)

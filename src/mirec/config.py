@@ -209,10 +209,6 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def save_config(config: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
 def _read_published(name: str) -> dict[str, Any]:
     text = resources.files("mirec.configs").joinpath(f"{name}.yaml").read_text()
     return yaml.safe_load(text) or {}
@@ -283,22 +279,9 @@ def _shown(value: Any) -> str:
 # --------------------------------------------------------------------------- validation
 
 TASKS = ("retrieval", "ctr")
-RETRIEVAL_EXTRACTORS = (
-    "self_attentive",
-    "causal_transformer",
-    "mean_pooling",
-    "dynamic_routing",
-    "capsule_routing",
-    "sparse_interest",
-    "gru",
-    "popularity",
-)
-"""Extractor names of task=retrieval (``mirec.models.registry.EXTRACTORS`` and the
-popularity baseline); task=ctr adds :data:`CTR_ONLY_EXTRACTORS`."""
-CTR_ONLY_EXTRACTORS = ("behaviors", "dmin")
-SELECTORS = ("hard_argmax", "label_aware")
-RETRIEVAL_AGGREGATORS = ("max", "mean", "attention", "concat_mlp", "intention")
-CTR_AGGREGATORS = ("target", "max", "attention", "concat_mlp")
+BUILT_IN_EXTRACTORS = {"retrieval": ("popularity",), "ctr": ("popularity", "dmin")}
+"""Extractor names the model builders handle themselves, by task; every other name is a
+component registered where it is defined (``mirec.extractors``)."""
 NEGATIVE_SAMPLING = ("uniform", "popularity", "in_batch")
 ID_TYPES = ("int", "str")
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
@@ -315,8 +298,7 @@ def validate(config: Config) -> None:
     c = config
     _one_of("task", c.task, TASKS)
     _text("model", c.model)
-    extractors = RETRIEVAL_EXTRACTORS + (CTR_ONLY_EXTRACTORS if c.task == "ctr" else ())
-    _one_of("extractor", c.extractor, extractors, f"task={c.task}")
+    _one_of("extractor", c.extractor, component_names("extractor", c.task), f"task={c.task}")
     for name in (
         "embedding_dim",
         "num_interests",
@@ -351,9 +333,8 @@ def validate(config: Config) -> None:
         _number("diversity_lambda", c.diversity_lambda, low=0.0, none=True)
     if c.max_train_minutes is not None:
         _number("max_train_minutes", c.max_train_minutes, low=0.0, low_open=True, none=True)
-    _one_of("selector", c.selector, SELECTORS)
-    aggregators = CTR_AGGREGATORS if c.task == "ctr" else RETRIEVAL_AGGREGATORS
-    _one_of("aggregator", c.aggregator, aggregators, f"task={c.task}")
+    _one_of("selector", c.selector, component_names("selector", c.task))
+    _one_of("aggregator", c.aggregator, component_names("aggregator", c.task), f"task={c.task}")
     _one_of("negative_sampling", c.negative_sampling, NEGATIVE_SAMPLING)
     if c.negative_sampling == "in_batch" and c.batch_size < 2 and not c.sequence_training:
         _bad(
@@ -446,10 +427,25 @@ def _check_device(value: str) -> None:
         _bad("device", value, f"must be {DEVICE_FORMS}")
 
 
-REGULARIZERS = ("disagreement", "contrastive", "covariance", "concept_covariance")
-"""Names of ``mirec.regularizers.REGULARIZERS``, checked here without importing torch."""
-ADAPTIVE_K_RULES = ("mass", "share", "merge")
-"""Rules of ``mirec.aggregators.adaptive_k.RULES``."""
+def component_names(kind: str, task: str) -> tuple[str, ...]:
+    """The names ``kind`` (extractor, selector, aggregator, regularizer) can take for
+    ``task``, asked of the registry where each component registers itself. The registry is
+    found by its package's name on first use, so this module imports no component (nor
+    torch) until a config is checked, and a new component is known here with no change."""
+    import importlib
+
+    if kind == "extractor":
+        registry = importlib.import_module("mirec.extractors").EXTRACTORS
+        usable = [n for n, e in registry.entries().items() if task == "ctr" or not e.ctr_only]
+        return (*usable, *BUILT_IN_EXTRACTORS[task])
+    if kind == "aggregator":
+        registry = importlib.import_module("mirec.aggregators").AGGREGATORS
+        return tuple(n for n, e in registry.entries().items() if task in e.tasks)
+    package, table = {
+        "selector": ("mirec.selectors", "SELECTORS"),
+        "regularizer": ("mirec.regularizers", "REGULARIZERS"),
+    }[kind]
+    return tuple(getattr(importlib.import_module(package), table).entries())
 
 
 def _check_regularizer(value: str | None) -> None:
@@ -459,8 +455,9 @@ def _check_regularizer(value: str | None) -> None:
         return
     for entry in filter(None, (part.strip() for part in value.split(","))):
         name, _, raw = entry.partition(":")
-        if name not in REGULARIZERS:
-            _bad("regularizer", value, f"unknown {name!r}; known: {', '.join(REGULARIZERS)}")
+        known = component_names("regularizer", "retrieval")
+        if name not in known:
+            _bad("regularizer", value, f"unknown {name!r}; known: {', '.join(known)}")
         try:
             weight = float(raw) if raw else 1.0
         except ValueError:
@@ -475,8 +472,10 @@ def _check_adaptive_k(value: str | None) -> None:
     if value is None:
         return
     rule, _, raw = value.partition(":")
-    if rule not in ADAPTIVE_K_RULES:
-        known = ", ".join(f"{r}:t" for r in ADAPTIVE_K_RULES)
+    from mirec.aggregators.adaptive_k import RULES  # the rules, where they are defined
+
+    if rule not in RULES:
+        known = ", ".join(f"{r}:t" for r in RULES)
         _bad("adaptive_k", value, f"expected {known}, or unset")
     try:
         threshold = float(raw)

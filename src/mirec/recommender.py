@@ -25,19 +25,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from mirec.aggregators.ranking import best_interest, rank, top_n, users_per_chunk
-from mirec.atomic import write_json_atomic, write_text_atomic
+from mirec.aggregators.ranking import best_interest, blocked_items, rank, top_n, users_per_chunk
+from mirec.atomic import write_json_atomic
 from mirec.config import Config, load_config
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, MirecError
 from mirec.models.folder import (
-    CONFIG_FILE,
     WEIGHTS_FILE,
     LoadedModel,
     load_model,
     save_weights,
+    write_config,
     write_folder_data,
 )
 from mirec.models.most_popular import MostPopular
@@ -45,7 +44,6 @@ from mirec.runs import INFERENCE_SETTINGS, METRICS_FILE, train_run
 
 _MODEL_SETTING: Any = object()
 """Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
-ON_UNKNOWN = ("ignore", "error")
 
 
 @dataclass(frozen=True)
@@ -78,8 +76,8 @@ class Recommender:
         """The run's ``metrics.json``, when the folder has one."""
         self._data = loaded.data
         seqs = loaded.data.sequences
-        self._items = Vocabulary(seqs.item_ids)
-        self._users = Vocabulary(seqs.user_ids)
+        self._items = Vocabulary(seqs.item_ids, "item")
+        self._users = Vocabulary(seqs.user_ids, "user")
         tensors = [*self.model.parameters(), *self.model.buffers()]
         self.device = tensors[0].device if tensors else torch.device("cpu")
         self._popular = MostPopular(seqs.n_items).fit(loaded.data.item_counts).to(self.device)
@@ -137,8 +135,7 @@ class Recommender:
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:
             data = self._data
-            config_text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
-            write_text_atomic(staging / CONFIG_FILE, config_text)
+            write_config(staging, self.config)
             save_weights(self.model, staging / WEIGHTS_FILE)
             write_folder_data(staging, self.config, data.sequences, data.item_counts, data.maxlen)
             if self.metrics is not None:
@@ -193,7 +190,7 @@ class Recommender:
 
     def history_of(self, user: int | str) -> list[int | str]:
         """A known user's stored history (raw item ids, oldest first)."""
-        row = self._user_row(user)
+        row = self._users.row_of(user, self.dataset)
         return [self._items.id_of(i - 1) for i in self._data.sequences.sequence(row)]
 
     # -- asking ---------------------------------------------------------------------
@@ -255,7 +252,7 @@ class Recommender:
     ) -> Recommendations:
         """:meth:`recommend` for a user of the training log, from their stored history (and,
         for MIND with user features, their profile)."""
-        row = self._user_row(user)
+        row = self._users.row_of(user, self.dataset)
         history = self._data.sequences.sequence(row)
         users = np.asarray([row])
         lists = self._recommend(
@@ -277,9 +274,7 @@ class Recommender:
     def similar_items(self, item: int | str, n: int = 10) -> Recommendations:
         """The ``n`` items whose embeddings are closest to ``item``'s by cosine, the item
         itself left out; ``interest`` is None."""
-        (row,) = self._items.rows([item])
-        if row < 0:
-            raise MirecError(f"item {item!r} is not in the catalogue")
+        row = self._items.row_of(item, "the catalogue")
         self._check_n(n, self.n_items - 1)
         vectors = torch.nn.functional.normalize(torch.from_numpy(self.item_embeddings()), dim=1)
         scores = (vectors[row] @ vectors.T).unsqueeze(0)
@@ -311,19 +306,8 @@ class Recommender:
         if self.config.task != task:
             raise MirecError(f"{self.name} is a {self.config.task} model: {instead}")
 
-    def _user_row(self, user: int | str) -> int:
-        (row,) = self._users.rows([user])
-        if row < 0:
-            raise MirecError(
-                f"user {user!r} is not in {self.dataset} (users with fewer than 5 interactions "
-                "are filtered out, PROTOCOL.md section 1)"
-            )
-        return int(row)
-
     def _lookup(self, history: Any, on_unknown: str) -> tuple[np.ndarray, list]:
         """Raw ids -> item indices of the known ones, and the unknown ids."""
-        if on_unknown not in ON_UNKNOWN:
-            raise MirecError(f"on_unknown={on_unknown!r}: expected one of {', '.join(ON_UNKNOWN)}")
         if isinstance(history, str | bytes | dict) or not isinstance(
             history, Sequence | np.ndarray
         ):
@@ -331,23 +315,20 @@ class Recommender:
                 "a history must be a list of raw item ids, oldest first; got "
                 f"{type(history).__name__}"
             )
-        history = list(history)
-        rows = self._items.rows(history)
-        unknown = [value for value, row in zip(history, rows, strict=True) if row < 0]
-        if unknown and on_unknown == "error":
-            shown = ", ".join(repr(v) for v in unknown[:10])
-            raise MirecError(f"{len(unknown)} item id(s) not in the catalogue: {shown}")
-        return rows[rows >= 0] + 1, unknown
+        rows, unknown = self._items.known_rows(list(history), on_unknown)
+        return rows + 1, unknown
 
     def _check_n(self, n: Any, most: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= most:
             raise MirecError(f"n={n!r}: expected an integer from 1 to {most} (the catalogue)")
 
-    def _padded(self, rows: list[np.ndarray]) -> torch.Tensor:
-        """Histories of item indices -> (B, maxlen), the most recent items, left-padded."""
-        out = torch.zeros(len(rows), self.maxlen, dtype=torch.long)
+    def _padded(self, rows: list[np.ndarray], width: int | None = None) -> torch.Tensor:
+        """Histories of item indices -> (B, width), the most recent items, left-padded;
+        ``width`` defaults to ``maxlen``, what the model reads."""
+        width = self.maxlen if width is None else width
+        out = torch.zeros(len(rows), width, dtype=torch.long)
         for b, indices in enumerate(rows):
-            recent = indices[-self.maxlen :]
+            recent = indices[len(indices) - width :] if len(indices) > width else indices
             if len(recent):
                 out[b, -len(recent) :] = torch.from_numpy(np.asarray(recent, dtype=np.int64))
         return out.to(self.device)
@@ -388,16 +369,21 @@ class Recommender:
         chunk = users_per_chunk(self.num_interests, self.n_items)
         for lo in range(0, len(rows), chunk):
             part = rows[lo : lo + chunk]
-            blocked = torch.zeros(len(part), self.n_items, dtype=torch.bool, device=self.device)
+            if exclude_history:  # the whole given history, not only what the model reads
+                longest = max(len(r) for r in part)
+                blocked = blocked_items(self._padded(part, longest), self.n_items)
+            else:
+                blocked = torch.zeros(len(part), self.n_items, dtype=torch.bool, device=self.device)
             blocked[:, excluded] = True
-            if exclude_history:
-                for b, indices in enumerate(part):
-                    blocked[b, torch.from_numpy(np.asarray(indices, dtype=np.int64)) - 1] = True
             top, scores, interest = self._top(part, users, lo, n, blocked, diversity_lambda)
-            cold = torch.as_tensor([len(r) == 0 for r in part], device=self.device)
+            cold = np.asarray([len(r) == 0 for r in part])
             if cold.any():
-                fallback, counts = self._popular_top(int(cold.sum()), n, blocked[cold])
-                top[cold], scores[cold] = fallback, counts.to(scores.dtype)
+                on_device = torch.from_numpy(cold).to(self.device)
+                fallback, counts = self._popular_top(int(cold.sum()), n, blocked[on_device])
+                top[on_device], scores[on_device] = fallback, counts.to(scores.dtype)
+            # one copy to the host per chunk, then plain Python per list
+            top, scores = top.cpu(), scores.cpu()
+            interest = None if interest is None else interest.cpu()
             for b in range(len(part)):
                 which = None if interest is None or cold[b] else interest[b]
                 out.append(self._listed(top[b], scores[b], which, unknown[lo + b]))

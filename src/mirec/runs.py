@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from mirec import __version__
-from mirec.atomic import write_json_atomic, write_text_atomic
+from mirec.atomic import write_json_atomic
 from mirec.config import Config
 from mirec.core.device import resolve_device
 from mirec.data.ctr_samples import prepare_ctr
@@ -27,11 +26,7 @@ from mirec.data.synthetic import planted_interest_counts
 from mirec.errors import ConfigError
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
-from mirec.models.folder import (
-    CONFIG_FILE,
-    load_model,
-    write_folder_data,
-)
+from mirec.models.folder import load_model, write_config, write_folder_data
 from mirec.models.registry import build_ctr_model, build_model
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.trainer import FitResult, fit
@@ -66,7 +61,7 @@ def train_run(
     output_dir.mkdir(parents=True, exist_ok=True)
     # results of an earlier run in this folder must never pass for this one's
     (output_dir / METRICS_FILE).unlink(missing_ok=True)
-    write_text_atomic(output_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_config(output_dir, config)
     counts = training_item_counts(data.sequences, data.split.train)
     write_folder_data(output_dir, config, data.sequences, counts, data.maxlen)
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run

@@ -14,14 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from mirec.errors import ConfigError
+
+ON_UNKNOWN = ("ignore", "error")
+"""What to do with ids a vocabulary does not know: drop them (and report them), or refuse."""
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Vocabulary:
-    """The ids of one kind (items or users) in row order: ``ids[row]``."""
+    """The ids of one ``kind`` ("item" or "user") in row order: ``ids[row]``."""
 
-    def __init__(self, ids: np.ndarray) -> None:
+    def __init__(self, ids: np.ndarray, kind: str) -> None:
         self.ids = ids
+        self.kind = kind
         self.integer = bool(np.issubdtype(ids.dtype, np.integer))
         # a sorted view for binary search; the rows may follow another order (a database's
         # collation of strings), so the search never assumes they are sorted
@@ -43,6 +48,29 @@ class Vocabulary:
         found = self._sorted[at] == wanted
         out[np.asarray(known)[found]] = self._order[at[found]]
         return out
+
+    def row_of(self, value: Any, where: str) -> int:
+        """The row of one id; a ConfigError saying it is not in ``where`` otherwise."""
+        (row,) = self.rows([value])
+        if row < 0:
+            hint = ""
+            if self.kind == "user":
+                hint = (" (users with fewer than 5 interactions are filtered out, "
+                        "PROTOCOL.md section 1)")  # fmt: skip
+            raise ConfigError(f"{self.kind} {value!r} is not in {where}{hint}")
+        return int(row)
+
+    def known_rows(self, values: list, on_unknown: str = "ignore") -> tuple[np.ndarray, list]:
+        """The rows of the known ``values`` in their order, and the unknown values (which
+        ``on_unknown="error"`` refuses instead)."""
+        if on_unknown not in ON_UNKNOWN:
+            raise ConfigError(f"on_unknown={on_unknown!r}: expected one of {', '.join(ON_UNKNOWN)}")
+        rows = self.rows(values)
+        unknown = [value for value, row in zip(values, rows, strict=True) if row < 0]
+        if unknown and on_unknown == "error":
+            shown = ", ".join(repr(v) for v in unknown[:10])
+            raise ConfigError(f"{len(unknown)} {self.kind} id(s) not in the catalogue: {shown}")
+        return rows[rows >= 0], unknown
 
     def id_of(self, row: int) -> int | str:
         """The raw id of ``row`` as a Python value (int or str)."""

@@ -135,7 +135,7 @@ def inspect_model(
     if top < 1:
         raise ConfigError(f"inspect: top must be at least 1, got {top}")
     config, model, seqs = loaded.config, loaded.model, loaded.data.sequences
-    row = None if user is None else _user_row(seqs, user, config.dataset)
+    row = None if user is None else Vocabulary(seqs.user_ids, "user").row_of(user, config.dataset)
     history = seqs.sequence(row) if row is not None else _item_indices(seqs, items or [])
     history = history[-loaded.data.maxlen :]
     if model.uses_user_rows and row is None:
@@ -192,26 +192,11 @@ def _depth(top: int, seen: torch.Tensor) -> int:
     return min(top, seen.shape[1] - int(seen.sum()))
 
 
-def _user_row(seqs: Sequences, user: str, dataset: str) -> int:
-    (row,) = Vocabulary(seqs.user_ids).rows([user])
-    if row < 0:
-        raise ConfigError(
-            f"inspect: user {user!r} is not in {dataset} (users with fewer than 5 "
-            "interactions are filtered out, PROTOCOL.md section 1)"
-        )
-    return int(row)
-
-
 def _item_indices(seqs: Sequences, items: list[str]) -> np.ndarray:
-    found = Vocabulary(seqs.item_ids).rows(items)
-    unknown = [item for item, at in zip(items, found, strict=True) if at < 0]
-    if unknown:
-        raise ConfigError(
-            f"inspect: {len(unknown)} item id(s) not in the catalogue: {', '.join(unknown[:10])}"
-        )
-    if not len(found):
+    if not items:
         raise ConfigError("inspect: the item list is empty")
-    return found + 1
+    rows, _ = Vocabulary(seqs.item_ids, "item").known_rows(items, on_unknown="error")
+    return rows + 1
 
 
 def _explain(seqs: Sequences, items: np.ndarray) -> list[tuple[str, float]]:

@@ -22,7 +22,8 @@ import yaml
 from mirec.config import Config
 from mirec.errors import DataError, MirecError
 from mirec.experiments.grid import Cell, Experiment, ImpossibleCell
-from mirec.runs import CONFIG_FILE, METRICS_FILE, evaluate_checkpoint, train_run
+from mirec.models.folder import CONFIG_FILE
+from mirec.runs import METRICS_FILE, evaluate_checkpoint, train_run
 
 
 def cell_metrics(cell: Cell) -> dict[str, Any] | None:

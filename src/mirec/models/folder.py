@@ -38,11 +38,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mirec import __version__
-from mirec.atomic import write_json_atomic
+from mirec.atomic import write_json_atomic, write_text_atomic
 from mirec.config import Config, config_from_dict
 from mirec.core.device import resolve_device
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
+from mirec.models.registry import build_ctr_model, build_model
 
 CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE = "config.yaml", "model.safetensors", "model.json"
 ITEMS_FILE, USERS_FILE = "items.parquet", "users.parquet"
@@ -64,6 +65,11 @@ class FolderData:
     @property
     def maxlen(self) -> int:
         return int(self.meta["maxlen"])
+
+
+def write_config(folder: Path, config: Config) -> None:
+    """``config.yaml``: every resolved setting (training again from it repeats the run)."""
+    write_text_atomic(folder / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def write_folder_data(
@@ -290,8 +296,6 @@ def load_model(
     """Build the model of ``folder`` (retrieval or CTR) and load its weights, in eval mode
     on ``device`` (the config's by default); ``overrides`` change settings before the
     model is built."""
-    from mirec.models.registry import build_ctr_model, build_model
-
     data = read_folder_data(folder)
     config = read_config(folder, overrides)
     seqs = data.sequences

@@ -14,7 +14,7 @@ from torch import nn
 
 from mirec.aggregators import CTR, RETRIEVAL, build_aggregation
 from mirec.aggregators.adaptive_k import parse_adaptive_k
-from mirec.config import Config
+from mirec.config import BUILT_IN_EXTRACTORS, Config
 from mirec.data.sequences import Sequences, UserProfiles
 from mirec.errors import ConfigError
 from mirec.extractors import EXTRACTORS
@@ -45,7 +45,9 @@ def build_model(
     if config.extractor == "popularity":
         return MostPopular(n_items)
     extractor_class = EXTRACTORS.lookup(
-        config.extractor, accept=lambda cls: not cls.ctr_only, extra=["popularity"]
+        config.extractor,
+        accept=lambda cls: not cls.ctr_only,
+        extra=BUILT_IN_EXTRACTORS["retrieval"],
     )
     if config.user_features:
         assert user_profiles is not None
@@ -117,7 +119,7 @@ def build_ctr_model(config: Config, seqs: Sequences, maxlen: int) -> nn.Module:
         raise ConfigError(
             "extractor 'behaviors' (DIN) keeps every history item: aggregate with target or max"
         )
-    extractor_class = EXTRACTORS.lookup(config.extractor, extra=["dmin", "popularity"])
+    extractor_class = EXTRACTORS.lookup(config.extractor, extra=BUILT_IN_EXTRACTORS["ctr"])
     extractor = extractor_class.from_config(config, maxlen)
     aggregation = build_aggregation(config, CTR)
     regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
