@@ -11,6 +11,11 @@ recent ``maxlen`` of them. Every list comes from the one ranking path of the eva
 list. Items the catalogue does not know are dropped and reported in ``unknown_items``
 (``on_unknown="error"`` refuses them instead); a history with no known item gets the most
 popular items of the training users, each with ``interest=None``.
+
+``index="hnsw"`` (or ``"flat"``, ``"ivf"``) answers from an approximate nearest-neighbour
+index stored in the model folder by ``mirec index`` (:mod:`mirec.aggregators.ann`): each
+interest's top items from the index, ranked by the same path; ``index=None`` (the default)
+scores the whole catalogue.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +46,11 @@ from mirec.models.folder import (
 )
 from mirec.models.most_popular import MostPopular
 from mirec.runs import INFERENCE_SETTINGS, METRICS_FILE, train_run
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from mirec.aggregators.ann import ItemIndex
 
 _MODEL_SETTING: Any = object()
 """Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
@@ -69,11 +79,19 @@ class Recommendations(list):
 class Recommender:
     """A trained retrieval model with its item and user vocabularies."""
 
-    def __init__(self, loaded: LoadedModel, metrics: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        metrics: dict[str, Any] | None = None,
+        folder: Path | None = None,
+    ) -> None:
         self.config: Config = loaded.config
         self.model = loaded.model
         self.metrics = metrics
         """The run's ``metrics.json``, when the folder has one."""
+        self.folder = folder
+        """The model folder it was loaded from, where its item indexes live."""
+        self._indexes: dict[str, ItemIndex] = {}
         self._data = loaded.data
         seqs = loaded.data.sequences
         self._items = Vocabulary(seqs.item_ids, "item")
@@ -100,7 +118,7 @@ class Recommender:
         folder = Path(path)
         overrides = {**settings, **({} if device is None else {"device": device})}
         loaded = load_model(folder, overrides)
-        return cls(loaded, _read_metrics(folder / METRICS_FILE))
+        return cls(loaded, _read_metrics(folder / METRICS_FILE), folder)
 
     @classmethod
     def train(
@@ -204,6 +222,7 @@ class Recommender:
         exclude_history: bool = False,
         diversity_lambda: float | None = _MODEL_SETTING,
         on_unknown: str = "ignore",
+        index: str | None = None,
     ) -> Recommendations:
         """The top-``n`` items for ``history`` (raw item ids, oldest first), best first.
 
@@ -211,7 +230,8 @@ class Recommender:
         own items (PROTOCOL.md scores them, so the default keeps them); ``diversity_lambda``:
         ComiRec's diversity-controllable list (needs item categories; default: the model's
         setting). Unknown ids are dropped and listed in ``unknown_items``, or refused with
-        ``on_unknown="error"``."""
+        ``on_unknown="error"``. ``index``: search the folder's ``flat``, ``hnsw`` or ``ivf``
+        index (:meth:`build_index`) instead of scoring the whole catalogue."""
         return self.recommend_batch(
             [history],
             n,
@@ -219,6 +239,7 @@ class Recommender:
             exclude_history=exclude_history,
             diversity_lambda=diversity_lambda,
             on_unknown=on_unknown,
+            index=index,
         )[0]
 
     def recommend_batch(
@@ -230,6 +251,7 @@ class Recommender:
         exclude_history: bool = False,
         diversity_lambda: float | None = _MODEL_SETTING,
         on_unknown: str = "ignore",
+        index: str | None = None,
     ) -> list[Recommendations]:
         """:meth:`recommend` for each history, in one batched pass (the same lists)."""
         if not isinstance(histories, Sequence) or isinstance(histories, str | bytes):
@@ -239,7 +261,9 @@ class Recommender:
         looked_up = [self._lookup(history, on_unknown) for history in histories]
         rows = [indices for indices, _ in looked_up]
         unknown = [ids for _, ids in looked_up]
-        return self._recommend(rows, unknown, None, n, exclude, exclude_history, diversity_lambda)
+        return self._recommend(
+            rows, unknown, None, n, exclude, exclude_history, diversity_lambda, index
+        )
 
     def recommend_user(
         self,
@@ -249,6 +273,7 @@ class Recommender:
         exclude: Iterable[int | str] = (),
         exclude_history: bool = False,
         diversity_lambda: float | None = _MODEL_SETTING,
+        index: str | None = None,
     ) -> Recommendations:
         """:meth:`recommend` for a user of the training log, from their stored history (and,
         for MIND with user features, their profile)."""
@@ -256,7 +281,7 @@ class Recommender:
         history = self._data.sequences.sequence(row)
         users = np.asarray([row])
         lists = self._recommend(
-            [history], [[]], users, n, exclude, exclude_history, diversity_lambda
+            [history], [[]], users, n, exclude, exclude_history, diversity_lambda, index
         )
         return lists[0]
 
@@ -299,6 +324,59 @@ class Recommender:
         histories = self._padded([indices]).expand(len(wanted), -1)
         logits = self.model(histories, torch.from_numpy(wanted).to(self.device))
         return torch.sigmoid(logits.double()).cpu().numpy()
+
+    # -- item indexes ---------------------------------------------------------------
+
+    def build_index(self, kind: str, **options: int | None) -> ItemIndex:
+        """Build the ``kind`` item index (``flat``, ``hnsw`` or ``ivf``; options as
+        :data:`mirec.aggregators.ann.DEFAULT_OPTIONS`, None for the default) over the item
+        embeddings, store it in the model folder and use it for ``index=kind``."""
+        ann = _ann()
+        ann.check_kind(kind)
+        folder = self._index_folder()
+        vectors = self.item_embeddings()
+        ann.check_searchable(self.model)
+        built = ann.ItemIndex.build(vectors, kind, **options)
+        built.save(folder)
+        self._indexes[kind] = built
+        return built
+
+    def index_recall(self, kind: str, n: int = 50, users: int = 1000, seed: int = 0) -> float:
+        """Recall@``n`` of the ``kind`` index's lists against the exact lists: the share of
+        each exact top-n the index finds, averaged over a random sample of up to ``users``
+        of the folder's users, from their stored histories."""
+        if isinstance(users, bool) or not isinstance(users, int) or users < 1:
+            raise MirecError(f"users={users!r}: expected an integer >= 1")
+        n_users = len(self._users)
+        rows = np.sort(np.random.default_rng(seed).permutation(n_users)[: min(users, n_users)])
+        histories = [self._data.sequences.sequence(row) for row in rows]
+        lists = [
+            self._recommend(histories, [[]] * len(rows), rows, n, (), False, _MODEL_SETTING, way)
+            for way in (None, kind)
+        ]
+        shares = [
+            len({r.item for r in exact} & {r.item for r in found}) / len(exact)
+            for exact, found in zip(*lists, strict=True)
+            if len(exact)
+        ]
+        return float(np.mean(shares))
+
+    def _index_folder(self) -> Path:
+        if self.folder is None:
+            raise MirecError(
+                "item indexes live in a model folder: load the model with Recommender.load"
+            )
+        return self.folder
+
+    def _item_index(self, kind: str) -> ItemIndex:
+        """The folder's ``kind`` index, loaded once and checked against the item vectors."""
+        ann = _ann()
+        if ann.check_kind(kind) not in self._indexes:
+            folder = self._index_folder()
+            vectors = self.item_embeddings()
+            ann.check_searchable(self.model)
+            self._indexes[kind] = ann.ItemIndex.load(folder, kind, vectors)
+        return self._indexes[kind]
 
     # -- internals ------------------------------------------------------------------
 
@@ -354,9 +432,11 @@ class Recommender:
         exclude: Iterable[int | str],
         exclude_history: bool,
         diversity_lambda: float | None,
+        index: str | None,
     ) -> list[Recommendations]:
         self._check_n(n, self.n_items)
         self._check_task("retrieval", "score(history, candidates) gives click probabilities")
+        searcher = None if index is None else self._item_index(index)
         if diversity_lambda is _MODEL_SETTING:
             diversity_lambda = self.config.diversity_lambda
         if diversity_lambda is not None and self._category is None:
@@ -375,7 +455,9 @@ class Recommender:
             else:
                 blocked = torch.zeros(len(part), self.n_items, dtype=torch.bool, device=self.device)
             blocked[:, excluded] = True
-            top, scores, interest = self._top(part, users, lo, n, blocked, diversity_lambda)
+            top, scores, interest = self._top(
+                part, users, lo, n, blocked, diversity_lambda, searcher
+            )
             cold = np.asarray([len(r) == 0 for r in part])
             if cold.any():
                 on_device = torch.from_numpy(cold).to(self.device)
@@ -409,24 +491,26 @@ class Recommender:
         n: int,
         blocked: torch.Tensor,
         diversity_lambda: float | None,
+        searcher: ItemIndex | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The model's top-n of a chunk of histories, and the interest behind each item
-        (None for the popularity baseline)."""
+        """The model's top-n of a chunk of histories, over the whole catalogue or (with a
+        ``searcher``) over its index's candidates, and the interest behind each item (None
+        for the popularity baseline)."""
         histories = self._padded(part)
         rows = None
         if users is not None:
             rows = torch.from_numpy(users[lo : lo + len(part)]).to(self.device)
         extracted = self._extract(histories, rows)
         items = self.model.item_vectors()
-        top, scores = top_n(
-            self.model,
-            extracted,
-            items,
-            n,
-            blocked=blocked,
-            item_category=self._category,
-            diversity_lambda=diversity_lambda,
-        )
+        ranking = {
+            "blocked": blocked,
+            "item_category": self._category,
+            "diversity_lambda": diversity_lambda,
+        }
+        if searcher is None:
+            top, scores = top_n(self.model, extracted, items, n, **ranking)
+        else:
+            top, scores = _ann().ann_top_n(self.model, extracted, items, searcher, n, **ranking)
         if isinstance(self.model, MostPopular):
             return top, scores, None
         return top, scores, best_interest(extracted, items, top)
@@ -448,6 +532,17 @@ class Recommender:
             ),
             unknown,
         )
+
+
+def _ann() -> ModuleType:
+    """:mod:`mirec.aggregators.ann`, whose faiss is an optional dependency."""
+    try:
+        from mirec.aggregators import ann
+    except ModuleNotFoundError as err:
+        if err.name != "faiss":
+            raise
+        raise MirecError("item indexes need faiss: pip install 'mirec[serve]'") from err
+    return ann
 
 
 def _read_metrics(path: Path) -> dict[str, Any] | None:
