@@ -4,6 +4,7 @@
     rec = Recommender.load("runs/beauty")        # a `mirec train` output; no dataset needed
     recs = rec.recommend(history, n=50)          # raw item ids, oldest first
     recs[0].item, recs[0].score, recs[0].interest
+    rec.explain(user=42).to_text()               # the history grouped by interest, and why
 
 Histories are raw item ids as in the source log, oldest first; the model reads the most
 recent ``maxlen`` of them. Every list comes from the one ranking path of the evaluator
@@ -20,6 +21,7 @@ scores the whole catalogue.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -36,6 +38,7 @@ from mirec.atomic import write_json_atomic
 from mirec.config import Config, load_config
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, MirecError
+from mirec.evaluation.inspection import UserReport, explain_history
 from mirec.models.folder import (
     WEIGHTS_FILE,
     LoadedModel,
@@ -206,6 +209,26 @@ class Recommender:
             raise MirecError("the popularity baseline has no item embeddings")
         return self.model.item_vectors().detach().float().cpu().numpy()
 
+    @property
+    def item_titles(self) -> list[str] | None:
+        """Item titles in ``item_ids``' order, where the dataset has them."""
+        titles = self._data.sequences.item_titles
+        return None if titles is None else titles.tolist()
+
+    @property
+    def item_counts(self) -> np.ndarray:
+        """(n_items,) training interactions of each item, in ``item_ids``' order: the
+        popularity that a history with no known item is served by."""
+        return self._data.item_counts[1:].copy()
+
+    def item_categories(self, item: int | str) -> list[str]:
+        """The category names of ``item`` (empty where the dataset has no categories)."""
+        seqs = self._data.sequences
+        row = self._items.row_of(item, "the catalogue")
+        if seqs.category_names is None:
+            return []
+        return [str(seqs.category_names[code]) for code in seqs.categories_of(row + 1)]
+
     def history_of(self, user: int | str) -> list[int | str]:
         """A known user's stored history (raw item ids, oldest first)."""
         row = self._users.row_of(user, self.dataset)
@@ -295,6 +318,36 @@ class Recommender:
         if extracted.active is not None:
             interests = interests[extracted.active[0]]
         return interests.detach().float().cpu().numpy()
+
+    def explain(
+        self,
+        user: int | str | None = None,
+        history: Sequence[int | str] | None = None,
+        top: int = 10,
+        *,
+        on_unknown: str = "ignore",
+    ) -> UserReport:
+        """Why a user of the training log (``user``) or a ``history`` (raw item ids, oldest
+        first) gets their recommendations: the history grouped by interest, each interest
+        named by its categories and with its own top ``top``, the overall top ``top``, and
+        the vectors of the 2-D map (:mod:`mirec.evaluation.inspection`, as ``mirec
+        inspect``). Unknown history ids are dropped and listed in ``unknown_items``, or
+        refused with ``on_unknown="error"``."""
+        self._check_task("retrieval", "its interests are not retrieval interests")
+        if (user is None) == (history is None):
+            raise MirecError("explain: give either a user or a history")
+        loaded = LoadedModel(self.config, self._data, self.model)
+        if user is not None:
+            row = self._users.row_of(user, self.dataset)
+            indices = self._data.sequences.sequence(row)
+            return explain_history(loaded, indices, user=str(user), user_row=row, top=top)
+        indices, unknown = self._lookup(history, on_unknown)
+        if len(indices) == 0:
+            shown = ", ".join(repr(v) for v in unknown[:10])
+            what = f"has no item of the catalogue (unknown: {shown})" if unknown else "is empty"
+            raise MirecError(f"explain: the history {what}")
+        report = explain_history(loaded, indices, top=top)
+        return dataclasses.replace(report, unknown_items=unknown)
 
     def similar_items(self, item: int | str, n: int = 10) -> Recommendations:
         """The ``n`` items whose embeddings are closest to ``item``'s by cosine, the item

@@ -11,20 +11,22 @@ assigned to the interest it routes to most
 * its history items, heaviest first, with titles where the dataset has them,
 * its own top recommendations: the catalogue ranked by this interest alone.
 
-The user's recommendations are the model's aggregated ranking. Items already in the
-history are left out of every recommendation list here, as a user would expect.
+The user's recommendations are the model's aggregated ranking, each marked with the interest
+that scores it highest. Items already in the history are left out of every recommendation
+list here, as a user would expect. :func:`interest_map` lays the history, the interests and
+the recommendations out in 2-D for ``--plot`` and the web page of ``mirec serve``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mirec.aggregators.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
-from mirec.aggregators.ranking import blocked_items, rank, top_n
+from mirec.aggregators.ranking import best_interest, blocked_items, rank, top_n
 from mirec.data.sequences import Sequences
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError
@@ -38,6 +40,9 @@ class ItemRow:
     title: str
     weight: float
     """A history item's share of routing to its interest, or a recommendation's score."""
+    interest: int | None = None
+    """For the user's (aggregated) recommendations: the interest that scores the item
+    highest; None elsewhere (a history item's interest is the one it is listed under)."""
 
 
 @dataclass(frozen=True)
@@ -64,17 +69,17 @@ class UserReport:
     history: list[str]
     interests: list[InterestRow]
     recommendations: list[ItemRow]
-    # for the 2-D map: interest vectors, history item vectors, each item's interest
+    # for the 2-D map: interest vectors, history item vectors, each item's interest, and
+    # the vectors of the user's recommendations
     interest_vectors: np.ndarray = field(repr=False)
     history_vectors: np.ndarray = field(repr=False)
     assignment: np.ndarray = field(repr=False)
+    recommendation_vectors: np.ndarray = field(repr=False)
+    unknown_items: list = field(default_factory=list)
+    """Ids of a given history that the catalogue does not know (left out of it)."""
 
     def to_json(self) -> dict:
-        out = {
-            key: value
-            for key, value in asdict(self).items()
-            if key not in ("interest_vectors", "history_vectors", "assignment")
-        }
+        out = {key: value for key, value in asdict(self).items() if key not in _ARRAYS}
         for row, interest in zip(out["interests"], self.interests, strict=True):
             row["name"] = interest.name
             row["explanation"] = [{"category": c, "share": s} for c, s in interest.explanation]
@@ -101,6 +106,10 @@ class UserReport:
         return "\n".join(lines)
 
 
+_ARRAYS = ("interest_vectors", "history_vectors", "assignment", "recommendation_vectors")
+"""The report's fields that are arrays for the map rather than rows for people."""
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -121,7 +130,6 @@ def inspect_checkpoint(
     return inspect_model(load_model(checkpoint), user=user, items=items, top=top)
 
 
-@torch.no_grad()
 def inspect_model(
     loaded: LoadedModel,
     *,
@@ -132,18 +140,38 @@ def inspect_model(
     """:func:`inspect_checkpoint` for a model already in memory."""
     if (user is None) == (items is None):
         raise ConfigError("inspect: give either a user id or a list of item ids")
-    if top < 1:
-        raise ConfigError(f"inspect: top must be at least 1, got {top}")
+    seqs = loaded.data.sequences
+    if user is None:
+        return explain_history(loaded, _item_indices(seqs, items or []), top=top)
+    row = Vocabulary(seqs.user_ids, "user").row_of(user, loaded.config.dataset)
+    return explain_history(loaded, seqs.sequence(row), user=user, user_row=row, top=top)
+
+
+@torch.no_grad()
+def explain_history(
+    loaded: LoadedModel,
+    history: np.ndarray,
+    *,
+    user: str | None = None,
+    user_row: int | None = None,
+    top: int = 10,
+) -> UserReport:
+    """The report of ``history``, item indices (1..N, oldest first; the model reads the most
+    recent ``maxlen``): of the user at ``user_row`` of the folder's users, whose raw id is
+    ``user``, or of no user. Callers that already hold vocabularies (``Recommender``) look
+    the ids up themselves and start here."""
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+        raise ConfigError(f"inspect: top must be an integer of at least 1, got {top!r}")
+    if len(history) == 0:
+        raise ConfigError("inspect: the history is empty")
     config, model, seqs = loaded.config, loaded.model, loaded.data.sequences
-    row = None if user is None else Vocabulary(seqs.user_ids, "user").row_of(user, config.dataset)
-    history = seqs.sequence(row) if row is not None else _item_indices(seqs, items or [])
-    history = history[-loaded.data.maxlen :]
-    if model.uses_user_rows and row is None:
+    history = np.asarray(history)[-loaded.data.maxlen :]
+    if model.uses_user_rows and user_row is None:
         raise ConfigError("inspect: this model uses user profiles, so it needs --user")
     item_vectors = model.item_vectors()
     device = item_vectors.device
     histories = torch.as_tensor(history, dtype=torch.long, device=device).unsqueeze(0)
-    users = None if row is None else torch.tensor([row], device=device)
+    users = None if user_row is None else torch.tensor([user_row], device=device)
     extracted = model.extract(histories, users)
     mask = histories > 0
     k = extracted.interests.shape[1]
@@ -173,17 +201,22 @@ def inspect_model(
                 recommendations=_top(seqs, *rank(scores, _depth(top, seen), seen)),
             )
         )
-    overall = top_n(model, extracted, item_vectors, _depth(top, seen), blocked=seen)
+    overall, overall_scores = top_n(model, extracted, item_vectors, _depth(top, seen), blocked=seen)
+    found_by = best_interest(extracted, item_vectors, overall)[0].tolist()
     return UserReport(
         dataset=config.dataset,
         model=config.model,
         user=user,
         history=[str(seqs.item_ids[i - 1]) for i in history],
         interests=interests,
-        recommendations=_top(seqs, *overall),
+        recommendations=[
+            replace(row, interest=int(i))
+            for row, i in zip(_top(seqs, overall, overall_scores), found_by, strict=True)
+        ],
         interest_vectors=extracted.interests[0, torch.as_tensor(active)].cpu().numpy(),
         history_vectors=item_vectors[histories[0] - 1].cpu().numpy(),
         assignment=assignment,
+        recommendation_vectors=item_vectors[overall[0] - 1].cpu().numpy(),
     )
 
 
@@ -220,18 +253,43 @@ def _top(seqs: Sequences, top: torch.Tensor, scores: torch.Tensor) -> list[ItemR
     return [_row(seqs, i, s) for i, s in zip(top[0].tolist(), scores[0].tolist(), strict=True)]
 
 
+@dataclass(frozen=True)
+class InterestMap:
+    """2-D coordinates of a report's vectors, each an (n, 2) array in the report's order."""
+
+    history: np.ndarray
+    interests: np.ndarray
+    recommendations: np.ndarray
+
+
+def interest_map(report: UserReport) -> InterestMap:
+    """The plane in which the history items and the interests spread most (the first two
+    principal components of their vectors together), with the recommended items projected
+    onto the same plane."""
+    points = np.concatenate([report.history_vectors, report.interest_vectors]).astype(np.float64)
+    origin = points.mean(0)
+    _, _, vt = np.linalg.svd(points - origin, full_matrices=False)
+    axes = vt[:2].T
+
+    def project(vectors: np.ndarray) -> np.ndarray:
+        xy = (vectors.astype(np.float64) - origin) @ axes
+        # one-dimensional vectors (the popularity baseline): a flat second axis
+        return np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+
+    return InterestMap(
+        history=project(report.history_vectors),
+        interests=project(report.interest_vectors),
+        recommendations=project(report.recommendation_vectors),
+    )
+
+
 def plot_interest_map(report: UserReport, path: Path) -> None:
-    """One user's history items and interest vectors in 2-D (PCA of them together), each
+    """One user's history items and interest vectors in 2-D (:func:`interest_map`), each
     item coloured by the interest it routes to."""
     from mirec.plotting import plt, save_figure
 
-    points = np.concatenate([report.history_vectors, report.interest_vectors])
-    centred = points - points.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    xy = centred @ vt[:2].T
-    if xy.shape[1] < 2:  # one-dimensional vectors (the popularity baseline): a flat second axis
-        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
-    items, interests = xy[: len(report.history_vectors)], xy[len(report.history_vectors) :]
+    coordinates = interest_map(report)
+    items, interests = coordinates.history, coordinates.interests
     fig, ax = plt.subplots(figsize=(6.5, 5))
     colours = plt.get_cmap("tab10")
     for n, interest in enumerate(report.interests):
