@@ -1,0 +1,1 @@
+"""Serving a trained model outside training: export for other runtimes."""
