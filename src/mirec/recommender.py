@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ import numpy as np
 import torch
 
 from mirec.aggregators.ranking import best_interest, blocked_items, rank, top_n, users_per_chunk
-from mirec.atomic import write_json_atomic
+from mirec.atomic import staged_folder, write_json_atomic
 from mirec.config import Config, load_config
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, MirecError
@@ -152,21 +150,13 @@ class Recommender:
         empty = target.is_dir() and not any(target.iterdir())
         if target.exists() and not empty and not overwrite:
             raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        try:
+        with staged_folder(target) as staging:
             data = self._data
             write_config(staging, self.config)
             save_weights(self.model, staging / WEIGHTS_FILE)
             write_folder_data(staging, self.config, data.sequences, data.item_counts, data.maxlen)
             if self.metrics is not None:
                 write_json_atomic(staging / METRICS_FILE, self.metrics)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
     # -- what the model knows ---------------------------------------------------------

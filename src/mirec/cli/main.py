@@ -1,4 +1,4 @@
-"""The ``mirec`` command line: train, evaluate, diagnose, inspect, recommend, index,
+"""The ``mirec`` command line: train, evaluate, diagnose, inspect, recommend, index, export,
 experiment, quickstart, datasets, download, models."""
 
 from __future__ import annotations
@@ -293,6 +293,34 @@ def index(
     users = min(sample_users, len(rec.user_ids))
     recall = rec.index_recall(kind, n=50, users=users)
     typer.echo(f"  Recall@50 against the exact lists, {users} users of the folder: {recall:.4f}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    out: Annotated[Path, typer.Option(help="Where the export folder goes.")],
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace --out when it exists and is not empty.")
+    ] = False,
+) -> None:
+    """Export a retrieval model for serving without mirec: item vectors and every known
+    user's interests (Parquet), the user tower (ONNX, checked against PyTorch) and
+    export.json; the folder is written whole or not at all."""
+    from mirec.serving.export import MANIFEST_FILE, export_checkpoint
+
+    result = export_checkpoint(checkpoint, out, overwrite=overwrite)
+    m, check = result.manifest, result.manifest["check"]
+    typer.echo(
+        f"{m['model']} on {m['dataset']}: {m['n_items']} items, {m['n_users']} users, "
+        f"{m['n_user_interests']} user interests (K={m['num_interests']}, "
+        f"d={m['embedding_dim']}, maxlen={m['maxlen']})"
+    )
+    typer.echo(
+        f"onnx check: max |onnxruntime - pytorch| = {check['max_abs_diff']:.2e} on "
+        f"{check['histories']} histories (tolerance {check['tolerance']:g})"
+    )
+    for name in (*m["files"].values(), MANIFEST_FILE):
+        typer.echo(f"  {out / name}")
 
 
 @app.command()

@@ -96,10 +96,14 @@ def dynamic_interest_count(mask: torch.Tensor, num_interests: int) -> torch.Tens
     """MIND eq. 9 with a floor: K'_u = max(1, min(K, floor(log2 n_u))), n_u real behaviours.
 
     The paper writes max(1, min(K, log2 |I_u|)) without saying how to round; the floor
-    gives n_u = 1..3 -> 1, 4..7 -> 2, 8..15 -> 3 and so on. (B, L) bool -> (B,) long.
+    gives n_u = 1..3 -> 1, 4..7 -> 2, 8..15 -> 3 and so on. floor(log2 n) is the number of
+    powers 2, 4, 8, ... up to n, counted here in integers: a float log2 can land just below
+    an integer (onnxruntime's log2(4) does), which would take an interest away. (B, L) bool
+    -> (B,) long.
     """
-    count = mask.sum(dim=1).clamp(min=1).to(torch.float64)
-    return count.log2().floor().long().clamp(1, num_interests)
+    count = mask.sum(dim=1, keepdim=True)
+    powers = 2 ** torch.arange(1, num_interests + 1, device=mask.device)  # 2, 4, ..., 2^K
+    return (count >= powers).sum(dim=1).clamp_min(1)
 
 
 @EXTRACTORS.register("dynamic_routing")

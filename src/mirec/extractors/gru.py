@@ -15,7 +15,9 @@ rest of mirec. Dropout applies to the input embeddings and between stacked GRU l
 
 The GRU reads only the real items: the left-padded history is reordered so that they come
 first, then packed, so padding never changes the output. An all-padding row is read as one
-zero vector, which gives a finite state.
+zero vector, which gives a finite state. ONNX has no packed sequences, so during ONNX export
+the GRU reads the whole right-padded window and each row's state is taken at its last real
+step instead (the same vector; ``mirec export`` checks it against this packed run).
 """
 
 from __future__ import annotations
@@ -62,13 +64,23 @@ class GRUExtractor(Extractor):
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> Extracted:
         # zero the padding: an all-padding row is read as one (zero) step, never as garbage
         history = history.masked_fill(~mask.unsqueeze(-1), 0.0)
-        # a stable sort moves the real items to the front in their original order: the left
-        # padding becomes right padding (and any other padding layout is handled too)
-        order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
-        history = history.gather(1, order.unsqueeze(-1).expand_as(history))
-        lengths = mask.sum(1).clamp_min(1).cpu()  # packing needs at least one step per row
+        # move the real items to the front in their original order: the left padding becomes
+        # right padding (and any other padding layout is handled too). The keys are distinct,
+        # so no stable sort is needed (ONNX has none)
+        length = history.shape[1]
+        keys = (~mask).long() * length + torch.arange(length, device=mask.device)
+        order = torch.argsort(keys, dim=1)
+        history = self.dropout(history.gather(1, order.unsqueeze(-1).expand_as(history)))
+        lengths = mask.sum(1).clamp_min(1)  # at least one step per row
+        if torch.onnx.is_in_onnx_export():
+            # ONNX has no packed sequences: run the GRU over the whole right-padded window
+            # and read each row's top-layer state at its last real step, which the padding
+            # after it cannot change (the same vector as the packed run's final state)
+            states, _ = self.gru(history)
+            last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, states.shape[-1])
+            return Extracted(self.project(states.gather(1, last)))
         packed = pack_padded_sequence(
-            self.dropout(history), lengths, batch_first=True, enforce_sorted=False
+            history, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         _, final = self.gru(packed)  # (num_layers, B, hidden): the state after each row's end
         return Extracted(self.project(final[-1]).unsqueeze(1))

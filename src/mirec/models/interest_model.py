@@ -101,31 +101,50 @@ class InterestModel(nn.Module):
         """True when the batch methods need the user rows (the model has user profiles)."""
         return self.user_feature_codes is not None
 
-    def profile(self, users: torch.Tensor | None) -> torch.Tensor | None:
-        """(B,) user rows -> (B, F x dim) MIND user-profile vectors; None without profiles."""
+    def profile(
+        self, users: torch.Tensor | None, codes: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """(B, F x dim) MIND user-profile vectors of (B,) user rows, or of (B, F) profile
+        ``codes`` given directly (0 = unknown: a user outside the training log, as the
+        exported user tower takes them); None without profiles."""
         if self.user_feature_codes is None or self.user_feature_embeddings is None:
             return None
-        if users is None:
-            raise ValueError("this model uses user profiles: pass the user rows of the batch")
-        codes = self.user_feature_codes[users.to(self.user_feature_codes.device)]
+        if codes is None:
+            if users is None:
+                raise ValueError(
+                    "this model uses user profiles: pass the user rows (or profile codes) of "
+                    "the batch"
+                )
+            codes = self.user_feature_codes[users.to(self.user_feature_codes.device)]
         return torch.cat(
             [table(codes[:, f]) for f, table in enumerate(self.user_feature_embeddings)], dim=-1
         )
 
     def _interests(
-        self, history: torch.Tensor, mask: torch.Tensor, users: torch.Tensor | None
+        self,
+        history: torch.Tensor,
+        mask: torch.Tensor,
+        users: torch.Tensor | None,
+        profile_codes: torch.Tensor | None = None,
     ) -> Extracted:
-        profile = self.profile(users)
+        profile = self.profile(users, profile_codes)
         if profile is None:
             return self.extractor(history, mask)
         return self.extractor(history, mask, profile)
 
-    def extract(self, histories: torch.Tensor, users: torch.Tensor | None = None) -> Extracted:
+    def extract(
+        self,
+        histories: torch.Tensor,
+        users: torch.Tensor | None = None,
+        *,
+        profile_codes: torch.Tensor | None = None,
+    ) -> Extracted:
         """(B, L) left-padded item indices -> interests (B, K, d) and their routing; in eval
-        mode the adaptive-K rule, if any, sets which interests each user keeps. ``users``
-        (B,) user rows are needed when :attr:`uses_user_rows`, else ignored."""
+        mode the adaptive-K rule, if any, sets which interests each user keeps. When
+        :attr:`uses_user_rows`, the batch's profiles are needed: ``users`` (B,) user rows,
+        or their (B, F) ``profile_codes`` (see :meth:`profile`); else both are ignored."""
         mask = histories > 0
-        extracted = self._interests(self.item_embedding(histories), mask, users)
+        extracted = self._interests(self.item_embedding(histories), mask, users, profile_codes)
         if self.adaptive_k is not None and not self.training:
             extracted = adapt_interests(extracted, mask, *self.adaptive_k)
         return extracted
@@ -136,10 +155,17 @@ class InterestModel(nn.Module):
             return extracted
         return Extracted(self.fuse(extracted).unsqueeze(1))
 
-    def forward(self, histories: torch.Tensor, users: torch.Tensor | None = None) -> Extracted:
+    def forward(
+        self,
+        histories: torch.Tensor,
+        users: torch.Tensor | None = None,
+        *,
+        profile_codes: torch.Tensor | None = None,
+    ) -> Extracted:
         """(B, L) left-padded item indices -> the vectors that search the catalogue
-        (:meth:`retrieval_interests` of :meth:`extract`); ``users`` as in :meth:`extract`."""
-        return self.retrieval_interests(self.extract(histories, users))
+        (:meth:`retrieval_interests` of :meth:`extract`); ``users`` and ``profile_codes``
+        as in :meth:`extract`."""
+        return self.retrieval_interests(self.extract(histories, users, profile_codes=profile_codes))
 
     def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
         """(B, N) scores of ``items`` (N, d) for the users of ``extracted``."""

@@ -1,1 +1,2 @@
-"""Serving a trained model over HTTP: the app of ``mirec serve`` and its web page."""
+"""Serving a trained model: export for other runtimes, the HTTP app of ``mirec serve`` and
+its web page."""
