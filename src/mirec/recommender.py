@@ -15,9 +15,8 @@ popular items of the training users, each with ``interest=None``.
 
 from __future__ import annotations
 
-import json
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,11 @@ import torch
 
 from mirec.aggregators.ranking import best_interest, blocked_items, rank, top_n, users_per_chunk
 from mirec.atomic import write_json_atomic
-from mirec.config import Config, load_config
+from mirec.config import INFERENCE_SETTINGS, Config, load_config
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, MirecError
 from mirec.models.folder import (
+    METRICS_FILE,
     WEIGHTS_FILE,
     LoadedModel,
     load_model,
@@ -40,7 +40,7 @@ from mirec.models.folder import (
     write_folder_data,
 )
 from mirec.models.most_popular import MostPopular
-from mirec.runs import INFERENCE_SETTINGS, METRICS_FILE, train_run
+from mirec.runs import train_run
 
 _MODEL_SETTING: Any = object()
 """Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
@@ -69,10 +69,10 @@ class Recommendations(list):
 class Recommender:
     """A trained retrieval model with its item and user vocabularies."""
 
-    def __init__(self, loaded: LoadedModel, metrics: dict[str, Any] | None = None) -> None:
+    def __init__(self, loaded: LoadedModel) -> None:
         self.config: Config = loaded.config
         self.model = loaded.model
-        self.metrics = metrics
+        self.metrics = loaded.metrics
         """The run's ``metrics.json``, when the folder has one."""
         self._data = loaded.data
         seqs = loaded.data.sequences
@@ -99,8 +99,7 @@ class Recommender:
             )
         folder = Path(path)
         overrides = {**settings, **({} if device is None else {"device": device})}
-        loaded = load_model(folder, overrides)
-        return cls(loaded, _read_metrics(folder / METRICS_FILE))
+        return cls(load_model(folder, overrides))
 
     @classmethod
     def train(
@@ -111,16 +110,25 @@ class Recommender:
         model: str | None = None,
         data_dir: str | Path | None = None,
         progress: bool = True,
+        resume: bool = False,
+        overwrite: bool = False,
         **settings: Any,
     ) -> Recommender:
         """Train a published config (``mirec models``) on ``dataset`` with ``settings``
         (any field of :class:`~mirec.config.Config`), as ``mirec train`` does: the best
         weights on validation Recall@50 are tested and the run folder is written to
-        ``output_dir``; returns the loaded model."""
+        ``output_dir``; returns the loaded model. A folder holding a run is refused unless
+        ``resume`` (continue an interrupted run with these settings from its last finished
+        epoch) or ``overwrite`` (train again), as :func:`~mirec.runs.train_run` says."""
         config = load_config(model, fixed=settings, dataset=dataset)
         out = Path(output_dir)
         train_run(
-            config, out, data_dir=None if data_dir is None else Path(data_dir), progress=progress
+            config,
+            out,
+            data_dir=None if data_dir is None else Path(data_dir),
+            progress=progress,
+            resume=resume,
+            overwrite=overwrite,
         )
         return cls.load(out)
 
@@ -132,7 +140,9 @@ class Recommender:
         if target.exists() and not empty and not overwrite:
             raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        # mkdir, not tempfile.mkdtemp: the folder gets the umask's permissions, not 0700
+        staging = target.parent / f".{target.name}.{secrets.token_hex(4)}"
+        staging.mkdir()
         try:
             data = self._data
             write_config(staging, self.config)
@@ -448,13 +458,3 @@ class Recommender:
             ),
             unknown,
         )
-
-
-def _read_metrics(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-    return metrics if isinstance(metrics, dict) else None
