@@ -163,25 +163,52 @@ def test_the_experiment_command_runs_cells_and_reports(tmp_path):
     assert "(1 of 2 cells finished)" in result.output
 
 
-def test_a_cell_claimed_by_a_live_worker_is_left_to_it(tmp_path):
-    import os
-    import socket
+def test_a_cell_held_by_a_live_worker_is_left_to_it(tmp_path):
+    from mirec.run_folder import LOCK_FILE, folder_lock
 
     experiment = load_experiment(
         write_spec(tmp_path, models=["most-popular"], grid={}, seeds=[1, 2])
     )
     first, second = experiment.cells
-    first.run_dir.mkdir(parents=True)
-    # a live process (our parent) holds the first cell
-    (first.run_dir / ".claim").write_text(f"{socket.gethostname()} {os.getppid()}")
-    # a dead one held the second (pid 0 is never a live worker): its claim is taken over
+    # a dead worker's lock file is no lock: the system released it when the worker died
     second.run_dir.mkdir(parents=True)
-    (second.run_dir / ".claim").write_text(f"{socket.gethostname()} 0")
+    (second.run_dir / LOCK_FILE).write_text("999999999")
     messages: list[str] = []
-    run_experiment(experiment, progress=False, echo=messages.append)
+    with folder_lock(first.run_dir):  # a live worker holds the first cell
+        run_experiment(experiment, progress=False, echo=messages.append)
     assert cell_metrics(first) is None and messages[2] == "    running elsewhere"
     assert cell_metrics(second) is not None
-    assert not (second.run_dir / ".claim").exists()  # released after the run
+
+
+def test_an_interrupted_cell_resumes(tmp_path, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from mirec.run_folder import STAGING_DIR
+    from mirec.training.checkpoint import CHECKPOINT_FILE
+
+    settings = {"max_epochs": 5, "patience": 10}
+    path = write_spec(tmp_path, models=["youtube-dnn"], grid={}, seeds=[1], settings=settings)
+    (cell,) = load_experiment(path).cells
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "mirec", "experiment", str(path), "--quiet"], env=env
+    )
+    checkpoint = cell.run_dir / STAGING_DIR / CHECKPOINT_FILE
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)
+    assert worker.wait() == -signal.SIGKILL, "the cell finished before the kill"
+    capsys.readouterr()
+    assert run_experiment(load_experiment(path), progress=True, echo=print) == []
+    assert "resuming after epoch" in capsys.readouterr().out
+    assert cell_metrics(cell)["epochs"] == 5
 
 
 def test_a_grid_of_inference_settings_trains_once_and_reevaluates(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -760,3 +761,202 @@ def test_fuzz_every_reader_gives_a_log_or_a_user_error(tmp_path, fmt):
         assert time.monotonic() - start < 3
 
     check()
+
+
+# --------------------------------------------------------------------------- model folders
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ComiRec-SA trained one epoch on tiny synthetic data: a model folder to damage."""
+    from mirec.runs import train_run
+
+    out = tmp_path_factory.mktemp("tiny") / "sa"
+    train_run(load_config("comirec-sa", dataset=TINY, max_epochs=1), out, progress=False)
+    return out
+
+
+def _rewrite_weights(folder: Path, change) -> None:
+    """Replace the weights by ``change(state)``, saved as another tool would (no digest)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    save_file(change(load_file(path)), path)
+
+
+def _flip_byte(path: Path, offset: int = -1) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_yaml(path: Path, **changes) -> None:
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **changes}))
+
+
+def _edit_json(path: Path, change) -> None:
+    import json
+
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _fewer_users(folder: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = folder / "users.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)
+
+
+def _shorter(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+FOLDER_DAMAGE = {
+    "weights truncated": (
+        lambda f: _shorter(f / "model.safetensors"),
+        "model.safetensors: not a readable safetensors file",
+    ),
+    "a bit flipped in the weights": (
+        lambda f: _flip_byte(f / "model.safetensors"),
+        "model.safetensors: the weights do not match their checksum",
+    ),
+    "weights missing": (lambda f: (f / "model.safetensors").unlink(), "model.safetensors: missing"),
+    "weights of another shape": (
+        lambda f: _rewrite_weights(
+            f, lambda s: {**s, "item_embedding.weight": s["item_embedding.weight"][:-1]}
+        ),
+        "model.safetensors: the weights do not fit the model of config.yaml",
+    ),
+    "weights in half precision": (
+        lambda f: _rewrite_weights(f, lambda s: {k: v.half() for k, v in s.items()}),
+        "is torch.float16, but the model of config.yaml has torch.float32",
+    ),
+    "weights holding NaN": (
+        lambda f: _rewrite_weights(
+            f, lambda s: {**s, "item_embedding.weight": s["item_embedding.weight"] * math.nan}
+        ),
+        "model.safetensors: item_embedding.weight holds NaN or infinite values",
+    ),
+    "config of another run": (
+        lambda f: _edit_yaml(f / "config.yaml", embedding_dim=32),
+        "model.json: records embedding_dim=64, but config.yaml says 32",
+    ),
+    "config not YAML": (
+        lambda f: (f / "config.yaml").write_text("lr: [1\n"),
+        "config.yaml: not a valid YAML file",
+    ),
+    "config with an impossible value": (
+        lambda f: _edit_yaml(f / "config.yaml", num_interests=0),
+        "config.yaml: setting num_interests=0: must be an integer >= 1",
+    ),
+    "config missing": (lambda f: (f / "config.yaml").unlink(), "config.yaml: missing"),
+    "model.json not JSON": (
+        lambda f: _shorter(f / "model.json"),
+        "model.json: not valid JSON",
+    ),
+    "model.json lacking a field": (
+        lambda f: _edit_json(f / "model.json", lambda m: m.pop("n_items")),
+        "model.json: lacks 'n_items'",
+    ),
+    "items table truncated": (
+        lambda f: _shorter(f / "items.parquet"),
+        "items.parquet: not a readable Parquet file",
+    ),
+    "a bit flipped in a table": (
+        lambda f: _flip_byte(f / "users.parquet", 100),
+        "users.parquet: not a readable Parquet file (could not verify page integrity",
+    ),
+    "users table of another run": (
+        _fewer_users,
+        "model.json: says 70 items and 150 users, but the tables hold 70 and 149",
+    ),
+    "metrics.json truncated": (
+        lambda f: _shorter(f / "metrics.json"),
+        "metrics.json: not valid JSON",
+    ),
+    "metrics.json of another run": (
+        lambda f: _edit_json(f / "metrics.json", lambda m: m["config"].update(lr=0.5)),
+        "metrics.json: records lr=0.5, but config.yaml says 0.002",
+    ),
+    "the folder missing": (lambda f: shutil.rmtree(f), "no such model folder"),
+}
+
+
+def one_line_error(monkeypatch, capsys, *args: str) -> str:
+    """``mirec ARGS`` through the console entry point in this process: exit 2 and a single
+    stderr line ``mirec: error: ...``, which is returned."""
+    from mirec.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["mirec", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, (args, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mirec: error: "), (args, err)
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage", FOLDER_DAMAGE)
+def test_a_damaged_model_folder_is_one_line_in_every_command(
+    tiny_model, tmp_path, monkeypatch, capsys, damage
+):
+    from mirec import Recommender
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    user = str(Recommender.load(folder).user_ids[0])
+    change, message = FOLDER_DAMAGE[damage]
+    change(folder)
+    commands = [
+        ["evaluate", "--checkpoint", str(folder), "--quiet"],
+        ["diagnose", "--checkpoint", str(folder), "--quiet"],
+        ["inspect", "--checkpoint", str(folder), "--user", user],
+        ["recommend", "--checkpoint", str(folder), "--user", user],
+    ]
+    for args in commands:
+        line = one_line_error(monkeypatch, capsys, *args)
+        assert message in line and str(folder) in line, (args, line)
+    with pytest.raises(MirecError, match=re.escape(message)):
+        Recommender.load(folder)
+
+
+def test_a_damaged_cell_in_a_report(tmp_path, monkeypatch, capsys):
+    from mirec import Recommender
+    from mirec.experiments.grid import load_experiment
+    from mirec.experiments.runner import run_experiment
+
+    path = grid_file(tmp_path, {}, models=["comirec-sa"])
+    assert run_experiment(load_experiment(path), progress=False, echo=lambda _: None) == []
+    (run_dir,) = (p.parent for p in (tmp_path / "runs").rglob("metrics.json"))
+    # the report draws one user's interests from the cell's model folder
+    user = Recommender.load(run_dir).user_ids[0]
+    interest_map = {"dataset": TINY, "model": "comirec-sa", "user": user}
+    path = grid_file(tmp_path, {}, models=["comirec-sa"], interest_map=interest_map)
+    weights = run_dir / "model.safetensors"
+    _flip_byte(weights)
+    line = one_line_error(monkeypatch, capsys, "experiment", str(path), "--report-only")
+    assert f"{weights}: the weights do not match their checksum" in line
+    _shorter(run_dir / "metrics.json")
+    line = one_line_error(monkeypatch, capsys, "experiment", str(path), "--report-only")
+    assert f"{run_dir / 'metrics.json'}: not valid JSON" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["train", "--dataset", TINY], "Missing option '--output-dir'; see `"),
+        (["inspect", "--checkpoint", "x", "--top", "many"], "Invalid value for '--top'"),
+        (["nosuchcommand"], "No such command 'nosuchcommand'"),
+        (
+            ["train", "--dataset", TINY, "--output-dir", "run", "--resume", "--overwrite"],
+            "--resume and --overwrite: give one",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line(args, message):
+    user_error(cli(*args), message)

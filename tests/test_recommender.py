@@ -57,9 +57,9 @@ def test_recommend_batch_is_the_evaluators_ranking(ml100k_run, shared_data):
     histories, targets = protocol_test_users(seqs, rec.config.split_seed, rec.maxlen)
     lists = rec.recommend_batch(histories, n=50)
     # the evaluator's own lists, for the same users in the same order
-    _config, data, model = load_checkpoint(ml100k_run)
+    loaded, data = load_checkpoint(ml100k_run)
     recorder = ListRecorder()
-    evaluate(model, data.test, diagnostics=recorder)
+    evaluate(loaded.model, data.test, diagnostics=recorder)
     evaluator_lists = torch.cat(recorder.lists)
     assert len(lists) == len(evaluator_lists) == len(targets) == 95
     for got, expected in zip(lists, evaluator_lists.tolist(), strict=True):

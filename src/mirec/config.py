@@ -147,6 +147,23 @@ FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 FIELD_NAMES = tuple(FIELD_TYPES)
 _HINTS = typing.get_type_hints(Config)
 
+INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "device")
+"""Settings that act at inference, not in training: ``mirec evaluate --set`` may change them
+for a trained model, and a resumed run may differ from its start in them."""
+
+
+def changed_setting(
+    config: Config, recorded: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> str | None:
+    """The first setting of ``recorded`` (a run's settings as written to a file), outside
+    ``ignore``, whose value differs from ``config``'s; None when they agree. Settings the
+    record lacks (added to mirec since it was written) are not compared."""
+    for name, value in recorded.items():
+        if name in FIELD_TYPES and name not in ignore and getattr(config, name) != value:
+            return name
+    return None
+
+
 CTR_DEFAULT_MODEL = "comirec-sa"
 """The model of ``--task ctr`` without ``--model``: ComiRec-SA's interests under DIN's head,
 max-aggregated, the best or within a seed's spread of the best in docs/ctr.md."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,15 +10,14 @@ matplotlib.use("Agg")  # files only: no display needed, none opened
 
 import matplotlib.pyplot as plt
 
+from mirec.atomic import atomic_path
+
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
     """Write ``fig`` as PNG to ``path`` (through a temp file, so a reader never sees half a
     file) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)

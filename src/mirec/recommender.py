@@ -22,7 +22,6 @@ scores the whole catalogue.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,12 @@ import torch
 
 from mirec.aggregators.ranking import best_interest, blocked_items, rank, top_n, users_per_chunk
 from mirec.atomic import staged_folder, write_json_atomic
-from mirec.config import Config, load_config
+from mirec.config import INFERENCE_SETTINGS, Config, load_config
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
 from mirec.models.folder import (
+    METRICS_FILE,
     WEIGHTS_FILE,
     LoadedModel,
     load_model,
@@ -46,7 +46,7 @@ from mirec.models.folder import (
     write_folder_data,
 )
 from mirec.models.most_popular import MostPopular
-from mirec.runs import INFERENCE_SETTINGS, METRICS_FILE, train_run
+from mirec.runs import train_run
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -80,15 +80,10 @@ class Recommendations(list):
 class Recommender:
     """A trained retrieval model with its item and user vocabularies."""
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        metrics: dict[str, Any] | None = None,
-        folder: Path | None = None,
-    ) -> None:
+    def __init__(self, loaded: LoadedModel, folder: Path | None = None) -> None:
         self.config: Config = loaded.config
         self.model = loaded.model
-        self.metrics = metrics
+        self.metrics = loaded.metrics
         """The run's ``metrics.json``, when the folder has one."""
         self.folder = folder
         """The model folder it was loaded from, where its item indexes live."""
@@ -118,8 +113,7 @@ class Recommender:
             )
         folder = Path(path)
         overrides = {**settings, **({} if device is None else {"device": device})}
-        loaded = load_model(folder, overrides)
-        return cls(loaded, _read_metrics(folder / METRICS_FILE), folder)
+        return cls(load_model(folder, overrides), folder)
 
     @classmethod
     def train(
@@ -130,16 +124,25 @@ class Recommender:
         model: str | None = None,
         data_dir: str | Path | None = None,
         progress: bool = True,
+        resume: bool = False,
+        overwrite: bool = False,
         **settings: Any,
     ) -> Recommender:
         """Train a published config (``mirec models``) on ``dataset`` with ``settings``
         (any field of :class:`~mirec.config.Config`), as ``mirec train`` does: the best
         weights on validation Recall@50 are tested and the run folder is written to
-        ``output_dir``; returns the loaded model."""
+        ``output_dir``; returns the loaded model. A folder holding a run is refused unless
+        ``resume`` (continue an interrupted run with these settings from its last finished
+        epoch) or ``overwrite`` (train again), as :func:`~mirec.runs.train_run` says."""
         config = load_config(model, fixed=settings, dataset=dataset)
         out = Path(output_dir)
         train_run(
-            config, out, data_dir=None if data_dir is None else Path(data_dir), progress=progress
+            config,
+            out,
+            data_dir=None if data_dir is None else Path(data_dir),
+            progress=progress,
+            resume=resume,
+            overwrite=overwrite,
         )
         return cls.load(out)
 
@@ -586,13 +589,3 @@ def _ann() -> ModuleType:
             raise
         raise MirecError("item indexes need faiss: pip install 'mirec[serve]'") from err
     return ann
-
-
-def _read_metrics(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-    return metrics if isinstance(metrics, dict) else None

@@ -4,12 +4,13 @@ An output directory is a model folder (:mod:`mirec.models.folder`): ``config.yam
 resolved settings: training again from it repeats the run), ``model.safetensors`` (the best
 weights on validation), ``model.json``, ``items.parquet`` and ``users.parquet`` (what loading
 and recommending need, with no dataset present), and ``metrics.json`` (the figures,
-machine-readable).
+machine-readable). A run owns its folder while it runs, writes to the folder's staging
+area and moves in whole at its end (:mod:`mirec.run_folder`); a killed run resumes from
+its last finished epoch.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 
 from mirec import __version__
 from mirec.atomic import write_json_atomic
-from mirec.config import Config
+from mirec.config import INFERENCE_SETTINGS, Config
 from mirec.core.device import resolve_device
 from mirec.data.ctr_samples import prepare_ctr
 from mirec.data.examples import EvaluationSet, training_item_counts
@@ -26,16 +27,18 @@ from mirec.data.synthetic import planted_interest_counts
 from mirec.errors import ConfigError
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
-from mirec.models.folder import load_model, write_config, write_folder_data
+from mirec.models.folder import (
+    EVALUATION_DIR,
+    METRICS_FILE,
+    LoadedModel,
+    load_model,
+    write_config,
+    write_folder_data,
+)
 from mirec.models.registry import build_ctr_model, build_model
+from mirec.run_folder import RunFolder, claim, folder_lock
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.trainer import FitResult, fit
-
-METRICS_FILE = "metrics.json"
-INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "device")
-"""Settings ``mirec evaluate --set`` may change: they act at inference, not in training."""
-EVALUATION_DIR = "evaluation"
-"""Where ``mirec evaluate`` writes inside the checkpoint when no output folder is given."""
 
 
 def prepare_for(config: Config, data_dir: Path | None = None) -> PreparedData:
@@ -52,23 +55,47 @@ def prepare_for(config: Config, data_dir: Path | None = None) -> PreparedData:
 
 
 def train_run(
-    config: Config, output_dir: Path, *, data_dir: Path | None = None, progress: bool = True
+    config: Config,
+    output_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config`` and test the best checkpoint; returns what ``metrics.json`` holds."""
+    """Train ``config`` into ``output_dir`` and test the best checkpoint; returns what
+    ``metrics.json`` holds.
+
+    The run holds ``output_dir``'s lock while it runs (:class:`~mirec.run_folder.FolderInUse`
+    when another process does). A folder that holds a run already is refused unless
+    ``overwrite`` (the new run replaces it once finished) or ``resume`` (an unfinished run
+    with the same settings continues from its last finished epoch and ends exactly as an
+    uninterrupted one would; a finished one is returned as is); the rules are
+    :func:`~mirec.run_folder.claim`'s."""
     if config.task not in TASKS:
         raise ConfigError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
+    with folder_lock(output_dir):
+        run = claim(output_dir, config, resume=resume, overwrite=overwrite)
+        if isinstance(run, dict):
+            return run
+        metrics = _train(config, run, data_dir, progress)
+        write_json_atomic(run.staging / METRICS_FILE, metrics)
+        run.commit()
+    return metrics
+
+
+def _train(config: Config, run: RunFolder, data_dir: Path | None, progress: bool) -> dict[str, Any]:
+    """Train and test ``config`` in ``run``'s staging folder; returns its metrics."""
     data = prepare_for(config, data_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # results of an earlier run in this folder must never pass for this one's
-    (output_dir / METRICS_FILE).unlink(missing_ok=True)
-    write_config(output_dir, config)
+    staging = run.staging
+    write_config(staging, config)
     counts = training_item_counts(data.sequences, data.split.train)
-    write_folder_data(output_dir, config, data.sequences, counts, data.maxlen)
+    write_folder_data(staging, config, data.sequences, counts, data.maxlen)
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
     if config.task == "ctr":
-        return _train_ctr(config, data, output_dir, progress)
+        return _train_ctr(config, data, run, progress)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
-    result = fit(model, data, config, output_dir, progress=progress)
+    result = fit(model, data, config, staging, progress=progress, resume=run.resuming)
     settings = _retrieval_settings(config, data)
     test = evaluate(
         model,
@@ -78,7 +105,7 @@ def train_run(
         diagnostics=diagnostics_for(config, data, data.test, settings["item_category"]),
         **settings,
     )
-    metrics = {
+    return {
         **_run_header(config, data, model),
         "valid": result.best_valid,
         "test": test.metrics,
@@ -91,8 +118,6 @@ def train_run(
         "history": result.history,
         "config": config.to_dict(),
     }
-    write_json_atomic(output_dir / METRICS_FILE, metrics)
-    return metrics
 
 
 TASKS = ("retrieval", "ctr")
@@ -110,14 +135,14 @@ def _fit_fields(result: FitResult) -> dict[str, Any]:
 
 
 def _train_ctr(
-    config: Config, data: PreparedData, output_dir: Path, progress: bool
+    config: Config, data: PreparedData, run: RunFolder, progress: bool
 ) -> dict[str, Any]:
-    """The CTR half of :func:`train_run`: stored evaluation rows, BCE training, AUC/GAUC."""
+    """The CTR half of :func:`_train`: stored evaluation rows, BCE training, AUC/GAUC."""
     ctr = prepare_ctr(data, config.ctr_negatives, cache_dir())
     model = build_ctr_model(config, ctr.sequences, ctr.maxlen)
-    result = fit_ctr(model, ctr, config, output_dir, progress=progress)
+    result = fit_ctr(model, ctr, config, run.staging, progress=progress, resume=run.resuming)
     test = evaluate_ctr(model, ctr.test, RowBatches(ctr, resolve_device(config.device)))
-    metrics = {
+    return {
         "task": "ctr",
         **_run_header(config, data, model),
         "negatives_per_positive": ctr.negatives,
@@ -129,8 +154,6 @@ def _train_ctr(
         "history": result.history,
         "config": config.to_dict(),
     }
-    write_json_atomic(output_dir / METRICS_FILE, metrics)
-    return metrics
 
 
 def evaluate_checkpoint(
@@ -146,7 +169,8 @@ def evaluate_checkpoint(
     ``overrides`` changes inference-time settings only (``INFERENCE_SETTINGS``: adaptive K,
     the diversity-controllable aggregation, the device), so one trained model can be
     scored under several of them; the settings used are recorded in metrics.json."""
-    config, data, model = load_checkpoint(checkpoint, overrides)
+    loaded, data = load_checkpoint(checkpoint, overrides)
+    config, model = loaded.config, loaded.model
     device = resolve_device(config.device)
     settings = _retrieval_settings(config, data)
     # diagnostics are reported for the test users only, so only that pass measures them
@@ -173,7 +197,7 @@ def evaluate_checkpoint(
         "interest_counts": results["test"].interest_counts,
         "diagnostics": results["test"].diagnostics,
         "eval_users_per_second": round(results["test"].users_per_second, 1),
-        **_training_summary(checkpoint),
+        **_training_summary(loaded.metrics),
         "config": config.to_dict(),
     }
     write_json_atomic((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, metrics)
@@ -183,14 +207,10 @@ def evaluate_checkpoint(
 TRAINING_FIELDS = ("epochs", "best_epoch", "stopped_by", "train_seconds", "negatives")
 
 
-def _training_summary(checkpoint: Path) -> dict[str, Any]:
+def _training_summary(trained: dict[str, Any] | None) -> dict[str, Any]:
     """How the checkpoint was trained, from its own metrics.json (empty when it has none),
     so a re-evaluation's metrics.json describes the model it scored."""
-    path = checkpoint / METRICS_FILE
-    if not path.is_file():
-        return {}
-    trained = json.loads(path.read_text())
-    return {key: trained[key] for key in TRAINING_FIELDS if key in trained}
+    return {key: trained[key] for key in TRAINING_FIELDS if key in (trained or {})}
 
 
 def diagnostics_for(
@@ -208,10 +228,10 @@ def diagnostics_for(
 
 def load_checkpoint(
     checkpoint: Path, overrides: dict[str, Any] | None = None
-) -> tuple[Config, PreparedData, torch.nn.Module]:
-    """A trained run's config (with inference-time ``overrides``), its data (the protocol's
-    split of the sequences stored in the model folder) and its best weights, on the
-    configured device in eval mode. No dataset is read."""
+) -> tuple[LoadedModel, PreparedData]:
+    """A trained run (its config with inference-time ``overrides``, its best weights on the
+    configured device in eval mode, its metrics) and its data: the protocol's split of the
+    sequences stored in the model folder. No dataset is read."""
     changed = sorted(set(overrides or {}) - set(INFERENCE_SETTINGS))
     if changed:
         raise ConfigError(
@@ -227,7 +247,7 @@ def load_checkpoint(
         )
     config, folder = loaded.config, loaded.data
     data = split_sequences(config.dataset, folder.sequences, config.split_seed, folder.maxlen)
-    return config, data, loaded.model
+    return loaded, data
 
 
 def _retrieval_settings(config: Config, data: PreparedData) -> dict[str, Any]:

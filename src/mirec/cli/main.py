@@ -75,9 +75,21 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a setting: key=value.")
     ] = None,
     data_dir: DataDir = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the interrupted run in --output-dir from its last finished epoch "
+            "(same settings; the result is the uninterrupted run's); a finished run is kept."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run in --output-dir (once the new one finishes).")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a model, keep the best checkpoint on validation Recall@50, and test it."""
+    if resume and overwrite:
+        raise MirecError("--resume and --overwrite: give one (continue the run, or replace it)")
     cfg = load_config(
         model,
         config,
@@ -91,7 +103,9 @@ def train(
     )
     from mirec.runs import train_run  # torch: only once the settings are known to be good
 
-    metrics = train_run(cfg, output_dir, data_dir=data_dir, progress=not quiet)
+    metrics = train_run(
+        cfg, output_dir, data_dir=data_dir, progress=not quiet, resume=resume, overwrite=overwrite
+    )
     _print_table({cfg.model: metrics})
     typer.echo(f"results: {output_dir / 'metrics.json'}")
 
@@ -118,7 +132,8 @@ def evaluate(
     """Evaluate a checkpoint's best weights on its validation and test users (the model
     folder holds everything needed; no dataset is read)."""
     from mirec.config import parse_overrides
-    from mirec.runs import EVALUATION_DIR, evaluate_checkpoint
+    from mirec.models.folder import EVALUATION_DIR
+    from mirec.runs import evaluate_checkpoint
 
     out = output_dir or checkpoint / EVALUATION_DIR
     metrics = evaluate_checkpoint(
@@ -148,7 +163,8 @@ def diagnose(
     and NMI against categories, coverage, long tail, Diversity@N (and planted-K error on
     synthetic data)."""
     from mirec.config import parse_overrides
-    from mirec.runs import EVALUATION_DIR, evaluate_checkpoint
+    from mirec.models.folder import EVALUATION_DIR
+    from mirec.runs import evaluate_checkpoint
 
     out = output_dir or checkpoint / EVALUATION_DIR
     metrics = evaluate_checkpoint(
@@ -362,7 +378,13 @@ def experiment(
 
 @app.command()
 def quickstart(
-    output_dir: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/quickstart"),
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Where the runs go: OUTPUT_DIR/most-popular and OUTPUT_DIR/comirec-sa, each "
+            "replaced when there."
+        ),
+    ] = Path("runs/quickstart"),
     quiet: Quiet = False,
 ) -> None:
     """Train ComiRec-SA and the MostPopular baseline on the built-in synthetic data."""
@@ -372,7 +394,7 @@ def quickstart(
     for name, minutes in (("most-popular", None), ("comirec-sa", 1.5)):
         cfg = load_config(name, dataset="synthetic", max_train_minutes=minutes)
         typer.echo(f"training {name} on {cfg.dataset} ...")
-        results[name] = train_run(cfg, output_dir / name, progress=not quiet)
+        results[name] = train_run(cfg, output_dir / name, progress=not quiet, overwrite=True)
     _print_table(results)
     typer.echo(f"results: {output_dir}/*/metrics.json")
 
@@ -427,10 +449,26 @@ def _print_table(runs: dict[str, dict]) -> None:
         typer.echo(f"{name:<16}{row}{collapse:>10}")
 
 
+INTERRUPTED = 130
+"""The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors, and usage errors (an unknown option, a missing
+    one), become one line on stderr and exit code 2."""
     try:
-        app()
+        # not standalone: click's usage errors reach us instead of a boxed message; `mirec`
+        # alone shows the help
+        code = app(args=sys.argv[1:] or ["--help"], standalone_mode=False)
+    except typer.TyperException as err:  # an unknown option, a missing one, a bad value
+        context = getattr(err, "ctx", None)
+        hint = f"; see `{context.command_path} --help`" if context is not None else ""
+        message = _one_line(err.format_message()).rstrip(".")
+        typer.echo(f"mirec: error: {message}{hint}", err=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("mirec: interrupted", err=True)
+        sys.exit(INTERRUPTED)
     except MirecError as err:
         typer.echo(f"mirec: error: {_one_line(str(err))}", err=True)
         sys.exit(err.exit_code)
@@ -442,9 +480,10 @@ def main() -> None:
         reason = err.strerror or type(err).__name__
         typer.echo(f"mirec: error: {err.filename}: {reason}", err=True)
         sys.exit(MirecError.exit_code)
-    except KeyboardInterrupt:
+    if code == INTERRUPTED:  # typer turns Ctrl-C into this exit code
         typer.echo("mirec: interrupted", err=True)
-        sys.exit(130)
+    # a command's typer.Exit(n), or --help's 0; None when a command returns normally
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _one_line(message: str) -> str:

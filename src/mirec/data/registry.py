@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mirec.atomic import durable_replace, temp_beside
 from mirec.data import readers
 from mirec.data.log import RawLog
 from mirec.data.readers._files import _os_errors
@@ -460,12 +460,6 @@ def download(
     return targets
 
 
-def _temp_beside(target: Path, suffix: str = ".part") -> Path:
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    return Path(name)
-
-
 def _fetch(url: str, dest: Path, progress: bool, what: str) -> None:
     """Stream ``url`` into ``dest`` with a progress bar; ``DataError`` on any network failure."""
     try:
@@ -513,12 +507,12 @@ def _unverified(path: Path, url: str) -> None:
 
 def _download_file(file: DataFile, target: Path, progress: bool) -> None:
     assert file.url is not None
-    tmp = _temp_beside(target)
+    tmp = temp_beside(target, ".part")
     try:
         _fetch(file.url, tmp, progress, f"it at {target}")
         if not _check(tmp, file.sha256, "sha256", file.url):
             _unverified(target, file.url)
-        os.replace(tmp, target)
+        durable_replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -528,7 +522,7 @@ def _download_archive(
 ) -> None:
     url = spec.archive_url
     assert url is not None
-    archive = _temp_beside(base / f"{spec.name}.zip")
+    archive = temp_beside(base / f"{spec.name}.zip", ".part")
     extracted: list[tuple[Path, Path]] = []
     try:
         _fetch(url, archive, progress, f"its files in {base}")
@@ -543,7 +537,7 @@ def _download_archive(
                         info = zf.getinfo(member)
                     except KeyError:
                         raise DataError(f"{url}: the archive has no {member}") from None
-                    tmp = _temp_beside(target)
+                    tmp = temp_beside(target, ".part")
                     extracted.append((tmp, target))
                     with zf.open(info) as src, tmp.open("wb") as out:
                         while chunk := src.read(_CHUNK):
@@ -554,7 +548,7 @@ def _download_archive(
             raise DataError(f"{url}: not a readable zip archive ({err})") from err
         # only once every file checked out does any of them take its place
         for tmp, target in extracted:
-            os.replace(tmp, target)
+            durable_replace(tmp, target)
     finally:
         archive.unlink(missing_ok=True)
         for tmp, _ in extracted:

@@ -26,7 +26,8 @@ it, kept in its own ``evaluation-KEY=VALUE`` folder inside the checkpoint.
 
 Relative paths are taken from the current directory. A cell is finished when its folder
 holds a ``metrics.json`` written from the same resolved config; finished cells are never
-rerun, so an interrupted experiment resumes where it stopped.
+rerun and an interrupted cell continues from its last finished epoch, so an interrupted
+experiment resumes where it stopped.
 
 A cell whose settings are impossible (``grid: {num_interests: [0, 4]}``: K = 0) is kept
 aside as an :class:`ImpossibleCell` with its message, and the rest of the grid runs; the
@@ -43,9 +44,9 @@ from typing import Any
 
 import yaml
 
-from mirec.config import Config, load_config
+from mirec.config import INFERENCE_SETTINGS, Config, load_config
 from mirec.errors import ConfigError
-from mirec.runs import INFERENCE_SETTINGS
+from mirec.models.folder import EVALUATION_DIR
 
 KEYS = {
     "name",
@@ -192,7 +193,7 @@ def load_experiment(path: Path) -> Experiment:
             run_dir = checkpoint
             if len(trained) < len(variant):
                 label = ",".join(f"{k}={v}" for k, v in variant if k in INFERENCE_SETTINGS)
-                run_dir = checkpoint / slug(f"evaluation-{label}")
+                run_dir = checkpoint / slug(f"{EVALUATION_DIR}-{label}")
             try:
                 config = load_config(published, fixed={**base, **dict(variant)})
                 train_config = load_config(published, fixed={**base, **dict(trained)})

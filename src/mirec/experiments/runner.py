@@ -1,16 +1,16 @@
-"""Run an experiment's cells one after another, skipping the finished ones.
+"""Run an experiment's cells one after another, skipping the finished ones and resuming
+interrupted ones from their last finished epoch.
 
 Several workers may run the same experiment at once (``mirec experiment FILE`` started
-twice, on one machine or on machines sharing the folder): a worker claims a cell by
-creating ``.claim`` in its folder, exclusively, before training it, and the others pass it
-by. A claim whose process is gone (same host, pid not alive) is taken over.
+twice, on one machine or on machines sharing the folder through a file system with
+``flock``): a worker holds a cell's run lock (:func:`mirec.run_folder.folder_lock`) while it
+trains it, and the others pass it by. The operating system drops the lock of a worker that
+dies, so its cell is resumed by the next worker that comes to it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,8 +22,9 @@ import yaml
 from mirec.config import Config
 from mirec.errors import DataError, MirecError
 from mirec.experiments.grid import Cell, Experiment, ImpossibleCell
-from mirec.models.folder import CONFIG_FILE
-from mirec.runs import METRICS_FILE, evaluate_checkpoint, train_run
+from mirec.models.folder import CONFIG_FILE, METRICS_FILE
+from mirec.run_folder import FolderInUse, folder_lock
+from mirec.runs import evaluate_checkpoint, train_run
 
 
 def cell_metrics(cell: Cell) -> dict[str, Any] | None:
@@ -60,41 +61,6 @@ def cell_metrics(cell: Cell) -> dict[str, Any] | None:
     if {**Config().to_dict(), **recorded} != cell.config.to_dict():
         return None
     return metrics
-
-
-CLAIM_FILE = ".claim"
-
-
-def _claim(run_dir: Path) -> bool:
-    """Claim a cell for this process; False when a live process holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CLAIM_FILE
-    owner = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            host, _, pid = path.read_text().partition(" ")
-            if host != socket.gethostname() or _alive(int(pid or 0)):
-                return False
-            path.unlink(missing_ok=True)  # its worker died: take the cell over
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(owner)
-        return True
-    return False
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_experiment(
@@ -157,21 +123,30 @@ def run_experiment(
 
 def _run_cell(cell: Cell, data_dir: Path | None, progress: bool) -> dict[str, Any] | None:
     """Train the cell (or, for a cell of inference-time settings, train its shared checkpoint
-    if needed, then re-evaluate it); None when another worker holds what it needs."""
+    if needed, then re-evaluate it); None when another worker holds what it needs.
+
+    A cell's folder holds a stale run (other settings) or an interrupted one: the first is
+    replaced, the second continues from its last finished epoch."""
     if cell.reevaluates:
         trained = replace(cell, run_dir=cell.checkpoint, config=cell.train_config, variant=())
         if cell_metrics(trained) is None and _run_cell(trained, data_dir, progress) is None:
             return None
-    if not _claim(cell.run_dir):
-        return None
     try:
-        if cell.reevaluates:
+        if not cell.reevaluates:
+            return train_run(
+                cell.config,
+                cell.run_dir,
+                data_dir=data_dir,
+                progress=progress,
+                resume=True,
+                overwrite=True,
+            )
+        with folder_lock(cell.run_dir):
             return evaluate_checkpoint(
                 cell.checkpoint,
                 cell.run_dir,
                 overrides=cell.inference_settings,
                 progress=progress,
             )
-        return train_run(cell.config, cell.run_dir, data_dir=data_dir, progress=progress)
-    finally:
-        (cell.run_dir / CLAIM_FILE).unlink(missing_ok=True)
+    except FolderInUse:
+        return None

@@ -5,8 +5,8 @@ with no dataset and no data directory present.
 
 * ``model.safetensors``: the weights (never a pickle);
 * ``model.json``: the format version, the run's identity (task, model, dataset, maxlen,
-  split seed), the raw id types, and the vocabularies of categories, behaviour types and
-  user-profile features;
+  split seed) and settings, the raw id types, and the vocabularies of categories, behaviour
+  types and user-profile features;
 * ``items.parquet``: one row per item index 1..N in order: the raw ``item`` id (the source
   log's type), its training ``count`` (popularity: MostPopular, tail statistics, the
   cold-start fallback), and where the dataset has them its ``title`` and ``categories``
@@ -18,13 +18,17 @@ with no dataset and no data directory present.
 From these the filtered :class:`~mirec.data.sequences.Sequences` of the run are rebuilt
 exactly, so a known user is served from their stored history and a run can be re-evaluated
 on the protocol's split without the source log. Loading reads JSON, YAML (safe), Parquet
-and safetensors: nothing is ever unpickled.
+and safetensors: nothing is ever unpickled. It checks that the files belong together (the
+settings of ``config.yaml`` against those recorded in ``model.json`` and ``metrics.json``,
+the weights' names, shapes and dtypes against the model they build, the tables against
+``model.json``); anything missing, unreadable or from another run is a ConfigError naming
+the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +38,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from mirec import __version__
-from mirec.atomic import write_json_atomic, write_text_atomic
-from mirec.config import Config, config_from_dict
+from mirec.atomic import atomic_path, write_json_atomic, write_text_atomic
+from mirec.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
 from mirec.core.device import resolve_device
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
@@ -48,8 +52,17 @@ from mirec.models.registry import build_ctr_model, build_model
 CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE = "config.yaml", "model.safetensors", "model.json"
 ITEMS_FILE, USERS_FILE = "items.parquet", "users.parquet"
 FORMAT, FORMAT_VERSION = "mirec-model", 1
+METRICS_FILE = "metrics.json"
 FOLDER_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE, ITEMS_FILE, USERS_FILE)
 """What a model folder must hold; ``metrics.json`` travels with it when present."""
+EVALUATION_DIR = "evaluation"
+"""Where ``mirec evaluate`` writes inside the model folder when no output folder is given."""
+IDENTITY = ("task", "model", "dataset", "split_seed")
+"""The settings every ``model.json`` records; newer ones record all settings (``config``)."""
+META_KEYS = (*IDENTITY, "maxlen", "n_items", "n_users", "item_id_type", "user_id_type")
+"""What ``model.json`` must hold."""
+DIGEST_KEY = "mirec.sha256"
+"""The safetensors metadata entry with the digest of the weights (:func:`weights_digest`)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,7 @@ def write_folder_data(
         "dataset": config.dataset,
         "maxlen": maxlen,
         "split_seed": config.split_seed,
+        "config": config.to_dict(),
         "n_items": seqs.n_items,
         "n_users": seqs.n_users,
         "n_interactions": seqs.n_interactions,
@@ -196,11 +210,15 @@ def read_meta(folder: Path) -> dict[str, Any]:
             f"{path}: model folder format {meta.get('format_version')!r}; this mirec reads "
             f"format {FORMAT_VERSION} (re-create the folder with this version's `mirec train`)"
         )
+    missing = [key for key in META_KEYS if key not in meta]
+    if missing:
+        raise ConfigError(f"{path}: lacks {missing[0]!r}; the file is damaged")
     return meta
 
 
-def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> Config:
-    """The run's resolved config, with ``overrides`` on top."""
+def read_config(folder: Path) -> Config:
+    """The run's resolved config, ``config.yaml``; a missing or unreadable file, or settings
+    that are not valid, are a ConfigError naming it."""
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{path}: missing; is {folder} the output of `mirec train`?")
@@ -210,31 +228,78 @@ def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> Config
         raise ConfigError(f"{path}: not a valid YAML file of settings") from err
     if not isinstance(stored, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(stored).__name__}")
-    return config_from_dict({**stored, **(overrides or {})}, source=str(path))
+    try:
+        return config_from_dict(stored, source=str(path))
+    except ConfigError as err:
+        message = str(err)  # an unknown setting names the file already, a bad value does not
+        raise ConfigError(
+            message if message.startswith(str(path)) else f"{path}: {message}"
+        ) from None
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    """Write the state dict as safetensors, atomically (temp file, then rename)."""
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+def host_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict as contiguous CPU tensors (copies), ready for safetensors."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes: safetensors checks its
+    header, not its data, so a flipped bit in the weights would load without a word."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name} {tensor.dtype} {list(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_weights(state: torch.nn.Module | dict[str, torch.Tensor], path: Path) -> None:
+    """Write a model's state dict (or ``state`` itself) as safetensors with the digest of
+    its tensors in the metadata, whole or not at all."""
+    tensors = host_state(state) if isinstance(state, torch.nn.Module) else state
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={DIGEST_KEY: weights_digest(tensors)})
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load safetensors weights into ``model``; a missing, corrupt or mismatched file is a
+    """Load safetensors weights into ``model``; a missing, corrupt or mismatched file (other
+    names, shapes or dtypes than the model's, or values that are not finite) is a
     ConfigError naming it."""
     if not path.is_file():
         raise ConfigError(f"{path}: missing; is {path.parent} the output of `mirec train`?")
     try:
-        state = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            recorded = (f.metadata() or {}).get(DIGEST_KEY)
+            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as err:
         raise ConfigError(f"{path}: not a readable safetensors file ({err})") from err
+    # weights written before mirec recorded a digest are taken as they are
+    if recorded is not None and recorded != weights_digest(state):
+        raise ConfigError(f"{path}: the weights do not match their checksum; the file is damaged")
+    load_state(model, state, path)
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Put ``state`` (read from ``source``) into ``model``, first checking that it is this
+    model's: the same names, shapes and dtypes, and finite values (``load_state_dict``
+    alone would cast other dtypes silently)."""
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if name in own and tensor.dtype != own[name].dtype:
+            raise ConfigError(
+                f"{source}: {name} is {tensor.dtype}, but the model of {CONFIG_FILE} has "
+                f"{own[name].dtype}"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(f"{source}: {name} holds NaN or infinite values")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
+        # torch lists the problems one a line, under a heading: the first one says enough
+        problems = str(err).strip().splitlines()
         raise ConfigError(
-            f"{path}: the weights do not fit the model of config.yaml: {first}"
+            f"{source}: the weights do not fit the model of {CONFIG_FILE}: "
+            f"{problems[min(1, len(problems) - 1)].strip()}"
         ) from err
 
 
@@ -267,18 +332,45 @@ def _strings(values: np.ndarray | None) -> list[str] | None:
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, write_page_checksum=True)
 
 
 def _read_parquet(path: Path) -> pa.Table:
     if not path.is_file():
         raise ConfigError(f"{path}: missing; the model folder is incomplete")
     try:
-        return pq.read_table(path)
+        return pq.read_table(path, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as err:
         raise ConfigError(f"{path}: not a readable Parquet file ({err})") from err
+
+
+def read_metrics(folder: Path) -> dict[str, Any] | None:
+    """``metrics.json`` of ``folder`` (None when it has none); a file that is not a JSON
+    object is a ConfigError naming it."""
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    return metrics
+
+
+def check_recorded_settings(config: Config, recorded: Any, path: Path, what: str) -> None:
+    """``recorded`` (the settings ``path`` holds) must be ``config``'s, inference-time
+    settings aside: else the files of a folder come from different runs."""
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"{path}: its settings are not a mapping; {what}")
+    name = changed_setting(config, recorded, ignore=INFERENCE_SETTINGS)
+    if name is not None:
+        raise ConfigError(
+            f"{path}: records {name}={recorded[name]!r}, but {CONFIG_FILE} says "
+            f"{getattr(config, name)!r}; {what}"
+        )
 
 
 @dataclass
@@ -288,6 +380,8 @@ class LoadedModel:
     config: Config
     data: FolderData
     model: torch.nn.Module
+    metrics: dict[str, Any] | None = None
+    """The run's ``metrics.json``, when the folder has one."""
 
 
 def load_model(
@@ -295,9 +389,19 @@ def load_model(
 ) -> LoadedModel:
     """Build the model of ``folder`` (retrieval or CTR) and load its weights, in eval mode
     on ``device`` (the config's by default); ``overrides`` change settings before the
-    model is built."""
+    model is built. Every file is checked against the others first (module docstring)."""
     data = read_folder_data(folder)
-    config = read_config(folder, overrides)
+    stored = read_config(folder)
+    mixed = "the folder's files come from different runs; train it again"
+    # folders from before model.json recorded every setting: their identity only
+    recorded = data.meta.get("config") or {key: data.meta[key] for key in IDENTITY}
+    check_recorded_settings(stored, recorded, folder / MODEL_FILE, mixed)
+    metrics = read_metrics(folder)
+    if metrics is not None and "config" in metrics:
+        check_recorded_settings(stored, metrics["config"], folder / METRICS_FILE, mixed)
+    config = stored
+    if overrides:
+        config = config_from_dict({**stored.to_dict(), **overrides}, source="settings")
     seqs = data.sequences
     if config.task == "ctr":
         model = build_ctr_model(config, seqs, data.maxlen)
@@ -305,4 +409,4 @@ def load_model(
         model = build_model(config, seqs.n_items, data.maxlen, seqs.user_profiles())
     load_weights(model, folder / WEIGHTS_FILE)
     model.to(device or resolve_device(config.device)).eval()
-    return LoadedModel(config, data, model)
+    return LoadedModel(config, data, model, metrics)

@@ -24,6 +24,7 @@ from mirec.data.examples import gather_histories, training_item_counts
 from mirec.evaluation.ctr_metrics import ctr_metrics
 from mirec.models.ctr_model import PopularityCTR
 from mirec.models.folder import WEIGHTS_FILE, save_weights
+from mirec.training.checkpoint import Randomness
 from mirec.training.trainer import Epoch, FitResult, train_epochs
 
 SELECTION_METRIC = "auc"
@@ -84,12 +85,13 @@ def fit_ctr(
     output_dir: Path,
     *,
     progress: bool = True,
+    resume: bool = False,
 ) -> FitResult:
-    """Train ``model`` on the training users' rows; leaves the best weights in ``model``."""
+    """Train ``model`` on the training users' rows; leaves the best weights in ``model``
+    and in ``output_dir`` (with ``resume``, from the checkpoint there)."""
     device = resolve_device(config.device)
     model.to(device)
     batches = RowBatches(data, device)
-    weights = output_dir / WEIGHTS_FILE
     result = FitResult(negatives=data.negatives)
     seqs, split = data.sequences, data.prepared.split
     if isinstance(model, PopularityCTR):
@@ -98,7 +100,7 @@ def fit_ctr(
         result.train_seconds = time.perf_counter() - start
         result.best_valid = evaluate_ctr(model, data.valid, batches)
         result.history.append({"epoch": 0, **result.best_valid})
-        save_weights(model, weights)
+        save_weights(model, output_dir / WEIGHTS_FILE)
         return result
 
     rng = np.random.default_rng(config.seed)
@@ -130,12 +132,13 @@ def fit_ctr(
         model,
         optimizer,
         config,
-        device,
-        weights,
+        Randomness(device, generator, rng),
+        output_dir,
         result,
         epoch=epoch,
         validate=lambda: evaluate_ctr(model, data.valid, batches),
         metric=SELECTION_METRIC,
         shown=(SELECTION_METRIC, "gauc", "logloss"),
         progress=progress,
+        resume=resume,
     )

@@ -31,11 +31,17 @@ from mirec.data.examples import (
     training_windows,
 )
 from mirec.data.prepare import PreparedData
-from mirec.errors import ConfigError
+from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.evaluator import evaluate
-from mirec.models.folder import WEIGHTS_FILE, load_weights, save_weights
+from mirec.models.folder import WEIGHTS_FILE, host_state, save_weights
 from mirec.models.interest_model import InterestModel
 from mirec.models.most_popular import MostPopular
+from mirec.training.checkpoint import (
+    CHECKPOINT_FILE,
+    Randomness,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from mirec.training.sampled_softmax import SampledSoftmax, resolve_negatives
 
 SELECTION_METRIC = "recall@50"
@@ -122,20 +128,20 @@ class TrainingExamples:
 
 
 class BestCheckpoint:
-    """Keeps the weights that are best on one validation metric and says when to stop:
-    after ``patience`` epochs without improvement, or once ``max_minutes`` have passed."""
+    """Keeps the weights that are best on one validation metric (in memory; they reach
+    ``model.safetensors`` when training ends) and says when to stop: after ``patience``
+    epochs without improvement, or once ``max_minutes`` of training have passed (counted
+    across the starts of a resumed run)."""
 
     def __init__(
-        self,
-        model: torch.nn.Module,
-        path: Path,
-        metric: str,
-        patience: int,
-        max_minutes: float | None,
+        self, model: torch.nn.Module, metric: str, patience: int, max_minutes: float | None
     ) -> None:
-        self.model, self.path, self.metric, self.patience = model, path, metric, patience
-        self.deadline = None if max_minutes is None else time.perf_counter() + 60 * max_minutes
+        self.model, self.metric, self.patience = model, metric, patience
+        self.max_seconds = None if max_minutes is None else 60 * max_minutes
+        self.started = time.perf_counter()
         self.best, self.waited = -math.inf, 0
+        self.state: dict[str, torch.Tensor] | None = None
+        """The best weights so far (CPU copies); None before a finite validation figure."""
 
     def finish_epoch(
         self,
@@ -158,16 +164,28 @@ class BestCheckpoint:
         if valid[self.metric] > self.best:
             self.best, self.waited = valid[self.metric], 0
             result.best_epoch, result.best_valid = epoch, valid
-            save_weights(self.model, self.path)
+            self.state = host_state(self.model)
         else:
             self.waited += 1
             if self.waited >= self.patience:
                 result.stopped_by = "early_stopping"
                 return True
-        if self.deadline is not None and time.perf_counter() > self.deadline:
+        if self.max_seconds is not None and time.perf_counter() - self.started > self.max_seconds:
             result.stopped_by = "time_limit"
             return True
         return False
+
+    def progress(self) -> dict[str, float]:
+        """What a checkpoint needs to carry on: the best figure, the epochs waited, and the
+        seconds spent so far."""
+        elapsed = time.perf_counter() - self.started
+        return {"best": self.best, "waited": self.waited, "elapsed": elapsed}
+
+    def restore(self, progress: dict[str, float], state: dict[str, torch.Tensor] | None) -> None:
+        """Continue from a checkpoint's :meth:`progress` and best weights."""
+        self.best, self.waited = progress["best"], int(progress["waited"])
+        self.started = time.perf_counter() - progress["elapsed"]
+        self.state = state
 
 
 class Epoch(NamedTuple):
@@ -192,8 +210,8 @@ def train_epochs(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     config: Config,
-    device: torch.device,
-    weights: Path,
+    randomness: Randomness,
+    folder: Path,
     result: FitResult,
     *,
     epoch: Callable[[int], Epoch],
@@ -201,14 +219,26 @@ def train_epochs(
     metric: str,
     shown: tuple[str, ...],
     progress: bool,
+    resume: bool = False,
 ) -> FitResult:
     """The epoch loop of every trained model: up to ``config.max_epochs`` epochs of
-    ``epoch(number)``'s batches (drawing them is where an epoch uses the run's randomness),
-    each followed by ``validate()``; the weights best on ``metric`` are kept in ``weights``
-    (early stopping by :class:`BestCheckpoint`) and are back in ``model`` at the end. With
-    ``progress``, a bar per epoch and a line of the ``shown`` validation figures."""
-    best = BestCheckpoint(model, weights, metric, config.patience, config.max_train_minutes)
-    for number in range(1, config.max_epochs + 1):
+    ``epoch(number)``'s batches (drawing them is where an epoch uses the run's
+    ``randomness``), each followed by ``validate()``; the weights best on ``metric`` (early
+    stopping by :class:`BestCheckpoint`) are back in ``model`` at the end and written to
+    ``folder/model.safetensors``. After each epoch the whole state of the loop goes to
+    ``folder/checkpoint.safetensors`` (:mod:`mirec.training.checkpoint`); with ``resume``
+    the loop continues from there when it exists. With ``progress``, a bar per epoch and
+    a line of the ``shown`` validation figures."""
+    best = BestCheckpoint(model, metric, config.patience, config.max_train_minutes)
+    checkpoint = folder / CHECKPOINT_FILE
+    first = 1
+    if resume and checkpoint.is_file():
+        done, stopped = restore_checkpoint(checkpoint, model, optimizer, randomness, best, result)
+        first = config.max_epochs + 1 if stopped else done + 1
+        if progress:
+            tqdm.write(f"resuming after epoch {done} ({checkpoint})")
+    device = randomness.device
+    for number in range(first, config.max_epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
         plan = epoch(number)
@@ -227,11 +257,19 @@ def train_epochs(
         valid = validate()
         line = "  ".join(f"{name} {valid[name]:.4f}" for name in shown)
         loss = float(total_loss) / plan.n_batches
-        if best.finish_epoch(
+        stop = best.finish_epoch(
             result, number, seconds, plan.examples, loss, valid, line if progress else None
-        ):
+        )
+        save_checkpoint(checkpoint, number, stop, model, optimizer, randomness, best, result)
+        if stop:
             break
-    load_weights(model, weights)
+    if best.state is None:
+        raise MirecError(
+            f"training gave no usable model: validation {metric} was NaN after every epoch "
+            f"(the loss diverged; try a lower lr than {config.lr})"
+        )
+    model.load_state_dict(best.state)
+    save_weights(best.state, folder / WEIGHTS_FILE)
     return result
 
 
@@ -277,11 +315,12 @@ def fit(
     output_dir: Path,
     *,
     progress: bool = True,
+    resume: bool = False,
 ) -> FitResult:
-    """Train ``model`` on ``data``'s training users; leaves the best weights in ``model``."""
+    """Train ``model`` on ``data``'s training users; leaves the best weights in ``model``
+    and in ``output_dir`` (with ``resume``, from the checkpoint there: :func:`train_epochs`)."""
     device = resolve_device(config.device)
     model.to(device)
-    weights = output_dir / WEIGHTS_FILE
     result = FitResult()
     if isinstance(model, MostPopular):
         start = time.perf_counter()
@@ -289,7 +328,7 @@ def fit(
         result.train_seconds = time.perf_counter() - start
         result.best_valid = evaluate(model, data.valid, device=device).metrics
         result.history.append({"epoch": 0, **result.best_valid})
-        save_weights(model, weights)
+        save_weights(model, output_dir / WEIGHTS_FILE)
         return result
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -323,12 +362,13 @@ def fit(
         model,
         optimizer,
         config,
-        device,
-        weights,
+        Randomness(device, generator),
+        output_dir,
         result,
         epoch=epoch,
         validate=validate,
         metric=SELECTION_METRIC,
         shown=(SELECTION_METRIC, "ndcg@50"),
         progress=progress,
+        resume=resume,
     )

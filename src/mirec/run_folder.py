@@ -1,0 +1,200 @@
+"""One owner per run folder, and a folder whose files always come from one run.
+
+A training run's output folder ``DIR`` holds:
+
+* ``DIR/.lock``: the run writing ``DIR`` holds an exclusive ``flock`` on it for as long as
+  it runs; the operating system drops the lock when the process ends, however it ends
+  (``kill -9`` included), so a lock is never stale. A second run into ``DIR`` is refused.
+* ``DIR/.staging/``: the run in progress writes here only: its config, data tables, epoch
+  checkpoint (:mod:`mirec.training.checkpoint`), and at the end its weights and
+  ``metrics.json``.
+* ``DIR/*``: the last finished run (``config.yaml``, ``model.safetensors``, ...,
+  ``metrics.json``), untouched until a new run has finished.
+
+A finished run is moved in by :meth:`RunFolder.commit`: the old run's files go first,
+``metrics.json`` before the others (a folder without it is never taken for a finished run),
+then the new files, ``metrics.json`` last. A kill during the commit leaves some files of
+the new run and ``.staging/`` holding the rest, which ``--resume`` completes; files of two
+runs are never side by side (a run killed before its first checkpoint used to leave its
+``config.yaml`` beside the previous run's weights, which were then evaluated under it).
+
+``flock`` is POSIX (Linux, macOS); on NFS, Linux maps it to NFS locks, which other machines
+see.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mirec.atomic import fsync_folder
+from mirec.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
+from mirec.errors import MirecError
+from mirec.models.folder import (
+    CONFIG_FILE,
+    EVALUATION_DIR,
+    FOLDER_FILES,
+    METRICS_FILE,
+    read_config,
+    read_metrics,
+)
+
+LOCK_FILE = ".lock"
+STAGING_DIR = ".staging"
+RUN_FILES = (*FOLDER_FILES, METRICS_FILE)
+"""The files of a run in its folder (``metrics.json`` last: it says the run finished)."""
+
+
+class FolderInUse(MirecError):
+    """Another process holds the run folder's lock."""
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s run lock for the block; :class:`FolderInUse` at once when another
+    process holds it (never a wait: two runs into one folder is a mistake to report)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise FolderInUse(
+                f"{folder}: another mirec run is writing to this folder"
+                + (f" (process {holder})" if holder.isdigit() else "")
+                + "; wait for it to end, or choose another output folder"
+            ) from None
+        # who holds it, for the message above (the lock itself is what counts)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder this process holds the lock of (see :func:`claim`)."""
+
+    path: Path
+    resuming: bool
+    """True when ``staging`` holds this run's earlier start to continue."""
+
+    @property
+    def staging(self) -> Path:
+        return self.path / STAGING_DIR
+
+    def commit(self) -> None:
+        """Move the finished run in ``staging`` (its ``metrics.json`` written last) into
+        the folder, replacing the previous run's files (module docstring). Completes a
+        commit that was killed: the files already moved are the new run's, and stay."""
+        to_move = [name for name in RUN_FILES if (self.staging / name).is_file()]
+        # every old file goes before any new one arrives, metrics.json first
+        for name in sorted(to_move, key=lambda name: name != METRICS_FILE):
+            (self.path / name).unlink(missing_ok=True)
+        # re-evaluations of the old weights (`mirec evaluate`'s, a grid's evaluation-KEY=VALUE
+        # cells) would describe another model
+        for old in self.path.iterdir():
+            if old.is_dir() and old.name.split("-", 1)[0] == EVALUATION_DIR:
+                shutil.rmtree(old, ignore_errors=True)
+        fsync_folder(self.path)
+        for name in to_move:
+            os.replace(self.staging / name, self.path / name)
+        fsync_folder(self.path)
+        shutil.rmtree(self.staging)
+
+
+def claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> RunFolder | dict:
+    """Decide what a run of ``config`` does with ``folder``, whose lock the caller holds:
+    a :class:`RunFolder` to train into, or the metrics of a finished run to return as is.
+
+    * an empty folder (or one without a run): a new run;
+    * a finished run (``metrics.json``): refused, unless ``overwrite`` (a new run replaces
+      it at its end) or ``resume`` with the same settings (nothing to do: its metrics);
+    * an unfinished run (``.staging/``): refused, unless ``resume`` with the same settings
+      but inference-time ones (it continues from its last epoch checkpoint) or
+      ``overwrite`` (it starts again).
+
+    With both ``resume`` and ``overwrite`` (an experiment grid's cells), a run with other
+    settings is replaced instead of refused.
+    """
+    staging = folder / STAGING_DIR
+    staged = _staged_config(staging)
+    if resume and staged is not None:
+        differs = _differing(config, staged, folder, "unfinished", INFERENCE_SETTINGS)
+        if differs is None:
+            if (staging / METRICS_FILE).is_file():  # killed while committing
+                RunFolder(folder, resuming=True).commit()
+                return _finished(folder)
+            return RunFolder(folder, resuming=True)
+        if not overwrite:
+            raise MirecError(f"{differs}; resume with the same settings, or --overwrite")
+    elif resume and (folder / METRICS_FILE).is_file():
+        # a finished run is returned only when it is exactly this run: its figures
+        # depend on the inference-time settings too (the device aside)
+        differs = _differing(config, read_config(folder), folder, "finished", ("device",))
+        if differs is None:
+            return _finished(folder)
+        if not overwrite:
+            raise MirecError(
+                f"{differs}; this run finished: `mirec evaluate --set` scores it with other "
+                "inference-time settings, --overwrite trains it again"
+            )
+    elif not overwrite:
+        if staged is not None:
+            raise MirecError(
+                f"{folder}: holds an unfinished run; --resume continues it, --overwrite "
+                "starts again"
+            )
+        held = [name for name in RUN_FILES if (folder / name).exists()]
+        if held:
+            what = "a finished run" if METRICS_FILE in held else f"a model ({held[0]}, ...)"
+            raise MirecError(
+                f"{folder}: holds {what}; --overwrite replaces it, or choose another output folder"
+            )
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return RunFolder(folder, resuming=False)
+
+
+def _staged_config(staging: Path) -> Config | None:
+    """The settings of the unfinished run in ``staging``: its ``config.yaml``, or once
+    that has moved into the folder in a commit cut short, the record in its
+    ``metrics.json`` (moved last); None when ``staging`` holds no run."""
+    if (staging / CONFIG_FILE).is_file():
+        return read_config(staging)
+    metrics = read_metrics(staging)
+    if metrics is None:
+        return None
+    return config_from_dict(metrics.get("config") or {}, source=str(staging / METRICS_FILE))
+
+
+def _differing(
+    config: Config, recorded: Config, folder: Path, what: str, ignore: tuple[str, ...]
+) -> str | None:
+    """None when ``recorded`` (the settings of ``folder``'s ``what`` run) is ``config``
+    outside ``ignore``, else a message naming the first setting that differs and both
+    values."""
+    name = changed_setting(config, recorded.to_dict(), ignore)
+    if name is None:
+        return None
+    return (
+        f"{folder}: its {what} run has {name}={getattr(recorded, name)!r}, this one "
+        f"{getattr(config, name)!r}"
+    )
+
+
+def _finished(folder: Path) -> dict[str, Any]:
+    metrics = read_metrics(folder)
+    assert metrics is not None
+    return metrics
