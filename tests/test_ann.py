@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from mirec import MirecError, Recommender
 from mirec.aggregators.ann import KINDS, index_paths
 from mirec.cli.main import main
-from mirec.models.folder import CONFIG_FILE, WEIGHTS_FILE, load_model
+from mirec.models.folder import CONFIG_FILE, METRICS_FILE, MODEL_FILE, WEIGHTS_FILE, load_model
+from mirec.run_folder import LOCK_FILE
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,12 @@ def test_approximate_indexes_find_the_exact_lists_on_ml100k(rec, histories):
 
 
 def test_index_files_are_whole_and_described(indexed_run, rec):
-    names = sorted(p.name for p in indexed_run.iterdir() if p.name.startswith((".", "index")))
+    # no temp file left beside them (the run's own lock file aside)
+    names = sorted(
+        p.name
+        for p in indexed_run.iterdir()
+        if p.name.startswith((".", "index")) and p.name != LOCK_FILE
+    )
     assert names == [f"index-{kind}.{ext}" for kind in sorted(KINDS) for ext in ("faiss", "json")]
     meta = json.loads(index_paths(indexed_run, "hnsw")[1].read_text())
     assert meta["kind"] == "hnsw" and meta["n_items"] == rec.n_items == 1349 and meta["d"] == 64
@@ -149,8 +155,14 @@ def test_stale_torn_and_missing_indexes_are_refused(indexed_run, tmp_path, histo
 def test_models_an_index_cannot_serve_are_refused(indexed_run, tmp_path):
     folder = tmp_path / "mean"
     shutil.copytree(indexed_run, folder)
+    # the same weights scored by the mean of the interests: every file of the folder must
+    # say so, or the loader refuses a folder of mixed runs
     config = yaml.safe_load((folder / CONFIG_FILE).read_text())
     (folder / CONFIG_FILE).write_text(yaml.safe_dump({**config, "aggregator": "mean"}))
+    for name in (MODEL_FILE, METRICS_FILE):
+        recorded = json.loads((folder / name).read_text())
+        recorded["config"]["aggregator"] = "mean"
+        (folder / name).write_text(json.dumps(recorded))
     mean = Recommender.load(folder)
     for ask in (lambda: mean.build_index("flat"), lambda: mean.recommend([1, 2], index="flat")):
         with pytest.raises(MirecError, match="ranks by mean_over_interests: use index=None"):
