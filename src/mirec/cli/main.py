@@ -1,5 +1,5 @@
-"""The ``mirec`` command line: train, evaluate, diagnose, inspect, recommend, experiment,
-quickstart, datasets, download, models."""
+"""The ``mirec`` command line: train, evaluate, diagnose, inspect, recommend, serve,
+experiment, quickstart, datasets, download, models."""
 
 from __future__ import annotations
 
@@ -242,6 +242,20 @@ def recommend(
     for i, r in enumerate(recs, 1):
         interest = "popular" if r.interest is None else str(r.interest)
         typer.echo(f"{i:>4}  {r.item!s:<16}{r.score:>10.4f}  {interest}")
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes, each with the model loaded.")] = 1,
+) -> None:
+    """Serve a model folder over HTTP: POST /recommend, GET /users/{user}/recommendations,
+    GET /items/{item}/similar, /model, /health; the API is documented at /docs."""
+    from mirec.serving.server import serve as run_server  # FastAPI: only for this command
+
+    run_server(checkpoint, host=host, port=port, workers=workers, echo=typer.echo)
 
 
 @app.command()

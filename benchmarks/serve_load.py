@@ -1,0 +1,401 @@
+"""Load test of ``mirec serve``: N concurrent clients on loopback, POST /recommend.
+
+Starts ``mirec serve --checkpoint DIR --port 0`` itself (or loads an already running server
+with ``--url``), then ``--clients`` keep-alive connections send ``--requests`` requests in
+all (or stop at ``--duration`` seconds), each a realistic ask: a random user's stored
+history from the model folder (its last ``--history`` items), ``n`` = ``--n``. It prints
+and writes to ``--output`` (JSON):
+
+* throughput: answered requests per second of wall time;
+* latency p50 / p95 / p99 (ms, from writing the request to reading the whole answer);
+* errors: non-200 answers, connection errors and time-outs (``--timeout``);
+* the client's and the server's CPU seconds (what the client costs on a small machine),
+  and the server's mean micro-batch size (from ``/health``).
+
+The client is a lean HTTP/1.1 keep-alive client on ``asyncio.open_connection`` (request
+bodies encoded before the clock starts), split over ``--client-processes`` processes, so
+that it takes little of the CPU the server needs. Every 50th answer is parsed and must hold
+``n`` items. The goal on a quiet 2-core machine (amazon-beauty ComiRec-SA):
+
+    mirec train --dataset amazon-beauty --model comirec-sa --data-dir ../shared/data \\
+        --output-dir /tmp/beauty-sa --set max_epochs=1
+    python benchmarks/serve_load.py --checkpoint /tmp/beauty-sa
+    # 200 clients, 20,000 requests: 0 errors, p99 <= 100 ms, >= 1,000 requests/s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+GOAL = {"clients": 200, "requests": 20_000, "errors": 0, "p99_ms": 100.0, "rps": 1000.0}
+BODIES = 2000
+"""Distinct request bodies (random users' histories), encoded before the clock starts."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Load test of mirec serve: POST /recommend.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="A `mirec train` folder.")
+    p.add_argument("--url", help="A running `mirec serve` of that folder (default: start one).")
+    p.add_argument("--clients", type=int, default=200, help="Concurrent connections.")
+    p.add_argument("--requests", type=int, default=20_000, help="Requests in all.")
+    p.add_argument("--duration", type=float, default=120.0, help="Stop after this many s.")
+    p.add_argument("--warmup", type=int, default=500, help="Untimed requests first.")
+    p.add_argument("--n", type=int, default=50, help="Items per answer.")
+    p.add_argument("--history", type=int, default=50, help="Last items of a user's history.")
+    p.add_argument("--timeout", type=float, default=30.0, help="Per request, seconds.")
+    p.add_argument("--client-processes", type=int, default=1, help="Client processes.")
+    p.add_argument("--workers", type=int, default=1, help="`mirec serve --workers`.")
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the server.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", type=Path, default=Path("serve_load.json"))
+    args = p.parse_args(argv)
+    for name in ("clients", "requests", "client_processes", "workers", "threads", "n"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+# -- requests ------------------------------------------------------------------------
+
+
+def request_bodies(checkpoint: Path, n: int, history: int, seed: int) -> list[bytes]:
+    """JSON bodies of POST /recommend: random users' stored histories (last ``history``
+    items, raw ids), read from the model folder."""
+    from mirec.models.folder import read_folder_data
+
+    seqs = read_folder_data(checkpoint).sequences
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for row in rng.integers(0, seqs.n_users, size=BODIES):
+        items = seqs.sequence(int(row))[-history:]
+        ids = [seqs.item_ids[i - 1].item() for i in items]
+        bodies.append(json.dumps({"history": ids, "n": n}).encode())
+    return bodies
+
+
+def http_request(host: str, port: int, body: bytes) -> bytes:
+    head = (
+        f"POST /recommend HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+# -- the client ----------------------------------------------------------------------
+
+
+@dataclass
+class ClientResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    connection_errors: int = 0
+    timeouts: int = 0
+    bad_answers: int = 0
+    first_error: str | None = None
+    cpu_s: float = 0.0
+
+
+class Budget:
+    """Requests left to send, shared by one process's connections, and the deadline."""
+
+    def __init__(self, requests: int, deadline: float) -> None:
+        self.left = requests
+        self.deadline = deadline
+
+    def take(self) -> bool:
+        if self.left <= 0 or time.perf_counter() > self.deadline:
+            return False
+        self.left -= 1
+        return True
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 answer with a Content-Length: (status, body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if match is None:
+        raise ConnectionError("an answer without Content-Length")
+    return status, await reader.readexactly(int(match.group(1)))
+
+
+async def connection(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    budget: Budget,
+    n: int,
+    timeout: float,
+    result: ClientResult,
+    start: int,
+) -> None:
+    """One keep-alive connection sending requests while the budget lasts; it reconnects
+    after a connection error."""
+    reader = writer = None
+    sent = start
+    while budget.take():
+        payload = requests[sent % len(requests)]
+        sent += 1
+        began = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), timeout
+                )
+            writer.write(payload)
+            status, body = await asyncio.wait_for(read_answer(reader), timeout)
+        except TimeoutError:
+            result.timeouts += 1
+            result.first_error = result.first_error or "time-out"
+            writer = _close(writer)
+            continue
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as err:
+            result.connection_errors += 1
+            result.first_error = result.first_error or f"{type(err).__name__}: {err}"
+            writer = _close(writer)
+            continue
+        result.latencies_ms.append((time.perf_counter() - began) * 1000)
+        result.statuses[str(status)] = result.statuses.get(str(status), 0) + 1
+        if status != 200:
+            result.first_error = result.first_error or f"HTTP {status}: {body[:200]!r}"
+        elif sent % 50 == 0 and len(json.loads(body)["items"]) != n:
+            result.bad_answers += 1
+    _close(writer)
+
+
+def _close(writer: asyncio.StreamWriter | None) -> None:
+    if writer is not None:
+        writer.close()
+
+
+async def run_clients(
+    url: str, requests: list[bytes], clients: int, total: int, duration: float, n: int,
+    timeout: float, seed: int,
+) -> ClientResult:  # fmt: skip
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    payloads = [http_request(host, port, body) for body in requests]
+    random.Random(seed).shuffle(payloads)
+    result = ClientResult()
+    budget = Budget(total, time.perf_counter() + duration)
+    cpu = time.process_time()
+    await asyncio.gather(
+        *(
+            connection(host, port, payloads, budget, n, timeout, result, i * 7919)
+            for i in range(clients)
+        )
+    )
+    result.cpu_s = time.process_time() - cpu
+    return result
+
+
+def client_process(args: tuple) -> dict:
+    return asdict(asyncio.run(run_clients(*args)))
+
+
+def load(
+    url: str, bodies: list[bytes], clients: int, total: int, duration: float, n: int,
+    timeout: float, processes: int, seed: int,
+) -> ClientResult:  # fmt: skip
+    """``total`` requests over ``clients`` connections split across ``processes``."""
+    shares = [
+        (url, bodies, clients // processes + (p < clients % processes),
+         total // processes + (p < total % processes), duration, n, timeout, seed + p)
+        for p in range(processes)
+    ]  # fmt: skip
+    if processes == 1:
+        return ClientResult(**client_process(shares[0]))
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = [ClientResult(**part) for part in pool.map(client_process, shares)]
+    merged = ClientResult()
+    for part in parts:
+        merged.latencies_ms += part.latencies_ms
+        for status, count in part.statuses.items():
+            merged.statuses[status] = merged.statuses.get(status, 0) + count
+        merged.connection_errors += part.connection_errors
+        merged.timeouts += part.timeouts
+        merged.bad_answers += part.bad_answers
+        merged.first_error = merged.first_error or part.first_error
+        merged.cpu_s += part.cpu_s
+    return merged
+
+
+# -- the server ----------------------------------------------------------------------
+
+
+class Server:
+    """``mirec serve`` in a subprocess on a free port."""
+
+    def __init__(self, checkpoint: Path, workers: int, threads: int) -> None:
+        self.log = tempfile.TemporaryFile()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        command = [sys.executable, "-m", "mirec", "serve", "--checkpoint", str(checkpoint),
+                   "--port", "0", "--workers", str(workers)]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True
+        )
+        line = self.process.stdout.readline()
+        found = re.search(r"http://\S+?:\d+", line)
+        if found is None:
+            self.process.wait(timeout=30)
+            self.log.seek(0)
+            sys.exit(f"mirec serve did not start:\n{line}{self.log.read().decode()}")
+        self.url = found.group(0)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                health(self.url)
+                return
+            except OSError:
+                time.sleep(0.2)
+        sys.exit(f"{self.url}/health did not answer in {timeout:.0f} s")
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the server process and its (worker) children so far."""
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        if children.is_file():
+            pids += [int(p) for p in children.read_text().split()]
+        ticks = 0
+        for pid in pids:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def health(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+# -- the report ----------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    bodies = request_bodies(args.checkpoint, args.n, args.history, args.seed)
+    server = None if args.url else Server(args.checkpoint, args.workers, args.threads)
+    url = args.url or server.url
+    try:
+        if args.warmup:
+            load(url, bodies, min(args.clients, args.warmup), args.warmup, args.duration,
+                 args.n, args.timeout, 1, args.seed + 1000)  # fmt: skip
+        before = health(url)
+        server_cpu = server.cpu_s() if server else None
+        began = time.perf_counter()
+        result = load(url, bodies, args.clients, args.requests, args.duration, args.n,
+                      args.timeout, args.client_processes, args.seed)  # fmt: skip
+        wall = time.perf_counter() - began
+        if server:
+            server_cpu = server.cpu_s() - server_cpu
+        after = health(url)
+    finally:
+        if server:
+            server.stop()
+    report = summarise(args, result, wall, server_cpu, before, after)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(as_text(report))
+    print(f"results: {args.output}")
+    return 0
+
+
+def summarise(args, result: ClientResult, wall: float, server_cpu, before, after) -> dict:
+    latencies = np.asarray(result.latencies_ms)
+    ok = result.statuses.get("200", 0)
+    non_200 = sum(c for s, c in result.statuses.items() if s != "200")
+    errors = non_200 + result.connection_errors + result.timeouts + result.bad_answers
+    passes = after["batched_passes"] - before["batched_passes"]
+    batched = after["batched_requests"] - before["batched_requests"]
+    p50, p95, p99 = (np.percentile(latencies, q) if len(latencies) else float("nan")
+                     for q in (50, 95, 99))  # fmt: skip
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "clients": args.clients,
+        "requests_sent": len(result.latencies_ms) + result.connection_errors + result.timeouts,
+        "requests_ok": ok,
+        "errors": errors,
+        "non_200": non_200,
+        "statuses": result.statuses,
+        "connection_errors": result.connection_errors,
+        "timeouts": result.timeouts,
+        "bad_answers": result.bad_answers,
+        "first_error": result.first_error,
+        "wall_s": wall,
+        "rps": ok / wall,
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "max_ms": float(latencies.max()) if len(latencies) else float("nan"),
+        "client_cpu_s": result.cpu_s,
+        "client_cpu_share": result.cpu_s / wall,
+        "server_cpu_s": server_cpu,
+        "server_cpu_share": None if server_cpu is None else server_cpu / wall,
+        "mean_batch": batched / passes if passes else None,
+        "n": args.n,
+        "history": args.history,
+        "workers": args.workers if not args.url else None,
+        "server_threads": args.threads if not args.url else None,
+        "client_processes": args.client_processes,
+        "cpus": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
+        "max_rss_client_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    report["goal"] = GOAL
+    report["goal_met"] = (
+        args.clients >= GOAL["clients"]
+        and ok + errors >= GOAL["requests"]
+        and errors == GOAL["errors"]
+        and report["p99_ms"] <= GOAL["p99_ms"]
+        and report["rps"] >= GOAL["rps"]
+    )
+    return report
+
+
+def as_text(r: dict) -> str:
+    batch = "-" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
+    server = "-" if r["server_cpu_share"] is None else f"{r['server_cpu_share']:.2f}"
+    lines = [
+        f"clients      {r['clients']}",
+        f"requests     {r['requests_sent']} sent, {r['requests_ok']} answered 200",
+        f"errors       {r['errors']} (non-200 {r['non_200']}, connection {r['connection_errors']}, "
+        f"time-outs {r['timeouts']}, bad answers {r['bad_answers']})",
+        f"throughput   {r['rps']:.0f} requests/s ({r['wall_s']:.1f} s)",
+        f"latency      p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
+        f"p99 {r['p99_ms']:.1f} ms (max {r['max_ms']:.1f})",
+        f"cpu          client {r['client_cpu_share']:.2f} cores, server {server} cores "
+        f"(of {r['cpus']}); mean micro-batch {batch}",
+        "goal         200 clients, 20,000 requests, 0 errors, p99 <= 100 ms, "
+        f">= 1,000 requests/s: {'met' if r['goal_met'] else 'NOT met'}",
+    ]
+    if r["first_error"]:
+        lines.append(f"first error  {r['first_error']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Serving a trained model folder: the HTTP API of ``mirec serve``."""

@@ -1,0 +1,119 @@
+"""``mirec serve``: load a model folder, listen, and run the HTTP API on uvicorn.
+
+The folder is loaded and checked, and the socket bound, before the server starts, so a bad
+folder or a port in use is one line and exit code 2, never a half-started server. With
+``workers`` > 1, uvicorn starts that many processes on the one listening socket, each
+loading the folder itself (named to them by :data:`CHECKPOINT_ENV`). SIGINT and SIGTERM
+stop the server after the requests in progress are answered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from mirec.errors import MirecError
+from mirec.recommender import Recommender
+from mirec.serving.app import create_app
+
+CHECKPOINT_ENV = "MIREC_SERVE_CHECKPOINT"
+"""How the parent process names the model folder to its worker processes."""
+GRACEFUL_SHUTDOWN_S = 10
+"""How long a stopping server waits for the requests in progress."""
+
+
+def load_servable(checkpoint: Path) -> Recommender:
+    """The model folder at ``checkpoint``, loaded; a folder that cannot be served (missing,
+    damaged, a CTR model) is a MirecError."""
+    recommender = Recommender.load(checkpoint)
+    if recommender.config.task != "retrieval":
+        raise MirecError(
+            f"{checkpoint}: a {recommender.config.task} model; mirec serve serves retrieval "
+            "models (recommendations over the whole catalogue)"
+        )
+    return recommender
+
+
+def serve(
+    checkpoint: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Serve the model folder at ``checkpoint`` on ``host:port`` (``port`` 0: any free
+    port) until SIGINT or SIGTERM; ``echo`` gets the URL once the socket listens."""
+    if workers < 1:
+        raise MirecError(f"--workers {workers}: must be an integer >= 1")
+    recommender = load_servable(checkpoint)
+    listening = _listen(host, port)
+    bound_host, bound_port = listening.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"http://{shown}:{bound_port}"
+    settings = {
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    }
+    echo(
+        f"serving {recommender.name} ({recommender.dataset}, {recommender.n_items} items) at "
+        f"{url} with {workers} worker(s); API docs at {url}/docs; Ctrl-C stops"
+    )
+    with _stops_quietly() as stopped_by:
+        if workers == 1:
+            config = uvicorn.Config(create_app(recommender), **settings)
+            uvicorn.Server(config).run(sockets=[listening])
+        else:
+            from uvicorn.supervisors import Multiprocess
+
+            del recommender  # each worker loads its own
+            os.environ[CHECKPOINT_ENV] = str(checkpoint.resolve())
+            config = uvicorn.Config(
+                f"{__name__}:worker_app", factory=True, workers=workers, **settings
+            )
+            Multiprocess(config, sockets=[listening]).run()
+    listening.close()
+    echo(f"stopped ({stopped_by[0]})" if stopped_by else "stopped")
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process: the folder named by :data:`CHECKPOINT_ENV`."""
+    return create_app(load_servable(Path(os.environ[CHECKPOINT_ENV])))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, or a MirecError saying why not."""
+    if not 0 <= port <= 65535:
+        raise MirecError(f"--port {port}: must be from 0 to 65535")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as err:
+        # socket.create_server re-words a bind error; the errno says it plainly
+        reason = os.strerror(err.errno) if err.errno and err.errno > 0 else err.strerror
+        raise MirecError(f"cannot listen on {host}:{port}: {reason}") from err
+
+
+@contextmanager
+def _stops_quietly() -> Iterator[list[str]]:
+    """uvicorn answers SIGINT and SIGTERM by shutting down gracefully and then raising the
+    signal again; here that second signal is noted (its name is yielded) instead of
+    killing the process, so ``mirec serve`` ends with exit code 0 and one line."""
+    stopped_by: list[str] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in wanted}
+    for sig in wanted:
+        signal.signal(sig, lambda number, frame: stopped_by.append(signal.Signals(number).name))
+    try:
+        yield stopped_by
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
