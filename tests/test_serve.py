@@ -128,9 +128,9 @@ def test_model_health_and_docs(client, rec, ml100k_run):
     request = schema["components"]["schemas"]["RecommendRequest"]
     assert request["properties"]["history"]["maxItems"] == MAX_HISTORY
     assert request["required"] == ["history"]
-    assert set(schema["paths"]) == {
+    assert {
         "/recommend", "/users/{user}/recommendations", "/items/{item}/similar", "/model", "/health"
-    }  # fmt: skip
+    } <= set(schema["paths"])  # fmt: skip
 
 
 # -- bad requests -----------------------------------------------------------------------

@@ -155,10 +155,10 @@ def create_app(recommender: Recommender) -> FastAPI:
         return recommender.config.diversity_lambda if value is None else value
 
     @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(request: RecommendRequest) -> Response:
+    async def recommend(body: RecommendRequest) -> Response:
         """The top-n items after a history of raw item ids (oldest first)."""
         recs = await batcher.recommend(
-            request.history, request.n, request.exclude_history, diversity(request.diversity_lambda)
+            body.history, body.n, body.exclude_history, diversity(body.diversity_lambda)
         )
         return catalogue.response(recs)
 
