@@ -12,11 +12,13 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mirec import Recommender
 from mirec.errors import UnknownIdError
@@ -244,6 +246,54 @@ def test_specific_statuses_and_messages(client):
     assert n.status_code == 422
     assert n.json()["detail"] == "body.n: Input should be greater than or equal to 1"
     assert "not valid JSON" in client.post("/recommend", content=b"{", headers=JSON).text
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+IDS = st.integers(0, 2000) | st.text(max_size=6) | st.from_regex(r"\A[0-9]{1,4}\Z") | JSON_VALUES
+BODIES = JSON_VALUES | st.fixed_dictionaries(
+    {},
+    optional={
+        "history": st.lists(IDS, max_size=30) | JSON_VALUES,
+        "n": st.integers(-3, 1400) | JSON_VALUES,
+        "exclude_history": st.booleans() | JSON_VALUES,
+        "diversity_lambda": st.none() | st.floats() | JSON_VALUES,
+        "extra": JSON_VALUES,
+    },
+)
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@FUZZ
+@given(body=BODIES)
+def test_fuzzed_bodies_get_a_list_or_a_4xx(client, body):
+    answer = client.post("/recommend", content=json.dumps(body).encode(), headers=JSON)
+    assert answer.status_code in (200, 422), (body, answer.text[:300])
+    if answer.status_code == 200:
+        listed = RecommendResponse.model_validate(answer.json())
+        assert len(listed.items) == body.get("n", 50)
+    else:
+        assert answer.json()["detail"]
+
+
+@FUZZ
+@given(user=st.text(max_size=12), item=st.text(max_size=12), n=st.text(max_size=4))
+def test_fuzzed_paths_get_a_list_or_a_4xx(client, user, item, n):
+    for path in (
+        f"/users/{quote(user, safe='')}/recommendations",
+        f"/items/{quote(item, safe='')}/similar",
+    ):
+        answer = client.get(path, params={"n": n} if n else None)
+        assert answer.status_code in (200, 404, 422), (path, n, answer.text[:300])
 
 
 def test_a_lying_content_length_is_refused_before_the_body(ml100k_server):

@@ -28,6 +28,8 @@ CHECKPOINT_ENV = "MIREC_SERVE_CHECKPOINT"
 """How the parent process names the model folder to its worker processes."""
 GRACEFUL_SHUTDOWN_S = 10
 """How long a stopping server waits for the requests in progress."""
+BACKLOG = 2048
+"""Connections the kernel queues before they are accepted (uvicorn's default)."""
 SWITCH_INTERVAL_S = 0.0005
 """The GIL switch interval of a serving process (Python's default is 5 ms). The compute
 thread takes the GIL back after each PyTorch kernel of a pass; while the event loop is busy
@@ -102,13 +104,19 @@ def _listen(host: str, port: int) -> socket.socket:
     """A socket listening on ``host:port``, or a MirecError saying why not."""
     if not 0 <= port <= 65535:
         raise MirecError(f"--port {port}: must be from 0 to 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP by name: asyncio turns Nagle's algorithm off only on sockets that say
+    # so, and with it on, an answer written in two parts (head, then a small body) waited
+    # for the client's delayed ACK, 40 ms
+    listening = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family, backlog=2048)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(BACKLOG)
     except OSError as err:
-        # socket.create_server re-words a bind error; the errno says it plainly
-        reason = os.strerror(err.errno) if err.errno and err.errno > 0 else err.strerror
-        raise MirecError(f"cannot listen on {host}:{port}: {reason}") from err
+        listening.close()
+        raise MirecError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+    return listening
 
 
 @contextmanager
