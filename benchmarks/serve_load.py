@@ -74,12 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--history", type=int, default=50, help="Last items of a user's history.")
     p.add_argument("--timeout", type=float, default=30.0, help="Per request, seconds.")
     p.add_argument("--client-processes", type=int, default=1, help="Client processes.")
-    p.add_argument("--workers", type=int, default=1, help="`mirec serve --workers`.")
-    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the server.")
+    p.add_argument(
+        "--workers", type=int, help="`mirec serve --workers` (default: one per CPU core)."
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=Path("serve_load.json"))
     args = p.parse_args(argv)
-    for name in ("clients", "requests", "client_processes", "workers", "threads", "n"):
+    for name in ("clients", "requests", "client_processes", "n"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.rate < 0 or args.warmup < 0:
@@ -271,14 +272,14 @@ def load(
 class Server:
     """``mirec serve`` in a subprocess on a free port of 127.0.0.1."""
 
-    def __init__(self, checkpoint: Path, workers: int, threads: int) -> None:
+    def __init__(self, checkpoint: Path, workers: int | None) -> None:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (open while the server runs)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         command = [sys.executable, "-m", "mirec", "serve", "--checkpoint", str(checkpoint),
-                   "--port", "0", "--workers", str(workers)]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True
-        )
+                   "--port", "0"]  # fmt: skip
+        if workers is not None:
+            command += ["--workers", str(workers)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.banner = ""
         line = self.process.stdout.readline()  # the URL, or nothing if it failed
         found = re.search(r"http://\S+?:\d+", line)
         if found is None:
@@ -286,6 +287,7 @@ class Server:
             self.log.seek(0)
             sys.exit(f"mirec serve did not start:\n{line}{self.log.read().decode()}")
         self.url = found.group(0)
+        self.banner = line.strip()
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -326,13 +328,12 @@ def health(url: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     bodies = request_bodies(args.checkpoint, args.n, args.history, args.seed)
-    server = None if args.url else Server(args.checkpoint, args.workers, args.threads)
+    server = None if args.url else Server(args.checkpoint, args.workers)
     url = args.url or server.url
     try:
         if args.warmup:
             load(url, bodies, min(args.clients, 50), args.warmup, 0, args.duration, args.n,
                  args.timeout, 1, args.seed + 1000)  # fmt: skip
-        before = health(url)
         server_cpu = server.cpu_s() if server else None
         result = load(url, bodies, args.clients, args.requests, args.rate, args.duration,
                       args.n, args.timeout, args.client_processes, args.seed)  # fmt: skip
@@ -342,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server:
             server.stop()
-    report = summarise(args, result, server_cpu, before, after)
+    banner = server.banner if server else f"{url} (--url)"
+    report = summarise(args, result, server_cpu, after, banner)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(as_text(report))
     print(f"results: {args.output}")
@@ -350,14 +352,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarise(
-    args: argparse.Namespace, result: ClientResult, server_cpu: float | None, before, after
+    args: argparse.Namespace,
+    result: ClientResult,
+    server_cpu: float | None,
+    after: dict,
+    server_banner: str,
 ) -> dict:
     latencies = np.asarray(result.latencies_ms)
     ok = result.statuses.get("200", 0)
     non_200 = sum(count for status, count in result.statuses.items() if status != "200")
     errors = non_200 + result.connection_errors + result.timeouts + result.bad_answers
-    passes = after["batched_passes"] - before["batched_passes"]
-    batched = after["batched_requests"] - before["batched_requests"]
+    # a worker's own counts since it started (the warm-up included): with several workers
+    # two /health calls may reach different ones, so no difference of two calls is taken
+    passes, batched = after["batched_passes"], after["batched_requests"]
     wall = result.wall_s
 
     def percentile(q: float) -> float:
@@ -387,8 +394,7 @@ def summarise(
         "mean_batch": batched / passes if passes else None,
         "n": args.n,
         "history": args.history,
-        "workers": None if args.url else args.workers,
-        "server_threads": None if args.url else args.threads,
+        "server": server_banner,
         "client_processes": args.client_processes,
         "cpus": os.cpu_count(),
         "load_average_1m_after": os.getloadavg()[0],
@@ -418,7 +424,8 @@ def as_text(r: dict) -> str:
         f"latency      p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
         f"p99 {r['p99_ms']:.1f} ms (max {r['max_ms']:.1f})",
         f"cpu          client {r['client_cpu_share']:.2f} cores, server {server} cores "
-        f"(of {r['cpus']}); mean micro-batch {batch}",
+        f"(of {r['cpus']}); mean micro-batch {batch} (one worker's)",
+        f"server       {r['server']}",
         "goal         200 clients, 20,000 requests offered at 1,000/s and served, 0 errors, "
         f"p99 <= 100 ms: {'met' if r['goal_met'] else 'NOT met'}",
     ]

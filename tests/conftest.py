@@ -56,9 +56,10 @@ def ml100k_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="session")
 def ml100k_server(ml100k_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mirec serve` of ml100k_run on a free port of 127.0.0.1 (one thread): its
-    base URL. At the end it is stopped with SIGINT, and must stop cleanly."""
-    server = start_server(["--checkpoint", str(ml100k_run)], tmp_path_factory.mktemp("serve"))
+    """A real `mirec serve` of ml100k_run (one worker) on a free port of 127.0.0.1: its base
+    URL. At the end it is stopped with SIGINT, and must stop cleanly."""
+    args = ["--checkpoint", str(ml100k_run), "--workers", "1"]
+    server = start_server(args, tmp_path_factory.mktemp("serve"))
     try:
         yield server.url
     finally:
@@ -95,12 +96,12 @@ class Server:
 
 
 def start_server(args: list[str], logs: Path, timeout: float = 120.0) -> Server:
-    """`mirec serve ARGS` on a free port of 127.0.0.1, with one thread, once its /health
-    answers; fails with the server's stderr if it exits or does not answer in time."""
+    """`mirec serve ARGS` on a free port of 127.0.0.1, once its /health answers; fails with
+    the server's stderr if it exits or does not answer in time."""
     import httpx
 
     stdout, stderr = logs / "stdout.txt", logs / "stderr.txt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # imports, loading
     command = [sys.executable, "-m", "mirec", "serve", *args, "--host", "127.0.0.1", "--port", "0"]
     with open(stdout, "w") as out, open(stderr, "w") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env)

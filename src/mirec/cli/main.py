@@ -249,7 +249,10 @@ def serve(
     checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes, each with the model loaded.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server processes, each with the model (default: one per CPU core)."),
+    ] = None,
 ) -> None:
     """Serve a model folder over HTTP: POST /recommend, GET /users/{user}/recommendations,
     GET /items/{item}/similar, /model, /health; the API is documented at /docs."""

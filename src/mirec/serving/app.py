@@ -131,8 +131,9 @@ def create_app(recommender: Recommender) -> FastAPI:
     """The HTTP API over ``recommender`` (a retrieval model); add routers with
     ``app.include_router``."""
     batcher = MicroBatcher(recommender)
-    catalogue = _Catalogue(recommender)
-    model_info = _model_info(recommender)
+    titles, categories = recommender.item_titles, recommender.item_categories
+    catalogue = _Catalogue(recommender, titles, categories)
+    model_info = _model_info(recommender, titles is not None, categories is not None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -238,10 +239,15 @@ class _Catalogue:
     response models above document them (OpenAPI) and the tests check the answers against
     them, but validating our own output on every request would cost more than the JSON."""
 
-    def __init__(self, recommender: Recommender) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        titles: list[str | None] | None,
+        categories: list[list[str]] | None,
+    ) -> None:
         ids = recommender.item_ids
-        titles = recommender.item_titles or [None] * len(ids)
-        categories = recommender.item_categories or [None] * len(ids)
+        titles = titles or [None] * len(ids)
+        categories = categories or [None] * len(ids)
         self._about = {
             item: {"title": title, "categories": cats}
             for item, title, cats in zip(ids, titles, categories, strict=True)
@@ -262,7 +268,7 @@ class _Catalogue:
         return Response(to_json(answer), media_type="application/json")
 
 
-def _model_info(recommender: Recommender) -> dict[str, Any]:
+def _model_info(recommender: Recommender, has_titles: bool, has_categories: bool) -> dict[str, Any]:
     metrics = recommender.metrics or {}
     test = metrics.get("test")
     return {
@@ -272,8 +278,8 @@ def _model_info(recommender: Recommender) -> dict[str, Any]:
         "n_items": recommender.n_items,
         "n_users": recommender.n_users,
         "maxlen": recommender.maxlen,
-        "has_titles": recommender.item_titles is not None,
-        "has_categories": recommender.item_categories is not None,
+        "has_titles": has_titles,
+        "has_categories": has_categories,
         "test_metrics": test if isinstance(test, dict) else None,
         "mirec_version": __version__,
     }
