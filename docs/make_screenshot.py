@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 from playwright.sync_api import sync_playwright
 
 from mirec import Recommender
-from mirec.serving.page import page_router
+from mirec.serving.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 # headless, and none of Chromium's own connections (the machine may have no network)
@@ -32,8 +31,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 def serve(checkpoint: Path) -> tuple[uvicorn.Server, threading.Thread, int]:
     """Serve the page of ``checkpoint`` on a free loopback port, in a thread."""
-    app = FastAPI()
-    app.include_router(page_router(Recommender.load(checkpoint)))
+    app = create_app(Recommender.load(checkpoint))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

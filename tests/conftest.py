@@ -1,7 +1,16 @@
-"""Shared fixtures: the real datasets in ../shared/data and a private preprocessing cache."""
+"""Shared fixtures: the real datasets in ../shared/data, a private preprocessing cache, a
+trained ml-100k model folder and a real `mirec serve` of it."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,3 +52,71 @@ def ml100k_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def ml100k_server(ml100k_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mirec serve` of ml100k_run (one worker) on a free port of 127.0.0.1: its base
+    URL. At the end it is stopped with SIGINT, and must stop cleanly."""
+    args = ["--checkpoint", str(ml100k_run), "--workers", "1"]
+    server = start_server(args, tmp_path_factory.mktemp("serve"))
+    try:
+        yield server.url
+    finally:
+        code = server.stop(signal.SIGINT)
+    assert code == 0, server.stderr.read_text()
+    assert "stopped (SIGINT)" in server.stdout.read_text()
+
+
+@pytest.fixture(scope="session")
+def serve_process() -> Callable[[list[str], Path], Server]:
+    """Starts `mirec serve ARGS --host 127.0.0.1 --port 0` (logs in a folder) once its
+    /health answers; the test stops it."""
+    return start_server
+
+
+@dataclass
+class Server:
+    """A `mirec serve` subprocess, its base URL and the files its output goes to."""
+
+    process: subprocess.Popen
+    url: str
+    stdout: Path
+    stderr: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send ``sig`` and wait: the exit code (it fails the test after ``timeout``)."""
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"mirec serve did not stop within {timeout:.0f} s of {sig!r}")
+
+
+def start_server(args: list[str], logs: Path, timeout: float = 120.0) -> Server:
+    """`mirec serve ARGS` on a free port of 127.0.0.1, once its /health answers; fails with
+    the server's stderr if it exits or does not answer in time."""
+    import httpx
+
+    stdout, stderr = logs / "stdout.txt", logs / "stderr.txt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # imports, loading
+    command = [sys.executable, "-m", "mirec", "serve", *args, "--host", "127.0.0.1", "--port", "0"]
+    with open(stdout, "w") as out, open(stderr, "w") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mirec serve exited with {process.returncode}:\n{stderr.read_text()}")
+        found = re.search(r"http://127\.0\.0\.1:\d+", stdout.read_text())
+        if found:
+            try:
+                if httpx.get(f"{found.group(0)}/health", timeout=5).status_code == 200:
+                    return Server(process, found.group(0), stdout, stderr)
+            except httpx.TransportError:
+                pass
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    pytest.fail(f"mirec serve did not answer /health in {timeout:.0f} s:\n{stderr.read_text()}")

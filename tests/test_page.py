@@ -5,12 +5,7 @@ input is a message on the page and a 4xx JSON answer, never markup or a 500."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -28,53 +23,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
-# The page alone in a FastAPI app, until the app of `mirec serve` includes it
-PAGE_ONLY_APP = """
-import sys
-import uvicorn
-from fastapi import FastAPI
-from mirec import Recommender
-from mirec.serving.page import page_router
-app = FastAPI()
-app.include_router(page_router(Recommender.load(sys.argv[1])))
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-"""
 TIMEOUT_MS = 15_000
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(ml100k_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The page of the ml-100k run, served by uvicorn in its own process; its base URL."""
-    port = free_port()
-    command = [sys.executable, "-c", PAGE_ONLY_APP, str(ml100k_run), str(port)]
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/api/users?limit=1", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer within 60 s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def server(ml100k_server: str) -> str:
+    """The page of the ml-100k run, served by a real `mirec serve` (tests/conftest.py)."""
+    return ml100k_server
 
 
 @pytest.fixture(scope="module")

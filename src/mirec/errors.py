@@ -23,3 +23,7 @@ class DataError(MirecError):
 
 class ConfigError(MirecError):
     """An unknown model, dataset or setting, or a setting with a bad value."""
+
+
+class UnknownIdError(ConfigError):
+    """A user or item id that the model's vocabulary does not hold (HTTP: 404)."""

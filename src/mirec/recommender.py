@@ -185,6 +185,10 @@ class Recommender:
         return len(self._items)
 
     @property
+    def n_users(self) -> int:
+        return len(self._users)
+
+    @property
     def item_ids(self) -> list[int | str]:
         """Raw item ids, in the order of :meth:`item_embeddings`' rows."""
         return self._items.ids.tolist()
@@ -195,6 +199,23 @@ class Recommender:
         :meth:`recommend_user`."""
         return self._users.ids.tolist()
 
+    @property
+    def item_titles(self) -> list[str | None] | None:
+        """Item titles in :attr:`item_ids` order (None for an item the dataset does not
+        name), or None when the dataset has no titles."""
+        titles = self._data.sequences.item_titles
+        return None if titles is None else [str(t) or None for t in titles]
+
+    @property
+    def item_categories(self) -> list[list[str]] | None:
+        """Each item's category names in :attr:`item_ids` order, or None when the dataset
+        has no categories."""
+        seqs = self._data.sequences
+        if seqs.category_names is None:
+            return None
+        names = [str(name) for name in seqs.category_names]
+        return [[names[c] for c in seqs.categories_of(i)] for i in range(1, seqs.n_items + 1)]
+
     def item_embeddings(self) -> np.ndarray:
         """(n_items, d) float32 item vectors, row j for ``item_ids[j]``."""
         self._check_task("retrieval", "its items are encoded with their categories")
@@ -203,24 +224,10 @@ class Recommender:
         return self.model.item_vectors().detach().float().cpu().numpy()
 
     @property
-    def item_titles(self) -> list[str] | None:
-        """Item titles in ``item_ids``' order, where the dataset has them."""
-        titles = self._data.sequences.item_titles
-        return None if titles is None else titles.tolist()
-
-    @property
     def item_counts(self) -> np.ndarray:
         """(n_items,) training interactions of each item, in ``item_ids``' order: the
         popularity that a history with no known item is served by."""
         return self._data.item_counts[1:].copy()
-
-    def item_categories(self, item: int | str) -> list[str]:
-        """The category names of ``item`` (empty where the dataset has no categories)."""
-        seqs = self._data.sequences
-        row = self._items.row_of(item, "the catalogue")
-        if seqs.category_names is None:
-            return []
-        return [str(seqs.category_names[code]) for code in seqs.categories_of(row + 1)]
 
     def history_of(self, user: int | str) -> list[int | str]:
         """A known user's stored history (raw item ids, oldest first)."""
@@ -293,13 +300,35 @@ class Recommender:
     ) -> Recommendations:
         """:meth:`recommend` for a user of the training log, from their stored history (and,
         for MIND with user features, their profile)."""
-        row = self._users.row_of(user, self.dataset)
-        history = self._data.sequences.sequence(row)
-        users = np.asarray([row])
-        lists = self._recommend(
-            [history], [[]], users, n, exclude, exclude_history, diversity_lambda, index
+        return self.recommend_users(
+            [user],
+            n,
+            exclude=exclude,
+            exclude_history=exclude_history,
+            diversity_lambda=diversity_lambda,
+            index=index,
+        )[0]
+
+    def recommend_users(
+        self,
+        users: Sequence[int | str],
+        n: int = 50,
+        *,
+        exclude: Iterable[int | str] = (),
+        exclude_history: bool = False,
+        diversity_lambda: float | None = _MODEL_SETTING,
+        index: str | None = None,
+    ) -> list[Recommendations]:
+        """:meth:`recommend_user` for each of ``users``, in one batched pass (the same
+        lists); an unknown user is an :class:`~mirec.errors.UnknownIdError`."""
+        if not isinstance(users, Sequence) or isinstance(users, str | bytes):
+            raise MirecError(f"users must be a list of user ids, got {type(users).__name__}")
+        rows = np.asarray([self._users.row_of(u, self.dataset) for u in users], dtype=np.int64)
+        histories = [self._data.sequences.sequence(row) for row in rows]
+        unknown: list[list] = [[] for _ in histories]
+        return self._recommend(
+            histories, unknown, rows, n, exclude, exclude_history, diversity_lambda, index
         )
-        return lists[0]
 
     def interests(self, history: Sequence[int | str]) -> np.ndarray:
         """(K'_u, d) the active interest vectors of ``history``."""
@@ -414,8 +443,9 @@ class Recommender:
             )
         return self.folder
 
-    def _item_index(self, kind: str) -> ItemIndex:
-        """The folder's ``kind`` index, loaded once and checked against the item vectors."""
+    def item_index(self, kind: str) -> ItemIndex:
+        """The folder's ``kind`` index (``mirec index``), loaded once and checked against the
+        item vectors; a missing or stale one is a MirecError."""
         ann = _ann()
         if ann.check_kind(kind) not in self._indexes:
             folder = self._index_folder()
@@ -482,7 +512,7 @@ class Recommender:
     ) -> list[Recommendations]:
         self._check_n(n, self.n_items)
         self._check_task("retrieval", "score(history, candidates) gives click probabilities")
-        searcher = None if index is None else self._item_index(index)
+        searcher = None if index is None else self.item_index(index)
         if diversity_lambda is _MODEL_SETTING:
             diversity_lambda = self.config.diversity_lambda
         if diversity_lambda is not None and self._category is None:
@@ -569,13 +599,11 @@ class Recommender:
         unknown: list,
     ) -> Recommendations:
         keep = torch.isfinite(scores)  # blocked items come last, at -inf: not recommended
-        indices, values = top[keep].tolist(), scores[keep].double().tolist()
-        which = [None] * len(indices) if interest is None else interest[keep].tolist()
+        ids = self._items.ids_of(top[keep].numpy() - 1)
+        values = scores[keep].double().tolist()
+        which = [None] * len(ids) if interest is None else interest[keep].tolist()
         return Recommendations(
-            (
-                Recommendation(self._items.id_of(i - 1), v, w)
-                for i, v, w in zip(indices, values, which, strict=True)
-            ),
+            (Recommendation(i, v, w) for i, v, w in zip(ids, values, which, strict=True)),
             unknown,
         )
 

@@ -1,5 +1,5 @@
 """The ``mirec`` command line: train, evaluate, diagnose, inspect, recommend, index, export,
-experiment, quickstart, datasets, download, models."""
+serve, experiment, quickstart, datasets, download, models."""
 
 from __future__ import annotations
 
@@ -337,6 +337,27 @@ def export(
     )
     for name in (*m["files"].values(), MANIFEST_FILE):
         typer.echo(f"  {out / name}")
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server processes, each with the model (default: one per CPU core)."),
+    ] = None,
+    index: Annotated[
+        str | None,
+        typer.Option(help="Serve lists from the folder's item index of this kind (mirec index)."),
+    ] = None,
+) -> None:
+    """Serve a model folder over HTTP: POST /recommend, GET /users/{user}/recommendations,
+    GET /items/{item}/similar, /model, /health; the API is documented at /docs."""
+    from mirec.serving.server import serve as run_server  # FastAPI: only for this command
+
+    run_server(checkpoint, host=host, port=port, workers=workers, index=index, echo=typer.echo)
 
 
 @app.command()

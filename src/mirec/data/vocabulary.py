@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mirec.errors import ConfigError
+from mirec.errors import ConfigError, UnknownIdError
 
 ON_UNKNOWN = ("ignore", "error")
 """What to do with ids a vocabulary does not know: drop them (and report them), or refuse."""
@@ -50,14 +50,14 @@ class Vocabulary:
         return out
 
     def row_of(self, value: Any, where: str) -> int:
-        """The row of one id; a ConfigError saying it is not in ``where`` otherwise."""
+        """The row of one id; an UnknownIdError saying it is not in ``where`` otherwise."""
         (row,) = self.rows([value])
         if row < 0:
             hint = ""
             if self.kind == "user":
                 hint = (" (users with fewer than 5 interactions are filtered out, "
                         "PROTOCOL.md section 1)")  # fmt: skip
-            raise ConfigError(f"{self.kind} {value!r} is not in {where}{hint}")
+            raise UnknownIdError(f"{self.kind} {value!r} is not in {where}{hint}")
         return int(row)
 
     def known_rows(self, values: list, on_unknown: str = "ignore") -> tuple[np.ndarray, list]:
@@ -75,6 +75,10 @@ class Vocabulary:
     def id_of(self, row: int) -> int | str:
         """The raw id of ``row`` as a Python value (int or str)."""
         return self.ids[row].item() if self.integer else str(self.ids[row])
+
+    def ids_of(self, rows: np.ndarray) -> list[int | str]:
+        """:meth:`id_of` of each of ``rows``, in one step."""
+        return self.ids[rows].tolist()
 
     def _key(self, value: Any) -> int | str | None:
         if isinstance(value, bool | float) or value is None:

@@ -166,9 +166,10 @@ class ItemSearch:
     popular first; an empty box lists the most popular items."""
 
     def __init__(self, recommender: Recommender) -> None:
-        self._recommender = recommender
         self._ids = recommender.item_ids
-        self._titles = recommender.item_titles
+        titles = recommender.item_titles
+        self._titles = None if titles is None else [title or "" for title in titles]
+        self._categories = recommender.item_categories
         self._id_keys = np.char.lower(np.asarray([str(i) for i in self._ids], dtype=str))
         self._keys = (
             self._id_keys
@@ -189,5 +190,5 @@ class ItemSearch:
         return {
             "id": item,
             "title": "" if self._titles is None else self._titles[row],
-            "categories": self._recommender.item_categories(item),
+            "categories": [] if self._categories is None else self._categories[row],
         }

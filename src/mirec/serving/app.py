@@ -1,0 +1,322 @@
+"""The HTTP API of ``mirec serve``: a model folder answering "what next?" (FastAPI).
+
+``create_app(recommender)`` builds the app; more routers are added to it with
+``app.include_router``. Every list comes from :class:`~mirec.recommender.Recommender`, so
+an HTTP answer is the Python answer: concurrent ``/recommend`` and user requests are
+micro-batched into one forward pass (:mod:`mirec.serving.batching`), which does not change
+any list.
+
+Bad requests are answered, never crash the server and never give a 500: a body that is not
+JSON, a field of the wrong type, ``n`` outside 1..1000 (or the catalogue), a history longer
+than :data:`MAX_HISTORY`, a body over :data:`MAX_BODY_BYTES` (by its Content-Length or as it
+streams in) and anything :class:`~mirec.errors.MirecError` refuses get a 4xx whose JSON
+body is ``{"detail": "one line"}``; an unknown user or item is a 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic_core import to_json
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mirec import __version__
+from mirec.errors import MirecError, UnknownIdError
+from mirec.recommender import Recommendations, Recommender
+from mirec.serving.batching import MicroBatcher
+from mirec.serving.page import page_router
+
+MAX_N = 1000
+"""The longest list one request may ask for."""
+MAX_HISTORY = 10_000
+"""The longest history one request may send (the model reads only its last ``maxlen``)."""
+MAX_BODY_BYTES = 1 << 20
+"""Request bodies over 1 MiB are refused (413) before they are parsed."""
+
+ItemId = StrictInt | StrictStr
+"""A raw item id as JSON sends it: a number or a string (``"50"`` finds item 50 of an
+integer catalogue); a float, bool, null, list or object is refused."""
+DiversityLambda = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
+
+
+class RecommendRequest(BaseModel):
+    """A history to recommend for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[ItemId] = Field(
+        max_length=MAX_HISTORY,
+        description="Raw item ids, oldest first; ids the catalogue does not know are "
+        "dropped and listed in unknown_items.",
+        examples=[[50, 172, 181, 1, 121]],
+    )
+    n: StrictInt = Field(50, ge=1, le=MAX_N, description="How many items.")
+    exclude_history: StrictBool = Field(False, description="Leave out the history's items.")
+    diversity_lambda: DiversityLambda | None = Field(
+        None,
+        description="ComiRec's diversity-controllable list (needs item categories); "
+        "null: the model's own setting.",
+    )
+
+
+class RecommendedItem(BaseModel):
+    item: int | str = Field(description="The raw item id, in the catalogue's type.")
+    score: float = Field(description="The model's score (cold start: training count).")
+    interest: int | None = Field(
+        description="Which of the user's interests found the item (null: popularity "
+        "fallback for a history with no known item, or a similar-items list)."
+    )
+    title: str | None = Field(description="The item's title, where the dataset has one.")
+    categories: list[str] | None = Field(
+        description="The item's categories, where the dataset has them."
+    )
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    unknown_items: list[int | str] = Field(
+        description="The history's ids that the catalogue does not know (left out)."
+    )
+    model: str
+
+
+class SimilarResponse(BaseModel):
+    items: list[RecommendedItem]
+    model: str
+
+
+class ModelInfo(BaseModel):
+    model: str
+    dataset: str
+    num_interests: int = Field(description="K, the interests per user.")
+    n_items: int
+    n_users: int
+    maxlen: int = Field(description="How many of a history's most recent items are read.")
+    has_titles: bool
+    has_categories: bool
+    test_metrics: dict[str, Any] | None = Field(
+        description="The run's test metrics (metrics.json), when the folder has them."
+    )
+    index: str | None = Field(
+        description="The item index lists come from (mirec index), null for the exact path."
+    )
+    mirec_version: str
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    batched_passes: int = Field(description="Micro-batched forward passes so far.")
+    batched_requests: int = Field(description="Requests answered by those passes.")
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="What was wrong with the request, in one line.")
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": text}
+    for code, text in (
+        (404, "Unknown user or item"),
+        (413, "Body over 1 MiB"),
+        (422, "Invalid request"),
+    )
+}
+
+
+def create_app(recommender: Recommender, index: str | None = None) -> FastAPI:
+    """The HTTP API and web page over ``recommender`` (a retrieval model); lists come from
+    the folder's ``index`` (a kind of ``mirec index``) or, with None, the exact path."""
+    batcher = MicroBatcher(recommender, index=index)
+    titles, categories = recommender.item_titles, recommender.item_categories
+    catalogue = _Catalogue(recommender, titles, categories)
+    model_info = _model_info(recommender, titles is not None, categories is not None, index)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
+    app = FastAPI(
+        title="mirec",
+        summary=f"{recommender.name} on {recommender.dataset}: multi-interest recommendations",
+        version=__version__,
+        lifespan=lifespan,
+        responses=PROBLEMS,
+    )
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.state.recommender = recommender
+    app.state.batcher = batcher
+    _handle_errors(app)
+
+    def diversity(value: float | None) -> float | None:
+        return recommender.config.diversity_lambda if value is None else value
+
+    @app.post("/recommend", response_model=RecommendResponse)
+    async def recommend(body: RecommendRequest) -> Response:
+        """The top-n items after a history of raw item ids (oldest first)."""
+        recs = await batcher.recommend(
+            body.history, body.n, body.exclude_history, diversity(body.diversity_lambda)
+        )
+        return catalogue.response(recs)
+
+    @app.get("/users/{user}/recommendations", response_model=RecommendResponse)
+    async def user_recommendations(
+        user: Annotated[str, Path(description="A raw user id of the training log.")],
+        n: Annotated[int, Query(ge=1, le=MAX_N)] = 50,
+        exclude_history: bool = False,
+        diversity_lambda: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    ) -> Response:
+        """The top-n items for a user of the training log, from their stored history."""
+        recs = await batcher.recommend_user(user, n, exclude_history, diversity(diversity_lambda))
+        return catalogue.response(recs)
+
+    @app.get("/items/{item}/similar", response_model=SimilarResponse)
+    async def similar_items(
+        item: Annotated[str, Path(description="A raw item id of the catalogue.")],
+        n: Annotated[int, Query(ge=1, le=MAX_N)] = 10,
+    ) -> Response:
+        """The n items closest to ``item`` by cosine of the item embeddings."""
+        recs = await batcher.call(recommender.similar_items, item, n)
+        return catalogue.response(recs, unknown=False)
+
+    @app.get("/model", response_model=ModelInfo)
+    async def model() -> dict[str, Any]:
+        """What is served: the model, its data and its test metrics."""
+        return model_info
+
+    @app.get("/health", response_model=Health)
+    async def health() -> dict[str, Any]:
+        """Liveness, and how much micro-batching happened."""
+        return {
+            "status": "ok",
+            "model": recommender.name,
+            "batched_passes": batcher.passes,
+            "batched_requests": batcher.batched,
+        }
+
+    app.include_router(page_router(recommender))
+    return app
+
+
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes with a 413: by its Content-Length before
+    anything is read, and as it streams in, for a chunked client or one whose
+    Content-Length lies."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.message = f"request body over {limit} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "0")
+        if not length.isdigit() or int(length) > self.limit:
+            await _problem(413, self.message)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, self.message)  # answered by FastAPI as JSON
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class _Catalogue:
+    """Lists as JSON answers, with the title and categories of each item.
+
+    The answers are written by pydantic-core's serializer straight from plain dicts: the
+    response models above document them (OpenAPI) and the tests check the answers against
+    them, but validating our own output on every request would cost more than the JSON."""
+
+    def __init__(
+        self,
+        recommender: Recommender,
+        titles: list[str | None] | None,
+        categories: list[list[str]] | None,
+    ) -> None:
+        ids = recommender.item_ids
+        titles = titles or [None] * len(ids)
+        categories = categories or [None] * len(ids)
+        self._about = {
+            item: {"title": title, "categories": cats}
+            for item, title, cats in zip(ids, titles, categories, strict=True)
+        }
+        self._model = recommender.name
+
+    def response(self, recs: Recommendations, unknown: bool = True) -> Response:
+        about = self._about
+        answer: dict[str, Any] = {
+            "items": [
+                {"item": r.item, "score": r.score, "interest": r.interest, **about[r.item]}
+                for r in recs
+            ]
+        }
+        if unknown:
+            answer["unknown_items"] = recs.unknown_items
+        answer["model"] = self._model
+        return Response(to_json(answer), media_type="application/json")
+
+
+def _model_info(
+    recommender: Recommender, has_titles: bool, has_categories: bool, index: str | None
+) -> dict[str, Any]:
+    metrics = recommender.metrics or {}
+    test = metrics.get("test")
+    return {
+        "model": recommender.name,
+        "dataset": recommender.dataset,
+        "num_interests": recommender.num_interests,
+        "n_items": recommender.n_items,
+        "n_users": recommender.n_users,
+        "maxlen": recommender.maxlen,
+        "has_titles": has_titles,
+        "has_categories": has_categories,
+        "test_metrics": test if isinstance(test, dict) else None,
+        "index": index,
+        "mirec_version": __version__,
+    }
+
+
+def _handle_errors(app: FastAPI) -> None:
+    """Every refusal is ``{"detail": "one line"}``: validation errors are summed up in one
+    line (without echoing the input, which may be 10,000 ids long)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return _problem(422, "; ".join(_describe(e) for e in err.errors()[:5]))
+
+    @app.exception_handler(UnknownIdError)
+    async def unknown(request: Request, err: UnknownIdError) -> JSONResponse:
+        return _problem(404, str(err))
+
+    @app.exception_handler(MirecError)
+    async def refused(request: Request, err: MirecError) -> JSONResponse:
+        return _problem(422, str(err))
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    message = error.get("msg", "invalid")
+    if error.get("type") == "json_invalid":
+        message = f"not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})"
+    return f"{where}: {message}" if where else message
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": " ".join(detail.splitlines())}, status_code=status)
