@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from safetensors.torch import load_file, save_file
 
 from mirec import MirecError, Recommender
 from mirec.aggregators.ann import KINDS, index_paths
-from mirec.cli.main import main
 from mirec.models.folder import CONFIG_FILE, METRICS_FILE, MODEL_FILE, WEIGHTS_FILE, load_model
 from mirec.run_folder import LOCK_FILE
 
@@ -172,22 +170,11 @@ def test_models_an_index_cannot_serve_are_refused(indexed_run, tmp_path):
         unsaved.recommend([1, 2], index="flat")
 
 
-def mirec(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the console entry point in this process: exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["mirec", *args])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    out = capsys.readouterr()
-    return stop.value.code, out.out, out.err
-
-
-def test_mirec_index_builds_measures_and_serves(indexed_run, rec, tmp_path, monkeypatch, capsys):
+def test_mirec_index_builds_measures_and_serves(indexed_run, rec, tmp_path, mirec_main):
     folder = tmp_path / "sa"
     shutil.copytree(indexed_run, folder)
     index_paths(folder, "hnsw")[0].unlink()
-    code, out, err = mirec(
-        monkeypatch,
-        capsys,
+    code, out, err = mirec_main(
         "index",
         "--checkpoint",
         str(folder),
@@ -207,7 +194,7 @@ def test_mirec_index_builds_measures_and_serves(indexed_run, rec, tmp_path, monk
     )
     assert recall and float(recall[1]) >= 0.99
     args = ["recommend", "--checkpoint", str(folder), "--user", "1", "-n", "10", "--json"]
-    code, out, err = mirec(monkeypatch, capsys, *args, "--index", "hnsw")
+    code, out, err = mirec_main(*args, "--index", "hnsw")
     assert code == 0, err
     exact = rec.recommend_user(1, 10)
     assert [r["item"] for r in json.loads(out)["items"]] == [r.item for r in exact]
@@ -222,20 +209,18 @@ def test_mirec_index_builds_measures_and_serves(indexed_run, rec, tmp_path, monk
         (["--kind", "hnsw", "--ef-search", "0"], "ef_search=0: expected an integer >= 1"),
     ],
 )
-def test_mirec_index_bad_options_are_one_line_and_exit_2(
-    indexed_run, args, needle, monkeypatch, capsys
-):
+def test_mirec_index_bad_options_are_one_line_and_exit_2(indexed_run, args, needle, mirec_main):
     before = sorted(p.name for p in indexed_run.iterdir())
-    code, _, err = mirec(monkeypatch, capsys, "index", "--checkpoint", str(indexed_run), *args)
+    code, _, err = mirec_main("index", "--checkpoint", str(indexed_run), *args)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mirec: error:") and needle in lines[0]
     assert sorted(p.name for p in indexed_run.iterdir()) == before
 
 
-def test_recommend_without_the_index_says_how_to_build_it(ml100k_run, monkeypatch, capsys):
+def test_recommend_without_the_index_says_how_to_build_it(ml100k_run, mirec_main):
     args = ["recommend", "--checkpoint", str(ml100k_run), "--user", "1", "--index", "ivf"]
-    code, _, err = mirec(monkeypatch, capsys, *args)
+    code, _, err = mirec_main(*args)
     assert code == 2
     rebuild = f"`mirec index --checkpoint {ml100k_run} --kind ivf`"
     assert err == f"mirec: error: {ml100k_run}: no ivf index; build it with {rebuild}\n"

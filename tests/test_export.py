@@ -10,7 +10,6 @@ the trained ``ml100k_run`` folder through the command line."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mirec.cli.main import app, main
+from mirec.cli.main import app
 from mirec.config import Config, load_config, model_names
 from mirec.data.examples import gather_histories, training_item_counts
 from mirec.data.prepare import PreparedData, prepare
@@ -219,20 +218,11 @@ def test_export_command_writes_what_the_recommender_serves(ml100k_run, tmp_path)
     )
 
 
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``mirec ARGS`` through the console entry point: exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["mirec", *args])
-    with pytest.raises(SystemExit) as stopped:
-        main()
-    captured = capsys.readouterr()
-    return stopped.value.code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("name", sorted(NOT_EXPORTABLE))
-def test_a_model_without_user_tower_is_refused(name, ml100k, tmp_path, monkeypatch, capsys):
+def test_a_model_without_user_tower_is_refused(name, ml100k, tmp_path, mirec_main):
     folder = model_folder(load_config(name, dataset="ml-100k"), ml100k, tmp_path / "model")
     out = tmp_path / "export"
-    code, _, err = run_main(monkeypatch, capsys, "export", "--checkpoint", str(folder),
+    code, _, err = mirec_main("export", "--checkpoint", str(folder),
                             "--out", str(out))  # fmt: skip
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
@@ -240,14 +230,14 @@ def test_a_model_without_user_tower_is_refused(name, ml100k, tmp_path, monkeypat
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
-def test_an_existing_folder_is_kept_unless_overwrite(ml100k, tmp_path, monkeypatch, capsys):
+def test_an_existing_folder_is_kept_unless_overwrite(ml100k, tmp_path, monkeypatch, mirec_main):
     config = load_config("youtube-dnn", dataset="ml-100k")
     folder = model_folder(config, ml100k, tmp_path / "model")
     out = tmp_path / "export"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     args = ("export", "--checkpoint", str(folder), "--out", str(out))
-    code, _, err = run_main(monkeypatch, capsys, *args)
+    code, _, err = mirec_main(*args)
     assert code == 2 and err.strip().splitlines() == [
         f"mirec: error: {out}: already exists and is not empty; pass --overwrite "
         "(overwrite=True) to replace it"
@@ -264,7 +254,7 @@ def test_an_existing_folder_is_kept_unless_overwrite(ml100k, tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "model"]
     monkeypatch.undo()
 
-    code, printed, _ = run_main(monkeypatch, capsys, *args, "--overwrite")
+    code, printed, _ = mirec_main(*args, "--overwrite")
     assert code == 0, printed
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["export.json", "items.parquet", "user_interests.parquet", "user_tower.onnx"]
