@@ -11,8 +11,9 @@ i / rate, whether or not the earlier ones were answered), over the connections; 
 latency runs from its due time, so a server that falls behind is charged for the queue it
 causes. ``--rate 0`` is a closed loop instead (each connection sends its next request as
 soon as it has an answer): the most requests per second. In a closed loop the mean latency
-is clients / throughput (Little's law): 200 clients with a p99 of 100 ms would need well
-over 2,000 requests/s, so the goal below is measured at an offered 1,000 requests/s.
+is clients / throughput (Little's law): 200 clients with a p99 of 100 ms need well over
+2,000 requests/s, so the goal is checked in both modes: at an offered 1,000 requests/s
+(latency when the server keeps up) and in a closed loop (the most it serves).
 It prints, and writes to ``--output`` (JSON):
 
 * throughput: answered requests per second, from the first request to the last answer;
@@ -31,6 +32,7 @@ goal, on a quiet 2-core machine with amazon-beauty's ComiRec-SA:
     python benchmarks/serve_load.py --checkpoint /tmp/beauty-sa
     # 200 clients, 20,000 requests offered at 1,000/s: 0 errors, p99 <= 100 ms, all served
     python benchmarks/serve_load.py --checkpoint /tmp/beauty-sa --rate 0   # the most req/s
+    # the same goal in a closed loop: >= 1,000 requests/s, 0 errors, p99 <= 100 ms
 """
 
 from __future__ import annotations
@@ -400,11 +402,14 @@ def summarise(
         "load_average_1m_after": os.getloadavg()[0],
         "goal": GOAL,
     }
+    # open loop: the offered rate (at least the goal's) is served; closed loop: the goal's
+    # rate is reached
+    rate = GOAL["rate"] if args.rate == 0 else args.rate
     report["goal_met"] = (
         args.clients >= GOAL["clients"]
         and ok + errors >= GOAL["requests"]
-        and args.rate >= GOAL["rate"]
-        and report["rps"] >= SERVED * args.rate
+        and rate >= GOAL["rate"]
+        and report["rps"] >= (1.0 if args.rate == 0 else SERVED) * rate
         and errors == GOAL["errors"]
         and report["p99_ms"] <= GOAL["p99_ms"]
     )
@@ -426,7 +431,7 @@ def as_text(r: dict) -> str:
         f"cpu          client {r['client_cpu_share']:.2f} cores, server {server} cores "
         f"(of {r['cpus']}); mean micro-batch {batch} (one worker's)",
         f"server       {r['server']}",
-        "goal         200 clients, 20,000 requests offered at 1,000/s and served, 0 errors, "
+        "goal         200 clients, 20,000 requests, >= 1,000/s served, 0 errors, "
         f"p99 <= 100 ms: {'met' if r['goal_met'] else 'NOT met'}",
     ]
     if r["first_error"]:
