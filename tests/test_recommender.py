@@ -290,3 +290,9 @@ def test_recommend_command(ml100k_run):
     assert [row["item"] for row in listed["items"]] == [r.item for r in expected]
     text = runner.invoke(app, ["recommend", "--checkpoint", str(ml100k_run), "--items", "50,zz"])
     assert text.exit_code == 0 and "unknown items, left out: zz" in text.output
+
+
+def test_recommend_command_refuses_an_empty_history(ml100k_run, mirec_main):
+    code, out, err = mirec_main("recommend", "--checkpoint", str(ml100k_run), "--items", " , ")
+    assert code == 2 and out == ""
+    assert err == "mirec: error: --items: no item ids; give raw item ids, oldest first: a,b,c\n"

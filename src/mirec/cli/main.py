@@ -246,11 +246,13 @@ def recommend(
 
     if (user is None) == (items is None):
         raise MirecError("recommend: give either --user or --items")
+    history = [i.strip() for i in (items or "").split(",") if i.strip()]
+    if items is not None and not history:
+        raise MirecError("--items: no item ids; give raw item ids, oldest first: a,b,c")
     rec = Recommender.load(checkpoint)
     if user is not None:
         recs = rec.recommend_user(user, n, exclude_history=exclude_history, index=index)
     else:
-        history = [i.strip() for i in (items or "").split(",") if i.strip()]
         recs = rec.recommend(history, n, exclude_history=exclude_history, index=index)
     rows = [{"item": r.item, "score": r.score, "interest": r.interest} for r in recs]
     if json_:
