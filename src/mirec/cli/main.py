@@ -51,7 +51,7 @@ def train(
         str | None,
         typer.Option(
             help="File format when --dataset is a path: sequences | interactions | movielens | "
-            "movielens-100k | taobao."
+            "movielens-100k | movielens-sequences | taobao."
         ),
     ] = None,
     columns: Annotated[
