@@ -227,10 +227,13 @@ def compare_checkpoints(
     ``compare.json`` holds, and the text table."""
     if by not in compare.FEATURES:
         raise ConfigError(f"--by {by!r}: expected one of {', '.join(compare.FEATURES)}")
-    (config_a, data_a, users_a), (config_b, data_b, users_b) = (
-        _test_per_user(run, progress) for run in (run_a, run_b)
-    )
+    (loaded_a, data_a), (loaded_b, data_b) = (load_checkpoint(run) for run in (run_a, run_b))
+    config_a, config_b = loaded_a.config, loaded_b.config
     _require_same_test_users(run_a, config_a, data_a, run_b, config_b, data_b)
+    users_a, users_b = (
+        _test_per_user(loaded, data, progress)
+        for loaded, data in ((loaded_a, data_a), (loaded_b, data_b))
+    )
     counts = training_item_counts(data_a.sequences, data_a.split.train)
     feature = compare.user_features(data_a.sequences, data_a.test, counts, by)
     rows = compare.compare_users(users_a, users_b, feature, resamples=resamples, seed=seed)
@@ -263,9 +266,10 @@ def compare_checkpoints(
     return result, compare.format_table(rows, by, names)
 
 
-def _test_per_user(checkpoint: Path, progress: bool) -> tuple[Config, PreparedData, dict[str, Any]]:
-    """A run's config, data and per-user test metrics, scored as its metrics.json was."""
-    loaded, data = load_checkpoint(checkpoint)
+def _test_per_user(
+    loaded: LoadedModel, data: PreparedData, progress: bool
+) -> dict[str, np.ndarray]:
+    """A run's per-user test metrics, scored as its metrics.json's were."""
     config = loaded.config
     result = evaluate(
         loaded.model,
@@ -276,7 +280,7 @@ def _test_per_user(checkpoint: Path, progress: bool) -> tuple[Config, PreparedDa
         **_retrieval_settings(config, data),
     )
     assert result.per_user is not None
-    return config, data, result.per_user
+    return result.per_user
 
 
 def _require_same_test_users(
