@@ -256,7 +256,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, shared_data):
 def test_datasets_and_models_are_listed(shared_data, tmp_path):
     listing = mirec("datasets", "--data-dir", str(shared_data)).output
     assert "amazon-beauty" in listing and "present" in listing
-    assert any("ml-1m" in line and "missing" in line for line in listing.splitlines())
+    assert any("ml-1m" in line and "present" in line for line in listing.splitlines())
+    assert any("ml-20m" in line and "missing" in line for line in listing.splitlines())
     empty = mirec("datasets", "--data-dir", str(tmp_path)).output
     assert not any("amazon-beauty" in line and "present" in line for line in empty.splitlines())
     models = mirec("models").output

@@ -360,7 +360,8 @@ def write_log(path: Path, rows: list[str], header: str = "user,item,ts") -> Path
 
 def one_huge_line(tmp_path: Path, fmt: str) -> tuple[Path, list[str], int]:
     """A file of ``fmt`` whose second line is 10 MB of 5M fields; (path, args, its line)."""
-    huge = {"sequences": " ", "interactions": ",", "movielens": "::"}.get(fmt, ",")
+    seps = {"sequences": " ", "movielens-sequences": " ", "interactions": ",", "movielens": "::"}
+    huge = seps.get(fmt, ",")
     line = huge.join(["1"] * 5_000_000)
     if fmt == "sequences":
         path = tmp_path / "seq.txt"
@@ -374,6 +375,11 @@ def one_huge_line(tmp_path: Path, fmt: str) -> tuple[Path, list[str], int]:
         path = tmp_path / "ml"
         path.mkdir()
         (path / "ratings.dat").write_text("1::2::5::10\n" + line + "\n")
+        return path, [], 2
+    if fmt == "movielens-sequences":
+        path = tmp_path / "ml" / "ml-1m.txt"
+        path.parent.mkdir()
+        path.write_text("1 2\n" + line + "\n")
         return path, [], 2
     if fmt == "movielens-100k":
         path = tmp_path / "ml-100k"
@@ -712,6 +718,12 @@ def _read(tmp: Path, fmt: str, content: bytes, role: int, id_type: str | None) -
             ("movies.dat", b"2::Heat (1995)::Action\n"),
             ("users.dat", b"1::F::1::10::48067\n"),
         ]
+    elif fmt == "movielens-sequences":
+        files = [
+            ("ml-1m.txt", b"1 2\n"),
+            ("movies.dat", b"2::Heat (1995)::Action\n"),
+            ("users.dat", b"1::F::1::10::48067\n"),
+        ]
     elif fmt == "movielens-100k":
         files = [
             ("u.data", b"1\t2\t5\t10\n"),
@@ -728,6 +740,8 @@ def _read(tmp: Path, fmt: str, content: bytes, role: int, id_type: str | None) -
             (folder / name).write_bytes(valid)
     if fmt == "taobao":
         return readers.read_log(folder / "UserBehavior.csv", fmt, id_type=id_type)
+    if fmt == "movielens-sequences":
+        return readers.read_log(folder / "ml-1m.txt", fmt, id_type=id_type)
     return readers.read_log(folder, fmt, id_type=id_type)
 
 

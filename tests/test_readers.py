@@ -85,6 +85,28 @@ def test_ml100k_genres_and_titles(ml100k: RawLog) -> None:
     assert by_item[543] == "Misérables, Les (1995)"  # latin-1 decoded, not mojibake
 
 
+def test_ml1m_sequences_with_movies_and_users(data: Path) -> None:
+    # ml-1m.txt: one 'user item' line per rating, each user's movies oldest first
+    log = readers.read_log(data / "ml-1m" / "ml-1m.txt", "movielens-sequences")
+    assert _counts(log) == (1_000_209, 6_040, 3_706)
+    assert log.interactions.schema.field("item").type == pa.int64()
+    assert _rows(log, 2) == [(1, 3186, None), (1, 1721, None)]  # file order is time order
+    assert [p.name for p in log.sources] == ["ml-1m.txt", "movies.dat", "users.dat"]
+    assert len(pc.unique(log.item_categories["category"])) == 18
+    assert _categories_of(log, 1) == ["Animation", "Children's", "Comedy"]
+    by_item = dict(zip(*(log.item_titles[c].to_pylist() for c in ("item", "title")), strict=True))
+    assert by_item[2858] == "American Beauty (1999)"
+    assert by_item[73] == "Misérables, Les (1995)"  # latin-1 decoded, not mojibake
+    profiles = log.user_features
+    assert profiles is not None and profiles.num_rows == 6_040
+    assert profiles.slice(0, 1).to_pylist() == [
+        {"user": 1, "age": "Under 18", "gender": "F", "occupation": "10", "zip_region": "4"}
+    ]
+    assert readers.source_files(data / "ml-1m" / "ml-1m.txt", "movielens-sequences") == [
+        *log.sources
+    ]
+
+
 def test_ml100k_without_genre_file_uses_standard_names(data: Path, tmp_path: Path) -> None:
     for name in ("u.data", "u.item"):
         shutil.copy(data / "ml-100k" / name, tmp_path / name)

@@ -12,11 +12,20 @@ import pyarrow.compute as pc
 import pytest
 
 from mirec.data import readers, registry
+from mirec.data.prepare import prepare
 from mirec.data.registry import DataFile, DatasetSpec
 from mirec.errors import ConfigError, DataError
 
-SHARED = ("ml-100k", "ml-latest-small", "amazon-beauty", "amazon-toys", "lastfm", "taobao-sample")
-NAMES = (*SHARED[:2], "ml-1m", "ml-20m", *SHARED[2:], "taobao", "synthetic")
+SHARED = (
+    "ml-100k",
+    "ml-latest-small",
+    "ml-1m",
+    "amazon-beauty",
+    "amazon-toys",
+    "lastfm",
+    "taobao-sample",
+)
+NAMES = (*SHARED[:3], "ml-20m", *SHARED[3:], "taobao", "synthetic")
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +40,11 @@ def test_names_and_specs() -> None:
         assert spec.licence and spec.description
         for f in spec.files:
             assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256)
-        if spec.name not in ("taobao", "taobao-sample", "synthetic"):
+        if spec.name not in ("ml-1m", "taobao", "taobao-sample", "synthetic"):
             assert spec.downloadable
     assert not registry.get_spec("taobao").downloadable
-    assert registry.get_spec("ml-1m").archive_sha256 is not None
+    assert registry.get_spec("ml-20m").archive_sha256 is not None
+    assert not registry.get_spec("ml-1m").downloadable  # ml-1m.txt is derived, not published
     assert registry.get_spec("synthetic").files == ()
 
 
@@ -51,7 +61,7 @@ def test_checksums_match_the_shared_files(data: Path) -> None:
             assert f.sha256 == published[rel], rel
             assert registry.sha256_of(data / rel) == f.sha256, rel
             checked += 1
-    assert checked == 13  # ml-100k's u.user included
+    assert checked == 16  # ml-100k's u.user and ml-1m's users.dat included
 
 
 def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -89,11 +99,16 @@ def test_locate(data: Path) -> None:
 
 def test_locate_missing_says_where_and_how(tmp_path: Path) -> None:
     with pytest.raises(DataError) as exc:
-        registry.locate("ml-1m", tmp_path)
+        registry.locate("ml-20m", tmp_path)
     message = str(exc.value)
     assert "\n" not in message
-    assert str(tmp_path / "ml-1m" / "ratings.dat") in message
-    assert "mirec download ml-1m" in message and "ml-1m.zip" in message
+    assert str(tmp_path / "ml-20m" / "ratings.csv") in message
+    assert "mirec download ml-20m" in message and "ml-20m.zip" in message
+    with pytest.raises(DataError) as exc:
+        registry.locate("ml-1m", tmp_path)
+    message = str(exc.value)
+    assert str(tmp_path / "ml-1m" / "ml-1m.txt") in message
+    assert "ml-1m.zip" in message and "--format movielens" in message
     with pytest.raises(DataError) as exc:
         registry.locate("taobao", tmp_path)
     message = str(exc.value)
@@ -107,6 +122,7 @@ def test_load_names_and_paths(data: Path, monkeypatch: pytest.MonkeyPatch) -> No
     expected = {
         "ml-100k": (100_000, 943),
         "ml-latest-small": (100_836, 610),
+        "ml-1m": (1_000_209, 6_040),
         "amazon-beauty": (198_502, 22_363),
         "amazon-toys": (167_597, 19_412),
         "lastfm": (52_551, 1_090),
@@ -240,3 +256,20 @@ def test_download_archive_extracts_and_verifies(data: Path, tmp_path: Path) -> N
     with pytest.raises(DataError, match=r"ml-100k/u.data: SHA256 mismatch"):
         registry.download(replace(spec, files=files), tmp_path / "part", progress=False)
     assert list((tmp_path / "part" / "ml-100k").iterdir()) == []
+
+
+def test_ml1m_after_the_protocol_filter(
+    data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MIREC_CACHE_DIR", str(tmp_path))
+    prepared = prepare("ml-1m", data_dir=data)
+    seqs = prepared.sequences
+    # 5-core drops 290 movies (and 598 ratings); every user keeps 5 or more
+    assert (seqs.n_users, seqs.n_items, len(seqs.items)) == (6_040, 3_416, 999_611)
+    assert prepared.maxlen == 50  # PROTOCOL.md section 7: MovieLens
+    assert (len(prepared.split.train), len(prepared.split.test)) == (4_832, 604)
+    index = list(seqs.item_ids).index(2858)
+    assert seqs.item_titles is not None and seqs.item_titles[index] == "American Beauty (1999)"
+    lo, hi = seqs.item_category_offsets[index : index + 2]
+    assert list(seqs.category_names[seqs.item_category_codes[lo:hi]]) == ["Comedy", "Drama"]
+    assert list(seqs.user_feature_names) == ["age", "gender", "occupation", "zip_region"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mirec import __version__
@@ -25,6 +26,7 @@ from mirec.data.examples import EvaluationSet, training_item_counts
 from mirec.data.prepare import PreparedData, cache_dir, prepare, split_sequences
 from mirec.data.synthetic import planted_interest_counts
 from mirec.errors import ConfigError
+from mirec.evaluation import compare
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
 from mirec.models.folder import (
@@ -202,6 +204,106 @@ def evaluate_checkpoint(
     }
     write_json_atomic((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, metrics)
     return metrics
+
+
+COMPARE_FILE, COMPARE_PLOT = "compare.json", "compare.png"
+
+
+def compare_checkpoints(
+    run_a: Path,
+    run_b: Path,
+    by: str,
+    output_dir: Path | None = None,
+    *,
+    resamples: int = compare.RESAMPLES,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """Compare two trained runs on their (shared) test users, bucketed by ``by``
+    (:mod:`mirec.evaluation.compare`); with ``output_dir``, write ``compare.json``,
+    ``metrics.json`` and ``compare.png`` there. The buckets come from run A's histories
+    (its ``maxlen``) and training popularity; the runs must share dataset, split and test
+    users, and their per-user means are their metrics.json test figures. Returns what
+    ``compare.json`` holds, and the text table."""
+    if by not in compare.FEATURES:
+        raise ConfigError(f"--by {by!r}: expected one of {', '.join(compare.FEATURES)}")
+    (loaded_a, data_a), (loaded_b, data_b) = (load_checkpoint(run) for run in (run_a, run_b))
+    config_a, config_b = loaded_a.config, loaded_b.config
+    _require_same_test_users(run_a, config_a, data_a, run_b, config_b, data_b)
+    users_a, users_b = (
+        _test_per_user(loaded, data, progress)
+        for loaded, data in ((loaded_a, data_a), (loaded_b, data_b))
+    )
+    counts = training_item_counts(data_a.sequences, data_a.split.train)
+    feature = compare.user_features(data_a.sequences, data_a.test, counts, by)
+    rows = compare.compare_users(users_a, users_b, feature, resamples=resamples, seed=seed)
+    names = (f"{config_a.model} ({run_a})", f"{config_b.model} ({run_b})")
+    result = {
+        "dataset": config_a.dataset,
+        "split_seed": config_a.split_seed,
+        "n_test_users": len(data_a.test),
+        "by": by,
+        "run_a": {"path": str(run_a), "model": config_a.model, "maxlen": data_a.maxlen},
+        "run_b": {"path": str(run_b), "model": config_b.model, "maxlen": data_b.maxlen},
+        "buckets_from": f"run A's histories (maxlen {data_a.maxlen}) and training counts",
+        "resamples": resamples,
+        "seed": seed,
+        "confidence": compare.CONFIDENCE,
+        "rows": compare.rows_as_dicts(rows),
+    }
+    if output_dir is not None:
+        overall = rows[0]
+        write_json_atomic(output_dir / COMPARE_FILE, result)
+        write_json_atomic(
+            output_dir / METRICS_FILE,
+            {
+                key: result[key]
+                for key in ("dataset", "split_seed", "n_test_users", "by", "run_a", "run_b")
+            }
+            | {"test_a": overall.a, "test_b": overall.b, "difference": overall.difference},
+        )
+        compare.plot_comparison(rows, by, names, output_dir / COMPARE_PLOT)
+    return result, compare.format_table(rows, by, names)
+
+
+def _test_per_user(
+    loaded: LoadedModel, data: PreparedData, progress: bool
+) -> dict[str, np.ndarray]:
+    """A run's per-user test metrics, scored as its metrics.json's were."""
+    config = loaded.config
+    result = evaluate(
+        loaded.model,
+        data.test,
+        device=resolve_device(config.device),
+        per_user=True,
+        progress=progress,
+        **_retrieval_settings(config, data),
+    )
+    assert result.per_user is not None
+    return result.per_user
+
+
+def _require_same_test_users(
+    run_a: Path, a: Config, data_a: PreparedData, run_b: Path, b: Config, data_b: PreparedData
+) -> None:
+    """Two runs are comparable user by user only on the same test users and targets."""
+    for name in ("dataset", "split_seed"):
+        if getattr(a, name) != getattr(b, name):
+            raise ConfigError(
+                f"{run_b}: trained with {name}={getattr(b, name)!r}, but {run_a} with "
+                f"{getattr(a, name)!r}; compare needs two runs on the same test users"
+            )
+    users_a, users_b = (d.sequences.user_ids[d.test.users] for d in (data_a, data_b))
+    targets_a, targets_b = (d.sequences.item_ids[d.test.target_items - 1] for d in (data_a, data_b))
+    if not (
+        np.array_equal(users_a, users_b)
+        and np.array_equal(data_a.test.target_offsets, data_b.test.target_offsets)
+        and np.array_equal(targets_a, targets_b)
+    ):
+        raise ConfigError(
+            f"{run_b}: its test users or their targets differ from those of {run_a} (the "
+            f"dataset {a.dataset!r} changed between the runs?); compare needs the same ones"
+        )
 
 
 TRAINING_FIELDS = ("epochs", "best_epoch", "stopped_by", "train_seconds", "negatives")

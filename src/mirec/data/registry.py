@@ -82,6 +82,12 @@ class DatasetSpec:
         return self.format == "synthetic"
 
 
+_MOVIELENS_LICENCE = (
+    "GroupLens research licence: research use, no redistribution; cite F. M. Harper "
+    "and J. A. Konstan, The MovieLens Datasets: History and Context, ACM TiiS 5(4), 2015"
+)
+
+
 def _movielens(
     name: str, description: str, files: Sequence[tuple[str, str | None]], **archive: str | None
 ) -> DatasetSpec:
@@ -93,10 +99,7 @@ def _movielens(
         folder=name,
         files=tuple(DataFile(path, sha, member=f"{name}/{path}") for path, sha in files),
         archive_url=f"{_GROUPLENS}{name}.zip",
-        licence=(
-            "GroupLens research licence: research use, no redistribution; cite F. M. Harper "
-            "and J. A. Konstan, The MovieLens Datasets: History and Context, ACM TiiS 5(4), 2015"
-        ),
+        licence=_MOVIELENS_LICENCE,
         has_categories=True,
         **archive,
     )
@@ -159,12 +162,30 @@ _SPECS = (
         ],
         archive_sha256="696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
     ),
-    _movielens(
-        "ml-1m",
-        "MovieLens 1M: 1,000,209 ratings, 6,040 users, 3,706 movies, 18 genres",
-        [("ratings.dat", None), ("movies.dat", None), ("users.dat", None)],
-        archive_sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
-        archive_md5="c4d9eecfca2ab87c1945afe126590906",
+    DatasetSpec(
+        name="ml-1m",
+        description="MovieLens 1M: 1,000,209 ratings, 6,040 users, 3,706 movies, 18 genres",
+        format="movielens-sequences",
+        folder="ml-1m",
+        files=(
+            DataFile(
+                "ml-1m.txt", "41a314c194a8e7e282088f90f8e6b70fc075d63ce72f969745bc8945155c11e8"
+            ),
+            DataFile(
+                "movies.dat", "0140fc2356357c1a851d0f52e893a1e4d3696df632c4141cea8d5bc3d621f0b9"
+            ),
+            DataFile(
+                "users.dat", "1dc3a95300cb19f7c10e027daf29b8cdf1d908dab65b5edfb45950aa389a10a3"
+            ),
+        ),
+        manual=(
+            f"ml-1m.txt holds every rating of ratings.dat in {_GROUPLENS}ml-1m.zip as 'user "
+            "item' lines, users ascending, each user's movies oldest first: put it at {path} "
+            "beside that archive's movies.dat and users.dat, or read the unzipped archive's "
+            "folder with --format movielens"
+        ),
+        licence=_MOVIELENS_LICENCE,
+        has_categories=True,
     ),
     _movielens(
         "ml-20m",
@@ -317,8 +338,8 @@ def locate(name: str, data_dir: str | Path | None = None) -> list[Path]:
 
 
 def _reader_path(spec: DatasetSpec, paths: list[Path]) -> Path:
-    # MovieLens readers take the folder; the others take their main file
-    return paths[0].parent if spec.format.startswith("movielens") else paths[0]
+    # the MovieLens rating-file readers take the folder; the others take their main file
+    return paths[0].parent if spec.format in ("movielens", "movielens-100k") else paths[0]
 
 
 def _generated(spec: DatasetSpec) -> ConfigError:

@@ -37,6 +37,9 @@ class EvaluationResult:
     has all K."""
     diagnostics: dict[str, object] | None = None
     """What :class:`~mirec.evaluation.diagnostics.Diagnostics` measured, when asked."""
+    per_user: dict[str, np.ndarray] | None = None
+    """When asked: each metric's (n_users,) values in the evaluation set's user order, whose
+    means are :attr:`metrics`."""
 
     @property
     def users_per_second(self) -> float:
@@ -54,6 +57,7 @@ def evaluate(
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
     diagnostics: Diagnostics | None = None,
+    per_user: bool = False,
     progress: bool = False,
 ) -> EvaluationResult:
     """Score every evaluation user against the whole catalogue and average the metrics.
@@ -64,6 +68,7 @@ def evaluate(
     ``diversity_lambda`` then builds each top-N list by ComiRec's diversity-controllable
     greedy aggregation (:mod:`mirec.aggregators.diversity_greedy`) instead of by score.
     ``diagnostics`` accumulates the interest diagnostics over the same ranked lists.
+    ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`).
     """
     start = time.perf_counter()
     was_training = getattr(model, "training", False)
@@ -92,6 +97,7 @@ def evaluate(
     k = model.num_interests
     batch = users_per_chunk(k, n_items)
     sums: dict[str, float] = {}
+    kept: dict[str, list[np.ndarray]] = {}
     collapse_sum, collapse_users = 0.0, 0
     active_counts = torch.zeros(k + 1, dtype=torch.long)
     dynamic = False
@@ -117,18 +123,20 @@ def evaluate(
         hits = targets.gather(1, top)
         if diagnostics is not None:
             diagnostics.update(lo, histories, extracted, top, targets)
-        per_user = ranking_metrics(hits, n_targets_all[lo : lo + b], cutoffs)
+        user_metrics = ranking_metrics(hits, n_targets_all[lo : lo + b], cutoffs)
         if item_category is not None:
-            per_user.update(category_diversity(item_category[top], cutoffs))
-        for name, values in per_user.items():
+            user_metrics.update(category_diversity(item_category[top], cutoffs))
+        for name, values in user_metrics.items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
+            if per_user:
+                kept.setdefault(name, []).append(values.double().cpu().numpy())
         if extracted.active is not None:
             dynamic = True
             active_counts += torch.bincount(extracted.active.sum(1).cpu(), minlength=k + 1)
         if k >= 2:
-            per_user = collapse(extracted.interests, extracted.active)
-            collapse_sum += float(per_user.nansum())
-            collapse_users += int((~per_user.isnan()).sum())
+            cosines = collapse(extracted.interests, extracted.active)
+            collapse_sum += float(cosines.nansum())
+            collapse_users += int((~cosines.isnan()).sum())
         bar.update(b)
     bar.close()
     if was_training:
@@ -143,6 +151,9 @@ def evaluate(
             {i: int(c) for i, c in enumerate(active_counts.tolist()) if c} if dynamic else None
         ),
         diagnostics=None if diagnostics is None else diagnostics.result(),
+        per_user={name: np.concatenate(parts) for name, parts in kept.items()}
+        if per_user
+        else None,
     )
 
 

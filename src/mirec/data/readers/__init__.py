@@ -28,6 +28,9 @@ Formats (``FORMATS``):
 * ``movielens``: ``ratings.csv``/``movies.csv`` (latest, 20M, 25M) or ``ratings.dat``/
   ``movies.dat`` (1M, 10M), and 1M's ``users.dat`` (user profiles).
 * ``movielens-100k``: ``u.data``, ``u.item``, ``u.genre``, ``u.user`` (user profiles).
+* ``movielens-sequences``: a MovieLens log as a ``sequences`` file (``ml-1m.txt``: ``user
+  item`` lines, each user's items oldest first), with ``movies.dat`` (titles, genres) and
+  ``users.dat`` (user profiles) beside it.
 * ``taobao``: Alibaba's ``UserBehavior.csv``.
 """
 
@@ -50,8 +53,10 @@ from mirec.data.readers.movielens import (
     ML100K_GENRES,
     _ml100k_files,
     _movielens_files,
+    _movielens_sequences_companions,
     read_movielens,
     read_movielens_100k,
+    read_movielens_sequences,
 )
 from mirec.data.readers.sequences import _attributes_beside, read_sequences
 from mirec.data.readers.taobao import read_taobao
@@ -69,13 +74,21 @@ __all__ = [
     "read_log",
     "read_movielens",
     "read_movielens_100k",
+    "read_movielens_sequences",
     "read_sequences",
     "read_taobao",
     "source_files",
 ]
 
 
-FORMATS = ("sequences", "interactions", "movielens", "movielens-100k", "taobao")
+FORMATS = (
+    "sequences",
+    "interactions",
+    "movielens",
+    "movielens-100k",
+    "movielens-sequences",
+    "taobao",
+)
 ID_TYPES = ("int", "str")
 
 
@@ -119,6 +132,8 @@ def read_log(
         return read_movielens(path, id_type=id_type)
     if format == "movielens-100k":
         return read_movielens_100k(path, id_type=id_type)
+    if format == "movielens-sequences":
+        return read_movielens_sequences(path, id_type=id_type)
     return read_taobao(path, id_type=id_type)
 
 
@@ -135,6 +150,9 @@ def source_files(path: str | Path, format: str) -> list[Path]:
         return [p for p in _movielens_files(path) if p is not None]
     if format == "movielens-100k":
         return [p for p in _ml100k_files(path) if p is not None]
+    if format == "movielens-sequences":
+        _check_file(path, "sequence file (lines 'user item1 item2 ...')")
+        return [path, *(p for p in _movielens_sequences_companions(path) if p is not None)]
     if format == "taobao" and _is_dir(path):
         path = path / "UserBehavior.csv"
     _check_file(path, "interaction log", text=path.suffix.lower() != ".parquet")

@@ -1,4 +1,5 @@
-"""MovieLens readers: 100K (``u.data``/``u.item``/``u.genre``/``u.user``) and latest/1M/10M/20M/25M.
+"""MovieLens readers: 100K (``u.data``/``u.item``/``u.genre``/``u.user``), latest/1M/10M/20M/25M,
+and a MovieLens log kept as sequences (``ml-1m.txt`` with ``movies.dat``/``users.dat``).
 
 100K's ``u.user`` and 1M's ``users.dat`` describe the users; they become
 :attr:`RawLog.user_features <mirec.data.log.RawLog>` (the categorical user profile MIND
@@ -27,6 +28,7 @@ from mirec.data.readers._columns import (
 )
 from mirec.data.readers._files import _check_file, _folder_and_file, _is_file, _os_errors
 from mirec.data.readers._scan import _F, _scan, _scan_named, _Source
+from mirec.data.readers.sequences import read_sequences
 from mirec.errors import DataError
 
 ML100K_GENRES = (
@@ -116,6 +118,50 @@ def read_movielens(folder: str | Path, *, id_type: str | None = None) -> RawLog:
     extra = () if users is None else (users,)
     if movies is None:
         return RawLog(interactions, (ratings, *extra), user_features=profiles)
+    categories, titles = _read_movies(movies, id_type)
+    return RawLog(
+        interactions, (ratings, movies, *extra), categories, titles, user_features=profiles
+    )
+
+
+@_os_errors
+def read_movielens_sequences(path: str | Path, *, id_type: str | None = None) -> RawLog:
+    """Read a MovieLens log kept as time-ordered sequences, with the movie and user files.
+
+    ``path`` is a sequence file (``user item1 item2 ...`` per line, read by
+    :func:`~mirec.data.readers.sequences.read_sequences`; ``user item`` per line is one such
+    line per interaction), each user's items oldest first, ratings and timestamps dropped
+    (as ``ml-1m.txt`` derived from ML-1M's ``ratings.dat``). ``movies.dat`` (or
+    ``movies.csv``) beside it, when present, gives titles and genres as for
+    :func:`read_movielens`, and ``users.dat`` the user profiles.
+    """
+    path = Path(path)
+    log = read_sequences(path, id_type=id_type)
+    movies, users = _movielens_sequences_companions(path)
+    item_type = log.interactions.schema.field("item").type
+    companion_ids = "str" if pa.types.is_string(item_type) else "int"
+    categories = titles = profiles = None
+    if movies is not None:
+        categories, titles = _read_movies(movies, companion_ids)
+    if users is not None:
+        profiles = _read_ml1m_users(users, companion_ids)
+    sources = tuple(p for p in (path, movies, users) if p is not None)
+    return RawLog(log.interactions, sources, categories, titles, user_features=profiles)
+
+
+def _movielens_sequences_companions(path: Path) -> tuple[Path | None, Path | None]:
+    """``movies.dat`` (else ``movies.csv``) and ``users.dat`` beside a sequence file."""
+    movies = next(
+        (m for m in (path.with_name("movies.dat"), path.with_name("movies.csv")) if _is_file(m)),
+        None,
+    )
+    users = path.with_name("users.dat")
+    return movies, users if _is_file(users) else None
+
+
+def _read_movies(movies: Path, id_type: str | None) -> tuple[pa.Table, pa.Table]:
+    """``movies.csv`` / ``movies.dat`` (``movieId, title, genres A|B``): the distinct
+    (item, genre) pairs and the titles."""
     if movies.suffix == ".csv":
         mt, msrc = _scan_named(
             movies,
@@ -133,9 +179,7 @@ def read_movielens(folder: str | Path, *, id_type: str | None = None) -> RawLog:
     keep = pc.and_(pc.not_equal(flat, ""), pc.not_equal(flat, _NO_GENRES))
     categories = _distinct_pairs(owner.filter(keep), flat.filter(keep))
     titles = pa.table({"item": items, "title": pc.fill_null(mt.column("title"), "")})
-    return RawLog(
-        interactions, (ratings, movies, *extra), categories, titles, user_features=profiles
-    )
+    return categories, titles
 
 
 def _ml100k_files(folder: str | Path) -> tuple[Path, Path | None, Path | None, Path | None]:
