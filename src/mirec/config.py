@@ -485,7 +485,7 @@ def _check_regularizer(value: str | None) -> None:
 
 def _check_adaptive_k(value: str | None) -> None:
     """``rule:threshold`` as ``mirec.aggregators.adaptive_k.parse_adaptive_k`` reads it, the
-    threshold a share in [0, 1] (``merge``: a cosine in [-1, 1])."""
+    threshold a share in [0, 1] (``merge``: a cosine, ``cluster``: a silhouette, in [-1, 1])."""
     if value is None:
         return
     rule, _, raw = value.partition(":")
@@ -498,6 +498,6 @@ def _check_adaptive_k(value: str | None) -> None:
         threshold = float(raw)
     except ValueError:
         _bad("adaptive_k", value, f"expected {rule}:<number>")
-    low = -1.0 if rule == "merge" else 0.0
+    low = -1.0 if rule in ("merge", "cluster") else 0.0
     if not (math.isfinite(threshold) and low <= threshold <= 1.0):
         _bad("adaptive_k", value, f"the threshold of {rule} must be a number in [{low:g}, 1]")

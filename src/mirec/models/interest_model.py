@@ -144,9 +144,10 @@ class InterestModel(nn.Module):
         :attr:`uses_user_rows`, the batch's profiles are needed: ``users`` (B,) user rows,
         or their (B, F) ``profile_codes`` (see :meth:`profile`); else both are ignored."""
         mask = histories > 0
-        extracted = self._interests(self.item_embedding(histories), mask, users, profile_codes)
+        embedded = self.item_embedding(histories)
+        extracted = self._interests(embedded, mask, users, profile_codes)
         if self.adaptive_k is not None and not self.training:
-            extracted = adapt_interests(extracted, mask, *self.adaptive_k)
+            extracted = adapt_interests(extracted, mask, *self.adaptive_k, history=embedded)
         return extracted
 
     def retrieval_interests(self, extracted: Extracted) -> Extracted:
