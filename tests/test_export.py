@@ -230,6 +230,14 @@ def test_a_model_without_user_tower_is_refused(name, ml100k, tmp_path, mirec_mai
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_the_cluster_rule_is_refused_by_name(ml100k, tmp_path, mirec_main):
+    config = load_config("comirec-sa", dataset="ml-100k", fixed={"adaptive_k": "cluster:0.25"})
+    folder = model_folder(config, ml100k, tmp_path / "model")
+    code, _, err = mirec_main("export", "--checkpoint", str(folder), "--out", str(tmp_path / "x"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "with adaptive_k=cluster:0.25: the cluster rule runs k-means per user" in err
+
+
 def test_an_existing_folder_is_kept_unless_overwrite(ml100k, tmp_path, monkeypatch, mirec_main):
     config = load_config("youtube-dnn", dataset="ml-100k")
     folder = model_folder(config, ml100k, tmp_path / "model")

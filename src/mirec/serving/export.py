@@ -33,6 +33,7 @@ blocks of SASRec for onnxruntime (a boolean EyeLike it has no kernel for).
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -177,6 +178,12 @@ def _user_tower_model(loaded: LoadedModel) -> InterestModel:
             f"cannot export {config.model}: the popularity baseline has no user tower (every "
             "user gets the same most popular items)"
         )
+    if config.adaptive_k is not None and config.adaptive_k.startswith("cluster:"):
+        raise MirecError(
+            f"cannot export {config.model} with adaptive_k={config.adaptive_k}: the cluster "
+            "rule runs k-means per user, which ONNX cannot express; export it without the "
+            "rule (another adaptive_k, or none)"
+        )
     return loaded.model
 
 
@@ -242,7 +249,7 @@ def _export_onnx(
                 verbose=False,
             )
     except torch.onnx.errors.OnnxExporterError as err:
-        first = str(err).strip().splitlines()[0]
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(err).strip().splitlines()[0])  # no colours
         raise MirecError(
             f"cannot export {loaded.config.model}: torch.onnx.export failed on its "
             f"{loaded.config.extractor} extractor: {first}"
