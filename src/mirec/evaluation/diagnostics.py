@@ -135,7 +135,8 @@ def interest_category_counts(
     """(B, L) interest per history item (-1: padding) and (B, L, C) bool categories of each
     history item -> (B, K, C) how many of each interest's items carry each category."""
     routed = F.one_hot(assignment.clamp_min(0), k) & (assignment >= 0).unsqueeze(-1)
-    return torch.einsum("blk,blc->bkc", routed.double(), history_categories.double())
+    # float32 counts are exact up to 2^24, far beyond any history length; half double's memory
+    return torch.einsum("blk,blc->bkc", routed.float(), history_categories.float())
 
 
 def top_categories(counts: torch.Tensor, n: int = ALIGNMENT_CATEGORIES) -> torch.Tensor:
