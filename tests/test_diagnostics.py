@@ -99,7 +99,7 @@ def test_diagnostics_coverage_and_tail_recall_by_hand():
     targets[1, [2]] = True  # head target only: no tail recall for this user
     histories = torch.tensor([[0, 5], [6, 7]])
     extracted = Extracted(torch.zeros(2, 1, 4))
-    diagnostics.update(0, histories, extracted, top, targets)
+    diagnostics.update(0, histories, extracted, top, targets, torch.randn(10, 4))
     out = diagnostics.result()
     assert out["coverage@2"] == pytest.approx(3 / 10)
     assert out["tail_share@2"] == pytest.approx((1 / 2 + 0) / 2)
@@ -115,7 +115,9 @@ def test_k_error_and_confusion_against_planted_counts():
     extracted = Extracted(torch.randn(3, 3, 4), torch.rand(3, 2, 3), active)
     histories = torch.tensor([[1, 2]] * 3)
     top = torch.tensor([[1, 2]] * 3)
-    diagnostics.update(0, histories, extracted, top, torch.zeros(3, 11, dtype=torch.bool))
+    diagnostics.update(
+        0, histories, extracted, top, torch.zeros(3, 11, dtype=torch.bool), torch.randn(10, 4)
+    )
     out = diagnostics.result()
     assert out["k_error"] == pytest.approx(1 / 3)
     assert out["k_confusion"] == {1: {1: 1, 2: 0}, 2: {1: 0, 2: 1}, 3: {1: 0, 2: 1}}

@@ -84,6 +84,9 @@ def shows_interests(page: Page, titles: set[str], genres: set[str]) -> int:
             continue
         named = re.findall(r"\s*([^,]+) (\d+)%", name)  # "Drama 52%, Comedy 29%, ..."
         assert named and all(genre in genres for genre, _ in named), name
+        # its alignment, a share of its 10 recommendations: "... · 70% aligned"
+        kicker = card.locator(".kicker").inner_text()
+        assert re.search(r" · (100|[1-9]?0)% aligned$", kicker), kicker
     recommended = page.locator(".recommendations .item-title").all_inner_texts()
     overall = page.locator("#overall .item-title").all_inner_texts()
     assert len(overall) == 10 and len(recommended) >= 10

@@ -29,7 +29,7 @@ class ListRecorder:
     def __init__(self) -> None:
         self.lists: list[torch.Tensor] = []
 
-    def update(self, lo, histories, extracted, top, targets) -> None:
+    def update(self, lo, histories, extracted, top, targets, items) -> None:
         self.lists.append(top.cpu())
 
     def result(self) -> dict:

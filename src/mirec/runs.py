@@ -319,12 +319,15 @@ def diagnostics_for(
     config: Config, data: PreparedData, split: EvaluationSet, item_category: torch.Tensor | None
 ) -> Diagnostics:
     """The interest diagnostics of ``split``: tail by training popularity, purity against
-    ``item_category`` (the evaluator's), and on synthetic data the users' planted numbers
+    ``item_category`` (the evaluator's), alignment against all the items' categories, and on
+    synthetic data the users' planted numbers
     of interests."""
+    categories = data.sequences.category_matrix()
     return Diagnostics(
         training_item_counts(data.sequences, data.split.train),
         item_category,
         planted_interest_counts(config.dataset, data.sequences.user_ids[split.users]),
+        item_categories=None if categories is None else torch.from_numpy(categories),
     )
 
 

@@ -79,6 +79,18 @@ def top_n(
     return rows + 1, scores
 
 
+def interest_top_n(
+    extracted: Extracted, items: torch.Tensor, n: int, blocked: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, K, n) each interest's own top-``n`` item indices (1..N), the catalogue ranked by
+    ``<v_u^k, e_i>`` alone, best first: what ``mirec inspect`` lists under an interest.
+    ``blocked`` (B, N) items score -inf for every interest of the user."""
+    scores = per_interest_scores(extracted.interests.to(items.dtype), items)
+    if blocked is not None:
+        scores = scores.masked_fill(blocked.unsqueeze(1), float("-inf"))
+    return torch.topk(scores, n, dim=2).indices + 1
+
+
 def best_interest(extracted: Extracted, items: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     """(B, n) the user's (active) interest that scores each listed item highest: which of
     the K interests an item was found for. ``top`` holds item indices (1..N)."""

@@ -159,9 +159,9 @@ def diagnose(
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Measure what the interests do on the test users: collapse, effective number, purity
-    and NMI against categories, coverage, long tail, Diversity@N (and planted-K error on
-    synthetic data)."""
+    """Measure what the interests do on the test users: collapse, effective number, purity,
+    NMI and alignment against categories, coverage, long tail, Diversity@N (and planted-K
+    error on synthetic data)."""
     from mirec.config import parse_overrides
     from mirec.models.folder import EVALUATION_DIR
     from mirec.runs import evaluate_checkpoint

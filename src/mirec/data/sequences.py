@@ -88,6 +88,18 @@ class Sequences:
         first[1:][has] = self.item_category_codes[starts[has]]
         return first
 
+    def category_matrix(self) -> np.ndarray | None:
+        """(n_items + 1, n_categories) bool: row i marks every category of item index i (row
+        0, the padding, none); None without categories."""
+        if self.item_category_offsets is None or self.item_category_codes is None:
+            return None
+        n_categories = len(self.category_names) if self.category_names is not None else 0
+        n_categories = max(n_categories, int(self.item_category_codes.max(initial=-1)) + 1)
+        matrix = np.zeros((self.n_items + 1, n_categories), dtype=bool)
+        rows = np.repeat(np.arange(1, self.n_items + 1), np.diff(self.item_category_offsets))
+        matrix[rows, self.item_category_codes] = True
+        return matrix
+
     def categories_of(self, item: int) -> np.ndarray:
         """The category codes of item index ``item`` (empty without categories)."""
         if self.item_category_offsets is None or self.item_category_codes is None:

@@ -22,6 +22,23 @@ and the long tail as open problems; these diagnostics put a number on each:
 * ``tail_share@N`` and ``tail_recall@N``: the tail is the 80% least popular items by
   training interactions (ties broken as MostPopular breaks them); the share of a top-N
   that is tail, and Recall@N counting tail targets only, over users with a tail target.
+* ``alignment@N`` (the survey's open question 3: do the explanations match the metadata?)
+  and its chance level ``alignment_chance@N``. For user u and an interest k with at least
+  one history item assigned to it (as above), let C_k be the top categories of those items:
+  the ``ALIGNMENT_CATEGORIES`` = 3 categories carried by most of them (an item with several
+  categories counts for each; ties go to the lower category code), i.e. exactly the three
+  categories that name the interest in ``mirec inspect``. Let R_k be interest k's own
+  top-N, the catalogue ranked by ``<v_u^k, e_i>`` alone with the user's history left out
+  (the list ``mirec inspect`` shows under the interest). Then
+
+      alignment_k = |{i in R_k : cats(i) ∩ C_k ≠ ∅}| / N,
+
+  alignment_u is the mean of alignment_k over u's interests with assigned history items,
+  and the model's figure the mean over users (with at least one categorised history item).
+  The chance level replaces R_k by N items drawn at random in proportion to their training
+  popularity: ``chance_k = sum_i p_i [cats(i) ∩ C_k ≠ ∅]``, ``p_i`` item i's share of the
+  training interactions (history not left out), averaged the same way. A model whose
+  interests recommend within their own themes scores well above its chance level.
 * With the planted number of interests of each user (synthetic data), ``k_error``: the mean
   absolute error of each user's number of active interests K'_u, and the confusion table
   planted K x K'_u.
@@ -33,8 +50,10 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mirec.aggregators.adaptive_k import assign_behaviours, interest_shares
+from mirec.aggregators.ranking import blocked_items, interest_top_n
 from mirec.core.contracts import Extracted
 
 TAIL_SHARE = 0.8
@@ -104,6 +123,77 @@ def tail_items(popularity: np.ndarray) -> np.ndarray:
     return tail
 
 
+ALIGNMENT_CATEGORIES = 3
+"""An interest's top categories for its alignment: as many as name it in ``mirec inspect``."""
+ALIGNMENT_DEPTH = 10
+"""N of ``alignment@N``: the length of the per-interest lists ``mirec inspect`` shows."""
+
+
+def interest_category_counts(
+    assignment: torch.Tensor, history_categories: torch.Tensor, k: int
+) -> torch.Tensor:
+    """(B, L) interest per history item (-1: padding) and (B, L, C) bool categories of each
+    history item -> (B, K, C) how many of each interest's items carry each category."""
+    routed = F.one_hot(assignment.clamp_min(0), k) & (assignment >= 0).unsqueeze(-1)
+    # float32 counts are exact up to 2^24, far beyond any history length; half double's memory
+    return torch.einsum("blk,blc->bkc", routed.float(), history_categories.float())
+
+
+def top_categories(counts: torch.Tensor, n: int = ALIGNMENT_CATEGORIES) -> torch.Tensor:
+    """(B, K, C) category counts -> (B, K, C) bool: each interest's ``n`` most common
+    categories (fewer when it has fewer), ties to the lower code as ``mirec inspect`` orders
+    them."""
+    c = counts.shape[-1]
+    # count first, then the lower code: count * C + (C - 1 - code) is distinct per category
+    key = counts * c + torch.arange(c - 1, -1, -1, dtype=counts.dtype, device=counts.device)
+    chosen = torch.zeros_like(counts, dtype=torch.bool)
+    chosen.scatter_(-1, key.topk(min(n, c), dim=-1).indices, True)
+    return chosen & (counts > 0)
+
+
+def interest_alignment(
+    top: torch.Tensor, recommended: torch.Tensor, item_categories: torch.Tensor
+) -> torch.Tensor:
+    """(B, K, C) top categories of each interest, (B, K, N) its recommended item indices and
+    the (n_items + 1, C) bool category matrix -> (B, K) share of the N recommendations with
+    a category among the interest's top ones; NaN for an interest without top categories."""
+    hit = (item_categories[recommended] & top.unsqueeze(2)).any(-1)
+    score = hit.double().mean(-1)
+    return score.where(top.any(-1), torch.nan)
+
+
+def alignment_chance(
+    top: torch.Tensor, item_categories: torch.Tensor, popularity: torch.Tensor
+) -> torch.Tensor:
+    """(B, K, C) top categories, the (n_items + 1, C) category matrix and (n_items + 1,)
+    item weights summing to 1 -> (B, K) the weight of the items with a top category: the
+    expected alignment of items drawn by that weight; NaN as in :func:`interest_alignment`."""
+    # users share top-category sets (a few hundred on MovieLens), so score each set once
+    sets, which = torch.unique(top.flatten(0, 1), dim=0, return_inverse=True)
+    inside = (sets.float() @ item_categories.float().T) > 0
+    chance = (inside.double() @ popularity.double())[which].view(top.shape[:2])
+    return chance.where(top.any(-1), torch.nan)
+
+
+def interest_alignments(
+    extracted: Extracted,
+    histories: torch.Tensor,
+    assignment: torch.Tensor,
+    items: torch.Tensor,
+    item_categories: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Users' (B, L) histories, what the extractor made of them, the (B, L) assignment of
+    :func:`~mirec.aggregators.adaptive_k.assign_behaviours`, the (n_items, d) item vectors
+    and the (n_items + 1, C) category matrix -> (B, K) ``alignment_k`` of the module
+    docstring (NaN for an interest without categorised history items) and the (B, K, C)
+    top categories it was measured against."""
+    k = extracted.interests.shape[1]
+    blocked = blocked_items(histories, items.shape[0])
+    recommended = interest_top_n(extracted, items, ALIGNMENT_DEPTH, blocked)
+    top = top_categories(interest_category_counts(assignment, item_categories[histories], k))
+    return interest_alignment(top, recommended, item_categories), top
+
+
 class Diagnostics:
     """Accumulates the diagnostics batch by batch as the evaluator ranks the users."""
 
@@ -113,12 +203,19 @@ class Diagnostics:
         item_category: torch.Tensor | None = None,
         planted_interests: np.ndarray | None = None,
         cutoffs: tuple[int, ...] = (20, 50),
+        item_categories: torch.Tensor | None = None,
     ) -> None:
         """``popularity`` (n_items + 1,) training counts; ``item_category`` (n_items + 1,)
-        category codes (-1 none); ``planted_interests`` each evaluation user's true number
-        of interests, in evaluation order (synthetic data)."""
+        category codes (-1 none), for purity and NMI; ``planted_interests`` each evaluation
+        user's true number of interests, in evaluation order (synthetic data);
+        ``item_categories`` (n_items + 1, C) bool, all of each item's categories, for the
+        alignment."""
         self.tail = torch.from_numpy(tail_items(popularity))
+        weight = torch.as_tensor(np.asarray(popularity), dtype=torch.float64).clone()
+        weight[0] = 0.0  # the padding row
+        self.draw_weight = weight / weight.sum().clamp_min(1e-12)
         self.item_category = item_category
+        self.item_categories = item_categories
         self.planted = planted_interests
         self.cutoffs = cutoffs
         self.seen = {n: torch.zeros(len(popularity), dtype=torch.bool) for n in cutoffs}
@@ -139,10 +236,11 @@ class Diagnostics:
         extracted: Extracted,
         top: torch.Tensor,
         targets: torch.Tensor,
+        items: torch.Tensor,
     ) -> None:
         """One batch: users ``lo..lo + B`` of the split, their (B, L) histories, what the
-        extractor made of them, their (B, depth) ranked item indices and (B, n_items + 1)
-        target mask."""
+        extractor made of them, their (B, depth) ranked item indices, (B, n_items + 1)
+        target mask and the model's (n_items, d) item vectors."""
         device = top.device
         mask = histories > 0
         k = extracted.interests.shape[1]
@@ -164,10 +262,26 @@ class Diagnostics:
             enough = table.sum((1, 2)) >= 2
             self._add("purity", purity(table).masked_fill(~enough, torch.nan))
             self._add("nmi", nmi(table).masked_fill(~enough, torch.nan))
+        if self.item_categories is not None:
+            self._update_alignment(histories, extracted, assignment, items)
         if self.planted is not None:
             active = extracted.active
             chosen = np.full(top.shape[0], k) if active is None else active.sum(1).cpu().numpy()
             self.k_pairs.append((self.planted[lo : lo + top.shape[0]], chosen))
+
+    def _update_alignment(
+        self,
+        histories: torch.Tensor,
+        extracted: Extracted,
+        assignment: torch.Tensor,
+        items: torch.Tensor,
+    ) -> None:
+        """``alignment@N`` and its chance level for one batch (module docstring)."""
+        categories = self.item_categories.to(histories.device)
+        aligned, top = interest_alignments(extracted, histories, assignment, items, categories)
+        chance = alignment_chance(top, categories, self.draw_weight.to(histories.device))
+        self._add(f"alignment@{ALIGNMENT_DEPTH}", aligned.nanmean(1))
+        self._add(f"alignment_chance@{ALIGNMENT_DEPTH}", chance.nanmean(1))
 
     def result(self) -> dict[str, object]:
         def mean(name: str) -> float | None:
@@ -178,6 +292,9 @@ class Diagnostics:
             for name in ("effective_interests", "purity", "nmi")
             if name in self.sums
         }
+        if self.item_categories is not None:  # None, not absent, when no user qualifies
+            for name in (f"alignment@{ALIGNMENT_DEPTH}", f"alignment_chance@{ALIGNMENT_DEPTH}"):
+                out[name] = mean(name)
         for n, seen in self.seen.items():
             out[f"coverage@{n}"] = int(seen[1:].sum()) / (len(seen) - 1)
             out[f"tail_share@{n}"] = mean(f"tail_share@{n}")

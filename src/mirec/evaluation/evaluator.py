@@ -122,7 +122,7 @@ def evaluate(
         targets = _target_mask(eval_set, lo, b, n_items, device)
         hits = targets.gather(1, top)
         if diagnostics is not None:
-            diagnostics.update(lo, histories, extracted, top, targets)
+            diagnostics.update(lo, histories, extracted, top, targets, items)
         user_metrics = ranking_metrics(hits, n_targets_all[lo : lo + b], cutoffs)
         if item_category is not None:
             user_metrics.update(category_diversity(item_category[top], cutoffs))

@@ -9,7 +9,10 @@ assigned to the interest it routes to most
 * a name from the categories of its items: the share of its items carrying each category,
   most common first ("Sci-Fi 61%, Action 22%"; a multi-genre movie counts for each genre),
 * its history items, heaviest first, with titles where the dataset has them,
-* its own top recommendations: the catalogue ranked by this interest alone.
+* its own top recommendations: the catalogue ranked by this interest alone,
+* its alignment: the share of its top-10 recommendations that carry one of the (up to)
+  three categories naming it (``alignment@10`` of :mod:`mirec.evaluation.diagnostics`,
+  whatever ``top`` is); the report's alignment is the mean over its interests.
 
 The user's recommendations are the model's aggregated ranking, each marked with the interest
 that scores it highest. Items already in the history are left out of every recommendation
@@ -27,9 +30,11 @@ import torch
 
 from mirec.aggregators.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
 from mirec.aggregators.ranking import best_interest, blocked_items, rank, top_n
+from mirec.core.contracts import Extracted
 from mirec.data.sequences import Sequences
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError
+from mirec.evaluation.diagnostics import interest_alignments
 from mirec.models.folder import LoadedModel, load_model
 
 
@@ -54,6 +59,9 @@ class InterestRow:
     """(category, share of the interest's items carrying it), most common first."""
     history: list[ItemRow]
     recommendations: list[ItemRow]
+    alignment: float | None = None
+    """Share of the interest's top-10 recommendations with one of its top categories; None
+    without categories or assigned history items."""
 
     @property
     def name(self) -> str:
@@ -78,8 +86,15 @@ class UserReport:
     unknown_items: list = field(default_factory=list)
     """Ids of a given history that the catalogue does not know (left out of it)."""
 
+    @property
+    def alignment(self) -> float | None:
+        """The mean alignment of the interests that have one (None when none has)."""
+        scores = [i.alignment for i in self.interests if i.alignment is not None]
+        return float(np.mean(scores)) if scores else None
+
     def to_json(self) -> dict:
         out = {key: value for key, value in asdict(self).items() if key not in _ARRAYS}
+        out["alignment"] = self.alignment
         for row, interest in zip(out["interests"], self.interests, strict=True):
             row["name"] = interest.name
             row["explanation"] = [{"category": c, "share": s} for c, s in interest.explanation]
@@ -97,10 +112,13 @@ class UserReport:
             lines += [
                 "",
                 f"interest {interest.index}: {interest.name} "
-                f"({interest.share:.0%} of the history, {_count(len(interest.history), 'item')})",
+                f"({interest.share:.0%} of the history, {_count(len(interest.history), 'item')}"
+                f"{_aligned(interest.alignment)})",
             ]
             lines += [f"    history  {_label(row)}" for row in interest.history]
             lines += [f"    top      {_label(row)}" for row in interest.recommendations]
+        if self.alignment is not None:
+            lines += ["", f"alignment (mean over the interests): {self.alignment:.0%}"]
         lines += ["", "recommended (all interests):"]
         lines += [f"    {i + 1:>2}. {_label(row)}" for i, row in enumerate(self.recommendations)]
         return "\n".join(lines)
@@ -112,6 +130,10 @@ _ARRAYS = ("interest_vectors", "history_vectors", "assignment", "recommendation_
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _aligned(alignment: float | None) -> str:
+    return "" if alignment is None else f", alignment {alignment:.0%}"
 
 
 def _label(row: ItemRow) -> str:
@@ -187,6 +209,7 @@ def explain_history(
         np.ones(k, dtype=bool) if extracted.active is None else extracted.active[0].cpu().numpy()
     )
     seen = blocked_items(histories, len(item_vectors))
+    alignment = _alignment(seqs, extracted, histories, assigned, item_vectors)
     interests = []
     for i in np.flatnonzero(active):
         members = np.flatnonzero(assignment == i)
@@ -199,6 +222,7 @@ def explain_history(
                 explanation=_explain(seqs, history[members]),
                 history=[_row(seqs, history[m], float(weight[m])) for m in members],
                 recommendations=_top(seqs, *rank(scores, _depth(top, seen), seen)),
+                alignment=None if np.isnan(alignment[i]) else round(float(alignment[i]), 4),
             )
         )
     overall, overall_scores = top_n(model, extracted, item_vectors, _depth(top, seen), blocked=seen)
@@ -218,6 +242,22 @@ def explain_history(
         assignment=assignment,
         recommendation_vectors=item_vectors[overall[0] - 1].cpu().numpy(),
     )
+
+
+def _alignment(
+    seqs: Sequences,
+    extracted: Extracted,
+    histories: torch.Tensor,
+    assigned: torch.Tensor,
+    item_vectors: torch.Tensor,
+) -> np.ndarray:
+    """(K,) each interest's alignment, NaN where it has none (or the dataset no categories)."""
+    matrix = seqs.category_matrix()
+    if matrix is None:
+        return np.full(extracted.interests.shape[1], np.nan)
+    categories = torch.from_numpy(matrix).to(item_vectors.device)
+    aligned, _ = interest_alignments(extracted, histories, assigned, item_vectors, categories)
+    return aligned[0].cpu().numpy()
 
 
 def _depth(top: int, seen: torch.Tensor) -> int:

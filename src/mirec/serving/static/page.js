@@ -320,7 +320,10 @@ function interestCard(interest, colour) {
       el("div", {},
         el("div", { class: "kicker",
                     text: `Interest ${interest.index} · ${percent(interest.share)} of the history`
-                          + ` · ${plural(interest.history.length, "item")}` }),
+                          + ` · ${plural(interest.history.length, "item")}`
+                          + (interest.alignment == null ? ""
+                             : ` · ${percent(interest.alignment)} aligned`),
+                    title: "alignment: share of its top 10 carrying one of its three top categories" }),
         el("h3", { class: "interest-name", text: interest.name }))),
     el("div", { class: "share", "aria-hidden": "true" },
       el("span", { style: { width: percent(interest.share), background: colour } })),
