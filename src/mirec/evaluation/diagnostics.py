@@ -168,10 +168,21 @@ def alignment_chance(
     """(B, K, C) top categories, the (n_items + 1, C) category matrix and (n_items + 1,)
     item weights summing to 1 -> (B, K) the weight of the items with a top category: the
     expected alignment of items drawn by that weight; NaN as in :func:`interest_alignment`."""
-    # users share top-category sets (a few hundred on MovieLens), so score each set once
-    sets, which = torch.unique(top.flatten(0, 1), dim=0, return_inverse=True)
-    inside = (sets.float() @ item_categories.float().T) > 0
-    chance = (inside.double() @ popularity.double())[which].view(top.shape[:2])
+    # an interest has at most ALIGNMENT_CATEGORIES top categories: OR those columns of the
+    # category matrix rather than multiply by all C of them (C ~ 1,000 on Amazon), and sum
+    # in float32 (a relative error ~1e-7 on a share; float64 made this 3x slower)
+    picked = top.to(torch.uint8).topk(min(ALIGNMENT_CATEGORIES, top.shape[-1]), dim=-1)
+    by_category = item_categories.T.contiguous()  # (C, n_items + 1): a row per category
+    weight = popularity.to(torch.float32)
+    chance = torch.empty(top.shape[:2], dtype=torch.float64, device=top.device)
+    for k in range(top.shape[1]):  # one interest at a time: (B, n_items + 1) at most
+        codes, valid = picked.indices[:, k], picked.values[:, k].bool()
+        inside = torch.zeros(
+            top.shape[0], by_category.shape[1], dtype=torch.bool, device=top.device
+        )
+        for j in range(codes.shape[1]):
+            inside |= by_category[codes[:, j]] & valid[:, j : j + 1]
+        chance[:, k] = inside.to(torch.float32) @ weight
     return chance.where(top.any(-1), torch.nan)
 
 
