@@ -4,12 +4,16 @@
 #   - `mirec train` of ComiRec-SA on amazon-beauty on CUDA, default settings and a large batch;
 #   - the trained model folder loaded by `Recommender` on CUDA and on CPU: the same lists.
 # Expects ../shared/data (or DATA=folder) and writes run folders under OUT (default runs/gpu).
+# The device lacks Chromium and the serve extra: bring wheels of faiss-cpu, fastapi,
+# starlette, uvicorn, httptools, uvloop, onnx, onnxscript, onnx-ir, onnxruntime, httpx,
+# httpcore, h11, anyio, ml_dtypes, protobuf, flatbuffers, hypothesis (see constraints.txt).
+# tests/test_page.py (a browser test, nothing of CUDA in it) is left out by default.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/gpu}
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
 print('torch', torch.__version__, torch.cuda.get_device_name(0))"
-python3 -m pytest -q -x -p no:cacheprovider ${PYTEST_ARGS:-tests}
+python3 -m pytest -q -x -p no:cacheprovider ${PYTEST_ARGS:-tests --ignore=tests/test_page.py}
 python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$DATA" \
   --output-dir "$OUT/beauty-sa" --quiet
 python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$DATA" \
