@@ -1,7 +1,10 @@
-"""Preprocessing is cached by dataset, settings and file checksum; synthetic data is planted."""
+"""Preprocessing is cached by dataset, settings and file stamps; synthetic data is planted."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -33,19 +36,74 @@ def test_second_run_loads_the_cache_and_a_changed_file_is_noticed(
         raise AssertionError("the cached result should have been used")
 
     with monkeypatch.context() as m:
+        # neither parsed nor hashed: finding the cache reads no byte of the source
         m.setattr(registry, "load", must_not_read)
+        m.setattr(registry, "sha256_of", must_not_read)
         again = load_sequences(str(source), format="sequences")
     assert np.array_equal(first.items, again.items)
     assert np.array_equal(first.offsets, again.offsets)
     assert np.array_equal(first.user_ids, again.user_ids)
     assert np.array_equal(first.category_names, again.category_names)
 
-    # drop the last user's line: a new checksum, a new cache entry, one user fewer
+    # drop the last user's line: a new size, a new cache entry, one user fewer
     lines = source.read_text().splitlines()
     source.write_text("\n".join(lines[:-1]) + "\n")
     changed = load_sequences(str(source), format="sequences")
     assert len(cached_files(private_cache) - before) == 2
     assert changed.n_users == first.n_users - 1
+
+
+def test_the_cache_records_the_digests_and_a_same_size_rewrite_is_read_again(
+    tmp_path, shared_data, private_cache
+):
+    source = tmp_path / "LastFM.txt"
+    shutil.copy(shared_data / "lastfm" / "LastFM.txt", source)
+    before = cached_files(private_cache)
+    first = load_sequences(str(source), format="sequences")
+    (entry,) = cached_files(private_cache) - before
+    manifest = json.loads(entry.with_suffix(".json").read_text())
+    stat = source.stat()
+    assert manifest["sources"] == [
+        {
+            "path": str(source.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        }
+    ]
+
+    # the first user's first two items swapped: same size, other content, a later time
+    # (set explicitly, as a coarse file-system clock could give the same one)
+    text = source.read_text()
+    assert text.startswith("1 1 2 ")
+    source.write_text("1 2 1 " + text[len("1 1 2 ") :])
+    assert source.stat().st_size == stat.st_size
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    changed = load_sequences(str(source), format="sequences")
+    assert len(cached_files(private_cache) - before) == 2
+    assert changed.n_interactions == first.n_interactions
+    assert not np.array_equal(changed.items, first.items)
+    fresh = load_sequences(str(source), format="sequences", use_cache=False)
+    assert np.array_equal(changed.items, fresh.items)
+
+
+def test_a_file_changed_while_it_is_read_is_not_cached(
+    tmp_path, shared_data, private_cache, monkeypatch
+):
+    source = tmp_path / "LastFM.txt"
+    shutil.copy(shared_data / "lastfm" / "LastFM.txt", source)
+    real_load = registry.load
+
+    def load_then_append(*args, **kwargs):
+        log = real_load(*args, **kwargs)
+        with source.open("a") as f:
+            f.write("9999 1 2 3 4 5\n")
+        return log
+
+    before = cached_files(private_cache)
+    monkeypatch.setattr(registry, "load", load_then_append)
+    load_sequences(str(source), format="sequences")
+    assert cached_files(private_cache) == before
 
 
 def test_prepared_amazon_beauty_matches_the_readme(shared_data):

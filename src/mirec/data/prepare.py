@@ -2,10 +2,20 @@
 
 Reading and filtering a large log takes a while, so the result of
 :func:`~mirec.data.sequences.build_sequences` is stored under the cache directory, keyed by
-the dataset reference, the reader settings and the SHA-256 of every source file: a
-second run with the same inputs loads it in milliseconds, and a changed file is noticed.
-Every array of :class:`~mirec.data.sequences.Sequences` is stored, the user-profile code
-matrix included.
+the dataset reference, the reader settings and each source file's resolved path, size and
+modification time (:func:`~mirec.data.registry.file_stamp`): a second run with the same
+inputs reads no byte of them and loads the result in milliseconds, however large the log.
+A file rewritten since, or touched, has another size or time and is read again. This is the
+quick check of make and rsync, with its limit: a rewrite that keeps the size and puts the
+old modification time back (or lands within the file system's time resolution) is not seen;
+``use_cache=False`` reads the files whatever the cache holds.
+
+Beside each entry (``sequences/<key>.npz``), ``sequences/<key>.json`` records the SHA-256
+of every source file as it was read, with the size and time it had, so what a cached result
+was built from can be checked later. The published checksums of registry datasets are
+verified when :func:`~mirec.data.registry.download` fetches a file or finds it already
+there, not here. Every array of :class:`~mirec.data.sequences.Sequences` is stored, the
+user-profile code matrix included.
 """
 
 from __future__ import annotations
@@ -18,18 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mirec.atomic import save_npz_atomic
+from mirec.atomic import save_npz_atomic, write_json_atomic
 from mirec.data import registry
 from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
 from mirec.data.synthetic import SyntheticSpec, generate
 from mirec.errors import ConfigError
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 """Part of every cache key; bumped when :class:`Sequences` gains fields (2: user-profile
-codes), so a cache written before is never loaded as if it had none, or when the readers
+codes), so a cache written before is never loaded as if it had none, when the readers
 refuse what they used to accept (4: a mostly-integer id column with odd lines, which used
-to turn every id into text, is an error), so no cache outlives the check."""
+to turn every id into text, is an error), so no cache outlives the check, or when the key
+itself changes (5: file stamps instead of file digests)."""
 MOVIELENS_MAXLEN, DEFAULT_MAXLEN = 50, 20
 
 
@@ -113,14 +124,17 @@ def load_sequences(
         spec = SyntheticSpec.parse(dataset)
         key_parts = {"synthetic": repr(spec)}
         sources: list[Path] = []
+        stamps: list[tuple[str, int, int]] = []
     else:
         sources = registry.source_files(dataset, data_dir=data_dir, format=format)
+        stamps = [registry.file_stamp(p) for p in sources]
         key_parts = {
             "dataset": dataset,
             "format": format,
             "columns": columns,
             "sep": sep,
-            "files": [registry.sha256_of(p) for p in sources],
+            # stamps, not digests: finding the cache must not read a (large) log
+            "files": stamps,
             "id_type": id_type,
         }
     key = hashlib.sha256(json.dumps([CACHE_VERSION, key_parts]).encode()).hexdigest()[:24]
@@ -135,8 +149,24 @@ def load_sequences(
         log, _ = generate(spec)
     seqs = build_sequences(log)
     if use_cache:
-        _save(seqs, path)
+        digests = [registry.sha256_of(p) for p in sources]
+        # stamped before reading: a file that changed meanwhile may have been read half old,
+        # half new, so its result is returned but not kept under the old stamp
+        if [registry.file_stamp(p) for p in sources] == stamps:
+            write_json_atomic(path.with_suffix(".json"), _manifest(stamps, digests))
+            _save(seqs, path)
     return seqs
+
+
+def _manifest(stamps: list[tuple[str, int, int]], digests: list[str]) -> dict[str, object]:
+    """What a cache entry was built from: each source file's stamp and SHA-256."""
+    return {
+        "cache_version": CACHE_VERSION,
+        "sources": [
+            {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest}
+            for (path, size, mtime_ns), digest in zip(stamps, digests, strict=True)
+        ],
+    }
 
 
 def _save(seqs: Sequences, path: Path) -> None:

@@ -427,6 +427,16 @@ def status(data_dir: str | Path | None = None) -> list[tuple[DatasetSpec, bool]]
 
 
 @_os_errors
+def file_stamp(path: Path) -> tuple[str, int, int]:
+    """``path``'s resolved path, size in bytes and modification time in nanoseconds: what
+    tells, without reading it, that a file may have changed (the quick check of make and
+    rsync; a rewrite that keeps the size and restores the time is not seen)."""
+    resolved = path.resolve()
+    info = resolved.stat()
+    return str(resolved), info.st_size, info.st_mtime_ns
+
+
+@_os_errors
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
     return _digest(path, "sha256")
