@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
 import pytest
 
 from mirec.data import prepare as prepare_module
@@ -104,6 +106,26 @@ def test_a_file_changed_while_it_is_read_is_not_cached(
     monkeypatch.setattr(registry, "load", load_then_append)
     load_sequences(str(source), format="sequences")
     assert cached_files(private_cache) == before
+
+
+def test_a_glob_of_parquet_parts_prepares_as_the_single_file(tmp_path, shared_data, private_cache):
+    source = shared_data / "ml-100k" / "u.data"
+    table = pv.read_csv(
+        source,
+        read_options=pv.ReadOptions(column_names=["user", "item", "rating", "ts"]),
+        parse_options=pv.ParseOptions(delimiter="\t"),
+    )
+    bounds = [0, 25_000, 60_000, table.num_rows]
+    for k in range(3):
+        part = table.slice(bounds[k], bounds[k + 1] - bounds[k])
+        pq.write_table(part, tmp_path / f"part-{k}.parquet")
+    single = load_sequences(str(source), format="interactions", columns="1,2,4", sep="\t")
+    parts = load_sequences(
+        str(tmp_path / "part-*.parquet"), format="interactions", columns="user,item,ts"
+    )
+    assert parts.user_ids.dtype.kind == "i" and parts.item_ids.dtype.kind == "i"
+    for name in ("items", "offsets", "user_ids", "item_ids"):
+        assert np.array_equal(getattr(parts, name), getattr(single, name)), name
 
 
 def test_prepared_amazon_beauty_matches_the_readme(shared_data):

@@ -305,6 +305,63 @@ def test_interactions_parquet(tmp_path: Path) -> None:
     ]
 
 
+def _ml100k_parts(data: Path, folder: Path) -> tuple[Path, list[Path]]:
+    """ml-100k's u.data as a tab-separated file with a header, and as 3 Parquet parts."""
+    rows = (data / "ml-100k" / "u.data").read_text().splitlines()
+    text = folder / "u.tsv"
+    text.write_text("user\titem\trating\tts\n" + "\n".join(rows) + "\n")
+    table = pa.table(
+        {
+            name: pa.array([int(r.split("\t")[i]) for r in rows], pa.int32())
+            for i, name in enumerate(("user", "item", "rating", "ts"))
+        }
+    )
+    parts = folder / "parts"
+    parts.mkdir()
+    bounds = [0, 30_000, 70_000, table.num_rows]
+    paths = [parts / f"part-{k}.parquet" for k in range(3)]
+    for k, path in enumerate(paths):
+        pq.write_table(table.slice(bounds[k], bounds[k + 1] - bounds[k]), path)
+    return text, paths
+
+
+def test_interactions_parquet_parts_read_as_one_log(tmp_path: Path, data: Path) -> None:
+    text, paths = _ml100k_parts(data, tmp_path)
+    single = readers.read_log(text, "interactions", columns="user,item,ts")
+    folder = readers.read_log(paths[0].parent, "interactions", columns="user,item,ts")
+    pattern = readers.read_log(
+        str(paths[0].parent / "part-*.parquet"), "interactions", columns="user,item,ts"
+    )
+    for log in (folder, pattern):
+        assert log.interactions.schema.field("user").type == pa.int64()
+        assert log.interactions.equals(single.interactions)
+        assert log.sources == tuple(paths)
+    assert readers.source_files(str(paths[0].parent / "*.parquet"), "interactions") == paths
+
+
+def test_parquet_parts_errors_name_the_part_and_its_row(tmp_path: Path) -> None:
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pq.write_table(
+        pa.table({"u": [str(i) for i in range(50)], "i": ["7"] * 50}), parts / "a.parquet"
+    )
+    pq.write_table(pa.table({"u": ["3", "x4"], "i": ["7", "8"]}), parts / "b.parquet")
+    with pytest.raises(DataError, match=r"b\.parquet: row 2: .*'x4'"):
+        readers.read_interactions(parts, "u,i")
+    pq.write_table(pa.table({"u": ["3"], "j": ["7"]}), parts / "b.parquet")
+    with pytest.raises(DataError, match=r"b\.parquet.*'i'"):
+        readers.read_interactions(parts, "u,i")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"empty: is a folder without \*\.parquet files"):
+        readers.read_interactions(empty, "u,i")
+    with pytest.raises(DataError, match=r"no file matches"):
+        readers.read_interactions(tmp_path / "nothing-*.parquet", "u,i")
+    (parts / "notes.txt").write_text("u,i\n1,2\n")
+    with pytest.raises(DataError, match=r"notes\.txt: matched by .*only match Parquet"):
+        readers.read_interactions(str(parts / "*"), "u,i")
+
+
 # --------------------------------------------------------------------------- bad input
 
 

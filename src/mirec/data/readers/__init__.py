@@ -24,7 +24,8 @@ Formats (``FORMATS``):
 
 * ``sequences``: ``user item1 item2 ...`` per line (S3-Rec style), in time order; optional
   ``<stem>_item2attributes.json`` beside it gives item attributes.
-* ``interactions``: any delimited text or Parquet log, columns named by the caller.
+* ``interactions``: any delimited text or Parquet log, columns named by the caller; also a
+  folder or glob of Parquet parts, read as one log.
 * ``movielens``: ``ratings.csv``/``movies.csv`` (latest, 20M, 25M) or ``ratings.dat``/
   ``movies.dat`` (1M, 10M), and 1M's ``users.dat`` (user profiles).
 * ``movielens-100k``: ``u.data``, ``u.item``, ``u.genre``, ``u.user`` (user profiles).
@@ -48,7 +49,7 @@ from mirec.data.readers._files import (
     _os_errors,
     max_line_bytes,
 )
-from mirec.data.readers.interactions import ROLES, read_interactions
+from mirec.data.readers.interactions import ROLES, parquet_parts, read_interactions
 from mirec.data.readers.movielens import (
     ML100K_GENRES,
     _ml100k_files,
@@ -153,6 +154,8 @@ def source_files(path: str | Path, format: str) -> list[Path]:
     if format == "movielens-sequences":
         _check_file(path, "sequence file (lines 'user item1 item2 ...')")
         return [path, *(p for p in _movielens_sequences_companions(path) if p is not None)]
+    if format == "interactions" and (parts := parquet_parts(path)) is not None:
+        return parts
     if format == "taobao" and _is_dir(path):
         path = path / "UserBehavior.csv"
     _check_file(path, "interaction log", text=path.suffix.lower() != ".parquet")

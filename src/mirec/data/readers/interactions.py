@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -19,7 +21,7 @@ from mirec.data.readers._columns import (
     _require_nonempty,
     _typed_ids,
 )
-from mirec.data.readers._files import _check_file, _os_errors
+from mirec.data.readers._files import _check_file, _is_dir, _os_errors
 from mirec.data.readers._scan import (
     _F,
     _find_column,
@@ -58,6 +60,10 @@ def read_interactions(
     line must have as many fields as the first one. ``header=None`` (the default) assumes a
     header unless every entry is a column number. Parquet files always use names.
 
+    ``path`` may also be a folder of Parquet parts (its ``*.parquet`` files) or a glob of
+    them (``data/part-*.parquet``): the parts are read in the order of their names, as one
+    log (:func:`parquet_parts`).
+
     Ids are ``int64`` when every user and item id is a plain integer, else all strings; a
     column of integers but for a few lines is an error naming the first of them, and
     ``id_type`` (``int`` or ``str``) says which to read instead of guessing. Without a
@@ -66,10 +72,13 @@ def read_interactions(
     """
     path = Path(path)
     roles = _parse_columns(columns)
+    parts = parquet_parts(path)
+    if parts is not None:
+        return _read_parquet(parts, roles, id_type)
     parquet = path.suffix.lower() == ".parquet"
     _check_file(path, "interaction log", text=not parquet)
     if parquet:
-        return _read_parquet(path, roles, id_type)
+        return _read_parquet([path], roles, id_type)
     sep = _normalize_sep(sep)
     encoding = _normalize_encoding(encoding)
     if header is None:
@@ -143,7 +152,75 @@ def _normalize_encoding(encoding: str) -> str:
     raise ConfigError(f"encoding {encoding!r}: expected utf-8 or latin-1")
 
 
-def _read_parquet(path: Path, roles: dict[str, str], id_type: str | None) -> RawLog:
+def parquet_parts(path: Path) -> list[Path] | None:
+    """The Parquet parts ``path`` names, sorted by name, when it is a folder or a glob
+    pattern (``*``, ``?``, ``[``) that matches no file of its own; None for any other path.
+
+    A folder without ``*.parquet`` files, a glob matching nothing, and a glob matching
+    anything but Parquet files are errors."""
+    if _is_dir(path):
+        parts = sorted(p for p in path.glob("*.parquet") if p.is_file())
+        if not parts:
+            raise DataError(
+                f"{path}: is a folder without *.parquet files; expected the interaction log "
+                "(a file, or a folder or glob of Parquet parts)"
+            )
+        return parts
+    pattern = str(path)
+    if not any(c in pattern for c in "*?[") or path.exists():
+        return None
+    parts = sorted(Path(p) for p in glob.glob(pattern))
+    if not parts:
+        raise DataError(f"{pattern}: no file matches this pattern")
+    for part in parts:
+        if part.suffix.lower() != ".parquet" or not part.is_file():
+            raise DataError(
+                f"{part}: matched by {pattern!r}, but a pattern may only match Parquet files "
+                "(*.parquet); give a text log by its own path"
+            )
+    return parts
+
+
+def _read_parquet(paths: list[Path], roles: dict[str, str], id_type: str | None) -> RawLog:
+    """One log from Parquet parts read in order; an error names the part and its row."""
+    tables = [_parquet_table(path, roles) for path in paths]
+    offsets = np.cumsum([0] + [t.num_rows for t in tables])
+    if offsets[-1] == 0:
+        raise DataError(f"{paths[0] if len(paths) == 1 else paths[0].parent}: no rows")
+    users = [_parquet_ids(p, t, roles["user"]) for p, t in zip(paths, tables, strict=True)]
+    items = [_parquet_ids(p, t, roles["item"]) for p, t in zip(paths, tables, strict=True)]
+    if id_type != "str" and all(pa.types.is_integer(c.type) for c in users + items):
+        user, item = _concat(users, pa.int64()), _concat(items, pa.int64())
+    else:
+
+        def at_row(row: int, message: str) -> DataError:
+            part = int(np.searchsorted(offsets, row, side="right")) - 1
+            return DataError(f"{paths[part]}: row {row - offsets[part] + 1}: {message}")
+
+        user, item = _typed_ids(
+            [
+                _Ids(_concat(users, pa.string()), f"user column {roles['user']!r}", at_row),
+                _Ids(_concat(items, pa.string()), f"item column {roles['item']!r}", at_row),
+            ],
+            id_type,
+        )
+    if "timestamp" in roles:
+        timestamp = _concat(
+            [_parquet_time(p, t, roles["timestamp"]) for p, t in zip(paths, tables, strict=True)],
+            pa.float64(),
+        )
+    else:
+        timestamp = pa.nulls(int(offsets[-1]), pa.float64())
+    interactions = pa.table({"user": user, "item": item, "timestamp": timestamp})
+    categories = None
+    if "category" in roles:
+        category = [_decoded(t.column(roles["category"])) for t in tables]
+        categories = _category_table(item, _concat(category, pa.string()))
+    return RawLog(interactions, tuple(paths), categories)
+
+
+def _parquet_table(path: Path, roles: dict[str, str]) -> pa.Table:
+    """The columns ``roles`` names, read from one Parquet file."""
     try:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError) as err:
@@ -151,35 +228,16 @@ def _read_parquet(path: Path, roles: dict[str, str], id_type: str | None) -> Raw
     for role, entry in roles.items():
         _find_column(path, names, entry, role)
     try:
-        table = pq.read_table(path, columns=list(dict.fromkeys(roles.values())))
+        return pq.read_table(path, columns=list(dict.fromkeys(roles.values())))
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot be read ({_first_line_of(err)})") from err
-    if table.num_rows == 0:
-        raise DataError(f"{path}: no rows")
-    user = _parquet_ids(path, table, roles["user"])
-    item = _parquet_ids(path, table, roles["item"])
-    both_int = pa.types.is_integer(user.type) and pa.types.is_integer(item.type)
-    if id_type == "str" or not both_int:
 
-        def at_row(row: int, message: str) -> DataError:
-            return DataError(f"{path}: row {row + 1}: {message}")
 
-        user, item = _typed_ids(
-            [
-                _Ids(pc.cast(user, pa.string()), f"user column {roles['user']!r}", at_row),
-                _Ids(pc.cast(item, pa.string()), f"item column {roles['item']!r}", at_row),
-            ],
-            id_type,
-        )
-    if "timestamp" in roles:
-        timestamp = _parquet_time(path, table, roles["timestamp"])
-    else:
-        timestamp = pa.nulls(table.num_rows, pa.float64())
-    interactions = pa.table({"user": user, "item": item, "timestamp": timestamp})
-    categories = None
-    if "category" in roles:
-        categories = _category_table(item, _decoded(table.column(roles["category"])))
-    return RawLog(interactions, (path,), categories)
+def _concat(columns: list[pa.ChunkedArray], kind: pa.DataType) -> pa.ChunkedArray:
+    """The parts' columns, cast to ``kind`` (a no-op when they have it), as one column."""
+    return pa.chunked_array(
+        [chunk for c in columns for chunk in pc.cast(c, kind).chunks], type=kind
+    )
 
 
 def _decoded(values: pa.ChunkedArray) -> pa.ChunkedArray:
