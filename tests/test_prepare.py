@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -55,24 +53,12 @@ def test_second_run_loads_the_cache_and_a_changed_file_is_noticed(
     assert changed.n_users == first.n_users - 1
 
 
-def test_the_cache_records_the_digests_and_a_same_size_rewrite_is_read_again(
-    tmp_path, shared_data, private_cache
-):
+def test_a_same_size_rewrite_with_a_new_time_is_read_again(tmp_path, shared_data, private_cache):
     source = tmp_path / "LastFM.txt"
     shutil.copy(shared_data / "lastfm" / "LastFM.txt", source)
     before = cached_files(private_cache)
     first = load_sequences(str(source), format="sequences")
-    (entry,) = cached_files(private_cache) - before
-    manifest = json.loads(entry.with_suffix(".json").read_text())
     stat = source.stat()
-    assert manifest["sources"] == [
-        {
-            "path": str(source.resolve()),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-        }
-    ]
 
     # the first user's first two items swapped: same size, other content, a later time
     # (set explicitly, as a coarse file-system clock could give the same one)

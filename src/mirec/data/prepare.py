@@ -8,14 +8,10 @@ inputs reads no byte of them and loads the result in milliseconds, however large
 A file rewritten since, or touched, has another size or time and is read again. This is the
 quick check of make and rsync, with its limit: a rewrite that keeps the size and puts the
 old modification time back (or lands within the file system's time resolution) is not seen;
-``use_cache=False`` reads the files whatever the cache holds.
-
-Beside each entry (``sequences/<key>.npz``), ``sequences/<key>.json`` records the SHA-256
-of every source file as it was read, with the size and time it had, so what a cached result
-was built from can be checked later. The published checksums of registry datasets are
-verified when :func:`~mirec.data.registry.download` fetches a file or finds it already
-there, not here. Every array of :class:`~mirec.data.sequences.Sequences` is stored, the
-user-profile code matrix included.
+``use_cache=False`` reads the files whatever the cache holds. The published checksums of
+registry datasets are verified when :func:`~mirec.data.registry.download` fetches a file or
+finds it already there, not here. Every array of :class:`~mirec.data.sequences.Sequences`
+is stored, the user-profile code matrix included.
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mirec.atomic import save_npz_atomic, write_json_atomic
+from mirec.atomic import save_npz_atomic
 from mirec.data import registry
 from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
@@ -148,25 +144,11 @@ def load_sequences(
     else:
         log, _ = generate(spec)
     seqs = build_sequences(log)
-    if use_cache:
-        digests = [registry.sha256_of(p) for p in sources]
-        # stamped before reading: a file that changed meanwhile may have been read half old,
-        # half new, so its result is returned but not kept under the old stamp
-        if [registry.file_stamp(p) for p in sources] == stamps:
-            write_json_atomic(path.with_suffix(".json"), _manifest(stamps, digests))
-            _save(seqs, path)
+    # stamped before reading: a file that changed meanwhile may have been read half old,
+    # half new, so its result is returned but not kept under the old stamp
+    if use_cache and [registry.file_stamp(p) for p in sources] == stamps:
+        _save(seqs, path)
     return seqs
-
-
-def _manifest(stamps: list[tuple[str, int, int]], digests: list[str]) -> dict[str, object]:
-    """What a cache entry was built from: each source file's stamp and SHA-256."""
-    return {
-        "cache_version": CACHE_VERSION,
-        "sources": [
-            {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest}
-            for (path, size, mtime_ns), digest in zip(stamps, digests, strict=True)
-        ],
-    }
 
 
 def _save(seqs: Sequences, path: Path) -> None:
