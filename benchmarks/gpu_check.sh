@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA check, run on a GPU machine from the repository root:
 #   - the whole test suite with device "auto" (CUDA there);
-#   - `mirec train` of ComiRec-SA on amazon-beauty on CUDA, default settings and a large batch;
+#   - `mirec train` of ComiRec-SA on amazon-beauty on CUDA, default settings and a large batch,
+#     the large batch and SASRec also under precision=bf16 (accuracy and speed beside fp32);
 #   - the trained model folder loaded by `Recommender` on CUDA and on CPU: the same lists.
 # Expects ../shared/data (or DATA=folder) and writes run folders under OUT (default runs/gpu).
 # The device lacks Chromium and the serve extra: bring wheels of faiss-cpu, fastapi,
@@ -18,6 +19,14 @@ python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$D
   --output-dir "$OUT/beauty-sa" --quiet
 python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$DATA" \
   --output-dir "$OUT/beauty-sa-b4096" --set batch_size=4096 --set lr=0.004 --quiet
+# the same large batch under bf16 autocast: its accuracy and speed beside fp32's
+python3 -m mirec train --dataset amazon-beauty --model comirec-sa --data-dir "$DATA" \
+  --output-dir "$OUT/beauty-sa-b4096-bf16" --set batch_size=4096 --set lr=0.004 \
+  --set precision=bf16 --quiet
+python3 -m mirec train --dataset amazon-beauty --model sasrec --data-dir "$DATA" \
+  --output-dir "$OUT/beauty-sasrec" --quiet
+python3 -m mirec train --dataset amazon-beauty --model sasrec --data-dir "$DATA" \
+  --output-dir "$OUT/beauty-sasrec-bf16" --set precision=bf16 --quiet
 python3 - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path

@@ -309,3 +309,22 @@ def test_construction_errors():
         SampledSoftmax(N, 5, temperature=0.0)
     with pytest.raises(ValueError, match="num_negatives"):
         SampledSoftmax(N, -1)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "in_batch"])
+def test_logits_stay_fp32_under_bf16_autocast(sampling):
+    # precision=bf16 runs the forward pass under autocast; the loss's logits must not be
+    # rounded to bf16 (8-bit mantissa), so the loss equals the fp32 one exactly
+    items, users = _problem(batch=6)
+    items, users = items.float() * 4, users.float() * 4
+    target = torch.tensor([1, 2, 3, 4, 5, 6])
+    counts = _counts() if sampling == "in_batch" else None
+    loss = SampledSoftmax(N, 0 if sampling == "uniform" else 5, sampling, item_counts=counts)
+    plain = loss(users, target, items)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(users, target, items)
+        rounded = F.cross_entropy((users @ items[1:].T), target - 1)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, plain)
+    if sampling == "uniform":  # what the guard prevents: bf16 logits give another loss
+        assert not torch.isclose(rounded.float(), plain, rtol=1e-4, atol=0)

@@ -132,6 +132,9 @@ class Config:
     max_train_minutes: float | None = None
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..., mps."""
+    precision: str = "fp32"
+    """fp32, or bf16: training's forward passes under ``torch.autocast`` in bfloat16 (meant
+    for CUDA; weights, optimiser state, validation and test stay fp32)."""
 
     def __post_init__(self) -> None:
         # every way of building a Config (YAML, --set, grids, Python) ends here
@@ -371,6 +374,7 @@ def validate(config: Config) -> None:
     if c.id_type is not None:
         _one_of("id_type", c.id_type, ID_TYPES, none=True)
     _check_device(c.device)
+    _one_of("precision", c.precision, PRECISIONS)
     _check_regularizer(c.regularizer)
     _check_adaptive_k(c.adaptive_k)
     if c.extractor == "sparse_interest" and c.num_interests > c.num_concepts:
@@ -435,6 +439,8 @@ def _text(name: str, value: str) -> None:
     if not value.strip():
         _bad(name, value, "must not be empty")
 
+
+PRECISIONS = ("fp32", "bf16")
 
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?)")
 

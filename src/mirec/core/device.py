@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from mirec.errors import ConfigError
@@ -39,3 +41,14 @@ def resolve_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise ConfigError(f"setting device={name!r}: must be auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def forward_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context of a training forward pass at ``config.precision``: nothing for fp32;
+    ``torch.autocast`` in bfloat16 for bf16, where matrix products run in bfloat16 and
+    reductions such as the softmax stay fp32, while weights and optimiser state are fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"setting precision={precision}: autocast needs device cuda or cpu")
+    return torch.autocast(device.type, dtype=torch.bfloat16)

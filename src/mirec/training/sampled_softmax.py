@@ -204,6 +204,11 @@ class SampledSoftmax:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Mean loss. ``user``: (B, d); ``target``: (B,) in 1..N; ``item_table``: (N + 1, d)."""
+        if torch.is_autocast_enabled(user.device.type):
+            # under bf16 autocast the logits are still fp32: bf16's 8-bit mantissa rounds
+            # scores near 10 by 0.06, coarser than the softmax must tell them apart
+            with torch.autocast(user.device.type, enabled=False):
+                return self(user.float(), target, item_table.float(), generator)
         tau = self.temperature
         if self.sampling == "in_batch":
             scores = user @ item_table[target].T / tau  # (B, B): column k is example k's target

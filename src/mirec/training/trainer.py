@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mirec.config import Config
-from mirec.core.device import resolve_device
+from mirec.core.device import forward_precision, resolve_device
 from mirec.data.examples import (
     MIN_TARGET_POSITION,
     gather_histories,
@@ -251,7 +251,9 @@ def train_epochs(
             leave=False,
         )
         for b in bar:
-            total_loss += optimizer_step(optimizer, plan.loss(b))
+            with forward_precision(device, config.precision):
+                batch_loss = plan.loss(b)
+            total_loss += optimizer_step(optimizer, batch_loss)
         bar.close()
         seconds = time.perf_counter() - epoch_start
         valid = validate()
