@@ -11,6 +11,7 @@ its last finished epoch.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from mirec.models.folder import (
 from mirec.models.registry import build_ctr_model, build_model
 from mirec.run_folder import RunFolder, claim, folder_lock
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
+from mirec.training.distributed import World, process_group
 from mirec.training.trainer import FitResult, fit
 
 
@@ -73,9 +75,15 @@ def train_run(
     ``overwrite`` (the new run replaces it once finished) or ``resume`` (an unfinished run
     with the same settings continues from its last finished epoch and ends exactly as an
     uninterrupted one would; a finished one is returned as is); the rules are
-    :func:`~mirec.run_folder.claim`'s."""
+    :func:`~mirec.run_folder.claim`'s.
+
+    Started by ``torchrun --nproc_per_node=N`` (N > 1), the processes train together and
+    each returns rank 0's metrics (:func:`_train_ranks`)."""
     if config.task not in TASKS:
         raise ConfigError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
+    with process_group(config.device) as world:
+        if world is not None:
+            return _train_ranks(config, output_dir, world, data_dir, progress, resume, overwrite)
     with folder_lock(output_dir):
         run = claim(output_dir, config, resume=resume, overwrite=overwrite)
         if isinstance(run, dict):
@@ -86,18 +94,67 @@ def train_run(
     return metrics
 
 
-def _train(config: Config, run: RunFolder, data_dir: Path | None, progress: bool) -> dict[str, Any]:
-    """Train and test ``config`` in ``run``'s staging folder; returns its metrics."""
-    data = prepare_for(config, data_dir)
+def _train_ranks(
+    config: Config,
+    output_dir: Path,
+    world: World,
+    data_dir: Path | None,
+    progress: bool,
+    resume: bool,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """:func:`train_run` in one process of a torchrun job: rank 0 alone locks, claims and
+    writes ``output_dir``, and shows progress; every rank trains
+    (:mod:`mirec.training.distributed`) and returns rank 0's metrics."""
+    if config.task != "retrieval":
+        raise ConfigError(
+            f"task={config.task}: trains in one process; torchrun trains retrieval models"
+        )
+    with ExitStack() as held:
+
+        def take_folder() -> RunFolder | dict[str, Any]:
+            held.enter_context(folder_lock(output_dir))
+            return claim(output_dir, config, resume=resume, overwrite=overwrite)
+
+        run = world.main_only(take_folder)
+        if isinstance(run, dict):
+            return run
+        metrics = _train(config, run, data_dir, progress and world.is_main, world)
+
+        def finish() -> dict[str, Any]:
+            write_json_atomic(run.staging / METRICS_FILE, metrics)
+            run.commit()
+            return metrics
+
+        return world.main_only(finish)
+
+
+def _train(
+    config: Config,
+    run: RunFolder,
+    data_dir: Path | None,
+    progress: bool,
+    world: World | None = None,
+) -> dict[str, Any]:
+    """Train and test ``config`` in ``run``'s staging folder; returns its metrics. In a
+    torchrun job (``world``) only rank 0 writes and tests; the other ranks return {}."""
+    if world is None:
+        data = prepare_for(config, data_dir)
+    else:  # rank 0 first: the others find its preprocessing in the cache
+        data = world.everywhere(lambda: prepare_for(config, data_dir), main_first=True)
+    writes = world is None or world.is_main
     staging = run.staging
-    write_config(staging, config)
-    counts = training_item_counts(data.sequences, data.split.train)
-    write_folder_data(staging, config, data.sequences, counts, data.maxlen)
+    if writes:
+        write_config(staging, config)
+        counts = training_item_counts(data.sequences, data.split.train)
+        write_folder_data(staging, config, data.sequences, counts, data.maxlen)
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
     if config.task == "ctr":
         return _train_ctr(config, data, run, progress)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
-    result = fit(model, data, config, staging, progress=progress, resume=run.resuming)
+    result = fit(model, data, config, staging, progress=progress, resume=run.resuming, world=world)
+    if not writes:
+        return {}
     settings = _retrieval_settings(config, data)
     test = evaluate(
         model,
@@ -108,7 +165,7 @@ def _train(config: Config, run: RunFolder, data_dir: Path | None, progress: bool
         **settings,
     )
     return {
-        **_run_header(config, data, model),
+        **_run_header(config, data, model, processes=1 if world is None else world.size),
         "valid": result.best_valid,
         "test": test.metrics,
         "collapse": test.collapse,
@@ -364,7 +421,11 @@ def _retrieval_settings(config: Config, data: PreparedData) -> dict[str, Any]:
     }
 
 
-def _run_header(config: Config, data: PreparedData, model: torch.nn.Module) -> dict[str, Any]:
+def _run_header(
+    config: Config, data: PreparedData, model: torch.nn.Module, processes: int = 1
+) -> dict[str, Any]:
+    """What was run, on what, and how: ``processes`` (a torchrun job's) of ``threads``
+    PyTorch threads each."""
     split = data.split
     return {
         "dataset": config.dataset,
@@ -381,5 +442,7 @@ def _run_header(config: Config, data: PreparedData, model: torch.nn.Module) -> d
         "n_valid_users": len(split.valid),
         "n_test_users": len(split.test),
         "device": str(resolve_device(config.device)),
+        "processes": processes,
+        "threads": torch.get_num_threads(),
         "mirec_version": __version__,
     }

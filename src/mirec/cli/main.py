@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mirec.config import load_config, model_names, model_summary
+from mirec.core import launch
 from mirec.errors import ConfigError, MirecError
 
 app = typer.Typer(
@@ -27,7 +28,27 @@ DataDir = Annotated[
         readable=False,  # mirec says itself when a folder cannot be read
     ),
 ]
+
+
+@app.callback()
+def _every_command(context: typer.Context) -> None:
+    """Multi-interest recommendation: train, evaluate and inspect K-interest retrievers."""
+    if launch.world_size() > 1 and context.invoked_subcommand != "train":
+        raise ConfigError(
+            f"mirec {context.invoked_subcommand}: runs in one process; of the commands, "
+            "only `mirec train` runs under torchrun"
+        )
+
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="PyTorch threads (default: $OMP_NUM_THREADS, else the cores this process may "
+        "use). Several jobs on one machine: give each its share of the cores.",
+    ),
+]
 
 
 @app.command()
@@ -86,6 +107,7 @@ def train(
         bool, typer.Option(help="Replace the run in --output-dir (once the new one finishes).")
     ] = False,
     quiet: Quiet = False,
+    threads: Threads = None,
 ) -> None:
     """Train a model, keep the best checkpoint on validation Recall@50, and test it."""
     if resume and overwrite:
@@ -103,9 +125,12 @@ def train(
     )
     from mirec.runs import train_run  # torch: only once the settings are known to be good
 
+    _use_threads(threads)
     metrics = train_run(
         cfg, output_dir, data_dir=data_dir, progress=not quiet, resume=resume, overwrite=overwrite
     )
+    if launch.is_secondary():
+        return  # rank 0 reports the run of a torchrun job
     _print_table({cfg.model: metrics})
     typer.echo(f"results: {output_dir / 'metrics.json'}")
 
@@ -128,6 +153,7 @@ def evaluate(
         ),
     ] = None,
     quiet: Quiet = False,
+    threads: Threads = None,
 ) -> None:
     """Evaluate a checkpoint's best weights on its validation and test users (the model
     folder holds everything needed; no dataset is read)."""
@@ -135,6 +161,7 @@ def evaluate(
     from mirec.models.folder import EVALUATION_DIR
     from mirec.runs import evaluate_checkpoint
 
+    _use_threads(threads)
     out = output_dir or checkpoint / EVALUATION_DIR
     metrics = evaluate_checkpoint(
         checkpoint,
@@ -158,6 +185,7 @@ def diagnose(
         typer.Option("--set", help="Change an inference-time setting, e.g. adaptive_k=mass:0.2."),
     ] = None,
     quiet: Quiet = False,
+    threads: Threads = None,
 ) -> None:
     """Measure what the interests do on the test users: collapse, effective number, purity,
     NMI and alignment against categories, coverage, long tail, Diversity@N (and planted-K
@@ -166,6 +194,7 @@ def diagnose(
     from mirec.models.folder import EVALUATION_DIR
     from mirec.runs import evaluate_checkpoint
 
+    _use_threads(threads)
     out = output_dir or checkpoint / EVALUATION_DIR
     metrics = evaluate_checkpoint(
         checkpoint,
@@ -211,6 +240,7 @@ def compare_runs(
     resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")] = 0,
     quiet: Quiet = False,
+    threads: Threads = None,
 ) -> None:
     """Compare two trained runs on the same test users, bucket by bucket: each run's
     Recall@50 and NDCG@50 and B - A with a paired bootstrap 95% confidence interval (the
@@ -219,6 +249,7 @@ def compare_runs(
 
     from mirec.runs import compare_checkpoints
 
+    _use_threads(threads)
     result, table = compare_checkpoints(
         run_a, run_b, by, out, resamples=resamples, seed=seed, progress=not quiet
     )
@@ -239,6 +270,7 @@ def inspect(
     plot: Annotated[
         Path | None, typer.Option(help="Also draw the history and interests in 2-D (PNG).")
     ] = None,
+    threads: Threads = None,
 ) -> None:
     """Show a user's history grouped by interest, each interest named by its categories,
     with its own recommendations."""
@@ -249,6 +281,7 @@ def inspect(
     if top < 1:
         raise ConfigError(f"--top {top}: must be an integer >= 1")
     item_list = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
+    _use_threads(threads)
     report = inspect_checkpoint(checkpoint, user=user, items=item_list, top=top)
     typer.echo(json.dumps(report.to_json(), indent=2) if json_ else report.to_text())
     if plot is not None:
@@ -272,6 +305,7 @@ def recommend(
         typer.Option(help="Search the folder's flat, hnsw or ivf index (see `mirec index`)."),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    threads: Threads = None,
 ) -> None:
     """What should this user see next? The top-n items for a known user's stored history or
     for a list of item ids, each with its score and the interest that found it."""
@@ -284,6 +318,7 @@ def recommend(
     history = [i.strip() for i in (items or "").split(",") if i.strip()]
     if items is not None and not history:
         raise MirecError("--items: no item ids; give raw item ids, oldest first: a,b,c")
+    _use_threads(threads)
     rec = Recommender.load(checkpoint)
     if user is not None:
         recs = rec.recommend_user(user, n, exclude_history=exclude_history, index=index)
@@ -321,6 +356,7 @@ def index(
     sample_users: Annotated[
         int, typer.Option(help="Users of the folder whose lists measure the recall.")
     ] = 1000,
+    threads: Threads = None,
 ) -> None:
     """Build an item index for `mirec recommend --index KIND` (and Recommender's
     index=KIND), store it in the model folder, and measure its Recall@50 against the exact
@@ -331,6 +367,7 @@ def index(
 
     if sample_users < 1:
         raise ConfigError(f"--sample-users {sample_users}: must be an integer >= 1")
+    _use_threads(threads)
     rec = Recommender.load(checkpoint)
     start = time.perf_counter()
     built = rec.build_index(
@@ -410,6 +447,7 @@ def experiment(
     ] = False,
     data_dir: DataDir = None,
     quiet: Quiet = False,
+    threads: Threads = None,
 ) -> None:
     """Run grids of training runs (resumable: finished cells are kept) and write their
     reports, one file after another."""
@@ -420,6 +458,7 @@ def experiment(
     if max_cells is not None and max_cells < 0:
         raise ConfigError(f"--max-cells {max_cells}: must be an integer >= 0")
     specs = [(file, load_experiment(file)) for file in files]  # every file checked first
+    _use_threads(threads)
     failures = []
     for file, spec in specs:
         if not report_only:
@@ -444,10 +483,12 @@ def quickstart(
         ),
     ] = Path("runs/quickstart"),
     quiet: Quiet = False,
+    threads: Threads = None,
 ) -> None:
     """Train ComiRec-SA and the MostPopular baseline on the built-in synthetic data."""
     from mirec.runs import train_run
 
+    _use_threads(threads)
     results = {}
     for name, minutes in (("most-popular", None), ("comirec-sa", 1.5)):
         cfg = load_config(name, dataset="synthetic", max_train_minutes=minutes)
@@ -488,6 +529,13 @@ def models() -> None:
         typer.echo(f"  {name:<24} {model_summary(name)}")
 
 
+def _use_threads(threads: int | None) -> None:
+    """PyTorch's thread count for this command (:mod:`mirec.core.threads`)."""
+    from mirec.core.threads import use_threads  # torch: only for the commands that compute
+
+    use_threads(threads)
+
+
 def _print_table(runs: dict[str, dict]) -> None:
     """A metrics table, one row per run (test split; collapse on test users)."""
     if all(m.get("task") == "ctr" for m in runs.values()):
@@ -522,13 +570,13 @@ def main() -> None:
         context = getattr(err, "ctx", None)
         hint = f"; see `{context.command_path} --help`" if context is not None else ""
         message = _one_line(err.format_message()).rstrip(".")
-        typer.echo(f"mirec: error: {message}{hint}", err=True)
+        _report(f"{message}{hint}")
         sys.exit(err.exit_code)
     except typer.Abort:  # end of input at a prompt
         typer.echo("mirec: interrupted", err=True)
         sys.exit(INTERRUPTED)
     except MirecError as err:
-        typer.echo(f"mirec: error: {_one_line(str(err))}", err=True)
+        _report(_one_line(str(err)))
         sys.exit(err.exit_code)
     except OSError as err:
         # the file system refused a path the user gave (permissions, a full disk, a file
@@ -536,12 +584,20 @@ def main() -> None:
         if err.filename is None:
             raise
         reason = err.strerror or type(err).__name__
-        typer.echo(f"mirec: error: {err.filename}: {reason}", err=True)
+        _report(f"{err.filename}: {reason}")
         sys.exit(MirecError.exit_code)
     if code == INTERRUPTED:  # typer turns Ctrl-C into this exit code
         typer.echo("mirec: interrupted", err=True)
     # a command's typer.Exit(n), or --help's 0; None when a command returns normally
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(message: str) -> None:
+    """An error as one line on stderr. In a torchrun job only rank 0 prints it: every rank
+    parses the same arguments, so meets the same usage and setting errors, and the errors a
+    rank meets alone reach rank 0 (:mod:`mirec.training.distributed`)."""
+    if not launch.is_secondary():
+        typer.echo(f"mirec: error: {message}", err=True)
 
 
 def _one_line(message: str) -> str:

@@ -27,6 +27,7 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
+from mirec.core.threads import usable_cpus
 from mirec.errors import MirecError
 from mirec.recommender import Recommender
 from mirec.serving.app import create_app
@@ -72,7 +73,7 @@ def serve(
     port) with ``workers`` processes (default: one per CPU core) until SIGINT or SIGTERM;
     lists come from the folder's ``index`` (None: exact); ``echo`` gets the URL once the
     socket listens."""
-    workers = _usable_cores() if workers is None else workers
+    workers = usable_cpus() if workers is None else workers
     if workers < 1:
         raise MirecError(f"--workers {workers}: must be an integer >= 1")
     recommender = load_servable(checkpoint, index)
@@ -113,12 +114,6 @@ def worker_app() -> FastAPI:
     index named by :data:`INDEX_ENV`."""
     index = os.environ.get(INDEX_ENV) or None
     return _serving_app(load_servable(Path(os.environ[CHECKPOINT_ENV]), index), index)
-
-
-def _usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (Linux)
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _serving_app(recommender: Recommender, index: str | None = None) -> FastAPI:

@@ -42,6 +42,7 @@ from mirec.training.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
+from mirec.training.distributed import World
 from mirec.training.sampled_softmax import SampledSoftmax, resolve_negatives
 
 SELECTION_METRIC = "recall@50"
@@ -220,6 +221,7 @@ def train_epochs(
     shown: tuple[str, ...],
     progress: bool,
     resume: bool = False,
+    world: World | None = None,
 ) -> FitResult:
     """The epoch loop of every trained model: up to ``config.max_epochs`` epochs of
     ``epoch(number)``'s batches (drawing them is where an epoch uses the run's
@@ -228,15 +230,22 @@ def train_epochs(
     ``folder/model.safetensors``. After each epoch the whole state of the loop goes to
     ``folder/checkpoint.safetensors`` (:mod:`mirec.training.checkpoint`); with ``resume``
     the loop continues from there when it exists. With ``progress``, a bar per epoch and
-    a line of the ``shown`` validation figures."""
+    a line of the ``shown`` validation figures.
+
+    In a torchrun job (``world``), every rank trains and rank 0 alone validates, writes
+    and decides when to stop (:mod:`mirec.training.distributed`); the others return
+    ``result`` as it came once training ends."""
     best = BestCheckpoint(model, metric, config.patience, config.max_train_minutes)
     checkpoint = folder / CHECKPOINT_FILE
+    main = world is None or world.is_main
     first = 1
-    if resume and checkpoint.is_file():
+    if resume and main and checkpoint.is_file():
         done, stopped = restore_checkpoint(checkpoint, model, optimizer, randomness, best, result)
         first = config.max_epochs + 1 if stopped else done + 1
         if progress:
             tqdm.write(f"resuming after epoch {done} ({checkpoint})")
+    if resume and world is not None:
+        first = world.follow_main(first, model, optimizer, randomness)
     device = randomness.device
     for number in range(first, config.max_epochs + 1):
         model.train()
@@ -256,15 +265,23 @@ def train_epochs(
             total_loss += optimizer_step(optimizer, batch_loss)
         bar.close()
         seconds = time.perf_counter() - epoch_start
-        valid = validate()
-        line = "  ".join(f"{name} {valid[name]:.4f}" for name in shown)
-        loss = float(total_loss) / plan.n_batches
-        stop = best.finish_epoch(
-            result, number, seconds, plan.examples, loss, valid, line if progress else None
-        )
-        save_checkpoint(checkpoint, number, stop, model, optimizer, randomness, best, result)
+        if world is not None:  # the mean loss of the whole batches, as one process has it
+            total_loss = world.average(total_loss)
+        stop = False
+        if main:
+            valid = validate()
+            line = "  ".join(f"{name} {valid[name]:.4f}" for name in shown)
+            loss = float(total_loss) / plan.n_batches
+            stop = best.finish_epoch(
+                result, number, seconds, plan.examples, loss, valid, line if progress else None
+            )
+            save_checkpoint(checkpoint, number, stop, model, optimizer, randomness, best, result)
+        if world is not None:
+            stop = world.from_main(stop)
         if stop:
             break
+    if not main:
+        return result
     if best.state is None:
         raise MirecError(
             f"training gave no usable model: validation {metric} was NaN after every epoch "
@@ -318,13 +335,18 @@ def fit(
     *,
     progress: bool = True,
     resume: bool = False,
+    world: World | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data``'s training users; leaves the best weights in ``model``
-    and in ``output_dir`` (with ``resume``, from the checkpoint there: :func:`train_epochs`)."""
-    device = resolve_device(config.device)
+    and in ``output_dir`` (with ``resume``, from the checkpoint there: :func:`train_epochs`).
+    In a torchrun job (``world``), this rank trains its slice of every batch and rank 0
+    keeps the best weights (:mod:`mirec.training.distributed`)."""
+    device = resolve_device(config.device) if world is None else world.device
     model.to(device)
     result = FitResult()
     if isinstance(model, MostPopular):
+        if world is not None and not world.is_main:
+            return result  # nothing to train: rank 0 counts the items
         start = time.perf_counter()
         model.fit(training_item_counts(data.sequences, data.split.train))
         result.train_seconds = time.perf_counter() - start
@@ -344,15 +366,29 @@ def fit(
         result.negatives = None if config.sequence_training else config.batch_size - 1
     n_examples = len(examples)
     n_batches = math.ceil(n_examples / config.batch_size)
+    forward = model.loss
+    if world is not None:
+        n_batches = world.batches(n_examples, config.batch_size)
+        forward = world.synchronised(model)
+        if in_batch and not config.sequence_training:
+            result.negatives = math.ceil(config.batch_size / world.size) - 1
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
+        histories, targets = examples.batch(index)
+        users = examples.users_of(index) if with_users else None
+        return forward(histories, targets, objective, generator, users)
 
     def epoch(number: int) -> Epoch:
+        if world is not None:
+            world.check_in_step(generator)
         order = torch.randperm(n_examples, device=device, generator=generator)
 
         def loss(b: int) -> torch.Tensor:
             index = order[b * config.batch_size : (b + 1) * config.batch_size]
-            histories, targets = examples.batch(index)
-            users = examples.users_of(index) if with_users else None
-            return model.loss(histories, targets, objective, generator, users)
+            if world is None:
+                return batch_loss(index)
+            index, share = world.shard(index)
+            return batch_loss(index) * share
 
         return Epoch(n_batches, examples.n_targets, loss)
 
@@ -373,4 +409,5 @@ def fit(
         shown=(SELECTION_METRIC, "ndcg@50"),
         progress=progress,
         resume=resume,
+        world=world,
     )
