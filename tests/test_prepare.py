@@ -19,7 +19,8 @@ from mirec.errors import ConfigError
 
 
 def cached_files(cache: Path) -> set[Path]:
-    return set((cache / "sequences").glob("*.npz"))
+    """The cache entries (a folder each; hidden staging folders are not entries)."""
+    return {p for p in (cache / "sequences").glob("[!.]*") if p.is_dir()}
 
 
 def test_second_run_loads_the_cache_and_a_changed_file_is_noticed(

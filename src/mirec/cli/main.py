@@ -56,8 +56,9 @@ def train(
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="Registry name (see `mirec datasets`), a path, "
-            "or synthetic[:n_users=...,n_items=...]."
+            help="Registry name (see `mirec datasets`), a path (with --format interactions also "
+            "a folder or glob of Parquet parts; prepared out of core, memory capped by "
+            "$MIREC_INGEST_MEMORY), or synthetic[:n_users=...,n_items=...]."
         ),
     ] = None,
     model: Annotated[

@@ -1,7 +1,13 @@
 """From a dataset name (or path) to split, ready-to-train sequences, cached on disk.
 
-Reading and filtering a large log takes a while, so the result of
-:func:`~mirec.data.sequences.build_sequences` is stored under the cache directory, keyed by
+An ``interactions`` log (a Parquet file, folder or glob, or a delimited text file) is
+prepared out of core by DuckDB (:mod:`mirec.data.ingest`), so a log larger than memory
+fits; the other formats are read in memory and go through
+:func:`~mirec.data.sequences.build_sequences`. Either way the result is a folder of
+``.npy`` arrays (:mod:`mirec.data.stored`), loaded memory-mapped.
+
+Reading and filtering a large log takes a while, so the result is stored under the cache
+directory (``sequences/<key>/``), keyed by
 the dataset reference, the reader settings and each source file's resolved path, size and
 modification time (:func:`~mirec.data.registry.file_stamp`): a second run with the same
 inputs reads no byte of them and loads the result in milliseconds, however large the log.
@@ -11,7 +17,8 @@ old modification time back (or lands within the file system's time resolution) i
 ``use_cache=False`` reads the files whatever the cache holds. The published checksums of
 registry datasets are verified when :func:`~mirec.data.registry.download` fetches a file or
 finds it already there, not here. Every array of :class:`~mirec.data.sequences.Sequences`
-is stored, the user-profile code matrix included.
+is stored, the user-profile code matrix included. An entry is built in a hidden folder
+beside it and renamed into place once complete, so a crash never leaves half an entry.
 """
 
 from __future__ import annotations
@@ -19,24 +26,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, fields
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from mirec.atomic import save_npz_atomic
+from mirec.atomic import fsync_folder
 from mirec.data import registry
 from mirec.data.examples import EvaluationSet, evaluation_set
+from mirec.data.ingest import InMemoryOnly, ingest_interactions
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
+from mirec.data.stored import read_sequences, write_sequences
 from mirec.data.synthetic import SyntheticSpec, generate
 from mirec.errors import ConfigError
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 """Part of every cache key; bumped when :class:`Sequences` gains fields (2: user-profile
 codes), so a cache written before is never loaded as if it had none, when the readers
 refuse what they used to accept (4: a mostly-integer id column with odd lines, which used
-to turn every id into text, is an error), so no cache outlives the check, or when the key
-itself changes (5: file stamps instead of file digests)."""
+to turn every id into text, is an error), so no cache outlives the check, when the key
+itself changes (5: file stamps instead of file digests), or when the entry's layout does
+(6: a folder of memory-mapped ``.npy`` files, int32 items, instead of one ``.npz``)."""
 MOVIELENS_MAXLEN, DEFAULT_MAXLEN = 50, 20
 
 
@@ -117,8 +127,7 @@ def load_sequences(
     """Filtered, re-indexed sequences of a registry dataset, a path, or ``synthetic[:opts]``;
     ``id_type`` (None, ``int`` or ``str``) says how the reader takes ids."""
     if dataset.split(":")[0] == "synthetic" and format is None:
-        spec = SyntheticSpec.parse(dataset)
-        key_parts = {"synthetic": repr(spec)}
+        key_parts = {"synthetic": repr(SyntheticSpec.parse(dataset))}
         sources: list[Path] = []
         stamps: list[tuple[str, int, int]] = []
     else:
@@ -134,33 +143,59 @@ def load_sequences(
             "id_type": id_type,
         }
     key = hashlib.sha256(json.dumps([CACHE_VERSION, key_parts]).encode()).hexdigest()[:24]
-    path = cache_dir() / "sequences" / f"{key}.npz"
-    if use_cache and path.is_file():
-        return _load(path)
+    entry = cache_dir() / "sequences" / key
+    if use_cache and entry.is_dir():
+        return read_sequences(entry)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}.", suffix=".tmp"))
+    try:
+        _build(staging, dataset, sources, data_dir, format, columns, sep, id_type)
+        # stamped before reading: a file that changed meanwhile may have been read half old,
+        # half new, so its result is returned but not kept under the old stamp
+        if use_cache and [registry.file_stamp(p) for p in sources] == stamps:
+            _publish(staging, entry)
+            return read_sequences(entry)
+        # the arrays stay mapped once their files are gone (POSIX), and the disk is freed
+        # when they are
+        return read_sequences(staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build(
+    folder: Path,
+    dataset: str,
+    sources: list[Path],
+    data_dir: Path | None,
+    format: str | None,
+    columns: str | None,
+    sep: str | None,
+    id_type: str | None,
+) -> None:
+    """Write the sequences of ``dataset`` into ``folder``: out of core (DuckDB, on disk)
+    for an ``interactions`` log, in memory for the other formats."""
+    if format == "interactions":
+        try:
+            ingest_interactions(dataset, columns, folder, sep=sep, id_type=id_type)
+            return
+        except InMemoryOnly:
+            pass  # raised before anything was written
     if sources:
         log = registry.load(
             dataset, data_dir=data_dir, format=format, columns=columns, sep=sep, id_type=id_type
         )
     else:
-        log, _ = generate(spec)
-    seqs = build_sequences(log)
-    # stamped before reading: a file that changed meanwhile may have been read half old,
-    # half new, so its result is returned but not kept under the old stamp
-    if use_cache and [registry.file_stamp(p) for p in sources] == stamps:
-        _save(seqs, path)
-    return seqs
+        log, _ = generate(SyntheticSpec.parse(dataset))
+    write_sequences(folder, build_sequences(log))
 
 
-def _save(seqs: Sequences, path: Path) -> None:
-    arrays = {}
-    for f in fields(seqs):
-        value = getattr(seqs, f.name)
-        if value is not None:
-            # strings as fixed-width unicode: loading never needs pickle
-            arrays[f.name] = value.astype(str) if value.dtype == object else value
-    save_npz_atomic(path, arrays)
-
-
-def _load(path: Path) -> Sequences:
-    with np.load(path, allow_pickle=False) as data:
-        return Sequences(**{name: data[name] for name in data.files})
+def _publish(staging: Path, entry: Path) -> None:
+    """Rename the finished ``staging`` folder to ``entry``; a process that prepared the
+    same inputs meanwhile may have put it there already, which is as good."""
+    try:
+        staging.rename(entry)
+    except OSError:
+        if not entry.is_dir():
+            raise
+        return
+    fsync_folder(entry.parent)

@@ -7,7 +7,9 @@ sorted ascending, numerically where they are integers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -19,6 +21,8 @@ from mirec.errors import DataError
 
 MIN_ITEM_INTERACTIONS = 5
 MIN_USER_INTERACTIONS = 5
+_BATCH_ROWS = 1 << 20
+"""Rows of the ordered log fetched from DuckDB at a time."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class Sequences:
     offsets: np.ndarray
     """int64, ``n_users + 1``: user u's items are ``items[offsets[u]:offsets[u + 1]]``."""
     items: np.ndarray
-    """int64 item indices in 1..n_items."""
+    """int32 item indices in 1..n_items (a memory map when loaded from the cache)."""
     item_ids: np.ndarray
     """Raw id of item index i at position i - 1 (int64 or str)."""
     item_category_offsets: np.ndarray | None = None
@@ -152,56 +156,85 @@ def build_sequences(log: RawLog) -> Sequences:
     )
     con = duckdb.connect()
     con.register("log", table)
+    fields = filtered_sequences(con, log.sources, lambda n: np.empty(n, dtype=np.int32))
+    categories: dict[str, np.ndarray] = {}
+    if log.item_categories is not None and log.item_categories.num_rows:
+        con.register("item_categories", log.item_categories)
+        categories = item_categories(con)
+    profiles = _user_features(fields["user_ids"], log.user_features)
+    titles = _item_titles(fields["item_ids"], log.item_titles)
+    return Sequences(**fields, **categories, **profiles, item_titles=titles)
+
+
+def filtered_sequences(
+    con: duckdb.DuckDBPyConnection,
+    sources: Sequence[Path],
+    new_items: Callable[[int], np.ndarray],
+    stage: Callable[[str], None] = lambda name: None,
+) -> dict[str, np.ndarray]:
+    """The protocol's filter, re-indexing and order (PROTOCOL.md section 1) of the relation
+    ``log`` of ``con``: the :class:`Sequences` fields ``user_ids``, ``offsets``, ``items``
+    and ``item_ids`` (and ``behaviors``, ``behavior_names`` when ``log`` has a
+    ``behavior`` column).
+
+    ``log`` has the columns ``user``, ``item``, ``timestamp`` (DOUBLE, null when unknown)
+    and ``pos`` (the file order, which breaks ties). Every step runs in DuckDB, which spills
+    to its temp directory under its memory limit: only the per-user lengths and the
+    vocabularies come back whole. The ordered item indices stream, a batch at a time, into
+    the int32 array ``new_items(n)`` returns (a memory map, for a log larger than memory).
+    ``stage`` is called with the name of each step once it is done. The table
+    ``item_index`` (item, idx) is left on ``con`` for :func:`item_categories`.
+    """
     con.execute(
         f"""
-        CREATE TEMP TABLE kept AS
-        WITH frequent_items AS (SELECT item FROM log GROUP BY item
-                                HAVING count(*) >= {MIN_ITEM_INTERACTIONS}),
-             by_item AS (SELECT * FROM log SEMI JOIN frequent_items USING (item)),
-             active_users AS (SELECT "user" FROM by_item GROUP BY "user"
-                              HAVING count(*) >= {MIN_USER_INTERACTIONS})
-        SELECT * FROM by_item SEMI JOIN active_users USING ("user")
+        CREATE TEMP TABLE frequent_items AS SELECT item FROM log GROUP BY item
+        HAVING count(*) >= {MIN_ITEM_INTERACTIONS};
+        CREATE TEMP TABLE user_lengths AS SELECT "user", count(*) AS n
+        FROM log SEMI JOIN frequent_items USING (item) GROUP BY "user"
+        HAVING count(*) >= {MIN_USER_INTERACTIONS};
+        CREATE TEMP TABLE item_index AS SELECT item,
+        (row_number() OVER (ORDER BY item))::INTEGER AS idx
+        FROM (SELECT DISTINCT item FROM log SEMI JOIN frequent_items USING (item)
+              SEMI JOIN user_lengths USING ("user"));
         """
     )
-    con.execute(
-        "CREATE TEMP TABLE item_index AS SELECT item, "
-        "(row_number() OVER (ORDER BY item))::BIGINT AS idx FROM (SELECT DISTINCT item FROM kept)"
-    )
-    has_behavior = "behavior" in log.interactions.column_names
-    behavior = ", kept.behavior::VARCHAR AS behavior" if has_behavior else ""
-    ordered = con.sql(
-        f"""
-        SELECT kept."user", item_index.idx{behavior} FROM kept JOIN item_index USING (item)
-        ORDER BY kept."user", kept.timestamp NULLS FIRST, kept.pos
-        """
-    ).to_arrow_table()
-    if ordered.num_rows == 0:
-        sources = ", ".join(str(s) for s in log.sources) or "the interaction log"
+    stage("filter (5-core) and item index")
+    users = con.sql('SELECT "user", n FROM user_lengths ORDER BY "user"').to_arrow_table()
+    if users.num_rows == 0:
+        where = ", ".join(str(s) for s in sources) or "the interaction log"
         raise DataError(
-            f"{sources}: no user has {MIN_USER_INTERACTIONS} or more interactions with items "
+            f"{where}: no user has {MIN_USER_INTERACTIONS} or more interactions with items "
             f"seen {MIN_ITEM_INTERACTIONS} or more times; nothing is left to train on"
         )
-    users = ordered.column("user").to_numpy(zero_copy_only=False)
-    user_ids, starts = np.unique(users, return_index=True)
-    item_ids = (
-        con.sql("SELECT item FROM item_index ORDER BY idx")
-        .to_arrow_table()
-        .column("item")
-        .to_numpy(zero_copy_only=False)
-    )
-    categories = _item_categories(con, log.item_categories)
-    profiles = _user_features(user_ids, log.user_features)
-    titles = _item_titles(item_ids, log.item_titles)
-    return Sequences(
-        user_ids=user_ids,
-        offsets=np.append(starts, len(users)).astype(np.int64),
-        items=ordered.column("idx").to_numpy().astype(np.int64),
-        item_ids=item_ids,
-        **categories,
-        **profiles,
-        item_titles=titles,
-        **(_behaviors(ordered.column("behavior")) if has_behavior else {}),
-    )
+    offsets = np.zeros(users.num_rows + 1, dtype=np.int64)
+    np.cumsum(users.column("n").to_numpy(), out=offsets[1:])
+    item_ids = con.sql("SELECT item FROM item_index ORDER BY idx").to_arrow_table()
+    stage("user and item vocabularies")
+    has_behavior = "behavior" in con.sql("SELECT * FROM log LIMIT 0").columns
+    behavior = ", log.behavior::VARCHAR AS behavior" if has_behavior else ""
+    ordered = con.sql(
+        f"""
+        SELECT item_index.idx{behavior} FROM log JOIN item_index USING (item)
+        SEMI JOIN user_lengths USING ("user")
+        ORDER BY log."user", log.timestamp NULLS FIRST, log.pos
+        """
+    ).to_arrow_reader(_BATCH_ROWS)
+    items = new_items(int(offsets[-1]))
+    behaviors, at = [], 0
+    for batch in ordered:
+        items[at : at + batch.num_rows] = batch.column(0).to_numpy()
+        at += batch.num_rows
+        if has_behavior:
+            behaviors.append(batch.column(1))
+    assert at == len(items), "the ordered log and the user lengths disagree"
+    stage("order and write the item sequences")
+    return {
+        "user_ids": users.column("user").to_numpy(zero_copy_only=False),
+        "offsets": offsets,
+        "items": items,
+        "item_ids": item_ids.column("item").to_numpy(zero_copy_only=False),
+        **(_behaviors(pa.chunked_array(behaviors, pa.string())) if has_behavior else {}),
+    }
 
 
 def _behaviors(column: pa.ChunkedArray) -> dict[str, np.ndarray]:
@@ -225,13 +258,11 @@ def _item_titles(item_ids: np.ndarray, item_titles: pa.Table | None) -> np.ndarr
     return pc.fill_null(found, "").to_numpy(zero_copy_only=False).astype(str)
 
 
-def _item_categories(
-    con: duckdb.DuckDBPyConnection, item_categories: pa.Table | None
-) -> dict[str, np.ndarray]:
-    """Categories of the kept items as CSR over item index, category codes by name order."""
-    if item_categories is None or item_categories.num_rows == 0:
-        return {}
-    con.register("item_categories", item_categories)
+def item_categories(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """Categories of the kept items as CSR over item index, category codes by name order,
+    from the relation ``item_categories`` (item, category) of ``con`` and the
+    ``item_index`` :func:`filtered_sequences` left there. Every category of the log is
+    named, whether or not its items were kept."""
     rows = con.sql(
         """
         WITH names AS (SELECT category, (row_number() OVER (ORDER BY category) - 1)::BIGINT
@@ -244,7 +275,7 @@ def _item_categories(
     names = con.sql(
         "SELECT DISTINCT category FROM item_categories ORDER BY category"
     ).to_arrow_table()
-    n_items = con.execute("SELECT count(*) FROM item_index").fetchone()[0]
+    n_items = con.sql("SELECT count(*) FROM item_index").fetchall()[0][0]
     counts = np.bincount(rows.column("idx").to_numpy(), minlength=n_items + 1)[1:]
     return {
         "item_category_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),

@@ -28,7 +28,9 @@ the file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,16 +100,8 @@ def write_folder_data(
         items["title"] = pa.array(seqs.item_titles.astype(str))
     if seqs.item_category_offsets is not None and seqs.item_category_codes is not None:
         items["categories"] = _lists(seqs.item_category_offsets, seqs.item_category_codes)
-    users: dict[str, Any] = {
-        "user": pa.array(seqs.user_ids),
-        "items": _lists(seqs.offsets, seqs.items),
-    }
     features = None
     if seqs.user_feature_codes is not None:
-        width = seqs.user_feature_codes.shape[1]
-        users["profile"] = _lists(
-            np.arange(0, width * seqs.n_users + 1, width), seqs.user_feature_codes.reshape(-1)
-        )
         features = {
             "names": _strings(seqs.user_feature_names),
             "cardinalities": [int(c) for c in seqs.user_feature_cardinalities],
@@ -133,8 +127,39 @@ def write_folder_data(
         "user_features": features,
     }
     _write_parquet(folder / ITEMS_FILE, pa.table(items))
-    _write_parquet(folder / USERS_FILE, pa.table(users))
+    batches = _user_tables(seqs)
+    first = next(batches)  # a run's sequences hold at least one user
+    with (
+        atomic_path(folder / USERS_FILE) as tmp,
+        pq.ParquetWriter(tmp, first.schema, write_page_checksum=True) as writer,
+    ):
+        writer.write_table(first)
+        for batch in batches:
+            writer.write_table(batch)
     write_json_atomic(folder / MODEL_FILE, meta)
+
+
+def _user_tables(seqs: Sequences, interactions: int = 1 << 24) -> Iterator[pa.Table]:
+    """The rows of ``users.parquet``, about ``interactions`` interactions at a time: a log
+    larger than memory is written from its memory-mapped arrays without a copy of them
+    (and each batch's list offsets fit the int32 of a Parquet list)."""
+    offsets = seqs.offsets
+    cuts = np.searchsorted(offsets, np.arange(interactions, offsets[-1], interactions))
+    bounds = np.unique(np.concatenate([[0], cuts, [seqs.n_users]]))
+    for lo, hi in itertools.pairwise(bounds):
+        columns = {
+            "user": pa.array(seqs.user_ids[lo:hi]),
+            "items": _lists(
+                offsets[lo : hi + 1] - offsets[lo], seqs.items[offsets[lo] : offsets[hi]]
+            ),
+        }
+        if seqs.user_feature_codes is not None:
+            codes = seqs.user_feature_codes[lo:hi]
+            width = codes.shape[1]
+            columns["profile"] = _lists(
+                np.arange(0, width * len(codes) + 1, width), codes.reshape(-1)
+            )
+        yield pa.table(columns)
 
 
 def read_folder_data(folder: Path) -> FolderData:
@@ -143,7 +168,7 @@ def read_folder_data(folder: Path) -> FolderData:
     items = _read_parquet(folder / ITEMS_FILE)
     users = _read_parquet(folder / USERS_FILE)
     try:
-        offsets, flat = _flat(users.column("items"))
+        offsets, flat = _flat(users.column("items"), np.int32)
         item_ids = _ids(items.column("item"), meta["item_id_type"])
         fields: dict[str, Any] = {
             "user_ids": _ids(users.column("user"), meta["user_id_type"]),
@@ -309,11 +334,11 @@ def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
     )
 
 
-def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """A list column -> (int64 CSR offsets, int64 values)."""
+def _flat(column: pa.ChunkedArray, dtype: type = np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """A list column -> (int64 CSR offsets, values as ``dtype``)."""
     lists = column.combine_chunks()
     offsets = lists.offsets.to_numpy().astype(np.int64)
-    values = lists.values.to_numpy().astype(np.int64)
+    values = lists.values.to_numpy().astype(dtype)
     return offsets - offsets[0], values[offsets[0] : offsets[-1]]
 
 

@@ -116,7 +116,7 @@ class TrainingExamples:
         maxlen) next items aligned with the history columns, 0 where there is none."""
         starts, ends = self.starts[index], self.ends[index]
         if not self.windows:
-            return gather_histories(self.items, starts, ends, self.maxlen), self.items[ends]
+            return gather_histories(self.items, starts, ends, self.maxlen), self.items[ends].long()
         histories = gather_histories(self.items, starts, ends - 1, self.maxlen)
         starts = starts + MIN_TARGET_POSITION
         return histories, gather_histories(self.items, starts, ends, self.maxlen)

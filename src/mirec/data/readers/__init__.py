@@ -49,7 +49,7 @@ from mirec.data.readers._files import (
     _os_errors,
     max_line_bytes,
 )
-from mirec.data.readers.interactions import ROLES, parquet_parts, read_interactions
+from mirec.data.readers.interactions import ROLES, default_sep, parquet_parts, read_interactions
 from mirec.data.readers.movielens import (
     ML100K_GENRES,
     _ml100k_files,
@@ -121,14 +121,7 @@ def read_log(
         attributes = _attributes_beside(path)
         return read_sequences(path, attributes, id_type=id_type)
     if format == "interactions":
-        if not columns:
-            raise ConfigError(
-                "format 'interactions' needs columns naming the user, item and optionally "
-                "timestamp and category columns, e.g. columns='user_id,item_id,timestamp'"
-            )
-        if sep is None:
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        return read_interactions(path, columns, sep=sep, id_type=id_type)
+        return read_interactions(path, columns, sep=default_sep(path, sep), id_type=id_type)
     if format == "movielens":
         return read_movielens(path, id_type=id_type)
     if format == "movielens-100k":

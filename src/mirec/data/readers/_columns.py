@@ -143,7 +143,7 @@ def _typed_ids(columns: Sequence[_Ids], id_type: str | None) -> list[_Column]:
             if ints is None:
                 row = _first_non_int(c.values, padded_ok=True)
                 value = c.values[row].as_py()
-                raise c.fail(row, f"{c.label} {_not_int(value)} (id_type=int)")
+                raise c.fail(row, not_int_message(c.label, value))
             out.append(ints)
         return out
     ints = [_auto_ints(c) for c in columns]
@@ -169,10 +169,20 @@ def _auto_ints(column: _Ids) -> _Column | None:
     if 2 * n_ints <= n:
         return None
     row = _first_non_int(values, padded_ok=False)
-    raise column.fail(
-        row,
-        f"{column.label} {_not_int(values[row].as_py())}, though {n_ints:,} of its {n:,} "
-        f"ids are integers: correct the line, or {_STR_HINT}",
+    raise column.fail(row, mostly_ints_message(column.label, values[row].as_py(), n_ints, n))
+
+
+def not_int_message(label: str, value: object) -> str:
+    """Why ``value`` of a column read with ``id_type=int`` is refused."""
+    return f"{label} {_not_int(value)} (id_type=int)"
+
+
+def mostly_ints_message(label: str, value: object, n_ints: int, n: int) -> str:
+    """Why ``value`` is refused in a column whose ids are mostly (``n_ints`` of ``n``),
+    but not all, integers."""
+    return (
+        f"{label} {_not_int(value)}, though {n_ints:,} of its {n:,} ids are integers: "
+        f"correct the line, or {_STR_HINT}"
     )
 
 

@@ -87,16 +87,20 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+REJECTS_SQL = (
+    "SELECT line, error_type::VARCHAR, column_name, csv_line, error_message "
+    "FROM reject_errors ORDER BY line"
+)
+"""The lines a ``read_csv(..., store_rejects = true)`` refused, in line order."""
+
+
 def _run(path: Path, sql: str, params: dict[str, object]) -> tuple[pa.Table, list[tuple]]:
     """Run a ``read_csv(..., store_rejects = true)`` query on a fresh connection: the table,
     and the rejected lines as (line, error type, column, line text, message), in line order."""
     con = _connect()
     try:
         table = con.sql(sql, params=params).to_arrow_table()
-        rejects = con.sql(
-            "SELECT line, error_type::VARCHAR, column_name, csv_line, error_message "
-            "FROM reject_errors ORDER BY line"
-        ).fetchall()
+        rejects = con.sql(REJECTS_SQL).fetchall()
     except duckdb.Error as err:
         raise DataError(_parse_failure(path, err)) from err
     finally:
@@ -125,6 +129,23 @@ def _scan(
     ``store_rejects`` table, which records each bad line's physical number. Returns the kept
     fields under their roles.
     """
+    sql, params, fields = scan_query(path, fields, sep=sep, header=header, quote=quote)
+    table, rejects = _run(path, sql, {**params, "encoding": encoding})
+    if latin1_fallback and any(r[1] == "INVALID ENCODING" for r in rejects):
+        encoding = "latin-1"
+        table, rejects = _run(path, sql, {**params, "encoding": encoding})
+    src = checked_rejects(path, rejects, fields, sep=sep, header=header, encoding=encoding)
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no data rows" + (" after the header" if header else ""))
+    return table, src
+
+
+def scan_query(
+    path: Path, fields: Sequence[_F], *, sep: str, header: bool, quote: str = '"'
+) -> tuple[str, dict[str, object], list[_F]]:
+    """Check a delimited file's bytes (:func:`_check_text`), then the DuckDB query that
+    parses it in file order (its parameters, but ``$encoding``, and the fields with their
+    labels): what :func:`_scan` runs, and what an out-of-core reader runs into a table."""
     _check_file(path, "data file")
     _check_text(path, sep=sep, n_fields=len(fields), quote=quote)
     fields = [
@@ -147,11 +168,20 @@ def _scan(
         f"columns = {{{types}}}, force_not_null = [{forced}], store_rejects = true, "
         f"max_line_size = {_duckdb_line_size()})"
     )
-    params = {"path": str(path), "header": header, "delim": sep, "quote": quote}
-    table, rejects = _run(path, sql, {**params, "encoding": encoding})
-    if latin1_fallback and any(r[1] == "INVALID ENCODING" for r in rejects):
-        encoding = "latin-1"
-        table, rejects = _run(path, sql, {**params, "encoding": encoding})
+    return sql, {"path": str(path), "header": header, "delim": sep, "quote": quote}, fields
+
+
+def checked_rejects(
+    path: Path,
+    rejects: list[tuple],
+    fields: Sequence[_F],
+    *,
+    sep: str,
+    header: bool,
+    encoding: str,
+) -> _Source:
+    """The first rejected line that holds data is an error naming it; whitespace-only lines
+    are skipped. The :class:`_Source` that names the line of a scanned row."""
     ignored = set()
     for line, kind, column, text, message in rejects:
         text = (text or "").strip("\r\n")
@@ -160,9 +190,7 @@ def _scan(
             continue
         reason = _reject_reason(kind, column, text, message, fields, sep, encoding)
         raise DataError(f"{path}: line {line}: {reason}")
-    if table.num_rows == 0:
-        raise DataError(f"{path}: no data rows" + (" after the header" if header else ""))
-    return table, _Source(path, header, tuple(fields), frozenset(ignored))
+    return _Source(path, header, tuple(fields), frozenset(ignored))
 
 
 def _reject_reason(

@@ -40,7 +40,7 @@ ROLES = ("user", "item", "timestamp", "category")
 @_os_errors
 def read_interactions(
     path: str | Path,
-    columns: str | Sequence[str],
+    columns: str | Sequence[str] | None,
     sep: str = ",",
     header: bool | None = None,
     *,
@@ -79,8 +79,39 @@ def read_interactions(
     _check_file(path, "interaction log", text=not parquet)
     if parquet:
         return _read_parquet([path], roles, id_type)
-    sep = _normalize_sep(sep)
-    encoding = _normalize_encoding(encoding)
+    sep, encoding = _normalize_sep(sep), _normalize_encoding(encoding)
+    fields, header = text_fields(path, roles, sep, header, encoding)
+    table, src = _scan(path, fields, sep=sep, header=header, encoding=encoding, quote='"')
+    for role in ("user", "item"):
+        _require_nonempty(table.column(role), role, src)
+    user, item = _typed_ids(
+        [_Ids(table.column(role), src.label(role), src.fail) for role in ("user", "item")],
+        id_type,
+    )
+    if "timestamp" in roles:
+        timestamp = _finite_column(table, "timestamp", src)
+    else:
+        timestamp = pa.nulls(len(user), pa.float64())
+    interactions = pa.table({"user": user, "item": item, "timestamp": timestamp})
+    categories = None
+    if "category" in roles:
+        categories = _category_table(item, table.column("category"))
+    return RawLog(interactions, (path,), categories)
+
+
+def default_sep(path: Path, sep: str | None) -> str:
+    """``sep``, or when unset a tab for a ``.tsv`` file and a comma for any other."""
+    if sep is not None:
+        return sep
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def text_fields(
+    path: Path, roles: dict[str, str], sep: str, header: bool | None, encoding: str
+) -> tuple[list[_F], bool]:
+    """The fields of a delimited log's lines, each role's in its place, and whether line 1
+    is a header (``header=None``: unless every entry of ``columns`` is a number); see
+    :func:`read_interactions`."""
     if header is None:
         header = not all(entry.isdigit() for entry in roles.values())
     if header:
@@ -101,30 +132,21 @@ def read_interactions(
             positions[role] = pos
         labels = {role: f"{role} (field {pos + 1})" for role, pos in positions.items()}
     if len(set(positions.values())) < len(positions):
+        columns = ",".join(roles.values())
         raise ConfigError(f"columns {columns!r}: one column is given two roles")
     kinds = {"user": "id", "item": "id", "timestamp": "num", "category": "text"}
     fields = [_F(f"_skip{i}", "skip") for i in range(n_fields)]
     for role, pos in positions.items():
         fields[pos] = _F(role, kinds[role], labels[role])
-    table, src = _scan(path, fields, sep=sep, header=header, encoding=encoding, quote='"')
-    for role in ("user", "item"):
-        _require_nonempty(table.column(role), role, src)
-    user, item = _typed_ids(
-        [_Ids(table.column(role), src.label(role), src.fail) for role in ("user", "item")],
-        id_type,
-    )
-    if "timestamp" in positions:
-        timestamp = _finite_column(table, "timestamp", src)
-    else:
-        timestamp = pa.nulls(len(user), pa.float64())
-    interactions = pa.table({"user": user, "item": item, "timestamp": timestamp})
-    categories = None
-    if "category" in positions:
-        categories = _category_table(item, table.column("category"))
-    return RawLog(interactions, (path,), categories)
+    return fields, header
 
 
-def _parse_columns(columns: str | Sequence[str]) -> dict[str, str]:
+def _parse_columns(columns: str | Sequence[str] | None) -> dict[str, str]:
+    if not columns:
+        raise ConfigError(
+            "format 'interactions' needs columns naming the user, item and optionally "
+            "timestamp and category columns, e.g. columns='user_id,item_id,timestamp'"
+        )
     entries = columns.split(",") if isinstance(columns, str) else list(columns)
     entries = [str(e).strip() for e in entries]
     if not 2 <= len(entries) <= len(ROLES) or not entries[0] or not entries[1]:
@@ -221,16 +243,57 @@ def _read_parquet(paths: list[Path], roles: dict[str, str], id_type: str | None)
 
 def _parquet_table(path: Path, roles: dict[str, str]) -> pa.Table:
     """The columns ``roles`` names, read from one Parquet file."""
-    try:
-        names = pq.read_schema(path).names
-    except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line_of(err)})") from err
-    for role, entry in roles.items():
-        _find_column(path, names, entry, role)
+    parquet_schema(path, roles)
     try:
         return pq.read_table(path, columns=list(dict.fromkeys(roles.values())))
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot be read ({_first_line_of(err)})") from err
+
+
+def parquet_schema(path: Path, roles: dict[str, str]) -> pa.Schema:
+    """The schema of one Parquet file, which must have every column ``roles`` names (its
+    footer alone is read)."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line_of(err)})") from err
+    for role, entry in roles.items():
+        _find_column(path, schema.names, entry, role)
+    return schema
+
+
+def id_kind(path: Path, name: str, kind: pa.DataType) -> str:
+    """How a Parquet column of type ``kind`` holds ids: ``int``, ``float`` (integral values
+    only) or ``str``; any other type is an error."""
+    kind = _value_type(kind)
+    if pa.types.is_integer(kind):
+        return "int"
+    if pa.types.is_floating(kind):
+        return "float"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "str"
+    raise DataError(f"{path}: column {name!r} has type {kind}, which cannot hold ids")
+
+
+def time_kind(path: Path, name: str, kind: pa.DataType) -> str:
+    """How a Parquet column of type ``kind`` holds times: ``timestamp``, ``date``, ``str``
+    (numbers as text), ``number`` or ``decimal``; any other type is an error."""
+    kind = _value_type(kind)
+    if pa.types.is_timestamp(kind):
+        return "timestamp"
+    if pa.types.is_date(kind):
+        return "date"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "str"
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return "number"
+    if pa.types.is_decimal(kind):
+        return "decimal"
+    raise DataError(f"{path}: column {name!r} has type {kind}, not a timestamp or number")
+
+
+def _value_type(kind: pa.DataType) -> pa.DataType:
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
 
 
 def _concat(columns: list[pa.ChunkedArray], kind: pa.DataType) -> pa.ChunkedArray:
@@ -257,13 +320,13 @@ def _parquet_column(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
 
 def _parquet_ids(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
     values = _parquet_column(path, table, name)
-    kind = values.type
-    if pa.types.is_integer(kind):
+    kind = id_kind(path, name, values.type)
+    if kind == "int":
         try:
             return pc.cast(values, pa.int64())
         except pa.ArrowInvalid as err:
             raise DataError(f"{path}: column {name!r}: ids do not fit in int64") from err
-    if pa.types.is_floating(kind):
+    if kind == "float":
         rounded = pc.floor(values)
         if not pc.all(pc.equal(rounded, values)).as_py():
             row = _first_true(pc.invert(pc.fill_null(pc.equal(rounded, values), True)))
@@ -272,28 +335,27 @@ def _parquet_ids(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
                 f"{values[row].as_py()!r}"
             )
         return pc.cast(values, pa.int64())
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        values = pc.cast(values, pa.string())
-        empty = pc.equal(pc.utf8_length(values), 0)
-        if pc.any(empty).as_py():
-            raise DataError(f"{path}: row {_first_true(empty) + 1}: column {name!r} is empty")
-        return values
-    raise DataError(f"{path}: column {name!r} has type {kind}, which cannot hold ids")
+    values = pc.cast(values, pa.string())
+    empty = pc.equal(pc.utf8_length(values), 0)
+    if pc.any(empty).as_py():
+        raise DataError(f"{path}: row {_first_true(empty) + 1}: column {name!r} is empty")
+    return values
 
 
 def _parquet_time(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
     values = _parquet_column(path, table, name)
     kind = values.type
-    if pa.types.is_timestamp(kind):
+    how = time_kind(path, name, kind)
+    if how == "timestamp":
         per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[kind.unit]
-        seconds = pc.divide(
-            pc.cast(pc.cast(values, pa.timestamp(kind.unit)), pa.int64()), per_second
-        )
-        return pc.cast(seconds, pa.float64())
-    if pa.types.is_date(kind):
+        counts = pc.cast(pc.cast(values, pa.timestamp(kind.unit)), pa.int64())
+        # nanoseconds since 1970 pass 2^53: rounded to a double (as DuckDB's reader does),
+        # where a checked cast would refuse them
+        return pc.divide(pc.cast(counts, pa.float64(), safe=False), per_second)
+    if how == "date":
         days = pc.cast(pc.cast(values, pa.date32()), pa.int32())
         return pc.cast(pc.multiply(pc.cast(days, pa.float64()), 86400.0), pa.float64())
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if how == "str":
         try:
             values = pc.cast(values, pa.float64())
         except pa.ArrowInvalid:
@@ -301,10 +363,8 @@ def _parquet_time(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
             raise DataError(
                 f"{path}: row {row + 1}: column {name!r} is not a number: {values[row].as_py()!r}"
             ) from None
-    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        values = pc.cast(values, pa.float64())
     else:
-        raise DataError(f"{path}: column {name!r} has type {kind}, not a timestamp or number")
+        values = pc.cast(values, pa.float64())
     bad = pc.invert(pc.is_finite(values))
     if pc.any(bad).as_py():
         row = _first_true(bad)
