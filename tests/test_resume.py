@@ -154,6 +154,22 @@ def test_a_killed_ctr_run_resumes_to_the_uninterrupted_files(shared_data, tmp_pa
     assert_same_run(tmp_path / "reference", out)
 
 
+def test_a_killed_run_with_a_sparse_item_table_resumes_to_the_uninterrupted_files(
+    shared_data, tmp_path
+):
+    # the row-wise Adam's moments and step count go through the checkpoint too
+    run = (*RETRIEVAL, "--set", "sparse_items=true")
+    reference = start(tmp_path / "reference", shared_data, run)
+    out = tmp_path / "run"
+    proc = start(out, shared_data, run)
+    kill_when(proc, out / STAGING_DIR / "checkpoint.safetensors", random.uniform(0.0, 0.5))
+    resumed = mirec(out, shared_data, run, "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    assert_same_run(tmp_path / "reference", out)
+    assert json.loads((out / METRICS_FILE).read_text())["sparse_items"] is True
+
+
 def test_two_runs_into_one_folder_at_once(shared_data, tmp_path):
     out = tmp_path / "run"
     seeds = (1, 2)

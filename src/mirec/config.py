@@ -117,6 +117,12 @@ class Config:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
+    sparse_items: bool | str = "auto"
+    """How the item table trains: true gives it sparse gradients and a row-wise Adam (a step
+    costs the rows the batch touches), false dense Adam (a step costs the whole table);
+    auto is true from 32,768 items up (where it measured faster) when the loss samples its
+    negatives and ``weight_decay`` is 0 (the row-wise Adam has none), else false
+    (``mirec.training.optimizer``)."""
     num_negatives: int | None = None
     """Shared negatives per batch; 0 scores the whole catalogue; None (auto) is the whole
     catalogue up to 16,384 items, else 4,096 (see ``resolve_negatives``)."""
@@ -356,6 +362,15 @@ def validate(config: Config) -> None:
     _one_of("selector", c.selector, component_names("selector", c.task))
     _one_of("aggregator", c.aggregator, component_names("aggregator", c.task), f"task={c.task}")
     _one_of("negative_sampling", c.negative_sampling, NEGATIVE_SAMPLING)
+    if isinstance(c.sparse_items, str) and c.sparse_items != "auto":
+        _bad("sparse_items", c.sparse_items, "must be true, false or auto")
+    if c.sparse_items is True and c.weight_decay > 0:
+        _bad(
+            "sparse_items",
+            True,
+            f"the row-wise Adam of a sparse item table has no weight decay: set "
+            f"weight_decay=0 (it is {c.weight_decay:g}) or sparse_items=false",
+        )
     if c.negative_sampling == "in_batch" and c.batch_size < 2 and not c.sequence_training:
         _bad(
             "batch_size",

@@ -190,6 +190,7 @@ def _fit_fields(result: FitResult) -> dict[str, Any]:
         "stopped_by": result.stopped_by,
         "train_seconds": round(result.train_seconds, 3),
         "train_examples_per_second": round(result.examples_per_second, 1),
+        "sparse_items": result.sparse_items,
     }
 
 
@@ -363,7 +364,14 @@ def _require_same_test_users(
         )
 
 
-TRAINING_FIELDS = ("epochs", "best_epoch", "stopped_by", "train_seconds", "negatives")
+TRAINING_FIELDS = (
+    "epochs",
+    "best_epoch",
+    "stopped_by",
+    "train_seconds",
+    "negatives",
+    "sparse_items",
+)
 
 
 def _training_summary(trained: dict[str, Any] | None) -> dict[str, Any]:

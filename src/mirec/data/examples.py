@@ -6,6 +6,7 @@ which is what positional embeddings and causal encoders expect.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,10 +49,19 @@ def training_windows(
 
 def training_item_counts(seqs: Sequences, users: np.ndarray) -> np.ndarray:
     """(N + 1,) interactions per item index among ``users`` (index 0, the padding, is 0)."""
-    member = np.zeros(seqs.n_users, dtype=bool)
-    member[users] = True
-    # a bool a row, not a user row a row: a tenth of the memory on a large log
-    return np.bincount(seqs.items[np.repeat(member, seqs.lengths)], minlength=seqs.n_items + 1)
+    chosen = np.zeros(seqs.n_users, dtype=bool)
+    chosen[users] = True
+    # one flag per interaction (a byte each), not an int64 owner per interaction
+    return np.bincount(seqs.items[np.repeat(chosen, seqs.lengths)], minlength=seqs.n_items + 1)
+
+
+def host_tensor(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor sharing ``array``'s memory, as ``torch.from_numpy`` gives, also when the
+    array is a read-only memory map: mirec never writes to the tensors it makes of the
+    dataset, so torch's warning that writing would be undefined does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def gather_histories(
@@ -60,12 +70,13 @@ def gather_histories(
     """``items[max(start, end - maxlen):end]`` for each row, left-padded with 0 to ``maxlen``,
     as int64 (what embedding lookups and losses take).
 
-    ``items`` is the flat (int32) item array of :class:`Sequences`; ``starts``/``ends`` are
-    absolute offsets into it. Works on whichever device the tensors are on.
+    ``items`` is the flat item array of :class:`Sequences` (int64, or int32 as memory-mapped
+    data stores it); ``starts``/``ends`` are absolute offsets into it. The histories are
+    int64 either way. Works on whichever device the tensors are on.
     """
     index = ends.unsqueeze(1) - maxlen + torch.arange(maxlen, device=items.device)
     valid = index >= starts.unsqueeze(1)
-    return torch.where(valid, items[index.clamp_min(0)].long(), 0)
+    return torch.where(valid, items[index.clamp_min(0)].to(torch.int64), 0)
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,7 @@ def evaluation_set(seqs: Sequences, users: np.ndarray, maxlen: int) -> Evaluatio
     starts, cut = history_cuts(seqs, users)
     lengths = seqs.lengths[users]
     histories = gather_histories(
-        torch.from_numpy(seqs.items), torch.from_numpy(starts), torch.from_numpy(cut), maxlen
+        host_tensor(seqs.items), torch.from_numpy(starts), torch.from_numpy(cut), maxlen
     )
     # distinct targets per user, vectorised: sort (user, item) pairs and drop repeats
     n_tail = starts + lengths - cut

@@ -88,7 +88,14 @@ class CTRHead(nn.Module):
 class ClickModel(nn.Module):
     """What every trained CTR model shares: ``_forward`` gives the logits and what its
     ``penalty`` (regularizers, auxiliary losses) needs; the loss is binary cross-entropy
-    plus that penalty."""
+    plus that penalty. Every item lookup goes through ``encoder``."""
+
+    encoder: ItemEncoder
+
+    @property
+    def item_table(self) -> nn.Embedding:
+        """The item embedding table (the trainer may switch its gradients to sparse)."""
+        return self.encoder.item
 
     def _forward(
         self, histories: torch.Tensor, candidates: torch.Tensor, behaviors: torch.Tensor | None

@@ -176,6 +176,12 @@ class InterestModel(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         return self.item_embedding.weight[1:]
 
+    @property
+    def item_table(self) -> nn.Embedding:
+        """The item embedding table. The trainer may switch its gradients to sparse (its
+        ``sparse`` flag); the objective must then read it with the same flag."""
+        return self.item_embedding
+
     def loss(
         self,
         histories: torch.Tensor,

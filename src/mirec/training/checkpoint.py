@@ -4,7 +4,9 @@ finished epoch and ends exactly as if it had never stopped.
 
 The file, ``checkpoint.safetensors``, holds as tensors the current weights
 (``model.*``), the best weights so far (``best.*``), the optimizer's state tensors
-(``optimizer.<parameter>.<name>``: Adam's moments and step counts) and the states of the
+(``optimizer.<parameter>.<name>``: Adam's moments and step counts; with a sparse item
+table, RowAdam's moments of the table after Adam's of the other weights, its integer step
+count in the metadata: :class:`~mirec.training.optimizer.JointOptimizer`) and the states of the
 random generators (``rng.*``: torch's global one, CUDA's, the run's ``torch.Generator``);
 its safetensors metadata holds, as JSON, the rest: the epoch, whether training stopped,
 the early-stopping state, the elapsed time (for ``max_train_minutes``), the loss and
@@ -37,6 +39,7 @@ from safetensors.torch import save_file
 from mirec.atomic import atomic_path
 from mirec.errors import MirecError
 from mirec.models.folder import DIGEST_KEY, host_state, load_state, weights_digest
+from mirec.training.optimizer import Optimizer
 
 if TYPE_CHECKING:
     from mirec.training.trainer import BestCheckpoint, FitResult
@@ -91,7 +94,7 @@ def save_checkpoint(
     epoch: int,
     stopped: bool,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     randomness: Randomness,
     best: BestCheckpoint,
     result: FitResult,
@@ -129,7 +132,7 @@ def save_checkpoint(
 def restore_checkpoint(
     path: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     randomness: Randomness,
     best: BestCheckpoint,
     result: FitResult,
@@ -164,6 +167,16 @@ def restore_checkpoint(
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
+    # the optimizer's state is laid out by parameter index, which differs between a dense
+    # and a sparse item table: a checkpoint of one cannot continue as the other
+    was_sparse = info["result"].get("sparse_items", False)
+    if was_sparse != result.sparse_items:
+        kinds = {True: "sparse", False: "dense"}
+        raise MirecError(
+            f"{path}: written by a run whose item table trained with {kinds[was_sparse]} "
+            f"gradients, and this run's are {kinds[result.sparse_items]}; resume it with "
+            f"--set sparse_items={str(was_sparse).lower()}"
+        )
     load_state(model, part("model."), path)
     optimizer_state: dict[int, dict[str, Any]] = {}
     for key, value in part("optimizer.").items():

@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 from mirec.config import Config
 from mirec.core.device import resolve_device
 from mirec.data.ctr_samples import CTRData, CTRRows, training_rows
-from mirec.data.examples import gather_histories, training_item_counts
+from mirec.data.examples import gather_histories, host_tensor, training_item_counts
 from mirec.evaluation.ctr_metrics import ctr_metrics
 from mirec.models.ctr_model import PopularityCTR
 from mirec.models.folder import WEIGHTS_FILE, save_weights
 from mirec.training.checkpoint import Randomness
+from mirec.training.optimizer import build_optimizer, sparse_item_gradients
 from mirec.training.trainer import Epoch, FitResult, train_epochs
 
 SELECTION_METRIC = "auc"
@@ -39,7 +40,7 @@ class RowBatches:
 
     def __init__(self, data: CTRData, device: torch.device) -> None:
         seqs = data.sequences
-        self.items = torch.from_numpy(seqs.items).to(device)
+        self.items = host_tensor(seqs.items).to(device)
         self.behaviors = (
             None if seqs.behaviors is None else torch.from_numpy(seqs.behaviors).to(device)
         )
@@ -105,7 +106,8 @@ def fit_ctr(
 
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    result.sparse_items = sparse_item_gradients(config, seqs.n_items)
+    optimizer = build_optimizer(model, config, result.sparse_items)
 
     def epoch(number: int) -> Epoch:
         # fresh negatives, then the order: the rng's draws come in this order every epoch

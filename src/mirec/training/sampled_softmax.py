@@ -48,6 +48,12 @@ def resolve_negatives(num_negatives: int | None, n_items: int, sampling: str = "
     return num_negatives
 
 
+def scores_whole_catalogue(num_negatives: int, n_items: int, sampling: str) -> bool:
+    """True when a :class:`SampledSoftmax` of these (resolved) settings is the exact softmax:
+    every item is a negative of every example, so every step reads the whole item table."""
+    return sampling == "uniform" and (num_negatives == 0 or num_negatives >= n_items)
+
+
 class SampledSoftmax:
     r"""Mean softmax cross-entropy of each target against exact, sampled or in-batch negatives.
 
@@ -119,6 +125,10 @@ class SampledSoftmax:
         device: where the sampling distribution starts; it moves to the inputs' device on
             the first call if they differ. A ``generator`` passed to ``__call__`` must be on
             the inputs' device (as ``torch.randint`` and ``torch.multinomial`` require).
+        sparse: read the item table's rows through an embedding lookup whose gradient is a
+            sparse tensor of those rows, as a sparse optimizer (``RowAdam`` of
+            :mod:`mirec.training.optimizer`) needs of every use of the table it trains;
+            False indexes the table, whose gradient is dense.
     """
 
     def __init__(
@@ -130,6 +140,7 @@ class SampledSoftmax:
         hard_negative_beta: float = 0.0,
         temperature: float = 1.0,
         device: torch.device | str | None = None,
+        sparse: bool = False,
     ) -> None:
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
@@ -161,7 +172,8 @@ class SampledSoftmax:
         self.sampling = sampling
         self.hard_negative_beta = float(hard_negative_beta)
         self.temperature = float(temperature)
-        self.exact = sampling == "uniform" and (num_negatives == 0 or num_negatives >= n_items)
+        self.exact = scores_whole_catalogue(num_negatives, n_items, sampling)
+        self.sparse = sparse
         self.probabilities: torch.Tensor | None = None
         self.log_correction: torch.Tensor | None = None
         if item_counts is not None or sampling != "uniform":
@@ -211,7 +223,8 @@ class SampledSoftmax:
                 return self(user.float(), target, item_table.float(), generator)
         tau = self.temperature
         if self.sampling == "in_batch":
-            scores = user @ item_table[target].T / tau  # (B, B): column k is example k's target
+            in_batch = self._rows(item_table, target)
+            scores = user @ in_batch.T / tau  # (B, B): column k is example k's target
             positive = scores.diagonal()
             # masks the diagonal too: it is the positive, not a negative
             valid = target.unsqueeze(0) != target.unsqueeze(1)
@@ -219,7 +232,7 @@ class SampledSoftmax:
             assert self.log_correction is not None
             correction = self.log_correction[target]
         elif self.exact:
-            scores = user @ item_table[1:].T / tau
+            scores = user @ self._catalogue(item_table).T / tau
             if self.hard_negative_beta == 0:
                 return F.cross_entropy(scores, target - 1)
             positive = scores.gather(1, (target - 1).unsqueeze(1)).squeeze(1)
@@ -228,14 +241,28 @@ class SampledSoftmax:
             correction = None
         else:
             negatives = self.sample_negatives(generator, user.device)
-            positive = (user * item_table[target]).sum(-1) / tau
-            scores = user @ item_table[negatives].T / tau  # (B, S), one product for the batch
+            positive = (user * self._rows(item_table, target)).sum(-1) / tau
+            sampled = self._rows(item_table, negatives)
+            scores = user @ sampled.T / tau  # (B, S), one product for the batch
             valid = negatives.unsqueeze(0) != target.unsqueeze(1)
             correction = None
             if self.sampling == "popularity":
                 assert self.log_correction is not None
                 correction = self.log_correction[negatives]
         return _softmax_loss(positive, scores, valid, correction, self.hard_negative_beta)
+
+    def _rows(self, item_table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` of the item table, their gradient sparse when :attr:`sparse`."""
+        if self.sparse:
+            return F.embedding(index, item_table, sparse=True)
+        return item_table[index]
+
+    def _catalogue(self, item_table: torch.Tensor) -> torch.Tensor:
+        """(N, d): every real item's row (the exact softmax)."""
+        if self.sparse:
+            every = torch.arange(1, self.n_items + 1, device=item_table.device)
+            return F.embedding(every, item_table, sparse=True)
+        return item_table[1:]
 
     def _move_to(self, device: torch.device | str | None) -> None:
         """Moves the sampling distribution to ``device`` once, not at every call."""

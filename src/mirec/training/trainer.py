@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -25,6 +26,7 @@ from mirec.core.device import forward_precision, resolve_device
 from mirec.data.examples import (
     MIN_TARGET_POSITION,
     gather_histories,
+    host_tensor,
     targets_per_user,
     training_item_counts,
     training_positions,
@@ -43,6 +45,7 @@ from mirec.training.checkpoint import (
     save_checkpoint,
 )
 from mirec.training.distributed import World
+from mirec.training.optimizer import Optimizer, build_optimizer, sparse_item_gradients
 from mirec.training.sampled_softmax import SampledSoftmax, resolve_negatives
 
 SELECTION_METRIC = "recall@50"
@@ -60,6 +63,8 @@ class FitResult:
     negatives: int | None = None
     """Negatives per example actually used (0: the whole catalogue; in-batch: B - 1, or
     None with sequence training, where a batch's target count varies)."""
+    sparse_items: bool = False
+    """Whether the item table trained with sparse gradients (``Config.sparse_items``)."""
 
     @property
     def examples_per_second(self) -> float:
@@ -73,6 +78,8 @@ class TrainingExamples:
     Example j has the target ``items[ends[j]]`` and the history ``items[starts[j]:ends[j]]``
     (its last ``maxlen`` items); batches are gathered on the device, with no Python loop.
     ``users[j]`` is the example's user row, for models with user profiles (MIND's).
+    ``items`` may be int32 and, on the CPU, a view of a memory-mapped array (it is not
+    copied: a batch reads the pages it needs); batches come out int64.
 
     With ``windows`` (sequence training) example j is instead the window of targets
     ``items[ends[j] - maxlen:ends[j]]`` (positions below 4 left out), each predicted from
@@ -99,7 +106,7 @@ class TrainingExamples:
             rows, ends = training_positions(seqs, data.split.train)
         starts = torch.from_numpy(seqs.offsets[rows]).to(device)
         return cls(
-            items=torch.from_numpy(seqs.items).to(device),
+            items=host_tensor(seqs.items).to(device),
             starts=starts,
             ends=starts + torch.from_numpy(ends).to(device),
             maxlen=maxlen,
@@ -116,7 +123,8 @@ class TrainingExamples:
         maxlen) next items aligned with the history columns, 0 where there is none."""
         starts, ends = self.starts[index], self.ends[index]
         if not self.windows:
-            return gather_histories(self.items, starts, ends, self.maxlen), self.items[ends].long()
+            targets = self.items[ends].to(torch.int64)
+            return gather_histories(self.items, starts, ends, self.maxlen), targets
         histories = gather_histories(self.items, starts, ends - 1, self.maxlen)
         starts = starts + MIN_TARGET_POSITION
         return histories, gather_histories(self.items, starts, ends, self.maxlen)
@@ -199,7 +207,7 @@ class Epoch(NamedTuple):
     """Batch b -> its training loss."""
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+def optimizer_step(optimizer: Optimizer, loss: torch.Tensor) -> torch.Tensor:
     """One optimisation step on ``loss``; returns it detached."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -209,7 +217,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torc
 
 def train_epochs(
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     config: Config,
     randomness: Randomness,
     folder: Path,
@@ -294,7 +302,7 @@ def train_epochs(
 
 def train_step(
     model: InterestModel,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     histories: torch.Tensor,
     targets: torch.Tensor,
     objective: SampledSoftmax,
@@ -306,13 +314,30 @@ def train_step(
     return optimizer_step(optimizer, model.loss(histories, targets, objective, generator, users))
 
 
-def build_objective(config: Config, data: PreparedData, device: torch.device) -> SampledSoftmax:
-    """The training softmax of ``config``: its negatives, their count and REMI's beta; item
-    popularity comes from the training users only."""
-    n_items = data.sequences.n_items
+def build_objective(
+    config: Config, data: PreparedData, device: torch.device, sparse: bool = False
+) -> SampledSoftmax:
+    """The training softmax of ``config`` on ``data``: item popularity (for popularity and
+    in-batch negatives) comes from the training users only. ``sparse``: the item table
+    trains with sparse gradients (:func:`objective_of`)."""
     counts = None
     if config.negative_sampling != "uniform":
-        counts = torch.from_numpy(training_item_counts(data.sequences, data.split.train))
+        counts = training_item_counts(data.sequences, data.split.train)
+    return objective_of(config, data.sequences.n_items, counts, device, sparse)
+
+
+def objective_of(
+    config: Config,
+    n_items: int,
+    item_counts: np.ndarray | None,
+    device: torch.device,
+    sparse: bool = False,
+) -> SampledSoftmax:
+    """The training softmax of ``config`` over ``n_items`` items: its negatives, their count
+    and REMI's beta; ``item_counts`` (N + 1,) training interactions per item, needed unless
+    the sampling is uniform. ``sparse`` reads the item table as sparse gradients need
+    (:mod:`mirec.training.optimizer`)."""
+    counts = None if item_counts is None else torch.from_numpy(item_counts)
     try:
         return SampledSoftmax(
             n_items,
@@ -322,6 +347,7 @@ def build_objective(config: Config, data: PreparedData, device: torch.device) ->
             hard_negative_beta=config.hard_negative_beta,
             temperature=config.temperature,
             device=device,
+            sparse=sparse,
         )
     except ValueError as err:
         raise ConfigError(f"training objective: {err}") from err
@@ -356,9 +382,12 @@ def fit(
         return result
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    nccl = world is not None and device.type == "cuda"
+    sparse = sparse_item_gradients(config, data.sequences.n_items, nccl=nccl)
+    optimizer = build_optimizer(model, config, sparse)
     examples = TrainingExamples.of(data, device, windows=config.sequence_training)
-    objective = build_objective(config, data, device)
+    objective = build_objective(config, data, device, sparse)
+    result.sparse_items = sparse
     in_batch = config.negative_sampling == "in_batch"
     with_users = model.uses_user_rows
     result.negatives = objective.num_negatives
