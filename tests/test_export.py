@@ -42,6 +42,7 @@ NOT_EXPORTABLE = {
     "din": "it is a ctr model (task: ctr)",
     "dmin": "it is a ctr model (task: ctr)",
     "most-popular": "the popularity baseline has no user tower",
+    "distinct-interests": "aggregator 'mixture' scores with each interest's log-partition",
 }
 """Published configs with no user tower, and what the refusal says."""
 VARIANTS = [

@@ -28,6 +28,10 @@ Only models that rank by the max over their retrieval vectors are served: the sc
 its own score). A ``mean`` model is refused (:func:`check_searchable`): the mean of K
 scores is the score of the mean interest, but its diversity merge draws on each interest's
 own list, so no one query rule would serve both exactly; ``index=None`` serves it.
+A ``mixture`` model (:mod:`mirec.aggregators.mixture`) is refused too: its score is
+increasing in every interest's score, but an item that all interests like moderately can
+outrank items that one interest prefers (log((e^0 + e^0) / 2) = 0 beats
+log((e^0.5 + 0) / 2) < 0), so its top-n need not lie in the union of each interest's top-n.
 
 Kinds: ``flat`` (IndexFlatIP, exact), ``hnsw`` (IndexHNSWFlat, inner product; Malkov and
 Yashunin, TPAMI 2020; options ``m``, ``ef_construction``, ``ef_search``, which a search for
@@ -52,6 +56,7 @@ import numpy as np
 import torch
 
 from mirec.aggregators.max_score import max_over_interests
+from mirec.aggregators.mixture import MixtureOfSoftmaxes
 from mirec.aggregators.ranking import top_n
 from mirec.atomic import atomic_path, write_json_atomic
 from mirec.core.contracts import Extracted, Retriever
@@ -86,6 +91,12 @@ def check_searchable(model: Any) -> None:
     """A MirecError unless ``model`` ranks by the max over its retrieval vectors, the rule
     an index search reproduces (see the module's docstring)."""
     scorer = getattr(model, "scorer", None)
+    if isinstance(scorer, MixtureOfSoftmaxes):
+        raise MirecError(
+            "index search cannot serve aggregator 'mixture': a mixture's top items need not be "
+            "among any one interest's top items, which is all an index returns; use index=None "
+            "(the exact ranking)"
+        )
     if scorer is not max_over_interests:
         raise MirecError(
             "index search ranks by the max over a user's interests (ComiRec's retrieval); this "

@@ -45,16 +45,22 @@ def diverse_retrieve(
     lam: float,
     active: torch.Tensor | None = None,
     blocked: torch.Tensor | None = None,
+    merged: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, K, d) interests, (N_items, d) items, (N_items,) categories -> (B, n) item rows.
 
     Candidates are the union of each (active) interest's top-n items, scored by the max
-    over (active) interests; repeats across interests are kept once. ``blocked`` (B,
-    N_items) bool: items never to choose while others remain.
+    over (active) interests; or, given ``merged`` (B, N_items), the model's own scores
+    when it merges the interests otherwise (the mixture of softmaxes), that union and the
+    top-n by ``merged``, scored by it, so that lambda 0 is its plain ranking. Repeats are
+    kept once. ``blocked`` (B, N_items) bool:
+    items never to choose while others remain.
     """
     per_interest = per_interest_scores(interests, items, active)
     if blocked is not None:
         per_interest = per_interest.masked_fill(blocked.unsqueeze(1), float("-inf"))
+        if merged is not None:
+            merged = merged.masked_fill(blocked, float("-inf"))
     candidates = per_interest.topk(n, dim=2).indices.flatten(1)  # (B, K * n), with repeats
     if active is not None:
         # an inactive interest's slots repeat the first active interest's best item, which
@@ -62,9 +68,12 @@ def diverse_retrieve(
         first = active.to(torch.int8).argmax(1, keepdim=True) * n
         slot_active = active.repeat_interleave(n, dim=1)
         candidates = torch.where(slot_active, candidates, candidates.gather(1, first))
+    if merged is not None:
+        candidates = torch.cat([candidates, merged.topk(n, dim=1).indices], dim=1)
     candidates, _ = candidates.sort(dim=1)
     repeat = torch.zeros_like(candidates, dtype=torch.bool)
     repeat[:, 1:] = candidates[:, 1:] == candidates[:, :-1]
-    scores = per_interest.amax(dim=1).gather(1, candidates).masked_fill(repeat, float("-inf"))
+    merged = per_interest.amax(dim=1) if merged is None else merged
+    scores = merged.gather(1, candidates).masked_fill(repeat, float("-inf"))
     chosen = diverse_top_n(scores, item_category[candidates], n, lam)
     return candidates.gather(1, chosen)

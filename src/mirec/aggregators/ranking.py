@@ -64,16 +64,28 @@ def top_n(
     """The model's top-``n`` items for the users of ``extracted``: (B, n) item indices and
     scores. ``items`` (N, d) are the model's item vectors. With ``diversity_lambda`` (and
     ``item_category``, (N + 1,) codes by item index) the list is ComiRec's greedy pick and
-    the scores are each pick's max-over-interests score."""
+    the scores are each pick's max-over-interests score (a mixture of softmaxes: its own
+    score, which then also picks)."""
     if diversity_lambda is None:
         return rank(model.score(extracted, items), n, blocked)
     if item_category is None:
         raise ValueError("diversity_lambda needs item categories")
     query = model.retrieval_interests(extracted)
+    merged = None if query.log_partition is None else model.score(extracted, items)
     rows = diverse_retrieve(
-        query.interests, items, item_category[1:], n, diversity_lambda, query.active, blocked
+        query.interests,
+        items,
+        item_category[1:],
+        n,
+        diversity_lambda,
+        query.active,
+        blocked,
+        merged,
     )
-    scores = per_interest_scores(query.interests, items[rows], query.active).amax(1)
+    if merged is None:
+        scores = per_interest_scores(query.interests, items[rows], query.active).amax(1)
+    else:
+        scores = merged.gather(1, rows)
     if blocked is not None:
         scores = scores.masked_fill(blocked.gather(1, rows), float("-inf"))
     return rows + 1, scores
@@ -93,6 +105,10 @@ def interest_top_n(
 
 def best_interest(extracted: Extracted, items: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     """(B, n) the user's (active) interest that scores each listed item highest: which of
-    the K interests an item was found for. ``top`` holds item indices (1..N)."""
+    the K interests an item was found for. ``top`` holds item indices (1..N). Under a
+    mixture of softmaxes (``extracted.log_partition`` set) it is the interest that gives
+    the item the most probability."""
     per_interest = per_interest_scores(extracted.interests, items[top - 1], extracted.active)
+    if extracted.log_partition is not None:
+        per_interest = per_interest - extracted.log_partition.unsqueeze(-1).to(items.device)
     return per_interest.argmax(1)

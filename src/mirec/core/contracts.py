@@ -36,6 +36,12 @@ class Extracted(NamedTuple):
     prototypes: torch.Tensor | None = None
     """(C, d): a learned pool of concept prototypes the interests are drawn from (SINE),
     for the regularizers that keep the pool spread; None when there is none."""
+    log_partition: torch.Tensor | None = None
+    """(B, K): each interest's log-partition over the whole catalogue, in score units:
+    ``tau * log sum_i exp(<v_u^k, e_i> / tau)``, so that ``<v_u^k, e_i> - log_partition[k]``
+    is ``tau`` times the interest's log-softmax at item i. Set by a model that scores by a
+    mixture of softmaxes (:mod:`mirec.aggregators.mixture`), once per batch of users, so that
+    any candidate subset can be scored as within the whole catalogue; None otherwise."""
 
 
 class Extractor(nn.Module):
@@ -95,8 +101,13 @@ class Objective(Protocol):
         target: torch.Tensor,
         item_table: torch.Tensor,
         generator: torch.Generator | None = None,
+        active: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``user`` (B, d), ``target`` (B,) in 1..N, ``item_table`` (N + 1, d) -> scalar."""
+        """``user`` (B, d), ``target`` (B,) in 1..N, ``item_table`` (N + 1, d) -> scalar.
+
+        ``user`` (B, K, d) is a mixture of softmaxes: each interest's softmax over the same
+        candidates, mixed with uniform weights over the ``active`` (B, K) interests (None:
+        all), and the loss is ``-log`` of the mixture's probability of the target."""
         ...
 
 

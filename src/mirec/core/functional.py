@@ -1,5 +1,6 @@
-"""Tensor functions shared by several components: the one masked softmax, the covariance
-between rows, and the collapse measure (mean pairwise cosine of a user's interests)."""
+"""Tensor functions shared by several components: the one masked softmax, the masked
+log-mean-exp (a uniform mixture in log space), the covariance between rows, and the
+collapse measure (mean pairwise cosine of a user's interests)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None, dim: int) ->
     # and an all-masked slice gives a uniform softmax that the mask then zeroes
     logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
     return torch.softmax(logits, dim=dim) * mask
+
+
+def log_mean_exp(values: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """``log(mean over dim of exp(values))`` over the entries where ``mask`` (broadcast to
+    ``values``) is True: log-probabilities mixed with uniform weights over the kept entries.
+    ``mask`` None keeps every entry. A slice with no True entry comes out -inf."""
+    if mask is None:
+        count = torch.tensor(values.shape[dim], dtype=values.dtype, device=values.device)
+        return values.logsumexp(dim) - count.log()
+    mask = mask.expand_as(values)
+    count = mask.sum(dim).to(values.dtype)
+    return values.masked_fill(~mask, float("-inf")).logsumexp(dim) - count.log()
 
 
 def covariance_matrix(

@@ -3,11 +3,16 @@
     interests = extractor(E[history], history > 0)      (B, K, d)
     v_u       = select(interests, E[target])            (B, d)   score-level aggregation
               | fuse(interests)                                  representation aggregation
+              | interests                               (B, K, d) mixture of softmaxes
     loss      = sampled softmax of <v_u, e_target> against the objective's negatives
+                (the mixture: -log of the mean over interests of each one's softmax)
                 + sum of weight * penalty over the configured regularizers
 
 At serving time a score-level model keeps all K interests and scores items by their max
-(:mod:`mirec.aggregators.max_score`) or mean; a fused model scores by its one vector. At
+(:mod:`mirec.aggregators.max_score`), mean or mixture of softmaxes
+(:mod:`mirec.aggregators.mixture`, whose per-interest log-partitions over the catalogue
+:meth:`InterestModel.extract` computes once per batch of users); a fused model scores by
+its one vector. At
 inference an optional adaptive-K rule (:mod:`mirec.aggregators.adaptive_k`) switches off
 interests a user does not need; :meth:`InterestModel.forward` gives the vectors that search
 the catalogue, which is what serving and export call. The item table is shared between the
@@ -29,6 +34,7 @@ from torch import nn
 
 from mirec.aggregators.adaptive_k import adapt_interests
 from mirec.aggregators.max_score import max_over_interests
+from mirec.aggregators.mixture import MixtureOfSoftmaxes
 from mirec.core.contracts import Extracted, Extractor, Objective, Scorer, Selector
 from mirec.data.sequences import UserProfiles
 from mirec.regularizers import Penalty
@@ -148,6 +154,10 @@ class InterestModel(nn.Module):
         extracted = self._interests(embedded, mask, users, profile_codes)
         if self.adaptive_k is not None and not self.training:
             extracted = adapt_interests(extracted, mask, *self.adaptive_k, history=embedded)
+        if isinstance(self.scorer, MixtureOfSoftmaxes):
+            # once per batch of users: any candidate subset is then scored as in the catalogue
+            partition = self.scorer.log_partition(extracted.interests, self.item_vectors())
+            extracted = extracted._replace(log_partition=partition)
         return extracted
 
     def retrieval_interests(self, extracted: Extracted) -> Extracted:
@@ -171,6 +181,11 @@ class InterestModel(nn.Module):
     def score(self, extracted: Extracted, items: torch.Tensor) -> torch.Tensor:
         """(B, N) scores of ``items`` (N, d) for the users of ``extracted``."""
         query = self.retrieval_interests(extracted)
+        if isinstance(self.scorer, MixtureOfSoftmaxes):
+            partition = query.log_partition
+            if partition is None:
+                partition = self.scorer.log_partition(query.interests, self.item_vectors())
+            return self.scorer(query.interests, items, query.active, partition.to(items.device))
         return self.scorer(query.interests, items, query.active)
 
     def item_vectors(self) -> torch.Tensor:
@@ -209,9 +224,11 @@ class InterestModel(nn.Module):
             extracted = trained = self._interests(history, mask, users)
         if self.fuse is not None:
             user = self.fuse(trained)
+        elif isinstance(self.scorer, MixtureOfSoftmaxes):
+            user = trained.interests  # every interest trains, through the mixture
         else:
             user = self.selector(trained.interests, self.item_embedding(targets), trained.active)
-        loss = objective(user, targets, self.item_embedding.weight, generator)
+        loss = objective(user, targets, self.item_embedding.weight, generator, trained.active)
         for _, weight, penalty in self.regularizers:
             loss = loss + weight * penalty(extracted, history, mask)
         return loss

@@ -184,6 +184,12 @@ def _user_tower_model(loaded: LoadedModel) -> InterestModel:
             "rule runs k-means per user, which ONNX cannot express; export it without the "
             "rule (another adaptive_k, or none)"
         )
+    if config.aggregator == "mixture":
+        raise MirecError(
+            f"cannot export {config.model}: aggregator 'mixture' scores with each interest's "
+            "log-partition over the whole catalogue, which the exported tower does not output; "
+            "serve it with mirec (mirec serve, Recommender)"
+        )
     return loaded.model
 
 

@@ -19,9 +19,12 @@ is the example's own target (an "accidental hit") is masked out of that example'
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from mirec.core.functional import log_mean_exp
 
 FULL_SOFTMAX_MAX_ITEMS = 16384
 AUTO_NEGATIVES = 4096
@@ -214,42 +217,70 @@ class SampledSoftmax:
         target: torch.Tensor,
         item_table: torch.Tensor,
         generator: torch.Generator | None = None,
+        active: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean loss. ``user``: (B, d); ``target``: (B,) in 1..N; ``item_table``: (N + 1, d)."""
+        """Mean loss. ``user``: (B, d); ``target``: (B,) in 1..N; ``item_table``: (N + 1, d).
+
+        ``user`` (B, K, d) trains a mixture of softmaxes (Yang et al., ICLR 2018, "Breaking
+        the softmax bottleneck"): each interest k has its own softmax over the same
+        candidates (the whole catalogue, or the target and the shared negatives with the
+        same log-Q correction and hardness as above), ``log p_k(+)`` its log-probability of
+        the target, and the loss is ``-log(mean over the active (B, K) interests of
+        p_k(+))`` (``active`` None: all K)."""
         if torch.is_autocast_enabled(user.device.type):
             # under bf16 autocast the logits are still fp32: bf16's 8-bit mantissa rounds
             # scores near 10 by 0.06, coarser than the softmax must tell them apart
             with torch.autocast(user.device.type, enabled=False):
-                return self(user.float(), target, item_table.float(), generator)
+                return self(user.float(), target, item_table.float(), generator, active)
+        if user.dim() == 2:
+            return self._cross_entropy(user, target, item_table, generator, "mean")
+        per_interest = -self._cross_entropy(user, target, item_table, generator, "none")
+        return -log_mean_exp(per_interest, active, dim=1).mean()
+
+    def _cross_entropy(
+        self,
+        user: torch.Tensor,
+        target: torch.Tensor,
+        item_table: torch.Tensor,
+        generator: torch.Generator | None,
+        reduction: str,
+    ) -> torch.Tensor:
+        """The loss of each row of ``user``, (B, d) or (B, K, d), reduced by ``reduction``
+        ("mean", or "none": (B,) or (B, K)). The candidates are the example's, shared by its
+        K rows; per-example tensors gain a K axis through :func:`_per_example`."""
         tau = self.temperature
+        per_example = _per_example(user.dim())
         if self.sampling == "in_batch":
             in_batch = self._rows(item_table, target)
-            scores = user @ in_batch.T / tau  # (B, B): column k is example k's target
-            positive = scores.diagonal()
+            scores = user @ in_batch.T / tau  # (B, [K,] B): column j is example j's target
+            positive = scores.diagonal(dim1=0, dim2=-1).movedim(-1, 0)
             # masks the diagonal too: it is the positive, not a negative
-            valid = target.unsqueeze(0) != target.unsqueeze(1)
+            valid = per_example(target.unsqueeze(0) != target.unsqueeze(1))
             self._move_to(user.device)
             assert self.log_correction is not None
             correction = self.log_correction[target]
         elif self.exact:
             scores = user @ self._catalogue(item_table).T / tau
+            labels = per_example(target - 1).expand(scores.shape[:-1])
             if self.hard_negative_beta == 0:
-                return F.cross_entropy(scores, target - 1)
-            positive = scores.gather(1, (target - 1).unsqueeze(1)).squeeze(1)
+                return _flat_cross_entropy(scores, labels, reduction)
+            positive = scores.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
             items = torch.arange(1, self.n_items + 1, device=target.device)
-            valid = items.unsqueeze(0) != target.unsqueeze(1)
+            valid = per_example(items.unsqueeze(0) != target.unsqueeze(1))
             correction = None
         else:
             negatives = self.sample_negatives(generator, user.device)
-            positive = (user * self._rows(item_table, target)).sum(-1) / tau
+            positive = (user * per_example(self._rows(item_table, target))).sum(-1) / tau
             sampled = self._rows(item_table, negatives)
-            scores = user @ sampled.T / tau  # (B, S), one product for the batch
-            valid = negatives.unsqueeze(0) != target.unsqueeze(1)
+            scores = user @ sampled.T / tau  # (B, [K,] S), one product for the batch
+            valid = per_example(negatives.unsqueeze(0) != target.unsqueeze(1))
             correction = None
             if self.sampling == "popularity":
                 assert self.log_correction is not None
                 correction = self.log_correction[negatives]
-        return _softmax_loss(positive, scores, valid, correction, self.hard_negative_beta)
+        return _softmax_loss(
+            positive, scores, valid, correction, self.hard_negative_beta, reduction
+        )
 
     def _rows(self, item_table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Rows ``index`` of the item table, their gradient sparse when :attr:`sparse`."""
@@ -290,14 +321,30 @@ def _check_counts(item_counts: torch.Tensor | None, n_items: int, sampling: str)
     return counts
 
 
+def _per_example(user_dims: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """For (B, K, d) users, gives a per-example (B, ...) tensor the K axis its rows share;
+    for (B, d) users, the identity."""
+    if user_dims == 2:
+        return lambda tensor: tensor
+    return lambda tensor: tensor.unsqueeze(1)
+
+
+def _flat_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Cross-entropy over the last axis of (..., C) ``logits`` against (...) ``labels``."""
+    loss = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction=reduction)
+    return loss if reduction != "none" else loss.view(labels.shape)
+
+
 def _softmax_loss(
     positive: torch.Tensor,
     scores: torch.Tensor,
     valid: torch.Tensor,
     correction: torch.Tensor | None,
     beta: float,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Cross-entropy of ``positive`` (B,) against ``scores`` (B, C) where ``valid``.
+    """Cross-entropy of ``positive`` (...) against ``scores`` (..., C) where ``valid``
+    (broadcast to ``scores``), reduced by ``reduction``.
 
     ``correction`` (C,) is rho = log(N q) per column (None: 0); ``beta`` the REMI tilt. See
     :class:`SampledSoftmax` for the formula.
@@ -306,17 +353,17 @@ def _softmax_loss(
     if beta > 0:
         neg_inf = float("-inf")
         tilted = beta * scores if correction is None else beta * scores - correction
-        log_sum_tilted = tilted.masked_fill(~valid, neg_inf).logsumexp(1)
+        log_sum_tilted = tilted.masked_fill(~valid, neg_inf).logsumexp(-1)
         if correction is None:
-            log_sum_ratio = valid.sum(1).to(scores.dtype).log()
+            log_sum_ratio = valid.sum(-1).to(scores.dtype).log()
         else:
             log_sum_ratio = (
-                (-correction).expand_as(scores).masked_fill(~valid, neg_inf).logsumexp(1)
+                (-correction).expand_as(scores).masked_fill(~valid, neg_inf).logsumexp(-1)
             )
         # a row whose negatives are all accidental hits has no mean to take (-inf - -inf);
         # its negatives are masked anyway, so any finite value does
-        log_mean = torch.where(valid.any(1), log_sum_tilted - log_sum_ratio, 0.0)
-        negative = negative + beta * scores - log_mean.unsqueeze(1)
+        log_mean = torch.where(valid.any(-1), log_sum_tilted - log_sum_ratio, 0.0)
+        negative = negative + beta * scores - log_mean.unsqueeze(-1)
     negative = negative.masked_fill(~valid, float("-inf"))
-    logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
-    return F.cross_entropy(logits, torch.zeros_like(positive, dtype=torch.long))
+    logits = torch.cat([positive.unsqueeze(-1), negative], dim=-1)
+    return _flat_cross_entropy(logits, torch.zeros_like(positive, dtype=torch.long), reduction)
