@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mirec.training.fused_softmax import exact_softmax_loss, shared_negatives_loss
+
 FULL_SOFTMAX_MAX_ITEMS = 16384
 AUTO_NEGATIVES = 4096
 SAMPLINGS = ("uniform", "popularity", "in_batch")
@@ -204,9 +206,11 @@ class SampledSoftmax:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Mean loss. ``user``: (B, d); ``target``: (B,) in 1..N; ``item_table``: (N + 1, d)."""
-        tau = self.temperature
+        # the plain losses on the CPU: their fused forms (mirec.training.fused_softmax)
+        fused = self.hard_negative_beta == 0 and user.device.type == "cpu"
         if self.sampling == "in_batch":
-            scores = user @ item_table[target].T / tau  # (B, B): column k is example k's target
+            # (B, B): column k is example k's target
+            scores = self._scaled(user @ item_table[target].T)
             positive = scores.diagonal()
             # masks the diagonal too: it is the positive, not a negative
             valid = target.unsqueeze(0) != target.unsqueeze(1)
@@ -214,7 +218,9 @@ class SampledSoftmax:
             assert self.log_correction is not None
             correction = self.log_correction[target]
         elif self.exact:
-            scores = user @ item_table[1:].T / tau
+            if fused:
+                return exact_softmax_loss(user, target, item_table, self.temperature)
+            scores = self._scaled(user @ item_table[1:].T)
             if self.hard_negative_beta == 0:
                 return F.cross_entropy(scores, target - 1)
             positive = scores.gather(1, (target - 1).unsqueeze(1)).squeeze(1)
@@ -223,14 +229,26 @@ class SampledSoftmax:
             correction = None
         else:
             negatives = self.sample_negatives(generator, user.device)
-            positive = (user * item_table[target]).sum(-1) / tau
-            scores = user @ item_table[negatives].T / tau  # (B, S), one product for the batch
             valid = negatives.unsqueeze(0) != target.unsqueeze(1)
             correction = None
             if self.sampling == "popularity":
                 assert self.log_correction is not None
                 correction = self.log_correction[negatives]
+            if fused:
+                # one gather of the target and negative rows: one gradient for the table
+                rows = item_table[torch.cat([target, negatives])]
+                positives, shared = rows[: len(target)], rows[len(target) :]
+                return shared_negatives_loss(
+                    user, positives, shared, valid, correction, self.temperature
+                )
+            positive = self._scaled((user * item_table[target]).sum(-1))
+            scores = self._scaled(user @ item_table[negatives].T)  # (B, S): one product
         return _softmax_loss(positive, scores, valid, correction, self.hard_negative_beta)
+
+    def _scaled(self, scores: torch.Tensor) -> torch.Tensor:
+        """Dot products -> logits; a temperature of 1 (every published config's) costs no
+        pass over them."""
+        return scores if self.temperature == 1.0 else scores / self.temperature
 
     def _move_to(self, device: torch.device | str | None) -> None:
         """Moves the sampling distribution to ``device`` once, not at every call."""
