@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from rechub_matching import build_model as rechub_model  # benchmarks/, beside this script
 
 from mirec import __version__ as mirec_version
 from mirec.config import load_config, model_names
@@ -273,63 +274,13 @@ def mirec_models(selected: str | None) -> list[str]:
 # ---------------------------------------------------------------- torch-rechub
 
 
-def rechub_model(class_name: str) -> torch.nn.Module:
-    """torch-rechub's model on amazon-beauty's shape: a user id, the history (sharing the
-    item table), the target item and 128 negatives per example."""
-    from torch_rechub.basic.features import SequenceFeature, SparseFeature
-    from torch_rechub.models import matching
-
-    user = [SparseFeature("user_id", N_USERS + 1, embed_dim=DIM)]
-    item = [SparseFeature("item_id", N_ITEMS + 1, embed_dim=DIM, padding_idx=0)]
-    negatives = [
-        SequenceFeature(
-            "neg_items", N_ITEMS + 1, embed_dim=DIM, pooling="concat", shared_with="item_id"
-        )
-    ]
-    if class_name == "YoutubeDNN":
-        # the history is mean-pooled (padding 0 masked) into the user tower's input
-        history = SequenceFeature(
-            "hist_item_id",
-            N_ITEMS + 1,
-            embed_dim=DIM,
-            pooling="mean",
-            shared_with="item_id",
-            padding_idx=0,
-        )
-        return matching.YoutubeDNN(
-            [*user, history],
-            item,
-            negatives,
-            user_params={"dims": [4 * DIM, DIM]},
-            temperature=RECHUB_TEMPERATURE,
-        )
-    history = [
-        SequenceFeature(
-            "hist_item_id", N_ITEMS + 1, embed_dim=DIM, pooling="concat", shared_with="item_id"
-        )
-    ]
-    common = {"temperature": RECHUB_TEMPERATURE, "interest_num": INTERESTS}
-    if class_name == "ComirecSA":
-        return matching.ComirecSA(user, history, item, negatives, **common)
-    if class_name == "ComirecDR":
-        model = matching.ComirecDR(user, history, item, negatives, max_length=MAXLEN, **common)
-        # its capsule maps are created with torch.Tensor(...) and never initialised: whatever
-        # was in memory (zeros in one run, 1e16 in the next); a seeded normal fill gives the
-        # loss check a meaning and leaves the work of a step unchanged
-        with torch.no_grad():
-            model.capsule.w.normal_(0.0, DIM**-0.5)
-        return model
-    if class_name == "MIND":
-        return matching.MIND(
-            user, history, item, negatives, max_length=MAXLEN, dynamic_interest=True, **common
-        )
-    raise ValueError(f"no torch-rechub builder for {class_name}")
-
-
 def rechub_builder(class_name: str, pool: list[Batch], device, args):
     def build() -> Callable[[int], torch.Tensor]:
         torch.manual_seed(args.seed)
-        model = rechub_model(class_name).to(device).train()
+        model = rechub_model(
+            class_name, N_USERS, N_ITEMS, DIM, INTERESTS, MAXLEN, RECHUB_TEMPERATURE
+        )
+        model = model.to(device).train()
         optimizer = torch.optim.Adam(
             model.parameters(), lr=RECHUB_LR.get(class_name, RECHUB_DEFAULT_LR), weight_decay=0.0
         )

@@ -1,5 +1,5 @@
-"""The component registries, the Extractor contract, InterestModel.forward and the one masked
-softmax."""
+"""The component registries, the Extractor contract, InterestModel.forward, the one masked
+softmax and the map over real rows that training uses."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import torch
 from mirec.aggregators import AGGREGATORS, CTR, RETRIEVAL, Level, build_aggregation
 from mirec.config import load_config, model_names
 from mirec.core.contracts import Extractor, Retriever
-from mirec.core.functional import masked_softmax
+from mirec.core.functional import map_real_rows, masked_softmax
 from mirec.core.registry import Registry
 from mirec.errors import ConfigError
 from mirec.extractors import EXTRACTORS
+from mirec.extractors.capsule_routing import BehaviorToInterestRouting
+from mirec.extractors.self_attentive import SelfAttentiveExtractor
 from mirec.models.most_popular import MostPopular
 from mirec.models.registry import build_model
 from mirec.regularizers import REGULARIZERS, parse_regularizers
@@ -137,3 +139,56 @@ def test_masked_softmax_is_the_softmax_where_nothing_is_masked():
     expected = torch.softmax(logits, dim=1)
     assert torch.equal(masked_softmax(logits, torch.ones(4, 3, 6, dtype=torch.bool), 1), expected)
     assert torch.equal(masked_softmax(logits, None, 1), expected)
+
+
+def test_map_real_rows_maps_the_real_rows_and_zeroes_the_rest():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 3).double()
+    rows = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    weights = torch.randn(3, 5, 3, dtype=torch.float64)
+    out = map_real_rows(layer, rows, mask)
+    (out * weights).sum().backward()
+    got = [rows.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()]
+    rows.grad = layer.weight.grad = layer.bias.grad = None
+    expected = layer(rows) * mask.unsqueeze(-1)  # the dense map, masked downstream
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert out[~mask].abs().sum() == 0
+    for g, e in zip(got, [rows.grad, layer.weight.grad, layer.bias.grad], strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    empty = map_real_rows(layer, rows, torch.zeros(3, 5, dtype=torch.bool))
+    assert empty.shape == (3, 5, 3) and empty.abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "extractor",
+    [
+        lambda: SelfAttentiveExtractor(8, 3, 6),
+        # sigma 0: the same (zero) initial routing logits in training as in eval mode
+        lambda: BehaviorToInterestRouting(8, 3, 6, sigma=0.0, dynamic_interests=True),
+    ],
+    ids=["self_attentive", "dynamic_routing"],
+)
+def test_training_mode_skips_masked_work_and_computes_what_eval_mode_does(extractor):
+    """In training, SA's logits and MIND's maps run on the real positions (and MIND's tower
+    on the active interests) only; the interests and every gradient are eval mode's."""
+    torch.manual_seed(0)
+    model = extractor().double()
+    lengths = torch.tensor([[1], [3], [6], [0], [4]])  # a padding-only history too
+    mask = torch.arange(6) >= 6 - lengths
+    history = torch.randn(5, 6, 8, dtype=torch.float64) * mask.unsqueeze(-1)
+    weights = torch.randn(5, 3, 8, dtype=torch.float64)
+    results = []
+    for training in (True, False):
+        model.train(training)
+        model.zero_grad()
+        leaf = history.clone().requires_grad_()
+        interests = model(leaf, mask).interests
+        (interests * weights).sum().backward()
+        grads = [leaf.grad] + [p.grad for p in model.parameters()]
+        results.append((interests.detach(), grads))
+    (trained, trained_grads), (evaluated, eval_grads) = results
+    torch.testing.assert_close(trained, evaluated, rtol=1e-10, atol=1e-12)
+    for g, e in zip(trained_grads, eval_grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)

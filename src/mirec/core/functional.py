@@ -1,8 +1,11 @@
 """Tensor functions shared by several components: the one masked softmax, the masked
-log-mean-exp (a uniform mixture in log space), the covariance between rows, and the
-collapse measure (mean pairwise cosine of a user's interests)."""
+log-mean-exp (a uniform mixture in log space), a row-wise map over the real rows only, the
+covariance between rows, and the collapse measure (mean pairwise cosine of a user's
+interests)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -33,6 +36,25 @@ def log_mean_exp(values: torch.Tensor, mask: torch.Tensor | None, dim: int) -> t
     mask = mask.expand_as(values)
     count = mask.sum(dim).to(values.dtype)
     return values.masked_fill(~mask, float("-inf")).logsumexp(dim) - count.log()
+
+
+def map_real_rows(
+    fn: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """``fn`` (a row-wise map, (R, m) -> (R, n)) of the rows of ``rows`` (..., m) where
+    ``mask`` (...) is True, zeros elsewhere: (..., n).
+
+    For work whose result is masked out downstream (padding positions, inactive
+    interests): the rows that count are gathered, mapped and scattered back, so a batch
+    that is half padding costs half. The real rows get what ``fn`` gives them in a batch of
+    their own, which may round differently in the last bit from ``fn`` of the whole batch;
+    gradients reach only the real rows, as masking downstream would leave them.
+    """
+    flat = rows.reshape(-1, rows.shape[-1])
+    index = mask.reshape(-1).nonzero().squeeze(1)
+    mapped = fn(flat.index_select(0, index))
+    out = mapped.new_zeros(flat.shape[0], mapped.shape[-1]).index_copy(0, index, mapped)
+    return out.view(*mask.shape, mapped.shape[-1])
 
 
 def covariance_matrix(

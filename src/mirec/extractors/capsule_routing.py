@@ -29,7 +29,7 @@ from torch import nn
 
 from mirec.config import Config
 from mirec.core.contracts import Extracted, Extractor
-from mirec.core.functional import masked_softmax
+from mirec.core.functional import map_real_rows, masked_softmax
 from mirec.extractors import EXTRACTORS
 
 _SQUASH_EPS = 1e-9
@@ -57,18 +57,22 @@ def _route_shared(
     ``u_hat`` (B, L, d), ``logits`` (B, L, K), ``mask`` (B, L) bool, ``active`` (B, K) bool
     (None: all) -> capsules (B, K, d) and final coupling (B, L, K). Behaviours route among
     the active interests only; an inactive capsule stays zero.
+
+    Works in the interest-major layout (B, K, L): the softmax over K then runs along a
+    middle dimension, some ten times faster on the CPU than along a last dimension of 4.
     """
-    keep = mask.unsqueeze(-1).to(u_hat.dtype)
+    logits = logits.transpose(1, 2).contiguous()  # (B, K, L)
+    keep = mask.unsqueeze(1).to(u_hat.dtype)  # (B, 1, L)
     detached = u_hat.detach()
-    among = None if active is None else active.unsqueeze(1)  # (B, 1, K)
+    among = None if active is None else active.unsqueeze(2)  # (B, K, 1)
     for i in range(iterations):
         last = i == iterations - 1
         # padding behaviours route nowhere
-        coupling = masked_softmax(logits, among, dim=-1) * keep
-        capsules = squash(torch.bmm(coupling.transpose(1, 2), u_hat if last else detached))
+        coupling = masked_softmax(logits, among, dim=1) * keep
+        capsules = squash(torch.bmm(coupling, u_hat if last else detached))
         if not last:
-            logits = logits + torch.bmm(detached, capsules.transpose(1, 2))
-    return capsules, coupling
+            logits = logits + torch.bmm(capsules, detached.transpose(1, 2))
+    return capsules, coupling.transpose(1, 2)
 
 
 def _route_per_interest(
@@ -88,7 +92,10 @@ def _route_per_interest(
         source = u_hat if last else detached
         capsules = squash(torch.matmul(coupling.unsqueeze(2), source).squeeze(2))  # (B, K, d)
         if not last:
-            logits = logits + torch.matmul(detached, capsules.unsqueeze(-1)).squeeze(-1)
+            # (1, d) x (d, L) per user and interest: some three times faster on the CPU
+            # than the same products as (L, d) x (d, 1)
+            agreement = torch.matmul(capsules.unsqueeze(2), detached.transpose(-1, -2))
+            logits = logits + agreement.squeeze(2)
     return capsules, coupling.transpose(1, 2)
 
 
@@ -198,13 +205,19 @@ class BehaviorToInterestRouting(Extractor):
             count = dynamic_interest_count(mask, self.num_interests)
             slots = torch.arange(self.num_interests, device=history.device)
             active = slots.unsqueeze(0) < count.unsqueeze(1)  # (B, K)
-        capsules, coupling = _route_shared(
-            self.bilinear(history), logits, mask, active, self.iterations
-        )
+        # in training, the maps skip what is masked out downstream: the padding (about
+        # half of a training history) and the inactive interests; eval mode keeps the
+        # dense form, which the ONNX export traces
+        sparse = self.training
+        u_hat = map_real_rows(self.bilinear, history, mask) if sparse else self.bilinear(history)
+        capsules, coupling = _route_shared(u_hat, logits, mask, active, self.iterations)
         if profile is not None:
             profile = profile.unsqueeze(1).expand(-1, self.num_interests, -1)
             capsules = torch.cat([capsules, profile.to(capsules.dtype)], dim=-1)
-        interests = self.tower(capsules)
+        if sparse and active is not None:
+            interests = map_real_rows(self.tower, capsules, active)
+        else:
+            interests = self.tower(capsules)
         if active is not None:
             interests = interests * active.unsqueeze(-1).to(interests.dtype)
         return Extracted(interests, coupling, active)

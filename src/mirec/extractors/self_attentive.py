@@ -31,7 +31,7 @@ from torch import nn
 
 from mirec.config import Config
 from mirec.core.contracts import Extracted, Extractor
-from mirec.core.functional import masked_softmax
+from mirec.core.functional import map_real_rows, masked_softmax
 from mirec.extractors import EXTRACTORS
 from mirec.extractors.causal_transformer import CausalTransformer
 
@@ -103,7 +103,16 @@ class SelfAttentiveExtractor(Extractor):
         if self.position is not None:
             # positions are aligned to the end: the most recent item always gets P[-1]
             steer = history + self.position[-history.shape[1] :]
-        return history, self.w2(torch.tanh(self.w1(steer)))
+        # in training, the padding's logits are not computed: every softmax over positions
+        # masks them out, and training histories are about half padding (amazon-beauty's:
+        # 9.6 real items of 20 on average); eval mode keeps the dense form, which the ONNX
+        # export traces
+        if self.training:
+            return history, map_real_rows(self._logits, steer, mask)
+        return history, self._logits(steer)
+
+    def _logits(self, steer: torch.Tensor) -> torch.Tensor:
+        return self.w2(torch.tanh(self.w1(steer)))
 
     def attention(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L, K) attention of each interest over positions; zero on padding."""

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mirec.core.functional import log_mean_exp
+from mirec.training.fused_softmax import exact_softmax_loss, shared_negatives_loss
 
 FULL_SOFTMAX_MAX_ITEMS = 16384
 AUTO_NEGATIVES = 4096
@@ -250,9 +251,17 @@ class SampledSoftmax:
         K rows; per-example tensors gain a K axis through :func:`_per_example`."""
         tau = self.temperature
         per_example = _per_example(user.dim())
+        # the plain one-vector losses on the CPU: their fused forms (training/fused_softmax)
+        fused = (
+            self.hard_negative_beta == 0
+            and user.device.type == "cpu"
+            and user.dim() == 2
+            and reduction == "mean"
+            and not self.sparse
+        )
         if self.sampling == "in_batch":
             in_batch = self._rows(item_table, target)
-            scores = user @ in_batch.T / tau  # (B, [K,] B): column j is example j's target
+            scores = self._scaled(user @ in_batch.T)  # (B, [K,] B): column j: example j's target
             positive = scores.diagonal(dim1=0, dim2=-1).movedim(-1, 0)
             # masks the diagonal too: it is the positive, not a negative
             valid = per_example(target.unsqueeze(0) != target.unsqueeze(1))
@@ -260,7 +269,9 @@ class SampledSoftmax:
             assert self.log_correction is not None
             correction = self.log_correction[target]
         elif self.exact:
-            scores = user @ self._catalogue(item_table).T / tau
+            if fused:
+                return exact_softmax_loss(user, target, item_table, tau)
+            scores = self._scaled(user @ self._catalogue(item_table).T)
             labels = per_example(target - 1).expand(scores.shape[:-1])
             if self.hard_negative_beta == 0:
                 return _flat_cross_entropy(scores, labels, reduction)
@@ -270,14 +281,19 @@ class SampledSoftmax:
             correction = None
         else:
             negatives = self.sample_negatives(generator, user.device)
-            positive = (user * per_example(self._rows(item_table, target))).sum(-1) / tau
-            sampled = self._rows(item_table, negatives)
-            scores = user @ sampled.T / tau  # (B, [K,] S), one product for the batch
             valid = per_example(negatives.unsqueeze(0) != target.unsqueeze(1))
             correction = None
             if self.sampling == "popularity":
                 assert self.log_correction is not None
                 correction = self.log_correction[negatives]
+            if fused:
+                # one gather of the target and negative rows: one gradient for the table
+                rows = item_table[torch.cat([target, negatives])]
+                positives, shared = rows[: len(target)], rows[len(target) :]
+                return shared_negatives_loss(user, positives, shared, valid, correction, tau)
+            positive = self._scaled((user * per_example(self._rows(item_table, target))).sum(-1))
+            sampled = self._rows(item_table, negatives)
+            scores = self._scaled(user @ sampled.T)  # (B, [K,] S), one product for the batch
         return _softmax_loss(
             positive, scores, valid, correction, self.hard_negative_beta, reduction
         )
@@ -294,6 +310,11 @@ class SampledSoftmax:
             every = torch.arange(1, self.n_items + 1, device=item_table.device)
             return F.embedding(every, item_table, sparse=True)
         return item_table[1:]
+
+    def _scaled(self, scores: torch.Tensor) -> torch.Tensor:
+        """Dot products -> logits; a temperature of 1 (every published config's) costs no
+        pass over them."""
+        return scores if self.temperature == 1.0 else scores / self.temperature
 
     def _move_to(self, device: torch.device | str | None) -> None:
         """Moves the sampling distribution to ``device`` once, not at every call."""
