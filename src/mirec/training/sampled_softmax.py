@@ -145,6 +145,7 @@ class SampledSoftmax:
         temperature: float = 1.0,
         device: torch.device | str | None = None,
         sparse: bool = False,
+        fused: bool = True,
     ) -> None:
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
@@ -178,6 +179,10 @@ class SampledSoftmax:
         self.temperature = float(temperature)
         self.exact = scores_whole_catalogue(num_negatives, n_items, sampling)
         self.sparse = sparse
+        self.fused = fused
+        """On the CPU, the one-vector losses without hard negatives over a dense table take
+        the forms of :mod:`mirec.training.fused_softmax` (equal to float rounding); False
+        keeps autograd's form everywhere."""
         self.probabilities: torch.Tensor | None = None
         self.log_correction: torch.Tensor | None = None
         if item_counts is not None or sampling != "uniform":
@@ -253,7 +258,8 @@ class SampledSoftmax:
         per_example = _per_example(user.dim())
         # the plain one-vector losses on the CPU: their fused forms (training/fused_softmax)
         fused = (
-            self.hard_negative_beta == 0
+            self.fused
+            and self.hard_negative_beta == 0
             and user.device.type == "cpu"
             and user.dim() == 2
             and reduction == "mean"
