@@ -25,7 +25,9 @@ def test_lambda_zero_is_the_max_ranking():
     interests, items = torch.randn(5, 3, 8), torch.randn(200, 8)
     category = torch.randint(0, 6, (200,))
     plain = max_over_interests(interests, items).topk(20, dim=1).indices
-    assert torch.equal(diverse_retrieve(interests, items, category, 20, lam=0.0), plain)
+    rows, scores = diverse_retrieve(interests, items, category, 20, lam=0.0)
+    assert torch.equal(rows, plain)
+    assert torch.equal(scores, max_over_interests(interests, items).topk(20, dim=1).values)
 
 
 def test_large_lambda_maximises_category_diversity():
@@ -50,7 +52,7 @@ def test_non_candidates_are_never_picked_and_no_item_twice():
     torch.manual_seed(1)
     interests, items = torch.randn(4, 4, 8), torch.randn(300, 8)
     category = torch.randint(0, 3, (300,))
-    picked = diverse_retrieve(interests, items, category, 30, lam=5.0)
+    picked, _ = diverse_retrieve(interests, items, category, 30, lam=5.0)
     for row in picked:
         assert len(set(row.tolist())) == 30
 
@@ -103,10 +105,10 @@ def test_diverse_retrieve_ignores_inactive_interests():
     category = torch.randint(0, 5, (100,))
     active = torch.tensor([[True, False, True]] * 6)
     expected = max_over_interests(interests[:, [0, 2]], items).topk(10, dim=1).indices
-    got = diverse_retrieve(interests, items, category, 10, lam=0.0, active=active)
+    got, _ = diverse_retrieve(interests, items, category, 10, lam=0.0, active=active)
     assert torch.equal(got, expected)
     # with lambda > 0 every pick still comes from an active interest's top 10
     allowed = torch.einsum("bkd,nd->bkn", interests[:, [0, 2]], items).topk(10, dim=2).indices
-    picks = diverse_retrieve(interests, items, category, 10, lam=5.0, active=active)
+    picks, _ = diverse_retrieve(interests, items, category, 10, lam=5.0, active=active)
     for user in range(6):
         assert set(picks[user].tolist()) <= set(allowed[user].flatten().tolist())

@@ -20,6 +20,7 @@ from mirec.evaluation.diagnostics import (
     purity,
     tail_items,
 )
+from mirec.evaluation.metrics import Targets
 
 
 def table_of(assignment: list[list[int]], category: list[list[int]], k: int) -> torch.Tensor:
@@ -94,12 +95,13 @@ def test_diagnostics_coverage_and_tail_recall_by_hand():
     counts = np.array([0, 100, 90, 1, 1, 1, 1, 1, 1, 1, 1])  # head: items 1 and 2
     diagnostics = Diagnostics(counts, cutoffs=(2,))
     top = torch.tensor([[1, 3], [1, 2]])
-    targets = torch.zeros(2, 11, dtype=torch.bool)
-    targets[0, [3, 4]] = True  # two tail targets, one found
-    targets[1, [2]] = True  # head target only: no tail recall for this user
+    # user 0: two tail targets (3, 4), one found; user 1: a head target only, no tail recall
+    targets = Targets(torch.tensor([3, 4, 2]), torch.tensor([0, 0, 1]), 2)
+    hits = targets.hits(top)
+    assert hits.tolist() == [[False, True], [False, True]]
     histories = torch.tensor([[0, 5], [6, 7]])
     extracted = Extracted(torch.zeros(2, 1, 4))
-    diagnostics.update(0, histories, extracted, top, targets, torch.randn(10, 4))
+    diagnostics.update(0, histories, extracted, top, hits, targets, torch.randn(10, 4))
     out = diagnostics.result()
     assert out["coverage@2"] == pytest.approx(3 / 10)
     assert out["tail_share@2"] == pytest.approx((1 / 2 + 0) / 2)
@@ -115,9 +117,10 @@ def test_k_error_and_confusion_against_planted_counts():
     extracted = Extracted(torch.randn(3, 3, 4), torch.rand(3, 2, 3), active)
     histories = torch.tensor([[1, 2]] * 3)
     top = torch.tensor([[1, 2]] * 3)
-    diagnostics.update(
-        0, histories, extracted, top, torch.zeros(3, 11, dtype=torch.bool), torch.randn(10, 4)
-    )
+    none = Targets(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3)
+    hits = none.hits(top)
+    assert not hits.any()
+    diagnostics.update(0, histories, extracted, top, hits, none, torch.randn(10, 4))
     out = diagnostics.result()
     assert out["k_error"] == pytest.approx(1 / 3)
     assert out["k_confusion"] == {1: {1: 1, 2: 0}, 2: {1: 0, 2: 1}, 3: {1: 0, 2: 1}}

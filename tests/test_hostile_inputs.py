@@ -123,6 +123,8 @@ BAD_VALUES: dict[str, list[object]] = {
     "temperature": [0.0, -1.0, math.inf],
     "max_epochs": [0, -1, None],
     "patience": [0, -2],
+    "valid_every": [0, -1, 1.5, None],
+    "valid_users": [0, -5, 2**40, "all"],
     "max_train_minutes": [0.0, -5.0, math.nan, math.inf],
     "device": ["gpu", "cuda:x", "cuda:-1", "CUDA", "tpu", "", "cpu:0"],
 }

@@ -26,10 +26,12 @@ from mirec.runs import load_checkpoint
 class ListRecorder:
     """Stands in for the evaluator's diagnostics to record each chunk's ranked lists."""
 
+    interest_depth = 0  # it reads no per-interest lists
+
     def __init__(self) -> None:
         self.lists: list[torch.Tensor] = []
 
-    def update(self, lo, histories, extracted, top, targets, items) -> None:
+    def update(self, lo, histories, extracted, top, hits, targets, items, interest_top) -> None:
         self.lists.append(top.cpu())
 
     def result(self) -> dict:

@@ -134,7 +134,17 @@ class Config:
     temperature: float = 1.0
     max_epochs: int = 200
     patience: int = 3
-    """Epochs without a better validation Recall@50 before stopping."""
+    """Validations without a better validation Recall@50 before stopping (with the default
+    ``valid_every`` = 1, epochs)."""
+    valid_every: int = 1
+    """Validate after every N-th epoch (and after the last one, or when the time limit
+    stops training); the best weights are chosen among validated epochs."""
+    valid_users: int | None = 10_000
+    """Retrieval: validation scores this many validation users, a fixed random sample
+    drawn once from the split's seed (the same users every epoch, and for every model
+    seed); a split with fewer validates on all of them (every dataset of
+    docs/results.md does). None: always all. The test pass is always complete and exact.
+    A CTR run validates on all its rows."""
     max_train_minutes: float | None = None
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..., mps."""
@@ -333,9 +343,12 @@ def validate(config: Config) -> None:
         "batch_size",
         "max_epochs",
         "patience",
+        "valid_every",
         "ctr_negatives",
     ):
         _int_range(name, getattr(c, name), 1)
+    if c.valid_users is not None:
+        _int_range("valid_users", c.valid_users, 1, none=True)
     for name in ("hidden_dim", "maxlen"):
         if getattr(c, name) is not None:
             _int_range(name, getattr(c, name), 1, none=True)

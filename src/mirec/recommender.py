@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mirec.aggregators.ranking import best_interest, blocked_items, rank, top_n, users_per_chunk
+from mirec.aggregators.chunked_top import blocked_items
+from mirec.aggregators.ranking import best_interest, rank, top_n, users_per_chunk
 from mirec.atomic import staged_folder, write_json_atomic
 from mirec.config import INFERENCE_SETTINGS, Config, load_config
 from mirec.data.vocabulary import Vocabulary

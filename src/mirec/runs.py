@@ -173,6 +173,8 @@ def _train(
         "diagnostics": test.diagnostics,
         **_fit_fields(result),
         "negatives": result.negatives,
+        "valid_users": result.valid_users,
+        "valid_every": config.valid_every,
         "eval_users_per_second": round(test.users_per_second, 1),
         "history": result.history,
         "config": config.to_dict(),
@@ -371,6 +373,8 @@ TRAINING_FIELDS = (
     "train_seconds",
     "negatives",
     "sparse_items",
+    "valid_users",
+    "valid_every",
 )
 
 

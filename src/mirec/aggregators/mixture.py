@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from mirec.aggregators import AGGREGATORS, RETRIEVAL, Level
+from mirec.aggregators.chunked_top import chunks
 from mirec.aggregators.max_score import per_interest_scores
 from mirec.config import Config
 from mirec.core.functional import log_mean_exp
@@ -50,9 +51,15 @@ class MixtureOfSoftmaxes:
         return cls(config.temperature)
 
     def log_partition(self, interests: torch.Tensor, catalogue: torch.Tensor) -> torch.Tensor:
-        """(B, K, d) interests, (N, d) the whole catalogue -> (B, K) ``tau log Z_k``."""
-        scores = per_interest_scores(interests.to(catalogue.dtype), catalogue)
-        return self.temperature * (scores / self.temperature).logsumexp(-1)
+        """(B, K, d) interests, (N, d) the whole catalogue -> (B, K) ``tau log Z_k``, the
+        catalogue's chunks (:mod:`mirec.aggregators.chunked_top`) summed one at a time."""
+        interests = interests.to(catalogue.dtype)
+        parts = [
+            (per_interest_scores(interests, catalogue[lo:hi]) / self.temperature).logsumexp(-1)
+            for lo, hi in chunks(catalogue.shape[0])
+        ]
+        total = parts[0] if len(parts) == 1 else torch.stack(parts, -1).logsumexp(-1)
+        return self.temperature * total
 
     def __call__(
         self,

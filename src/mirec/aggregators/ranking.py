@@ -1,43 +1,51 @@
 """Top-N over the catalogue: the one ranking path.
 
 The evaluator, ``mirec inspect``, :class:`~mirec.recommender.Recommender` and the HTTP
-service all rank through :func:`top_n`, so their lists cannot drift apart. A user's list
-is the N best items by the model's own aggregation of their interests (PROTOCOL.md
-section 4: by default ``max_k <v_u^k, e_i>``), or with a diversity lambda ComiRec's greedy
-diversity-controllable merge (:mod:`mirec.aggregators.diversity_greedy`). Items can be
-blocked per user (the history, or items a caller never wants back); a blocked item scores
--inf and is returned only when nothing else is left, which callers that want short lists
-drop.
+service all rank through :func:`top_n` (the evaluator through :func:`rank_catalogue`, which
+also hands the diagnostics each interest's own list), so their lists cannot drift apart. A
+user's list is the N best items by the model's own aggregation of their interests
+(PROTOCOL.md section 4: by default ``max_k <v_u^k, e_i>``), or with a diversity lambda
+ComiRec's greedy diversity-controllable merge (:mod:`mirec.aggregators.diversity_greedy`).
+Items can be blocked per user (the history, or items a caller never wants back); a blocked
+item scores -inf and is returned only when nothing else is left, which callers that want
+short lists drop.
+
+The catalogue is scored chunk by chunk with a running merge
+(:mod:`mirec.aggregators.chunked_top`): memory is O(users x (chunk + N)), and a catalogue
+of one chunk is ranked exactly as by one ``torch.topk``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from mirec.aggregators.chunked_top import (
+    RunningTop,
+    blocked_at,
+    blocked_columns,
+    chunks,
+    item_chunk,
+)
 from mirec.aggregators.diversity_greedy import diverse_retrieve
-from mirec.aggregators.max_score import per_interest_scores
+from mirec.aggregators.max_score import ScoreTiles, max_over_interests, per_interest_scores
 from mirec.core.contracts import Extracted
 
 if TYPE_CHECKING:
     from mirec.core.contracts import Retriever
 
 SCORE_BUDGET = 1 << 25
-"""Scores held at once: users x interests x items."""
+"""Scores held at once: users x interests x items of one chunk."""
 
 
 def users_per_chunk(num_interests: int, n_items: int) -> int:
-    """How many users to rank at once within :data:`SCORE_BUDGET`. Every caller chunks the
-    same way, so a list does not depend on who asked for it."""
-    return max(1, SCORE_BUDGET // (num_interests * n_items))
-
-
-def blocked_items(indices: torch.Tensor, n_items: int) -> torch.Tensor:
-    """(B, M) item indices (1..N; 0 is padding and blocks nothing) -> (B, N) bool mask."""
-    mask = torch.zeros(indices.shape[0], n_items + 1, dtype=torch.bool, device=indices.device)
-    mask.scatter_(1, indices, True)
-    return mask[:, 1:]
+    """How many users to rank at once within :data:`SCORE_BUDGET`, for one chunk of items
+    (:func:`~mirec.aggregators.chunked_top.item_chunk`). Every caller chunks the same way, so
+    a list does not depend on who asked for it."""
+    return max(1, SCORE_BUDGET // (num_interests * item_chunk(n_items)))
 
 
 def rank(
@@ -51,6 +59,18 @@ def rank(
     return best.indices + 1, best.values
 
 
+class Ranked(NamedTuple):
+    """What :func:`rank_catalogue` returns."""
+
+    top: torch.Tensor
+    """(B, n) item indices (1..N), best first."""
+    scores: torch.Tensor
+    """(B, n) their scores (the diversity merge: each pick's max-over-interests score, or a
+    mixture's own score)."""
+    interest_top: torch.Tensor | None = None
+    """(B, K, m) each interest's own top-m (:func:`interest_top_n`), when asked."""
+
+
 def top_n(
     model: Retriever,
     extracted: Extracted,
@@ -62,45 +82,156 @@ def top_n(
     diversity_lambda: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's top-``n`` items for the users of ``extracted``: (B, n) item indices and
-    scores. ``items`` (N, d) are the model's item vectors. With ``diversity_lambda`` (and
-    ``item_category``, (N + 1,) codes by item index) the list is ComiRec's greedy pick and
-    the scores are each pick's max-over-interests score (a mixture of softmaxes: its own
-    score, which then also picks)."""
-    if diversity_lambda is None:
-        return rank(model.score(extracted, items), n, blocked)
-    if item_category is None:
-        raise ValueError("diversity_lambda needs item categories")
-    query = model.retrieval_interests(extracted)
-    merged = None if query.log_partition is None else model.score(extracted, items)
-    rows = diverse_retrieve(
-        query.interests,
+    scores. ``items`` (N, d) are the model's item vectors; ``blocked`` a (B, N) bool mask or
+    (B, M) item indices (0: padding). With ``diversity_lambda`` (and ``item_category``,
+    (N + 1,) codes by item index) the list is ComiRec's greedy pick and the scores are each
+    pick's max-over-interests score (a mixture of softmaxes: its own score, which then also
+    picks)."""
+    ranked = rank_catalogue(
+        model,
+        extracted,
         items,
-        item_category[1:],
         n,
-        diversity_lambda,
-        query.active,
-        blocked,
-        merged,
+        blocked=blocked,
+        item_category=item_category,
+        diversity_lambda=diversity_lambda,
     )
-    if merged is None:
-        scores = per_interest_scores(query.interests, items[rows], query.active).amax(1)
+    return ranked.top, ranked.scores
+
+
+def rank_catalogue(
+    model: Retriever,
+    extracted: Extracted,
+    items: torch.Tensor,
+    n: int,
+    *,
+    blocked: torch.Tensor | None = None,
+    item_category: torch.Tensor | None = None,
+    diversity_lambda: float | None = None,
+    interest_n: int = 0,
+    interest_blocked: torch.Tensor | None = None,
+    tiles: ScoreTiles | None = None,
+) -> Ranked:
+    """:func:`top_n`, and with ``interest_n`` > 0 also each interest's own top-``interest_n``
+    with ``interest_blocked`` left out (:func:`interest_top_n`). When the model ranks by the
+    max over its own interests, both come from one scoring of the catalogue. ``tiles``
+    holds the score storage across calls (a caller ranking batch after batch keeps one)."""
+    tiles = ScoreTiles() if tiles is None else tiles
+    if diversity_lambda is not None:
+        if item_category is None:
+            raise ValueError("diversity_lambda needs item categories")
+        query = model.retrieval_interests(extracted)
+        merged = None
+        if query.log_partition is not None:  # a mixture of softmaxes scores, and picks too
+
+            def merged(part: torch.Tensor) -> torch.Tensor:
+                return model.score(extracted, part)
+
+        rows, picked = diverse_retrieve(
+            query.interests,
+            items,
+            item_category[1:],
+            n,
+            diversity_lambda,
+            query.active,
+            blocked,
+            merged,
+            tiles,
+        )
+        scores = picked
+        if merged is None:
+            scores = per_interest_scores(query.interests, items[rows], query.active).amax(1)
+        if blocked is not None:
+            scores = scores.masked_fill(blocked_at(blocked, rows), float("-inf"))
+        lists = _interest_lists(extracted, items, interest_n, interest_blocked, tiles)
+        return Ranked(rows + 1, scores, lists)
+    max_scored = getattr(model, "scorer", None) is max_over_interests
+    query = model.retrieval_interests(extracted)
+    layout = chunks(items.shape[0])
+    whole = len(layout) == 1
+    best = RunningTop(n, whole)
+    # each interest's own lists come from the same products when the model's score is the
+    # max over the extracted interests themselves (no fused vector)
+    shared = interest_n > 0 and max_scored and query is extracted
+    own = RunningTop(interest_n, whole) if shared else None
+    for lo, hi in layout:
+        part = items[lo:hi]
+        if own is not None:
+            per_interest = tiles.per_interest(query.interests, part)
+            with _blocked_for_now(per_interest, interest_blocked, lo, hi) as alone:
+                own.add(alone, lo)
+            scores = tiles.best(per_interest, query.active)
+        elif max_scored:
+            scores = tiles.max_scores(query.interests, part, query.active)
+        else:
+            scores = model.score(extracted, part)
+        best.add(_without(scores, blocked, lo, hi), lo)
+    if own is not None:
+        interest_top = own.columns + 1
     else:
-        scores = merged.gather(1, rows)
-    if blocked is not None:
-        scores = scores.masked_fill(blocked.gather(1, rows), float("-inf"))
-    return rows + 1, scores
+        interest_top = _interest_lists(extracted, items, interest_n, interest_blocked, tiles)
+    return Ranked(best.columns + 1, best.values, interest_top)
+
+
+def _interest_lists(
+    extracted: Extracted,
+    items: torch.Tensor,
+    n: int,
+    blocked: torch.Tensor | None,
+    tiles: ScoreTiles,
+) -> torch.Tensor | None:
+    """:func:`interest_top_n` when asked for (``n`` > 0), else None."""
+    return interest_top_n(extracted, items, n, blocked, tiles) if n else None
+
+
+def _without(scores: torch.Tensor, blocked: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor:
+    """Scores of items ``lo + 1 .. hi`` ((B, C), or (B, K, C) per interest), with the
+    blocked ones set to -inf in place."""
+    mask = blocked_columns(blocked, lo, hi)
+    if mask is None:
+        return scores
+    return scores.masked_fill_(mask.unsqueeze(1) if scores.dim() == 3 else mask, float("-inf"))
+
+
+@contextmanager
+def _blocked_for_now(
+    scores: torch.Tensor, blocked: torch.Tensor | None, lo: int, hi: int
+) -> Iterator[torch.Tensor]:
+    """(B, K, C) scores of items ``lo + 1 .. hi`` with the blocked ones at -inf for the
+    duration of the block. Blocked item indices touch only their own cells, which get their
+    scores back afterwards (no copy of the scores); a mask makes a masked copy."""
+    if blocked is None or blocked.dtype == torch.bool:
+        mask = blocked_columns(blocked, lo, hi)
+        yield scores if mask is None else scores.masked_fill(mask.unsqueeze(1), float("-inf"))
+        return
+    inside = (blocked > lo) & (blocked <= hi)
+    rows, columns = inside.nonzero()[:, 0], blocked[inside] - 1 - lo
+    saved = scores[rows, :, columns]
+    scores[rows, :, columns] = float("-inf")
+    try:
+        yield scores
+    finally:
+        scores[rows, :, columns] = saved
 
 
 def interest_top_n(
-    extracted: Extracted, items: torch.Tensor, n: int, blocked: torch.Tensor | None = None
+    extracted: Extracted,
+    items: torch.Tensor,
+    n: int,
+    blocked: torch.Tensor | None = None,
+    tiles: ScoreTiles | None = None,
 ) -> torch.Tensor:
     """(B, K, n) each interest's own top-``n`` item indices (1..N), the catalogue ranked by
     ``<v_u^k, e_i>`` alone, best first: what ``mirec inspect`` lists under an interest.
-    ``blocked`` (B, N) items score -inf for every interest of the user."""
-    scores = per_interest_scores(extracted.interests.to(items.dtype), items)
-    if blocked is not None:
-        scores = scores.masked_fill(blocked.unsqueeze(1), float("-inf"))
-    return torch.topk(scores, n, dim=2).indices + 1
+    ``blocked`` ((B, N) mask or (B, M) item indices) items score -inf for every interest of
+    the user."""
+    tiles = ScoreTiles() if tiles is None else tiles
+    interests = extracted.interests.to(items.dtype)
+    layout = chunks(items.shape[0])
+    best = RunningTop(n, whole=len(layout) == 1)
+    for lo, hi in layout:
+        best.add(_without(tiles.per_interest(interests, items[lo:hi]), blocked, lo, hi), lo)
+    return best.columns + 1
 
 
 def best_interest(extracted: Extracted, items: torch.Tensor, top: torch.Tensor) -> torch.Tensor:

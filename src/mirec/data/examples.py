@@ -97,6 +97,22 @@ class EvaluationSet:
     def targets_of(self, j: int) -> np.ndarray:
         return self.target_items[self.target_offsets[j] : self.target_offsets[j + 1]]
 
+    def sample(self, n: int | None, seed: int) -> EvaluationSet:
+        """A fixed random ``n`` of these users, in their order here, drawn by ``seed``
+        alone (the same users on every call); all of them (this set itself) when ``n`` is
+        None or not smaller than the set."""
+        if n is None or n >= len(self):
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        starts = self.target_offsets[rows]
+        counts = self.target_offsets[rows + 1] - starts
+        return EvaluationSet(
+            users=self.users[rows],
+            histories=self.histories[torch.from_numpy(rows)],
+            target_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            target_items=self.target_items[np.repeat(starts, counts) + _index_in_block(counts)],
+        )
+
 
 def history_cuts(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, cuts): where each evaluation user's sequence starts in ``seqs.items`` and

@@ -53,8 +53,10 @@ import torch
 import torch.nn.functional as F
 
 from mirec.aggregators.adaptive_k import assign_behaviours, interest_shares
-from mirec.aggregators.ranking import blocked_items, interest_top_n
+from mirec.aggregators.chunked_top import chunks
+from mirec.aggregators.ranking import interest_top_n
 from mirec.core.contracts import Extracted
+from mirec.evaluation.metrics import Targets
 
 TAIL_SHARE = 0.8
 """The tail: this share of the catalogue, least popular first."""
@@ -175,14 +177,16 @@ def alignment_chance(
     by_category = item_categories.T.contiguous()  # (C, n_items + 1): a row per category
     weight = popularity.to(torch.float32)
     chance = torch.empty(top.shape[:2], dtype=torch.float64, device=top.device)
-    for k in range(top.shape[1]):  # one interest at a time: (B, n_items + 1) at most
+    for k in range(top.shape[1]):  # one interest at a time, (B, chunk) at most
         codes, valid = picked.indices[:, k], picked.values[:, k].bool()
-        inside = torch.zeros(
-            top.shape[0], by_category.shape[1], dtype=torch.bool, device=top.device
-        )
-        for j in range(codes.shape[1]):
-            inside |= by_category[codes[:, j]] & valid[:, j : j + 1]
-        chance[:, k] = inside.to(torch.float32) @ weight
+        total = None
+        for lo, hi in chunks(by_category.shape[1]):
+            inside = torch.zeros(top.shape[0], hi - lo, dtype=torch.bool, device=top.device)
+            for j in range(codes.shape[1]):
+                inside |= by_category[codes[:, j], lo:hi] & valid[:, j : j + 1]
+            part = inside.to(torch.float32) @ weight[lo:hi]
+            total = part if total is None else total + part
+        chance[:, k] = total
     return chance.where(top.any(-1), torch.nan)
 
 
@@ -192,15 +196,18 @@ def interest_alignments(
     assignment: torch.Tensor,
     items: torch.Tensor,
     item_categories: torch.Tensor,
+    recommended: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Users' (B, L) histories, what the extractor made of them, the (B, L) assignment of
     :func:`~mirec.aggregators.adaptive_k.assign_behaviours`, the (n_items, d) item vectors
     and the (n_items + 1, C) category matrix -> (B, K) ``alignment_k`` of the module
     docstring (NaN for an interest without categorised history items) and the (B, K, C)
-    top categories it was measured against."""
+    top categories it was measured against. ``recommended``: each interest's own top
+    :data:`ALIGNMENT_DEPTH` with the history left out, when the ranking already has them
+    (:func:`~mirec.aggregators.ranking.rank_catalogue`); else they are ranked here."""
     k = extracted.interests.shape[1]
-    blocked = blocked_items(histories, items.shape[0])
-    recommended = interest_top_n(extracted, items, ALIGNMENT_DEPTH, blocked)
+    if recommended is None:
+        recommended = interest_top_n(extracted, items, ALIGNMENT_DEPTH, histories)
     top = top_categories(interest_category_counts(assignment, item_categories[histories], k))
     return interest_alignment(top, recommended, item_categories), top
 
@@ -234,6 +241,12 @@ class Diagnostics:
         self.counts: dict[str, int] = {}
         self.k_pairs: list[tuple[np.ndarray, np.ndarray]] = []
 
+    @property
+    def interest_depth(self) -> int:
+        """How long a list of each interest's own items :meth:`update` reads (the
+        alignment's), 0 when it reads none: the evaluator asks the ranking for them."""
+        return ALIGNMENT_DEPTH if self.item_categories is not None else 0
+
     def _add(self, name: str, values: torch.Tensor) -> None:
         values = values.to(torch.float64)
         valid = ~values.isnan()
@@ -246,23 +259,27 @@ class Diagnostics:
         histories: torch.Tensor,
         extracted: Extracted,
         top: torch.Tensor,
-        targets: torch.Tensor,
+        hits: torch.Tensor,
+        targets: Targets,
         items: torch.Tensor,
+        interest_top: torch.Tensor | None = None,
     ) -> None:
         """One batch: users ``lo..lo + B`` of the split, their (B, L) histories, what the
-        extractor made of them, their (B, depth) ranked item indices, (B, n_items + 1)
-        target mask and the model's (n_items, d) item vectors."""
+        extractor made of them, their (B, depth) ranked item indices, which of those are
+        targets ((B, depth) ``hits``), the users' ``targets``, the model's (n_items, d) item
+        vectors and, when the ranking made them, each interest's own top
+        :attr:`interest_depth` items with the history left out ((B, K, depth))."""
         device = top.device
         mask = histories > 0
         k = extracted.interests.shape[1]
         tail = self.tail.to(device)
-        tail_targets = (targets & tail).sum(1).to(torch.float64)
+        tail_targets = targets.count(tail)
         for n in self.cutoffs:
             ranked = top[:, :n]
             self.seen[n][ranked.flatten().unique().cpu()] = True
             in_tail = tail[ranked]
             self._add(f"tail_share@{n}", in_tail.to(torch.float64).mean(1))
-            found = (targets.gather(1, ranked) & in_tail).sum(1).to(torch.float64)
+            found = (hits[:, :n] & in_tail).sum(1).to(torch.float64)
             self._add(f"tail_recall@{n}", found / tail_targets.where(tail_targets > 0, torch.nan))
         assignment = assign_behaviours(extracted, mask)
         shares = interest_shares(assignment, k)
@@ -274,7 +291,7 @@ class Diagnostics:
             self._add("purity", purity(table).masked_fill(~enough, torch.nan))
             self._add("nmi", nmi(table).masked_fill(~enough, torch.nan))
         if self.item_categories is not None:
-            self._update_alignment(histories, extracted, assignment, items)
+            self._update_alignment(histories, extracted, assignment, items, interest_top)
         if self.planted is not None:
             active = extracted.active
             chosen = np.full(top.shape[0], k) if active is None else active.sum(1).cpu().numpy()
@@ -286,10 +303,13 @@ class Diagnostics:
         extracted: Extracted,
         assignment: torch.Tensor,
         items: torch.Tensor,
+        interest_top: torch.Tensor | None,
     ) -> None:
         """``alignment@N`` and its chance level for one batch (module docstring)."""
         categories = self.item_categories.to(histories.device)
-        aligned, top = interest_alignments(extracted, histories, assignment, items, categories)
+        aligned, top = interest_alignments(
+            extracted, histories, assignment, items, categories, interest_top
+        )
         chance = alignment_chance(top, categories, self.draw_weight.to(histories.device))
         self._add(f"alignment@{ALIGNMENT_DEPTH}", aligned.nanmean(1))
         self._add(f"alignment_chance@{ALIGNMENT_DEPTH}", chance.nanmean(1))

@@ -2,8 +2,9 @@
 
 A user's score for item i is the model's aggregation of their K interests, by default
 ``max_k <v_u^k, e_i>`` (PROTOCOL.md section 4); the top-N list is the N best items by that
-score. Everything is batched matrix products and ``topk`` on
-the model's device; users are processed in chunks sized to bound memory.
+score. Everything is batched matrix products and ``topk`` on the model's device; users
+are processed in chunks, and each chunk of users meets the catalogue one chunk of items at
+a time (:mod:`mirec.aggregators.ranking`), so memory does not grow with users x catalogue.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mirec.aggregators.ranking import blocked_items, top_n, users_per_chunk
+from mirec.aggregators.max_score import ScoreTiles
+from mirec.aggregators.ranking import rank_catalogue, users_per_chunk
 from mirec.core.contracts import Retriever
 from mirec.core.functional import collapse
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.diagnostics import Diagnostics
-from mirec.evaluation.metrics import CUTOFFS, category_diversity, ranking_metrics
+from mirec.evaluation.metrics import CUTOFFS, Targets, category_diversity, ranking_metrics
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def evaluate(
     collapse_sum, collapse_users = 0.0, 0
     active_counts = torch.zeros(k + 1, dtype=torch.long)
     dynamic = False
+    tiles = ScoreTiles()  # one score storage for every batch
     bar = tqdm(total=len(eval_set), desc="evaluate", unit="user", disable=not progress, leave=False)
     for lo in range(0, len(eval_set), batch):
         histories = histories_all[lo : lo + batch].to(device)
@@ -109,20 +112,25 @@ def evaluate(
         else:
             extracted = model.extract(histories, users_all[lo : lo + batch].to(device))
         b = histories.shape[0]
-        blocked = blocked_items(histories, n_items) if mask_history else None
-        top, _ = top_n(
+        ranked = rank_catalogue(
             model,
             extracted,
             items,
             depth,
-            blocked=blocked,
+            blocked=histories if mask_history else None,
             item_category=item_category,
             diversity_lambda=diversity_lambda,
+            interest_n=0 if diagnostics is None else diagnostics.interest_depth,
+            interest_blocked=histories,
+            tiles=tiles,
         )
-        targets = _target_mask(eval_set, lo, b, n_items, device)
-        hits = targets.gather(1, top)
+        top = ranked.top
+        targets = _targets(eval_set, lo, b, device)
+        hits = targets.hits(top)
         if diagnostics is not None:
-            diagnostics.update(lo, histories, extracted, top, targets, items)
+            diagnostics.update(
+                lo, histories, extracted, top, hits, targets, items, ranked.interest_top
+            )
         user_metrics = ranking_metrics(hits, n_targets_all[lo : lo + b], cutoffs)
         if item_category is not None:
             user_metrics.update(category_diversity(item_category[top], cutoffs))
@@ -157,15 +165,11 @@ def evaluate(
     )
 
 
-def _target_mask(
-    eval_set: EvaluationSet, lo: int, b: int, n_items: int, device: torch.device
-) -> torch.Tensor:
-    """(b, n_items + 1) bool: column i is True when item index i is a target of the user."""
+def _targets(eval_set: EvaluationSet, lo: int, b: int, device: torch.device) -> Targets:
+    """The target sets of users ``lo .. lo + b - 1`` of the split."""
     offsets = eval_set.target_offsets[lo : lo + b + 1]
-    targets = torch.from_numpy(eval_set.target_items[offsets[0] : offsets[-1]]).to(device)
+    items = torch.from_numpy(eval_set.target_items[offsets[0] : offsets[-1]]).to(device)
     owners = torch.repeat_interleave(
         torch.arange(b, device=device), torch.from_numpy(np.diff(offsets)).to(device)
     )
-    mask = torch.zeros(b, n_items + 1, dtype=torch.bool, device=device)
-    mask[owners, targets] = True
-    return mask
+    return Targets(items, owners, b)

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from mirec.aggregators.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
-from mirec.aggregators.ranking import best_interest, blocked_items, rank, top_n
+from mirec.aggregators.chunked_top import blocked_items
+from mirec.aggregators.ranking import best_interest, rank, top_n
 from mirec.core.contracts import Extracted
 from mirec.data.sequences import Sequences
 from mirec.data.vocabulary import Vocabulary

@@ -12,10 +12,37 @@ the share of pairs in the top-N whose categories differ.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 CUTOFFS = (20, 50)
 METRIC_NAMES = ("recall", "ndcg", "hitrate")
+
+
+class Targets(NamedTuple):
+    """A batch of users' target sets, ragged: no (users x catalogue) mask is built."""
+
+    items: torch.Tensor
+    """(T,) item indices (1..N), each user's distinct targets."""
+    owners: torch.Tensor
+    """(T,) the batch row (0..B-1) each target belongs to, ascending."""
+    n_users: int
+
+    def hits(self, top: torch.Tensor) -> torch.Tensor:
+        """(B, n) ranked item indices -> (B, n) bool: whether each is a target of its user."""
+        if self.items.numel() == 0:
+            return torch.zeros_like(top, dtype=torch.bool)
+        stride = int(torch.maximum(top.max(), self.items.max())) + 1
+        rows = torch.arange(top.shape[0], device=top.device).unsqueeze(1)
+        return torch.isin(rows * stride + top, self.owners * stride + self.items)
+
+    def count(self, where: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) each user's number of targets; with ``where`` ((N + 1,) bool by item index),
+        of the targets it marks."""
+        weights = None if where is None else where[self.items].to(torch.float64)
+        counts = torch.bincount(self.owners, weights=weights, minlength=self.n_users)
+        return counts.to(torch.float64)
 
 
 def ranking_metrics(

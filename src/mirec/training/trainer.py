@@ -3,9 +3,10 @@ through the epoch loop that the CTR trainer shares (:func:`train_epochs`).
 
 Each epoch visits every training position of every training user once, in a random order
 (PROTOCOL.md section 3): one position per example, or with ``sequence_training`` a window
-of positions per example, each scored from its own prefix. After each epoch the model is
-evaluated on the validation users; the best state is written to ``model.safetensors`` and
-restored at the end.
+of positions per example, each scored from its own prefix. After each epoch (every
+``valid_every``-th with that setting) the model is evaluated on the validation users (a
+fixed sample of ``valid_users`` of them where the split has more); the best state is
+written to ``model.safetensors`` and restored at the end.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class FitResult:
     None with sequence training, where a batch's target count varies)."""
     sparse_items: bool = False
     """Whether the item table trained with sparse gradients (``Config.sparse_items``)."""
+    valid_users: int | None = None
+    """Validation users scored at each validation (retrieval; None: not recorded)."""
 
     @property
     def examples_per_second(self) -> float:
@@ -139,8 +142,8 @@ class TrainingExamples:
 class BestCheckpoint:
     """Keeps the weights that are best on one validation metric (in memory; they reach
     ``model.safetensors`` when training ends) and says when to stop: after ``patience``
-    epochs without improvement, or once ``max_minutes`` of training have passed (counted
-    across the starts of a resumed run)."""
+    validations without improvement, or once ``max_minutes`` of training have passed
+    (counted across the starts of a resumed run)."""
 
     def __init__(
         self, model: torch.nn.Module, metric: str, patience: int, max_minutes: float | None
@@ -159,30 +162,37 @@ class BestCheckpoint:
         seconds: float,
         examples: int,
         loss: float,
-        valid: dict[str, float],
+        valid: dict[str, float] | None,
         line: str | None,
     ) -> bool:
-        """Record a finished epoch (its time, examples, mean loss and validation figures) in
-        ``result``, print ``line`` if given, keep the weights if best; True to stop."""
+        """Record a finished epoch (its time, examples, mean loss and validation figures,
+        None when it was not validated) in ``result``, print ``line`` if given, keep the
+        weights if best; True to stop. Only a validation counts towards the patience."""
         result.train_seconds += seconds
         result.train_examples += examples
         result.epochs = epoch
-        result.history.append({"epoch": epoch, "loss": loss, **valid})
+        result.history.append({"epoch": epoch, "loss": loss, **(valid or {})})
         if line is not None:
-            tqdm.write(f"epoch {epoch}: loss {loss:.4f}  valid {line}")
-        if valid[self.metric] > self.best:
-            self.best, self.waited = valid[self.metric], 0
-            result.best_epoch, result.best_valid = epoch, valid
-            self.state = host_state(self.model)
-        else:
-            self.waited += 1
-            if self.waited >= self.patience:
-                result.stopped_by = "early_stopping"
-                return True
-        if self.max_seconds is not None and time.perf_counter() - self.started > self.max_seconds:
+            tqdm.write(f"epoch {epoch}: loss {loss:.4f}" + (f"  valid {line}" if valid else ""))
+        if valid is not None:
+            if valid[self.metric] > self.best:
+                self.best, self.waited = valid[self.metric], 0
+                result.best_epoch, result.best_valid = epoch, valid
+                self.state = host_state(self.model)
+            else:
+                self.waited += 1
+                if self.waited >= self.patience:
+                    result.stopped_by = "early_stopping"
+                    return True
+        if self.out_of_time():
             result.stopped_by = "time_limit"
             return True
         return False
+
+    def out_of_time(self) -> bool:
+        """Whether the training time limit has passed."""
+        elapsed = time.perf_counter() - self.started
+        return self.max_seconds is not None and elapsed > self.max_seconds
 
     def progress(self) -> dict[str, float]:
         """What a checkpoint needs to carry on: the best figure, the epochs waited, and the
@@ -233,7 +243,8 @@ def train_epochs(
 ) -> FitResult:
     """The epoch loop of every trained model: up to ``config.max_epochs`` epochs of
     ``epoch(number)``'s batches (drawing them is where an epoch uses the run's
-    ``randomness``), each followed by ``validate()``; the weights best on ``metric`` (early
+    ``randomness``), every ``config.valid_every``-th followed by ``validate()`` (and the
+    last, whether the epochs or the time run out); the weights best on ``metric`` (early
     stopping by :class:`BestCheckpoint`) are back in ``model`` at the end and written to
     ``folder/model.safetensors``. After each epoch the whole state of the loop goes to
     ``folder/checkpoint.safetensors`` (:mod:`mirec.training.checkpoint`); with ``resume``
@@ -277,8 +288,9 @@ def train_epochs(
             total_loss = world.average(total_loss)
         stop = False
         if main:
-            valid = validate()
-            line = "  ".join(f"{name} {valid[name]:.4f}" for name in shown)
+            last = number == config.max_epochs or best.out_of_time()
+            valid = validate() if number % config.valid_every == 0 or last else None
+            line = "  ".join(f"{name} {valid[name]:.4f}" for name in shown) if valid else ""
             loss = float(total_loss) / plan.n_batches
             stop = best.finish_epoch(
                 result, number, seconds, plan.examples, loss, valid, line if progress else None
@@ -363,20 +375,23 @@ def fit(
     resume: bool = False,
     world: World | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``data``'s training users; leaves the best weights in ``model``
-    and in ``output_dir`` (with ``resume``, from the checkpoint there: :func:`train_epochs`).
-    In a torchrun job (``world``), this rank trains its slice of every batch and rank 0
-    keeps the best weights (:mod:`mirec.training.distributed`)."""
+    """Train ``model`` on ``data``'s training users, validating on ``config.valid_users``
+    of the validation users (:meth:`~mirec.data.examples.EvaluationSet.sample`, seeded by
+    the split's seed); leaves the best weights in ``model`` and in ``output_dir`` (with
+    ``resume``, from the checkpoint there: :func:`train_epochs`). In a torchrun job
+    (``world``), this rank trains its slice of every batch and rank 0 keeps the best
+    weights (:mod:`mirec.training.distributed`)."""
     device = resolve_device(config.device) if world is None else world.device
     model.to(device)
-    result = FitResult()
+    valid_set = data.valid.sample(config.valid_users, config.split_seed)
+    result = FitResult(valid_users=len(valid_set))
     if isinstance(model, MostPopular):
         if world is not None and not world.is_main:
             return result  # nothing to train: rank 0 counts the items
         start = time.perf_counter()
         model.fit(training_item_counts(data.sequences, data.split.train))
         result.train_seconds = time.perf_counter() - start
-        result.best_valid = evaluate(model, data.valid, device=device).metrics
+        result.best_valid = evaluate(model, valid_set, device=device).metrics
         result.history.append({"epoch": 0, **result.best_valid})
         save_weights(model, output_dir / WEIGHTS_FILE)
         return result
@@ -423,7 +438,7 @@ def fit(
 
     def validate() -> dict[str, float]:
         model.eval()
-        return evaluate(model, data.valid, device=device).metrics
+        return evaluate(model, valid_set, device=device).metrics
 
     return train_epochs(
         model,
