@@ -117,6 +117,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "lr": [0.0, -1e-3, math.nan, math.inf, "nan", ".inf", "fast", 10**400],
     "weight_decay": [-0.1, math.nan],
     "sparse_items": ["sometimes", 1, ""],
+    "precision": ["fp16", "", 16, None],
     "num_negatives": [-1, 2**40, 0.5],
     "negative_sampling": ["hard", ""],
     "hard_negative_beta": [-1.0, math.nan],
