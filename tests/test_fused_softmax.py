@@ -64,8 +64,11 @@ def test_float32_at_training_size_agrees_to_rounding():
 def test_gradients_only_where_asked_and_none_without_autograd():
     user, target, table = _problem(6, 11, torch.float64)
     expected = F.cross_entropy(user @ table[1:].T, target - 1)
-    with torch.no_grad():
-        torch.testing.assert_close(exact_softmax_loss(user, target, table, 1.0, 4), expected)
+    with torch.no_grad():  # inputs that would want gradients, none asked for
+        loss = exact_softmax_loss(user.requires_grad_(), target, table, 1.0, 4)
+        torch.testing.assert_close(loss, expected)
+        assert loss.grad_fn is None
+    user = user.detach()
     frozen_table = table.clone()
     trained = user.clone().requires_grad_()
     exact_softmax_loss(trained, target, frozen_table, 1.0, 4).backward()

@@ -45,7 +45,9 @@ def exact_softmax_loss(
     ``item_table`` (N + 1, d) (row 0, the padding, is never a candidate). ``block_rows``:
     examples per block (default: :data:`BLOCK_FLOATS` logits' worth)."""
     rows = block_rows or max(1, BLOCK_FLOATS // max(1, item_table.shape[0] - 1))
-    return _ExactSoftmaxCrossEntropy.apply(user, item_table, target, temperature, rows)
+    return _ExactSoftmaxCrossEntropy.apply(
+        user, item_table, target, temperature, rows, torch.is_grad_enabled()
+    )
 
 
 def shared_negatives_loss(
@@ -64,11 +66,13 @@ def shared_negatives_loss(
     targets' vectors, ``negatives`` (S, d), ``valid`` (B, S) False where a negative is the
     example's own target, ``correction`` (S,) rho (None: 0)."""
     return _SharedNegativesCrossEntropy.apply(
-        user, positives, negatives, valid, correction, temperature
+        user, positives, negatives, valid, correction, temperature, torch.is_grad_enabled()
     )
 
 
-def _softmax_in_place(logits: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+def _softmax_in_place(
+    logits: torch.Tensor, extra: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Turns each row of ``logits`` (b, C) into exp(s - max) in place and returns (max (b,),
     total (b,)), the row's max and its sum of exp(s - max); ``extra`` (b,) is one more logit
     per row that takes part in both (its exp(s - max) is the total's first term)."""
@@ -104,8 +108,9 @@ class _ExactSoftmaxCrossEntropy(torch.autograd.Function):
         target: torch.Tensor,
         temperature: float,
         block_rows: int,
+        grad_enabled: bool,
     ) -> torch.Tensor:
-        want_user, want_table = ctx.needs_input_grad[:2]
+        want_user, want_table = (grad_enabled and want for want in ctx.needs_input_grad[:2])
         items = item_table[1:]
         n = user.shape[0]
         column = target - 1
@@ -138,7 +143,7 @@ class _ExactSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
-        return (*_times_incoming(ctx, grad_loss), None, None, None)
+        return (*_times_incoming(ctx, grad_loss), None, None, None, None)
 
 
 class _SharedNegativesCrossEntropy(torch.autograd.Function):
@@ -153,6 +158,7 @@ class _SharedNegativesCrossEntropy(torch.autograd.Function):
         valid: torch.Tensor,
         correction: torch.Tensor | None,
         temperature: float,
+        grad_enabled: bool,
     ) -> torch.Tensor:
         positive = (user * positives).sum(-1)
         logits = user @ negatives.T  # (B, S)
@@ -167,7 +173,8 @@ class _SharedNegativesCrossEntropy(torch.autograd.Function):
         logits.div_(total.unsqueeze(1))  # the negatives' softmax
         # d loss / d s+ = softmax of the positive - 1, up to the 1 / (B tau) applied below
         d_positive = (positive - top).exp_().div_(total).sub_(1.0).unsqueeze(1)
-        want_user, want_positives, want_negatives = ctx.needs_input_grad[:3]
+        wants = (grad_enabled and want for want in ctx.needs_input_grad[:3])
+        want_user, want_positives, want_negatives = wants
         grads = (
             torch.addcmul(logits @ negatives, d_positive, positives) if want_user else None,
             d_positive * user if want_positives else None,
@@ -179,4 +186,4 @@ class _SharedNegativesCrossEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
-        return (*_times_incoming(ctx, grad_loss), None, None, None)
+        return (*_times_incoming(ctx, grad_loss), None, None, None, None)
