@@ -92,7 +92,9 @@ def test_every_extractor_meets_the_contract(name, layers):
     extractor = EXTRACTORS.lookup(name).from_config(config, maxlen=6)
     assert isinstance(extractor, Extractor)
     assert isinstance(extractor.num_interests, int) and extractor.num_interests >= 1
-    causal = name == "causal_transformer" or (name == "self_attentive" and layers > 0)
+    causal = name == "causal_transformer" or (
+        name in ("self_attentive", "diffusion") and layers > 0
+    )
     assert extractor.causal is causal
     assert extractor.profile_dim == 0
     history, mask = torch.randn(2, 6, 8), torch.ones(2, 6, dtype=torch.bool)

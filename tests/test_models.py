@@ -12,6 +12,7 @@ from mirec.data.prepare import prepare
 from mirec.errors import ConfigError
 from mirec.evaluation.evaluator import evaluate
 from mirec.extractors.causal_transformer import CausalTransformer, SASRecExtractor
+from mirec.extractors.diffusion import DiffusionExtractor
 from mirec.extractors.mean_pooling import MeanPoolingExtractor
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
 from mirec.models.registry import build_model
@@ -28,8 +29,16 @@ from mirec.training.trainer import fit
         SelfAttentiveExtractor(8, 3, maxlen=10, tower=True),
         MeanPoolingExtractor(8),
         SASRecExtractor(8, maxlen=10),
+        DiffusionExtractor(8, 3, maxlen=10),
     ],
-    ids=["comirec-sa", "sa-over-transformer", "sa-with-tower", "mean-pooling", "sasrec"],
+    ids=[
+        "comirec-sa",
+        "sa-over-transformer",
+        "sa-with-tower",
+        "mean-pooling",
+        "sasrec",
+        "diffusion",
+    ],
 )
 def test_padding_never_changes_an_interest(extractor):
     torch.manual_seed(0)
@@ -62,8 +71,9 @@ def test_causal_transformer_states_never_see_the_future():
         SelfAttentiveExtractor(8, 3, maxlen=6, encoder_layers=2),
         SelfAttentiveExtractor(8, 3, maxlen=6, encoder_layers=1, tower=True),
         SASRecExtractor(8, maxlen=6),
+        DiffusionExtractor(8, 3, maxlen=6),
     ],
-    ids=["sa-over-transformer", "sa-with-tower", "sasrec"],
+    ids=["sa-over-transformer", "sa-with-tower", "sasrec", "diffusion"],
 )
 def test_every_position_reads_only_its_prefix_and_ends_with_forward(extractor):
     torch.manual_seed(0)

@@ -88,6 +88,21 @@ class Config:
     """Penalties against collapse, ``name:weight[,name:weight]``: disagreement,
     contrastive, covariance (REMI). None: no regularization."""
     contrastive_temperature: float = 0.1
+    diffusion_timesteps: int = 32
+    """diffusion: T, the noise levels of the forward process that training corrupts each
+    target's embedding with (DiffuRec's default is 32)."""
+    diffusion_steps: int = 4
+    """diffusion: denoising steps at inference, from the fixed starting noise at level T
+    down to the interests (DDIM's deterministic sampler over evenly spaced levels); acts at
+    inference only, at most ``diffusion_timesteps``."""
+    diffusion_signal: float = 0.01
+    """diffusion: the norm of the diffused data, the target's direction, against noise of
+    norm about 1. At 1 the denoiser reads the target out of x_t at most levels and learns
+    to copy it instead of predicting it from the history; at 0.01 no level shows it
+    (DiffuRec's lambda plays this part)."""
+    noise_schedule: str = "cosine"
+    """diffusion: the betas of the forward process: cosine (Nichol and Dhariwal, ICML 2021)
+    | linear (Ho et al., NeurIPS 2020)."""
     ctr_negatives: int = 1
     """task=ctr: sampled negatives (items the user never interacted with) per positive."""
     aux_loss_weight: float = 1.0
@@ -166,7 +181,7 @@ FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 FIELD_NAMES = tuple(FIELD_TYPES)
 _HINTS = typing.get_type_hints(Config)
 
-INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "device")
+INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "diffusion_steps", "device")
 """Settings that act at inference, not in training: ``mirec evaluate --set`` may change them
 for a trained model, and a resumed run may differ from its start in them."""
 
@@ -353,6 +368,12 @@ def validate(config: Config) -> None:
         if getattr(c, name) is not None:
             _int_range(name, getattr(c, name), 1, none=True)
     _int_range("encoder_layers", c.encoder_layers, 0, limit=1024)
+    _int_range("diffusion_timesteps", c.diffusion_timesteps, 1, limit=100_000)
+    _int_range("diffusion_steps", c.diffusion_steps, 1, limit=c.diffusion_timesteps)
+    from mirec.core.diffusion import SCHEDULES
+
+    _one_of("noise_schedule", c.noise_schedule, SCHEDULES)
+    _number("diffusion_signal", c.diffusion_signal, low=0.0)
     if c.num_negatives is not None:
         _int_range("num_negatives", c.num_negatives, 0, none=True)
     for name in ("seed", "split_seed"):

@@ -229,8 +229,9 @@ def evaluate_checkpoint(
     """Re-evaluate a trained run's best weights on its validation and test users.
 
     ``overrides`` changes inference-time settings only (``INFERENCE_SETTINGS``: adaptive K,
-    the diversity-controllable aggregation, the device), so one trained model can be
-    scored under several of them; the settings used are recorded in metrics.json."""
+    the diversity-controllable aggregation, the diffusion sampler's steps, the device), so
+    one trained model can be scored under several of them; the settings used are recorded
+    in metrics.json."""
     loaded, data = load_checkpoint(checkpoint, overrides)
     config, model = loaded.config, loaded.model
     device = resolve_device(config.device)

@@ -61,6 +61,11 @@ class Extractor(nn.Module):
     ctr_only: ClassVar[bool] = False
     """True when the vectors are not interests retrieval can search with (DIN's
     behaviours), so only a CTR model may use the extractor."""
+    target_conditioned: ClassVar[bool] = False
+    """True when training shows the extractor each example's target: a diffusion extractor
+    learns to denoise a noised copy of the target's embedding (DiffuRec), so a retrieval
+    model trains it through :meth:`denoise_target`, and :meth:`forward` (inference) starts
+    from noise instead."""
 
     @classmethod
     def from_config(cls, config: Config, maxlen: int, profile_dim: int = 0) -> Extractor:
@@ -81,6 +86,34 @@ class Extractor(nn.Module):
         position's :class:`Extracted` (what :meth:`forward` returns). Causal extractors
         only (:attr:`causal`)."""
         raise ValueError(f"{type(self).__name__} is not causal: it has no every_position")
+
+    def denoise_target(
+        self,
+        history: torch.Tensor,
+        mask: torch.Tensor,
+        target: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Extracted:
+        """Training pass of a :attr:`target_conditioned` extractor: the interests it makes
+        from the history and a noised copy of ``target`` (B, d), each example's next-item
+        embedding; the noise is drawn from ``generator`` (the global one when None)."""
+        raise ValueError(
+            f"{type(self).__name__} is not target-conditioned: it has no denoise_target"
+        )
+
+    def denoise_every_position(
+        self,
+        history: torch.Tensor,
+        mask: torch.Tensor,
+        targets: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Extracted]:
+        """Sequence training of a :attr:`target_conditioned` :attr:`causal` extractor: the
+        interests at every position from a noised copy of its next item, ``targets``
+        (B, L, d), (B, L, K, d); and the last position's :class:`Extracted`."""
+        raise ValueError(
+            f"{type(self).__name__} is not target-conditioned: it has no denoise_every_position"
+        )
 
 
 Selector = Callable[..., torch.Tensor]

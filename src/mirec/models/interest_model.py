@@ -211,15 +211,28 @@ class InterestModel(nn.Module):
         ``targets`` (B,) is one next item per history; (B, L) is sequence training: the
         next item after every position of the window (0 where there is none), each scored
         with the interests of its own prefix. Regularizers then read the last position's
-        extraction, which is what a (B,) batch of the same histories would give."""
+        extraction, which is what a (B,) batch of the same histories would give. A
+        target-conditioned extractor (diffusion) makes the trained interests from a noised
+        copy of each target's embedding, drawing the noise from ``generator``."""
         mask = histories > 0
         history = self.item_embedding(histories)
+        # the data a target-conditioned extractor denoises, detached: the item table learns
+        # from the softmax, not from being easy to copy out of the noised copy (padding
+        # targets embed to 0; their copies are noise, and never scored)
+        data = self.item_embedding(targets).detach() if self.extractor.target_conditioned else None
         if targets.dim() == 2:
             if users is not None or not self.extractor.causal:
                 raise ValueError("sequence training needs a causal extractor without profiles")
-            every, extracted = self.extractor.every_position(history, mask)
+            if data is not None:
+                every, extracted = self.extractor.denoise_every_position(
+                    history, mask, data, generator
+                )
+            else:
+                every, extracted = self.extractor.every_position(history, mask)
             has_target = targets > 0
             trained, targets = Extracted(every[has_target]), targets[has_target]
+        elif data is not None:
+            extracted = trained = self.extractor.denoise_target(history, mask, data, generator)
         else:
             extracted = trained = self._interests(history, mask, users)
         if self.fuse is not None:

@@ -120,6 +120,11 @@ def build_ctr_model(config: Config, seqs: Sequences, maxlen: int) -> nn.Module:
             "extractor 'behaviors' (DIN) keeps every history item: aggregate with target or max"
         )
     extractor_class = EXTRACTORS.lookup(config.extractor, extra=BUILT_IN_EXTRACTORS["ctr"])
+    if extractor_class.target_conditioned:
+        raise ConfigError(
+            f"extractor {config.extractor!r} trains by denoising each next item's embedding, "
+            "which a CTR model does not give it: use it with task=retrieval"
+        )
     extractor = extractor_class.from_config(config, maxlen)
     aggregation = build_aggregation(config, CTR)
     regularizers = parse_regularizers(config.regularizer, config.contrastive_temperature)
