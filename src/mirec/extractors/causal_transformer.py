@@ -64,6 +64,20 @@ class CausalTransformer(nn.Module):
         return self.norm(x)
 
 
+def states_or_positions(
+    embedding_dim: int, maxlen: int, encoder_layers: int, dropout: float
+) -> tuple[CausalTransformer | None, nn.Parameter | None]:
+    """What a history's items become before interests read them: a causal transformer of
+    ``encoder_layers`` layers (its states carry their own positions), or with 0 layers a
+    learned position embedding (maxlen, d) added to the raw items. Exactly one of the two
+    is returned, created in this order so that seeded models draw the same weights."""
+    if encoder_layers > 0:
+        return CausalTransformer(embedding_dim, maxlen, encoder_layers, dropout=dropout), None
+    position = nn.Parameter(torch.empty(maxlen, embedding_dim))
+    nn.init.normal_(position, std=embedding_dim**-0.5)
+    return None, position
+
+
 @EXTRACTORS.register("causal_transformer")
 class SASRecExtractor(Extractor):
     """SASRec as an extractor: one interest, the encoder state at the most recent item."""

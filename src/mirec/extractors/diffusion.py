@@ -80,7 +80,7 @@ from mirec.core.diffusion import (
 )
 from mirec.core.functional import masked_softmax
 from mirec.extractors import EXTRACTORS
-from mirec.extractors.causal_transformer import CausalTransformer
+from mirec.extractors.causal_transformer import states_or_positions
 
 
 def unit(vectors: torch.Tensor) -> torch.Tensor:
@@ -164,15 +164,9 @@ class DiffusionExtractor(Extractor):
         self.visited = sampling_levels(levels, steps)
         self.noise_scale = embedding_dim**-0.5
         self.signal = signal
-        self.encoder = (
-            CausalTransformer(embedding_dim, maxlen, encoder_layers, dropout=dropout)
-            if encoder_layers > 0
-            else None
+        self.encoder, self.position = states_or_positions(
+            embedding_dim, maxlen, encoder_layers, dropout
         )
-        self.position = None
-        if self.encoder is None:
-            self.position = nn.Parameter(torch.empty(maxlen, embedding_dim))
-            nn.init.normal_(self.position, std=embedding_dim**-0.5)
         self.queries = nn.Parameter(torch.empty(num_interests, embedding_dim))
         nn.init.normal_(self.queries, std=embedding_dim**-0.5)
         self.read_noised = nn.Linear(embedding_dim, embedding_dim)

@@ -33,7 +33,7 @@ from mirec.config import Config
 from mirec.core.contracts import Extracted, Extractor
 from mirec.core.functional import map_real_rows, masked_softmax
 from mirec.extractors import EXTRACTORS
-from mirec.extractors.causal_transformer import CausalTransformer
+from mirec.extractors.causal_transformer import states_or_positions
 
 
 @EXTRACTORS.register("self_attentive")
@@ -53,16 +53,9 @@ class SelfAttentiveExtractor(Extractor):
         super().__init__()
         hidden_dim = hidden_dim or 4 * embedding_dim
         self.num_interests = num_interests
-        self.encoder = (
-            CausalTransformer(embedding_dim, maxlen, encoder_layers, dropout=dropout)
-            if encoder_layers > 0
-            else None
+        self.encoder, self.position = states_or_positions(
+            embedding_dim, maxlen, encoder_layers, dropout
         )
-        # the encoder's states carry their own positions
-        self.position = None
-        if self.encoder is None:
-            self.position = nn.Parameter(torch.empty(maxlen, embedding_dim))
-            nn.init.normal_(self.position, std=embedding_dim**-0.5)
         self.w1 = nn.Linear(embedding_dim, hidden_dim)
         self.w2 = nn.Linear(hidden_dim, num_interests)
         self.tower = None

@@ -179,10 +179,10 @@ class SampledSoftmax:
         self.temperature = float(temperature)
         self.exact = scores_whole_catalogue(num_negatives, n_items, sampling)
         self.sparse = sparse
+        # on the CPU, the one-vector losses without hard negatives over a dense table take
+        # the forms of mirec.training.fused_softmax (equal to float rounding); False keeps
+        # autograd's form everywhere
         self.fused = fused
-        """On the CPU, the one-vector losses without hard negatives over a dense table take
-        the forms of :mod:`mirec.training.fused_softmax` (equal to float rounding); False
-        keeps autograd's form everywhere."""
         self.probabilities: torch.Tensor | None = None
         self.log_correction: torch.Tensor | None = None
         if item_counts is not None or sampling != "uniform":
