@@ -3,6 +3,8 @@
 #   - the whole test suite with device "auto" (CUDA there);
 #   - `mirec train` of ComiRec-SA on amazon-beauty on CUDA, default settings and a large batch,
 #     the large batch and SASRec also under precision=bf16 (accuracy and speed beside fp32);
+#   - one epoch of ComiRec-SA on a 10M-interaction synthetic log: epoch time, examples/s,
+#     evaluation users/s at 200,000 items;
 #   - the trained model folder loaded by `Recommender` on CUDA and on CPU: the same lists.
 # Expects ../shared/data (or DATA=folder) and writes run folders under OUT (default runs/gpu).
 # The device lacks Chromium and the serve extra: bring wheels of faiss-cpu, fastapi,
@@ -27,6 +29,14 @@ python3 -m mirec train --dataset amazon-beauty --model sasrec --data-dir "$DATA"
   --output-dir "$OUT/beauty-sasrec" --quiet
 python3 -m mirec train --dataset amazon-beauty --model sasrec --data-dir "$DATA" \
   --output-dir "$OUT/beauty-sasrec-bf16" --set precision=bf16 --quiet
+# a 10M-interaction synthetic log (500,000 users, 200,000 items; benchmarks/scale.py, which
+# also prints its preparation time), then one epoch of ComiRec-SA on it: the epoch's time
+# and examples/s, and the test pass's users/s over the 200,000 items, in the table below
+python3 benchmarks/scale.py --users 500000 --items 200000 --interactions 10000000 \
+  --out "$OUT/scale10m-log"
+python3 -m mirec train --dataset "$OUT/scale10m-log/log/part-*.parquet" --format interactions \
+  --columns user,item,ts --model comirec-sa --output-dir "$OUT/scale10m-sa" \
+  --set max_epochs=1 --set batch_size=4096 --set lr=0.004 --quiet
 python3 - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mirec.errors import ConfigError
-from mirec.experiments.grid import load_experiment
+from mirec.experiments.grid import load_experiment, slug
 from mirec.experiments.report import write_report
 from mirec.experiments.runner import cell_metrics, run_experiment
 
@@ -84,6 +84,38 @@ def test_a_changed_setting_makes_a_cell_stale(tmp_path):
     cell = changed.cells[0]
     (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(cell.config.to_dict()))
     assert cell_metrics(cell) is None
+
+
+def test_compare_puts_the_bucket_tables_of_b_against_a_in_the_report(tmp_path):
+    spec = {
+        "models": ["most-popular", "youtube-dnn"],
+        "grid": {},
+        "seeds": [1],
+        "compare": {"a": "most-popular", "b": "youtube-dnn", "by": ["history_length"]},
+    }
+    experiment = load_experiment(write_spec(tmp_path, **spec))
+    run_experiment(experiment, progress=False, echo=lambda _: None)
+    write_report(experiment, "mirec experiment tiny.yaml")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## youtube-dnn against most-popular, bucket by bucket" in report
+    saved = json.loads(
+        (tmp_path / "out" / slug(f"compare-{DATASET}-history_length") / "compare.json").read_text()
+    )
+    overall = saved["rows"][0]
+    # the table's first row is all users: both runs' test figures, as metrics.json has them
+    a, b = (json.loads((c.run_dir / "metrics.json").read_text()) for c in experiment.cells)
+    assert overall["a"]["recall@50"] == pytest.approx(a["test"]["recall@50"])
+    assert overall["b"]["recall@50"] == pytest.approx(b["test"]["recall@50"])
+    row = f"| all users | {overall['users']} | {a['test']['recall@50']:.4f} | "
+    assert row in report and "compare.png)" in report
+    with pytest.raises(ConfigError, match=r"compare\.by: 'colour'"):
+        load_experiment(
+            write_spec(tmp_path, **{**spec, "compare": {**spec["compare"], "by": ["colour"]}})
+        )
+    with pytest.raises(ConfigError, match="a and b must be rows"):
+        load_experiment(
+            write_spec(tmp_path, **{**spec, "compare": {**spec["compare"], "a": "mind"}})
+        )
 
 
 def test_a_labelled_row_carries_its_own_settings(tmp_path):

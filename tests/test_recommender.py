@@ -219,6 +219,16 @@ def test_save_and_load_round_trip(ml100k_run, tmp_path):
     assert not [p for p in saved.parent.iterdir() if p.name.startswith(".copy")]
 
 
+def test_save_keeps_the_item_indexes(ml100k_run, tmp_path):
+    shutil.copytree(ml100k_run, tmp_path / "run")
+    rec = Recommender.load(tmp_path / "run")
+    rec.build_index("flat")
+    saved = Recommender.load(rec.save(tmp_path / "copy"))
+    assert (tmp_path / "copy" / "index-flat.faiss").is_file()
+    history = rec.history_of(rec.user_ids[3])
+    assert saved.recommend(history, n=20, index="flat") == rec.recommend(history, n=20)
+
+
 def test_old_and_damaged_folders_are_clear_errors(ml100k_run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(ml100k_run, old)

@@ -28,9 +28,8 @@ class Config:
     """retrieval (next item over the whole catalogue, PROTOCOL.md) | ctr (click-through rate
     of a given candidate: AUC, GAUC, LogLoss)."""
     model: str = "remi-plain"
-    """Name of the published configuration this run started from; the default is the best
-    multi-interest configuration measured so far (docs/results.md: REMI's routing
-    regularization without its hard negatives leads on amazon-beauty and amazon-toys)."""
+    """Name of the published configuration this run started from. (A bare ``Config()``
+    says remi-plain; ``mirec train`` without ``--model`` trains :data:`AUTO_MODEL`.)"""
     extractor: str = "self_attentive"
     """self_attentive (ComiRec-SA) | dynamic_routing (MIND) | capsule_routing (ComiRec-DR) |
     sparse_interest (SINE) | causal_transformer (SASRec) | gru (GRU4Rec) | mean_pooling
@@ -202,6 +201,15 @@ CTR_DEFAULT_MODEL = "comirec-sa"
 """The model of ``--task ctr`` without ``--model``: ComiRec-SA's interests under DIN's head,
 max-aggregated, the best or within a seed's spread of the best in docs/ctr.md."""
 
+AUTO_MODEL = "auto"
+"""The model of retrieval without ``--model``: every config of :data:`AUTO_CANDIDATES`
+trains, and the best on validation Recall@50 is the run's model (:mod:`mirec.auto`)."""
+AUTO_CANDIDATES = ("sasrec", "comirec-sa-transformer", "remi-plain")
+"""The candidates of ``auto``, ties going to the earlier one: SASRec, the single-interest
+model no published multi-interest config beats everywhere (docs/results.md: ml-100k), then
+the leaders of docs/results.md (comirec-sa-transformer on ml-100k, remi-plain on the
+Amazon sets). docs/default.md measures the choice on six datasets."""
+
 
 def model_names() -> list[str]:
     """The published configurations shipped in ``mirec/configs``."""
@@ -218,6 +226,26 @@ def model_summary(name: str) -> str:
     return first.lstrip("# ").strip()
 
 
+def load_candidates(
+    model: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    fixed: dict[str, Any] | None = None,
+    **settings: Any,
+) -> list[Config]:
+    """What a training run of ``model`` trains: one config (:func:`load_config`), or for
+    :data:`AUTO_MODEL` (the retrieval default) one per :data:`AUTO_CANDIDATES`, each with
+    the same files, settings and overrides."""
+    values = {} if config_file is None else _read_yaml(config_file)
+    name = _model_name(model, values, overrides, settings)
+    if name != AUTO_MODEL:
+        return [load_config(name, config_file, overrides, fixed, **settings)]
+    return [
+        load_config(candidate, config_file, overrides, fixed, **settings)
+        for candidate in AUTO_CANDIDATES
+    ]
+
+
 def load_config(
     model: str | None = None,
     config_file: Path | None = None,
@@ -226,16 +254,20 @@ def load_config(
     **settings: Any,
 ) -> Config:
     """Published config ``model`` (else the config file's, else :data:`CTR_DEFAULT_MODEL`
-    for the CTR task and ``Config.model`` otherwise), then ``config_file``, then ``settings``
-    (non-None keyword values), then ``fixed`` (None included: it unsets a setting), then
-    ``--set key=value`` overrides, each over the last."""
+    for the CTR task), then ``config_file``, then ``settings`` (non-None keyword values),
+    then ``fixed`` (None included: it unsets a setting), then ``--set key=value``
+    overrides, each over the last. :data:`AUTO_MODEL` (the retrieval default) is several
+    configs: :func:`load_candidates`."""
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(_read_yaml(config_file))
-    task = parse_overrides(overrides).get("task") or settings.get("task") or values.get("task")
-    name = model or values.get("model") or (CTR_DEFAULT_MODEL if task == "ctr" else Config.model)
-    if name not in model_names():
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
+    name = _model_name(model, values, overrides, settings)
+    if name == AUTO_MODEL:
+        raise ConfigError(
+            f"model {AUTO_MODEL} trains {len(AUTO_CANDIDATES)} candidates "
+            f"({', '.join(AUTO_CANDIDATES)}) and keeps the best on validation; name one model "
+            "here"
+        )
     merged = _read_published(name)
     merged.update(values)
     merged["model"] = name
@@ -243,6 +275,27 @@ def load_config(
     merged.update(fixed or {})
     merged.update(parse_overrides(overrides))
     return config_from_dict(merged, source=str(config_file or f"model {name}"))
+
+
+def _model_name(
+    model: str | None,
+    file_values: dict[str, Any],
+    overrides: list[str] | tuple[str, ...],
+    settings: dict[str, Any],
+) -> str:
+    """The model asked for (else the config file's, else the task's default), checked."""
+    task = parse_overrides(overrides).get("task") or settings.get("task") or file_values.get("task")
+    default = CTR_DEFAULT_MODEL if task == "ctr" else AUTO_MODEL
+    name = model or file_values.get("model") or default
+    if name == AUTO_MODEL and task == "ctr":  # another bad task is the task's own error
+        raise ConfigError(
+            f"model {AUTO_MODEL}: picks among retrieval models; task={task} takes one model "
+            f"(default {CTR_DEFAULT_MODEL})"
+        )
+    if name != AUTO_MODEL and name not in model_names():
+        known = ", ".join([*model_names(), AUTO_MODEL])
+        raise ConfigError(f"unknown model {name!r}; known models: {known}")
+    return name
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ scores the whole catalogue.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ import torch
 from mirec.aggregators.chunked_top import blocked_items
 from mirec.aggregators.ranking import best_interest, rank, top_n, users_per_chunk
 from mirec.atomic import staged_folder, write_json_atomic
-from mirec.config import INFERENCE_SETTINGS, Config, load_config
+from mirec.auto import candidate_folders, train_auto
+from mirec.config import INFERENCE_SETTINGS, Config, load_candidates
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
@@ -129,27 +131,34 @@ class Recommender:
         overwrite: bool = False,
         **settings: Any,
     ) -> Recommender:
-        """Train a published config (``mirec models``) on ``dataset`` with ``settings``
-        (any field of :class:`~mirec.config.Config`), as ``mirec train`` does: the best
+        """Train a published config (``mirec models``; without ``model``, ``auto``: the best
+        of :data:`~mirec.config.AUTO_CANDIDATES` on validation, :mod:`mirec.auto`) on
+        ``dataset`` with ``settings`` (any field of :class:`~mirec.config.Config`), as
+        ``mirec train`` does: the best
         weights on validation Recall@50 are tested and the run folder is written to
         ``output_dir``; returns the loaded model. A folder holding a run is refused unless
         ``resume`` (continue an interrupted run with these settings from its last finished
         epoch) or ``overwrite`` (train again), as :func:`~mirec.runs.train_run` says."""
-        config = load_config(model, fixed=settings, dataset=dataset)
+        configs = load_candidates(model, fixed=settings, dataset=dataset)
         out = Path(output_dir)
-        train_run(
-            config,
-            out,
-            data_dir=None if data_dir is None else Path(data_dir),
-            progress=progress,
-            resume=resume,
-            overwrite=overwrite,
-        )
+        where = {"data_dir": None if data_dir is None else Path(data_dir), "progress": progress}
+        if len(configs) > 1:  # auto, the retrieval default
+            train_auto(
+                candidate_folders(configs, out),
+                out,
+                resume=resume,
+                overwrite=overwrite,
+                echo=print if progress else lambda _: None,
+                **where,
+            )
+        else:
+            train_run(configs[0], out, resume=resume, overwrite=overwrite, **where)
         return cls.load(out)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write this model as a self-contained folder at ``path`` (whole or not at all);
-        an existing non-empty folder is replaced only with ``overwrite``."""
+        """Write this model as a self-contained folder at ``path`` (whole or not at all),
+        with the item indexes of the folder it was loaded from; an existing non-empty folder
+        is replaced only with ``overwrite``."""
         target = Path(path)
         empty = target.is_dir() and not any(target.iterdir())
         if target.exists() and not empty and not overwrite:
@@ -161,6 +170,10 @@ class Recommender:
             write_folder_data(staging, self.config, data.sequences, data.item_counts, data.maxlen)
             if self.metrics is not None:
                 write_json_atomic(staging / METRICS_FILE, self.metrics)
+            if self.folder is not None:
+                # the item indexes stay valid: the same item vectors (ItemIndex.load checks)
+                for index_file in sorted(self.folder.glob("index-*")):
+                    shutil.copy2(index_file, staging / index_file.name)
         return target
 
     # -- what the model knows ---------------------------------------------------------

@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from mirec.config import load_config, model_names, model_summary
+from mirec.config import (
+    AUTO_CANDIDATES,
+    AUTO_MODEL,
+    Config,
+    load_candidates,
+    load_config,
+    model_names,
+    model_summary,
+)
 from mirec.core import launch
 from mirec.errors import ConfigError, MirecError
 
@@ -62,7 +70,12 @@ def train(
         ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Published config (see `mirec models`).")
+        str | None,
+        typer.Option(
+            help="Published config (see `mirec models`), or auto (the retrieval default): "
+            "train sasrec, comirec-sa-transformer and remi-plain, keep the best on validation "
+            "Recall@50 (about 3x one model's time)."
+        ),
     ] = None,
     task: Annotated[
         str | None,
@@ -113,7 +126,7 @@ def train(
     """Train a model, keep the best checkpoint on validation Recall@50, and test it."""
     if resume and overwrite:
         raise MirecError("--resume and --overwrite: give one (continue the run, or replace it)")
-    cfg = load_config(
+    configs = load_candidates(
         model,
         config,
         set_ or (),
@@ -124,15 +137,59 @@ def train(
         id_type=id_type,
         task=task,
     )
+    _use_threads(threads)
+    if len(configs) > 1:
+        _train_auto(configs, output_dir, data_dir, quiet, resume, overwrite)
+        return
     from mirec.runs import train_run  # torch: only once the settings are known to be good
 
-    _use_threads(threads)
+    cfg = configs[0]
     metrics = train_run(
         cfg, output_dir, data_dir=data_dir, progress=not quiet, resume=resume, overwrite=overwrite
     )
     if launch.is_secondary():
         return  # rank 0 reports the run of a torchrun job
     _print_table({cfg.model: metrics})
+    typer.echo(f"results: {output_dir / 'metrics.json'}")
+
+
+def _train_auto(
+    configs: list[Config],
+    output_dir: Path,
+    data_dir: Path | None,
+    quiet: bool,
+    resume: bool,
+    overwrite: bool,
+) -> None:
+    """``mirec train --model auto``: the candidates, their validation figures, the choice."""
+    if launch.world_size() > 1:
+        raise ConfigError(
+            f"model {AUTO_MODEL}: trains its candidates one after another in one process; under "
+            "torchrun, name one model (--model)"
+        )
+    from mirec.auto import candidate_folders, train_auto
+
+    metrics = train_auto(
+        candidate_folders(configs, output_dir),
+        output_dir,
+        data_dir=data_dir,
+        progress=not quiet,
+        resume=resume,
+        overwrite=overwrite,
+        echo=typer.echo,
+    )
+    record = metrics["auto"]
+    typer.echo(f"\nvalidation users ({metrics['dataset']}), the choice of model auto:")
+    typer.echo(f"{'candidate':<26}{'recall@50':>12}{'ndcg@50':>12}{'epochs':>8}{'train s':>10}")
+    for name, candidate in record["candidates"].items():
+        valid = candidate["valid"]
+        mark = " <- chosen" if name == record["chosen"] else ""
+        typer.echo(
+            f"{name:<26}{valid['recall@50']:>12.4f}{valid['ndcg@50']:>12.4f}"
+            f"{candidate['epochs']:>8}{candidate['train_seconds']:>10.0f}{mark}"
+        )
+    typer.echo(f"default: {record['chosen']}, {record['why']}")
+    _print_table({record["chosen"]: metrics})
     typer.echo(f"results: {output_dir / 'metrics.json'}")
 
 
@@ -525,7 +582,11 @@ def download(
 
 @app.command()
 def models() -> None:
-    """List the published model configurations."""
+    """List the published model configurations, and auto (the retrieval default)."""
+    typer.echo(
+        f"  {AUTO_MODEL:<24} (default) trains {', '.join(AUTO_CANDIDATES)}; keeps the best on "
+        "validation Recall@50"
+    )
     for name in model_names():
         typer.echo(f"  {name:<24} {model_summary(name)}")
 
@@ -547,13 +608,14 @@ def _print_table(runs: dict[str, dict]) -> None:
             typer.echo(f"{name:<16}{t['auc']:>10.4f}{t['gauc']:>10.4f}{t['logloss']:>10.4f}")
         return
     columns = ["recall@20", "recall@50", "ndcg@50", "hitrate@50"]
-    header = f"{'model':<16}" + "".join(f"{c:>12}" for c in columns) + f"{'collapse':>10}"
+    width = max(16, *(len(name) + 1 for name in runs))
+    header = f"{'model':<{width}}" + "".join(f"{c:>12}" for c in columns) + f"{'collapse':>10}"
     typer.echo(f"\ntest users ({next(iter(runs.values()))['dataset']}):")
     typer.echo(header)
     for name, m in runs.items():
         collapse = "-" if m.get("collapse") is None else f"{m['collapse']:.3f}"
         row = "".join(f"{m['test'][c]:>12.4f}" for c in columns)
-        typer.echo(f"{name:<16}{row}{collapse:>10}")
+        typer.echo(f"{name:<{width}}{row}{collapse:>10}")
 
 
 INTERRUPTED = 130

@@ -19,6 +19,7 @@ The grid is a YAML file::
     plots:                             # PNGs beside the report (see mirec.experiments.plots)
       - {x: num_interests, y: recall@50, mark: diminishing_returns}
     interest_map: {dataset: ml-100k, model: comirec-sa, user: 1}   # one user's interests in 2-D
+    compare: {a: sasrec, b: comirec-sa, by: [categories, entropy]}   # mirec compare, per dataset
 
 A grid over inference-time settings (``diversity_lambda``, ``adaptive_k``) trains once: the
 cells that differ only in them share one trained checkpoint and each is a re-evaluation of
@@ -44,8 +45,10 @@ from typing import Any
 
 import yaml
 
-from mirec.config import INFERENCE_SETTINGS, Config, load_config
+from mirec.auto import CANDIDATES_DIR
+from mirec.config import AUTO_CANDIDATES, AUTO_MODEL, INFERENCE_SETTINGS, Config, load_config
 from mirec.errors import ConfigError
+from mirec.evaluation.compare import FEATURES as COMPARE_FEATURES
 from mirec.models.folder import EVALUATION_DIR
 
 KEYS = {
@@ -62,6 +65,7 @@ KEYS = {
     "plots",
     "columns",
     "interest_map",
+    "compare",
 }
 
 
@@ -83,6 +87,10 @@ class Cell:
     inference-time settings, the shared training run they are evaluated on."""
     train_config: Config
     """The checkpoint's config: ``config`` without the inference-time grid settings."""
+    candidates: tuple[tuple[Config, Path], ...] = ()
+    """A row of model ``auto`` (:mod:`mirec.auto`): each candidate's config and folder, the
+    folder of the grid's own row of that model when it has one with the same settings (so
+    nothing trains twice); ``config`` is then the first candidate's."""
 
     @property
     def reevaluates(self) -> bool:
@@ -126,6 +134,9 @@ class Experiment:
     columns: tuple[str, ...] = ()
     """Quantities shown in the report's tables beside the standard metrics."""
     interest_map: dict[str, Any] | None = None
+    compare: dict[str, Any] | None = None
+    """Rows ``a`` and ``b`` compared bucket by bucket on each dataset (``mirec compare``),
+    by every feature of ``by``, on their first shared seed."""
     impossible: list[ImpossibleCell] = field(default_factory=list)
     """Cells whose settings failed validation; they are reported, never run."""
 
@@ -158,6 +169,8 @@ def load_experiment(path: Path) -> Experiment:
                 f"{path}: dataset_settings.{dataset}: expected settings of a dataset of the grid"
             )
     grid = _mapping(spec, "grid", path)
+    if grid and any(published == AUTO_MODEL for published, _ in rows.values()):
+        raise ConfigError(f"{path}: models: {AUTO_MODEL} takes no grid (it picks among runs)")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid.{key}: expected a non-empty list of values")
@@ -172,6 +185,7 @@ def load_experiment(path: Path) -> Experiment:
         plots=_plots(spec.get("plots"), path),
         columns=tuple(_string_list(spec, "columns", path)) if "columns" in spec else (),
         interest_map=_interest_map(spec.get("interest_map"), datasets, models, path),
+        compare=_compare(spec.get("compare"), models, path),
     )
     combos = list(itertools.product(*grid.values())) or [()]
     # the first seed of every (dataset, model, variant) runs before anyone's second seed, so
@@ -194,21 +208,56 @@ def load_experiment(path: Path) -> Experiment:
             if len(trained) < len(variant):
                 label = ",".join(f"{k}={v}" for k, v in variant if k in INFERENCE_SETTINGS)
                 run_dir = checkpoint / slug(f"{EVALUATION_DIR}-{label}")
+            candidates: tuple[tuple[Config, Path], ...] = ()
             try:
-                config = load_config(published, fixed={**base, **dict(variant)})
-                train_config = load_config(published, fixed={**base, **dict(trained)})
+                if published == AUTO_MODEL:
+                    candidates = _auto_candidates(rows, model, base, runs_dir / slug(dataset), seed)
+                    config = train_config = candidates[0][0]
+                else:
+                    config = load_config(published, fixed={**base, **dict(variant)})
+                    train_config = load_config(published, fixed={**base, **dict(trained)})
             except ConfigError as err:
                 experiment.impossible.append(
                     ImpossibleCell(dataset, model, variant, seed, run_dir, str(err))
                 )
                 continue
             experiment.cells.append(
-                Cell(dataset, model, variant, seed, config, run_dir, checkpoint, train_config)
+                Cell(
+                    dataset,
+                    model,
+                    variant,
+                    seed,
+                    config,
+                    run_dir,
+                    checkpoint,
+                    train_config,
+                    candidates,
+                )
             )
     if not experiment.cells:
         first = experiment.impossible[0]
         raise ConfigError(f"{path}: cell {first.dataset}/{first.model}: {first.error}")
     return experiment
+
+
+def _auto_candidates(
+    rows: dict[str, tuple[str, dict[str, Any]]],
+    label: str,
+    settings: dict[str, Any],
+    dataset_dir: Path,
+    seed: int,
+) -> tuple[tuple[Config, Path], ...]:
+    """The candidates of the ``auto`` row ``label``: a candidate trains in the folder of the
+    grid's row of the same name when that row is the plain published config and the auto
+    row adds no settings of its own, else in the row's own ``candidates/NAME``."""
+    candidates = []
+    own = rows[label][1]
+    for name in AUTO_CANDIDATES:
+        shared = not own and rows.get(name) == (name, {})
+        own_folder = dataset_dir / slug(label) / CANDIDATES_DIR / slug(name)
+        folder = dataset_dir / slug(name) if shared else own_folder
+        candidates.append((load_config(name, fixed=settings), folder / f"seed-{seed}"))
+    return tuple(candidates)
 
 
 def _plots(value: Any, path: Path) -> list[dict[str, Any]]:
@@ -224,13 +273,35 @@ def _plots(value: Any, path: Path) -> list[dict[str, Any]]:
 def _interest_map(
     value: Any, datasets: list[str], models: list[str], path: Path
 ) -> dict[str, Any] | None:
+    value = _keyed(value, "interest_map", {"dataset", "model", "user"}, path)
     if value is None:
         return None
-    if not isinstance(value, dict) or set(value) != {"dataset", "model", "user"}:
-        raise ConfigError(f"{path}: interest_map: expected {{dataset, model, user}}")
     if value["dataset"] not in datasets or value["model"] not in models:
         raise ConfigError(f"{path}: interest_map: dataset and model must be in the grid")
     return value
+
+
+def _keyed(value: Any, key: str, keys: set[str], path: Path) -> dict[str, Any] | None:
+    """``value`` of the file's ``key``: None, or a mapping of exactly ``keys``."""
+    if value is not None and (not isinstance(value, dict) or set(value) != keys):
+        raise ConfigError(f"{path}: {key}: expected {{{', '.join(sorted(keys))}}}")
+    return value
+
+
+def _compare(value: Any, models: list[str], path: Path) -> dict[str, Any] | None:
+    value = _keyed(value, "compare", {"a", "b", "by"}, path)
+    if value is None:
+        return None
+    if value["a"] not in models or value["b"] not in models:
+        raise ConfigError(f"{path}: compare: a and b must be rows of the experiment's models")
+    by = value["by"] if isinstance(value["by"], list) else [value["by"]]
+    unknown = [name for name in by if name not in COMPARE_FEATURES]
+    if unknown or not by:
+        raise ConfigError(
+            f"{path}: compare.by: {unknown[0] if unknown else '[]'!r}; expected some of "
+            f"{', '.join(COMPARE_FEATURES)}"
+        )
+    return {"a": value["a"], "b": value["b"], "by": by}
 
 
 def slug(text: str) -> str:

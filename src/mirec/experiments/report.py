@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mirec.atomic import write_text_atomic
-from mirec.experiments.grid import Cell, Experiment
+from mirec.experiments.grid import Cell, Experiment, slug
 from mirec.experiments.plots import draw_plots, quantity
 from mirec.experiments.runner import cell_metrics
 
@@ -31,9 +32,15 @@ COLUMNS = [
     ("epochs", lambda c, m: m["epochs"]),
     ("best_epoch", lambda c, m: m["best_epoch"]),
     ("stopped_by", lambda c, m: m["stopped_by"]),
-    ("train_seconds", lambda c, m: m["train_seconds"]),
+    ("train_seconds", lambda c, m: train_seconds(m)),
     ("run_dir", lambda c, m: str(c.run_dir)),
+    ("chosen", lambda c, m: (m.get("auto") or {}).get("chosen")),
 ]
+
+
+def train_seconds(metrics: dict[str, Any]) -> float:
+    """A run's training time; for model auto, every candidate's together (its cost)."""
+    return (metrics.get("auto") or {}).get("train_seconds", metrics["train_seconds"])
 
 
 def results_csv(experiment: Experiment) -> Path:
@@ -69,8 +76,67 @@ def write_report(experiment: Experiment, command: str) -> tuple[int, int]:
     # links relative to the report
     prefix = figure_dir(experiment).relative_to(experiment.report.parent)
     figures = [((prefix / name).as_posix(), note) for name, note in figures]
-    write_text_atomic(experiment.report, render_markdown(experiment, done, command, figures))
+    text = render_markdown(experiment, done, command, figures)
+    if experiment.compare is not None:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(_comparisons(experiment, done, prefix))
+    write_text_atomic(experiment.report, text)
     return len(done), len(experiment.cells)
+
+
+def _comparisons(
+    experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]], prefix: Path
+) -> list[str]:
+    """The experiment's ``compare``: rows B against A on each dataset's test users, bucket
+    by bucket (:func:`mirec.runs.compare_checkpoints`, as ``mirec compare`` runs it), on the
+    first seed both rows finished; each comparison's compare.json and plot go into the
+    figure folder."""
+    from mirec.runs import compare_checkpoints
+
+    spec = experiment.compare or {}
+    lines = [
+        f"## {spec['b']} against {spec['a']}, bucket by bucket",
+        "",
+        f"Each dataset's test users in quartile buckets of a feature of their history "
+        f"(`mirec compare`, mirec.evaluation.compare); B = {spec['b']}, A = {spec['a']}, the "
+        "first seed both rows finished. B - A is the mean per-user difference with a paired "
+        "bootstrap 95% confidence interval (1,000 resamples); bold where the interval "
+        "excludes 0.",
+        "",
+    ]
+    for dataset in dict.fromkeys(c.dataset for c in experiment.cells):
+        runs = {c.model: {} for c in experiment.cells}
+        for cell, _ in done:
+            if cell.dataset == dataset and not cell.variant:
+                runs[cell.model].setdefault(cell.seed, cell)
+        seeds = [s for s in runs.get(spec["a"], {}) if s in runs.get(spec["b"], {})]
+        lines += [f"### {dataset}", ""]
+        if not seeds:
+            lines += ["Not both rows finished yet.", ""]
+            continue
+        a, b = runs[spec["a"]][seeds[0]], runs[spec["b"]][seeds[0]]
+        lines += [f"Seed {seeds[0]}.", ""]
+        for by in spec["by"]:
+            out = figure_dir(experiment) / slug(f"compare-{dataset}-{by}")
+            result, _ = compare_checkpoints(a.checkpoint, b.checkpoint, by, out, progress=False)
+            lines += _comparison_table(result["rows"], by)
+            link = (prefix / out.name / "compare.png").as_posix()
+            lines += [f"![{dataset} by {by}]({link})", ""]
+    return lines
+
+
+def _comparison_table(rows: list[dict[str, Any]], by: str) -> list[str]:
+    header = f"| {by} | users | Recall@50 A | Recall@50 B | B - A | NDCG@50 A | NDCG@50 B | B - A |"
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [row["bucket"], str(row["users"])]
+        for metric in ("recall@50", "ndcg@50"):
+            d = row["difference"][metric]
+            text = f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+            if d["ci_low"] > 0 or d["ci_high"] < 0:
+                text = f"**{text}**"
+            cells += [f"{row['a'][metric]:.4f}", f"{row['b'][metric]:.4f}", text]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def render_markdown(
@@ -113,7 +179,10 @@ def render_markdown(
         best = max(_mean([m["test"][headline] for _, m in runs]) for runs in rows.values())
         for (model, variant), runs in rows.items():
             metrics = [m for _, m in runs]
-            row = [model, *([variant] if experiment.grid_keys else [])]
+            chosen = Counter(m["auto"]["chosen"] for m in metrics if m.get("auto"))
+            picks = ", ".join(f"{name} on {count}" for name, count in chosen.items())
+            label = f"{model} (chose {picks} of {len(metrics)} seeds)" if chosen else model
+            row = [label, *([variant] if experiment.grid_keys else [])]
             row += [str(metrics[0]["interests"]), ",".join(str(c.seed) for c, _ in runs)]
             for name in metrics_shown:
                 text = _spread([m["test"][name] for m in metrics])
@@ -129,7 +198,7 @@ def render_markdown(
             epochs = _spread([m["epochs"] for m in metrics], 1)
             capped = any(m.get("stopped_by") == "time_limit" for m in metrics)
             row.append(epochs + (" †" if capped else ""))
-            row.append(_spread([m["train_seconds"] for m in metrics], 0))
+            row.append(_spread([train_seconds(m) for m in metrics], 0))
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     lines += _k_confusion(experiment, done)

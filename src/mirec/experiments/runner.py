@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mirec.auto import train_auto
 from mirec.config import Config
 from mirec.errors import DataError, MirecError
 from mirec.experiments.grid import Cell, Experiment, ImpossibleCell
@@ -45,6 +46,11 @@ def cell_metrics(cell: Cell) -> dict[str, Any] | None:
         ) from None
     if not isinstance(metrics, dict):
         raise DataError(f"{metrics_path}: expected a JSON object; delete it to run the cell again")
+    if cell.candidates:  # auto: its choice stands while every candidate's settings do
+        record = metrics.get("auto")
+        recorded = [c.get("config") for c in (record or {}).get("candidates", {}).values()]
+        wanted = [config for config, _ in cell.candidates]
+        return metrics if list(map(_settings, recorded)) == list(map(_settings, wanted)) else None
     recorded = metrics.get("config")
     if recorded is None:
         config_path = cell.run_dir / CONFIG_FILE
@@ -56,11 +62,15 @@ def cell_metrics(cell: Cell) -> dict[str, Any] | None:
             raise DataError(
                 f"{config_path}: not valid YAML; delete the cell's folder to run it again"
             ) from None
-    if not isinstance(recorded, dict):
-        return None  # not a config mirec wrote: the cell runs again
-    if {**Config().to_dict(), **recorded} != cell.config.to_dict():
-        return None
-    return metrics
+    return metrics if _settings(recorded) == _settings(cell.config) else None
+
+
+def _settings(recorded: Any) -> dict[str, Any] | None:
+    """A run's settings as a dict, with settings added to mirec since at their defaults;
+    None for anything mirec did not write (the cell runs again)."""
+    if isinstance(recorded, Config):
+        return recorded.to_dict()
+    return {**Config().to_dict(), **recorded} if isinstance(recorded, dict) else None
 
 
 def run_experiment(
@@ -131,16 +141,13 @@ def _run_cell(cell: Cell, data_dir: Path | None, progress: bool) -> dict[str, An
         trained = replace(cell, run_dir=cell.checkpoint, config=cell.train_config, variant=())
         if cell_metrics(trained) is None and _run_cell(trained, data_dir, progress) is None:
             return None
+    # a stale run is replaced, an interrupted one continues
+    how = {"data_dir": data_dir, "progress": progress, "resume": True, "overwrite": True}
     try:
+        if cell.candidates:
+            return train_auto(cell.candidates, cell.run_dir, **how)
         if not cell.reevaluates:
-            return train_run(
-                cell.config,
-                cell.run_dir,
-                data_dir=data_dir,
-                progress=progress,
-                resume=True,
-                overwrite=True,
-            )
+            return train_run(cell.config, cell.run_dir, **how)
         with folder_lock(cell.run_dir):
             return evaluate_checkpoint(
                 cell.checkpoint,

@@ -1,0 +1,155 @@
+"""``--model auto``, the retrieval default: train every candidate, keep the best on validation.
+
+No published config leads on every dataset (docs/results.md): SASRec's single vector beats
+every multi-interest config on ml-100k, and loses to ``remi-plain`` on the Amazon sets. So
+the default trains each of :data:`mirec.config.AUTO_CANDIDATES` as an ordinary run in its
+own folder, and the output folder becomes a copy of the one with the highest validation
+Recall@50 (the figure early stopping already keeps; the test split is never looked at to
+choose). Its ``metrics.json`` is the chosen run's, with an ``auto`` record: the choice, why,
+and every candidate's validation figures and training time. docs/default.md measures it.
+
+The output folder, ``OUT``::
+
+    OUT/candidates/sasrec/ ...           one finished run per candidate (mirec train's folder)
+    OUT/config.yaml, model.safetensors,  the chosen candidate's model folder (hard links
+    ..., metrics.json                    where the file system allows), loadable as any run
+
+Each candidate resumes on its own (``--resume`` continues the one a crash cut short and
+keeps the finished ones), so the whole costs the sum of the candidates' training times.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mirec.atomic import write_json_atomic
+from mirec.config import AUTO_MODEL, Config
+from mirec.errors import MirecError
+from mirec.models.folder import CONFIG_FILE, FOLDER_FILES, METRICS_FILE
+from mirec.run_folder import RUN_FILES, STAGING_DIR, claim, folder_lock
+from mirec.runs import train_run
+
+CANDIDATES_DIR = "candidates"
+SELECTION_METRIC = "recall@50"
+"""What the candidates are ranked by: validation Recall@50, as early stopping is."""
+
+
+def candidate_folders(configs: Sequence[Config], output_dir: Path) -> list[tuple[Config, Path]]:
+    """Each candidate with its folder inside ``output_dir`` (``candidates/NAME``)."""
+    return [(config, output_dir / CANDIDATES_DIR / config.model) for config in configs]
+
+
+def train_auto(
+    candidates: Sequence[tuple[Config, Path]],
+    output_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train each ``(config, folder)`` of ``candidates`` (:func:`~mirec.runs.train_run`,
+    with ``resume`` and ``overwrite`` as given), then make ``output_dir`` the model folder
+    of the best on validation Recall@50; returns its metrics with the ``auto`` record.
+
+    ``output_dir``'s lock is held throughout. Without ``resume`` or ``overwrite`` a folder
+    holding a run (or candidates) is refused before anything trains."""
+    if not candidates:
+        raise MirecError(f"model {AUTO_MODEL}: no candidates to train")
+    with folder_lock(output_dir):
+        if not (resume or overwrite):
+            _refuse_used(output_dir, [folder for _, folder in candidates])
+        results: dict[str, tuple[Config, Path, dict[str, Any]]] = {}
+        for i, (config, folder) in enumerate(candidates, 1):
+            echo(f"{AUTO_MODEL}: candidate {i}/{len(candidates)}: {config.model} -> {folder}")
+            metrics = train_run(
+                config,
+                folder,
+                data_dir=data_dir,
+                progress=progress,
+                resume=resume,
+                overwrite=overwrite,
+            )
+            results[config.model] = (config, folder, metrics)
+        chosen = choose(
+            {name: metrics["valid"][SELECTION_METRIC] for name, (_, _, metrics) in results.items()}
+        )
+        config, folder, metrics = results[chosen]
+        run = claim(output_dir, config, resume=resume, overwrite=overwrite)
+        record = auto_record(chosen, results, output_dir)
+        if isinstance(run, dict):  # resumed, and this choice had already been written
+            if run.get("auto", {}).get("chosen") == chosen:
+                return run
+            run = claim(output_dir, config, resume=False, overwrite=True)
+        for name in FOLDER_FILES:
+            _link_or_copy(folder / name, run.staging / name)
+        write_json_atomic(run.staging / METRICS_FILE, {**metrics, "auto": record})
+        run.commit()
+        return {**metrics, "auto": record}
+
+
+def choose(valid: dict[str, float]) -> str:
+    """The candidate with the highest validation figure; a tie goes to the earlier one."""
+    return max(valid, key=lambda name: (valid[name], -list(valid).index(name)))
+
+
+def auto_record(
+    chosen: str, results: dict[str, tuple[Config, Path, dict[str, Any]]], output_dir: Path
+) -> dict[str, Any]:
+    """What ``metrics.json`` says of the choice: which, why, and every candidate's validation
+    figures, training time and settings (the settings let an experiment grid tell a
+    finished cell from a stale one)."""
+    valid = {name: metrics["valid"][SELECTION_METRIC] for name, (_, _, metrics) in results.items()}
+    others = ", ".join(f"{name} {value:.4f}" for name, value in valid.items() if name != chosen)
+    return {
+        "chosen": chosen,
+        "why": (
+            f"the highest validation Recall@50 of {len(valid)} candidates: {chosen} "
+            f"{valid[chosen]:.4f}" + (f" against {others}" if others else "")
+        ),
+        "selected_on": f"valid {SELECTION_METRIC}",
+        "train_seconds": round(sum(m["train_seconds"] for _, _, m in results.values()), 3),
+        "candidates": {
+            name: {
+                "folder": os.path.relpath(folder, output_dir),
+                "valid": metrics["valid"],
+                "epochs": metrics["epochs"],
+                "best_epoch": metrics["best_epoch"],
+                "stopped_by": metrics["stopped_by"],
+                "train_seconds": metrics["train_seconds"],
+                "config": config.to_dict(),
+            }
+            for name, (config, folder, metrics) in results.items()
+        },
+    }
+
+
+def _refuse_used(output_dir: Path, folders: list[Path]) -> None:
+    """A MirecError when ``output_dir`` or a candidate's folder holds a run, finished or
+    not (a run that failed before writing anything, such as on bad data, leaves none)."""
+    held = [
+        path
+        for folder in (output_dir, *folders)
+        for path in (folder / name for name in RUN_FILES)
+        if path.exists()
+    ]
+    held += [f for f in (output_dir, *folders) if (f / STAGING_DIR / CONFIG_FILE).exists()]
+    if held:
+        raise MirecError(
+            f"{output_dir}: holds a run ({held[0]}, ...); --resume continues it, --overwrite "
+            "replaces it, or choose another output folder"
+        )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (no second copy of a large item table), else a copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
