@@ -76,16 +76,16 @@ def train_auto(
                 overwrite=overwrite,
             )
             results[config.model] = (config, folder, metrics)
-        chosen = choose(
-            {name: metrics["valid"][SELECTION_METRIC] for name, (_, _, metrics) in results.items()}
-        )
+        valid = {name: m["valid"][SELECTION_METRIC] for name, (_, _, m) in results.items()}
+        chosen = choose(valid)
         config, folder, metrics = results[chosen]
         run = claim(output_dir, config, resume=resume, overwrite=overwrite)
-        record = auto_record(chosen, results, output_dir)
-        if isinstance(run, dict):  # resumed, and this choice had already been written
-            if run.get("auto", {}).get("chosen") == chosen:
+        if isinstance(run, dict):  # resumed: the folder holds the chosen model's run
+            if "auto" in run:
                 return run
+            # a plain run of the same config (mirec train --model NAME): add the record
             run = claim(output_dir, config, resume=False, overwrite=True)
+        record = auto_record(chosen, valid, results, output_dir)
         for name in FOLDER_FILES:
             _link_or_copy(folder / name, run.staging / name)
         write_json_atomic(run.staging / METRICS_FILE, {**metrics, "auto": record})
@@ -94,17 +94,20 @@ def train_auto(
 
 
 def choose(valid: dict[str, float]) -> str:
-    """The candidate with the highest validation figure; a tie goes to the earlier one."""
-    return max(valid, key=lambda name: (valid[name], -list(valid).index(name)))
+    """The candidate with the highest validation figure; a tie goes to the earlier one
+    (``max`` keeps the first of equal keys)."""
+    return max(valid, key=valid.__getitem__)
 
 
 def auto_record(
-    chosen: str, results: dict[str, tuple[Config, Path, dict[str, Any]]], output_dir: Path
+    chosen: str,
+    valid: dict[str, float],
+    results: dict[str, tuple[Config, Path, dict[str, Any]]],
+    output_dir: Path,
 ) -> dict[str, Any]:
-    """What ``metrics.json`` says of the choice: which, why, and every candidate's validation
-    figures, training time and settings (the settings let an experiment grid tell a
-    finished cell from a stale one)."""
-    valid = {name: metrics["valid"][SELECTION_METRIC] for name, (_, _, metrics) in results.items()}
+    """What ``metrics.json`` says of the choice: which, why (``valid``: each candidate's
+    figure), and every candidate's validation figures, training time and settings (the
+    settings let an experiment grid tell a finished cell from a stale one)."""
     others = ", ".join(f"{name} {value:.4f}" for name, value in valid.items() if name != chosen)
     return {
         "chosen": chosen,

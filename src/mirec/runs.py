@@ -286,8 +286,25 @@ def compare_checkpoints(
     (its ``maxlen``) and training popularity; the runs must share dataset, split and test
     users, and their per-user means are their metrics.json test figures. Returns what
     ``compare.json`` holds, and the text table."""
-    if by not in compare.FEATURES:
-        raise ConfigError(f"--by {by!r}: expected one of {', '.join(compare.FEATURES)}")
+    return compare_checkpoints_by(
+        run_a, run_b, {by: output_dir}, resamples=resamples, seed=seed, progress=progress
+    )[by]
+
+
+def compare_checkpoints_by(
+    run_a: Path,
+    run_b: Path,
+    outputs: dict[str, Path | None],
+    *,
+    resamples: int = compare.RESAMPLES,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, tuple[dict[str, Any], str]]:
+    """:func:`compare_checkpoints` by every feature of ``outputs`` (feature -> its output
+    folder or None), loading and scoring the two runs once."""
+    unknown = [by for by in outputs if by not in compare.FEATURES]
+    if unknown:
+        raise ConfigError(f"--by {unknown[0]!r}: expected one of {', '.join(compare.FEATURES)}")
     (loaded_a, data_a), (loaded_b, data_b) = (load_checkpoint(run) for run in (run_a, run_b))
     config_a, config_b = loaded_a.config, loaded_b.config
     _require_same_test_users(run_a, config_a, data_a, run_b, config_b, data_b)
@@ -296,35 +313,38 @@ def compare_checkpoints(
         for loaded, data in ((loaded_a, data_a), (loaded_b, data_b))
     )
     counts = training_item_counts(data_a.sequences, data_a.split.train)
-    feature = compare.user_features(data_a.sequences, data_a.test, counts, by)
-    rows = compare.compare_users(users_a, users_b, feature, resamples=resamples, seed=seed)
     names = (f"{config_a.model} ({run_a})", f"{config_b.model} ({run_b})")
-    result = {
-        "dataset": config_a.dataset,
-        "split_seed": config_a.split_seed,
-        "n_test_users": len(data_a.test),
-        "by": by,
-        "run_a": {"path": str(run_a), "model": config_a.model, "maxlen": data_a.maxlen},
-        "run_b": {"path": str(run_b), "model": config_b.model, "maxlen": data_b.maxlen},
-        "buckets_from": f"run A's histories (maxlen {data_a.maxlen}) and training counts",
-        "resamples": resamples,
-        "seed": seed,
-        "confidence": compare.CONFIDENCE,
-        "rows": compare.rows_as_dicts(rows),
-    }
-    if output_dir is not None:
-        overall = rows[0]
-        write_json_atomic(output_dir / COMPARE_FILE, result)
-        write_json_atomic(
-            output_dir / METRICS_FILE,
-            {
-                key: result[key]
-                for key in ("dataset", "split_seed", "n_test_users", "by", "run_a", "run_b")
-            }
-            | {"test_a": overall.a, "test_b": overall.b, "difference": overall.difference},
-        )
-        compare.plot_comparison(rows, by, names, output_dir / COMPARE_PLOT)
-    return result, compare.format_table(rows, by, names)
+    results = {}
+    for by, output_dir in outputs.items():
+        feature = compare.user_features(data_a.sequences, data_a.test, counts, by)
+        rows = compare.compare_users(users_a, users_b, feature, resamples=resamples, seed=seed)
+        result = {
+            "dataset": config_a.dataset,
+            "split_seed": config_a.split_seed,
+            "n_test_users": len(data_a.test),
+            "by": by,
+            "run_a": {"path": str(run_a), "model": config_a.model, "maxlen": data_a.maxlen},
+            "run_b": {"path": str(run_b), "model": config_b.model, "maxlen": data_b.maxlen},
+            "buckets_from": f"run A's histories (maxlen {data_a.maxlen}) and training counts",
+            "resamples": resamples,
+            "seed": seed,
+            "confidence": compare.CONFIDENCE,
+            "rows": compare.rows_as_dicts(rows),
+        }
+        if output_dir is not None:
+            overall = rows[0]
+            write_json_atomic(output_dir / COMPARE_FILE, result)
+            write_json_atomic(
+                output_dir / METRICS_FILE,
+                {
+                    key: result[key]
+                    for key in ("dataset", "split_seed", "n_test_users", "by", "run_a", "run_b")
+                }
+                | {"test_a": overall.a, "test_b": overall.b, "difference": overall.difference},
+            )
+            compare.plot_comparison(rows, by, names, output_dir / COMPARE_PLOT)
+        results[by] = (result, compare.format_table(rows, by, names))
+    return results
 
 
 def _test_per_user(

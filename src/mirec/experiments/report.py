@@ -87,10 +87,10 @@ def _comparisons(
     experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]], prefix: Path
 ) -> list[str]:
     """The experiment's ``compare``: rows B against A on each dataset's test users, bucket
-    by bucket (:func:`mirec.runs.compare_checkpoints`, as ``mirec compare`` runs it), on the
+    by bucket (:func:`mirec.runs.compare_checkpoints_by`, as ``mirec compare`` scores it), on the
     first seed both rows finished; each comparison's compare.json and plot go into the
     figure folder."""
-    from mirec.runs import compare_checkpoints
+    from mirec.runs import compare_checkpoints_by
 
     spec = experiment.compare or {}
     lines = [
@@ -115,11 +115,13 @@ def _comparisons(
             continue
         a, b = runs[spec["a"]][seeds[0]], runs[spec["b"]][seeds[0]]
         lines += [f"Seed {seeds[0]}.", ""]
-        for by in spec["by"]:
-            out = figure_dir(experiment) / slug(f"compare-{dataset}-{by}")
-            result, _ = compare_checkpoints(a.checkpoint, b.checkpoint, by, out, progress=False)
+        outputs = {
+            by: figure_dir(experiment) / slug(f"compare-{dataset}-{by}") for by in spec["by"]
+        }
+        compared = compare_checkpoints_by(a.checkpoint, b.checkpoint, outputs, progress=False)
+        for by, (result, _) in compared.items():
             lines += _comparison_table(result["rows"], by)
-            link = (prefix / out.name / "compare.png").as_posix()
+            link = (prefix / outputs[by].name / "compare.png").as_posix()
             lines += [f"![{dataset} by {by}]({link})", ""]
     return lines
 
