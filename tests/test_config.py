@@ -46,6 +46,10 @@ def test_bad_config_file(tmp_path):
         load_config(None, bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(None, tmp_path / "missing.yaml")
+    # plain YAML keeps the last of two equal keys; a config file refuses them
+    bad.write_text("model: sasrec\nlr: 0.01\nembedding_dim: 32\nlr: 0.001\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line 4: .*the key 'lr' is given twice"):
+        load_config(None, bad)
 
 
 def test_the_ctr_task_has_its_own_default_model():
@@ -59,9 +63,9 @@ def test_the_ctr_task_has_its_own_default_model():
 
 
 def test_remi_plain_is_remi_without_hard_negatives():
-    """docs/results.md measures remi-plain, a candidate of the default, as the row "remi
-    without hard negatives" (model remi, hard_negative_beta 0): the two must stay the same
-    configuration."""
+    """remi-plain, a candidate of the default, is REMI without its hard negatives (model
+    remi, hard_negative_beta 0), as docs/results.md's rows "remi" and "remi-plain" compare
+    them: the two must stay the same configuration but for that setting."""
     plain = load_config("remi-plain").to_dict()
     remi = load_config("remi", overrides=["hard_negative_beta=0"]).to_dict()
     assert plain.pop("model") == "remi-plain" and remi.pop("model") == "remi"

@@ -14,6 +14,7 @@ from mirec.experiments.report import write_report
 from mirec.experiments.runner import cell_metrics, run_experiment
 
 DATASET = "synthetic:n_users=300,n_items=120,n_clusters=4"
+OTHER = "synthetic:n_users=200,n_items=100,n_clusters=3"
 
 
 def write_spec(tmp_path, **changes):
@@ -133,20 +134,18 @@ def test_a_labelled_row_carries_its_own_settings(tmp_path):
     assert wide.run_dir.parent.name == "wide_youtube"
 
 
+def two_datasets(tmp_path, models, **changes):
+    """The experiment of ``models`` on DATASET and OTHER, seed 1, no grid."""
+    spec = {"datasets": [DATASET, OTHER], "models": models, "grid": {}, "seeds": [1], **changes}
+    return load_experiment(write_spec(tmp_path, **spec))
+
+
 def test_dataset_settings_apply_to_their_dataset_only(tmp_path):
-    other = "synthetic:n_users=200,n_items=100,n_clusters=3"
-    experiment = load_experiment(
-        write_spec(
-            tmp_path,
-            datasets=[DATASET, other],
-            models=[
-                "youtube-dnn",
-                {"label": "own", "model": "youtube-dnn", "settings": {"patience": 5}},
-            ],
-            grid={},
-            seeds=[1],
-            dataset_settings={other: {"patience": 9, "max_epochs": 2}},
-        )
+    other = OTHER
+    experiment = two_datasets(
+        tmp_path,
+        ["youtube-dnn", {"label": "own", "model": "youtube-dnn", "settings": {"patience": 5}}],
+        dataset_settings={other: {"patience": 9, "max_epochs": 2}},
     )
     by_key = {(c.dataset, c.model): c.config for c in experiment.cells}
     assert (by_key[DATASET, "youtube-dnn"].patience, by_key[DATASET, "youtube-dnn"].max_epochs) == (
@@ -161,10 +160,35 @@ def test_dataset_settings_apply_to_their_dataset_only(tmp_path):
     assert by_key[other, "own"].patience == 5
 
 
+def test_a_row_with_datasets_runs_on_those_only(tmp_path):
+    other = OTHER
+    experiment = two_datasets(
+        tmp_path, ["most-popular", {"model": "youtube-dnn", "datasets": [other]}]
+    )
+    assert [(c.dataset, c.model) for c in experiment.cells] == [
+        (DATASET, "most-popular"),
+        (other, "most-popular"),
+        (other, "youtube-dnn"),
+    ]
+    write_report(experiment, "mirec experiment tiny.yaml")
+    text = (tmp_path / "out" / "report.md").read_text()
+    first, second = text.split(f"## {other}")
+    # the row is pending on its dataset and absent from the other's table and pending list
+    assert "youtube-dnn" not in first and f"{other} / youtube-dnn seed 1" in second
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"modles": ["x"]}, "unknown key 'modles'"),
+        (
+            {"models": [{"label": "default", "model": "mind"}], "seeds": {"default": [1]}},
+            "labelled 'default' cannot have seeds of its own",
+        ),
+        (
+            {"models": [{"model": "mind", "datasets": ["ml-1m"]}], "seeds": [1]},
+            "mind: datasets: expected a non-empty list of the grid's datasets",
+        ),
         ({"models": []}, "models: expected a non-empty list"),
         ({"models": ["mind", {"model": "mind"}], "seeds": [1]}, "'mind' appears twice"),
         ({"models": [{"modle": "mind"}], "seeds": [1]}, "neither a name nor a mapping"),
@@ -178,6 +202,15 @@ def test_dataset_settings_apply_to_their_dataset_only(tmp_path):
 def test_bad_experiment_files_name_the_problem(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load_experiment(write_spec(tmp_path, **change))
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = write_spec(tmp_path)
+    path.write_text(path.read_text() + "seeds: [3]\n")
+    with pytest.raises(
+        ConfigError, match=r"line \d+: not valid YAML \(the key 'seeds' is given twice\)"
+    ):
+        load_experiment(path)
 
 
 def test_the_experiment_command_runs_cells_and_reports(tmp_path):

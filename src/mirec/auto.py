@@ -27,20 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from mirec.atomic import write_json_atomic
-from mirec.config import AUTO_MODEL, Config
+from mirec.config import AUTO_CANDIDATES_DIR, AUTO_MODEL, Config
 from mirec.errors import MirecError
 from mirec.models.folder import CONFIG_FILE, FOLDER_FILES, METRICS_FILE
 from mirec.run_folder import RUN_FILES, STAGING_DIR, claim, folder_lock
 from mirec.runs import train_run
 
-CANDIDATES_DIR = "candidates"
 SELECTION_METRIC = "recall@50"
 """What the candidates are ranked by: validation Recall@50, as early stopping is."""
 
 
 def candidate_folders(configs: Sequence[Config], output_dir: Path) -> list[tuple[Config, Path]]:
     """Each candidate with its folder inside ``output_dir`` (``candidates/NAME``)."""
-    return [(config, output_dir / CANDIDATES_DIR / config.model) for config in configs]
+    return [(config, output_dir / AUTO_CANDIDATES_DIR / config.model) for config in configs]
 
 
 def train_auto(

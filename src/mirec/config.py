@@ -209,6 +209,8 @@ AUTO_CANDIDATES = ("sasrec", "comirec-sa-transformer", "remi-plain")
 model no published multi-interest config beats everywhere (docs/results.md: ml-100k), then
 the leaders of docs/results.md (comirec-sa-transformer on ml-100k, remi-plain on the
 Amazon sets). docs/default.md measures the choice on six datasets."""
+AUTO_CANDIDATES_DIR = "candidates"
+"""The folder inside an ``auto`` run's output folder where each candidate trains."""
 
 
 def model_names() -> list[str]:
@@ -313,6 +315,36 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: plain
+    YAML keeps the last, so a repeated setting would change a result without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base class refuses it with its own message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` as YAML, refusing a key repeated within a mapping (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line N: not valid YAML (what is wrong)``."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}" if mark else "parse error"
+    return f"{where}: not valid YAML ({getattr(err, 'problem', None) or type(err).__name__})"
+
+
 def _read_published(name: str) -> dict[str, Any]:
     text = resources.files("mirec.configs").joinpath(f"{name}.yaml").read_text()
     return yaml.safe_load(text) or {}
@@ -322,11 +354,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "parse error"
-        raise ConfigError(f"{path}: {where}: not valid YAML") from err
+        raise ConfigError(f"{path}: {yaml_problem(err)}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,6 +10,7 @@ The grid is a YAML file::
       - comirec-sa
       - mind
       - {label: mind + disagreement, model: mind, settings: {regularizer: "disagreement:1"}}
+      - {model: gru4rec, datasets: [ml-100k]}   # a row on some of the datasets only
     settings: {max_train_minutes: 8}   # applied to every cell (``--set``)
     dataset_settings:                  # applied to one dataset's cells, over ``settings``
       taobao-sample: {patience: 10}
@@ -45,8 +46,16 @@ from typing import Any
 
 import yaml
 
-from mirec.auto import CANDIDATES_DIR
-from mirec.config import AUTO_CANDIDATES, AUTO_MODEL, INFERENCE_SETTINGS, Config, load_config
+from mirec.config import (
+    AUTO_CANDIDATES,
+    AUTO_CANDIDATES_DIR,
+    AUTO_MODEL,
+    INFERENCE_SETTINGS,
+    Config,
+    load_config,
+    load_yaml,
+    yaml_problem,
+)
 from mirec.errors import ConfigError
 from mirec.evaluation.compare import FEATURES as COMPARE_FEATURES
 from mirec.models.folder import EVALUATION_DIR
@@ -122,6 +131,16 @@ class ImpossibleCell:
         return ", ".join(f"{k}={v}" for k, v in self.variant)
 
 
+@dataclass(frozen=True)
+class Row:
+    """One entry of ``models:``: a published config, the settings the row adds to it, and
+    the datasets it runs on (None: all of the grid's)."""
+
+    model: str
+    settings: dict[str, Any]
+    datasets: tuple[str, ...] | None = None
+
+
 @dataclass
 class Experiment:
     name: str
@@ -147,9 +166,9 @@ def load_experiment(path: Path) -> Experiment:
     if not path.is_file():
         raise ConfigError(f"{path}: experiment file does not exist")
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        raise ConfigError(f"{path}: {yaml_problem(err)}") from err
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: expected a mapping")
     unknown = sorted(set(spec) - KEYS)
@@ -159,7 +178,7 @@ def load_experiment(path: Path) -> Experiment:
         )
     name = str(spec.get("name") or path.stem)
     datasets = _string_list(spec, "datasets", path)
-    rows = _model_rows(spec.get("models"), path)
+    rows = _model_rows(spec.get("models"), datasets, path)
     models = list(rows)
     settings = _mapping(spec, "settings", path)
     per_dataset = _mapping(spec, "dataset_settings", path)
@@ -169,7 +188,7 @@ def load_experiment(path: Path) -> Experiment:
                 f"{path}: dataset_settings.{dataset}: expected settings of a dataset of the grid"
             )
     grid = _mapping(spec, "grid", path)
-    if grid and any(published == AUTO_MODEL for published, _ in rows.values()):
+    if grid and any(row.model == AUTO_MODEL for row in rows.values()):
         raise ConfigError(f"{path}: models: {AUTO_MODEL} takes no grid (it picks among runs)")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -193,10 +212,11 @@ def load_experiment(path: Path) -> Experiment:
     rounds = max(len(s) for s in seeds.values())
     for rank in range(rounds):
         for dataset, model, combo in itertools.product(datasets, models, combos):
-            if rank >= len(seeds[model]):
+            row = rows[model]
+            if rank >= len(seeds[model]) or dataset not in (row.datasets or datasets):
                 continue
             seed, variant = seeds[model][rank], tuple(zip(grid, combo, strict=True))
-            published, own = rows[model]
+            published, own = row.model, row.settings
             trained = tuple((k, v) for k, v in variant if k not in INFERENCE_SETTINGS)
             base = {**settings, **per_dataset.get(dataset, {}), **own}
             base.update(dataset=dataset, seed=seed)
@@ -241,7 +261,7 @@ def load_experiment(path: Path) -> Experiment:
 
 
 def _auto_candidates(
-    rows: dict[str, tuple[str, dict[str, Any]]],
+    rows: dict[str, Row],
     label: str,
     settings: dict[str, Any],
     dataset_dir: Path,
@@ -251,10 +271,11 @@ def _auto_candidates(
     grid's row of the same name when that row is the plain published config and the auto
     row adds no settings of its own, else in the row's own ``candidates/NAME``."""
     candidates = []
-    own = rows[label][1]
+    own = rows[label].settings
     for name in AUTO_CANDIDATES:
-        shared = not own and rows.get(name) == (name, {})
-        own_folder = dataset_dir / slug(label) / CANDIDATES_DIR / slug(name)
+        plain = rows.get(name)
+        shared = not own and plain is not None and (plain.model, plain.settings) == (name, {})
+        own_folder = dataset_dir / slug(label) / AUTO_CANDIDATES_DIR / slug(name)
         folder = dataset_dir / slug(name) if shared else own_folder
         candidates.append((load_config(name, fixed=settings), folder / f"seed-{seed}"))
     return tuple(candidates)
@@ -315,28 +336,47 @@ def _string_list(spec: dict, key: str, path: Path) -> list[str]:
     return values
 
 
-def _model_rows(entries: Any, path: Path) -> dict[str, tuple[str, dict[str, Any]]]:
-    """``models:`` -> {label: (published config, its own settings)}, in file order."""
+def _model_rows(entries: Any, datasets: list[str], path: Path) -> dict[str, Row]:
+    """``models:`` -> {label: its row}, in file order."""
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: models: expected a non-empty list of names")
-    rows: dict[str, tuple[str, dict[str, Any]]] = {}
+    rows: dict[str, Row] = {}
     for entry in entries:
         if isinstance(entry, str):
-            label, row = entry, (entry, {})
-        elif isinstance(entry, dict) and set(entry) <= {"label", "model", "settings"}:
+            label, row = entry, Row(entry, {})
+        elif isinstance(entry, dict) and set(entry) <= {"label", "model", "settings", "datasets"}:
             model, own = entry.get("model"), entry.get("settings") or {}
             if not isinstance(model, str) or not isinstance(own, dict):
                 raise ConfigError(f"{path}: models: {entry!r} needs model: NAME, settings: {{}}")
-            label, row = str(entry.get("label") or model), (model, own)
+            label = str(entry.get("label") or model)
+            row = Row(model, own, _row_datasets(entry.get("datasets"), datasets, label, path))
         else:
             raise ConfigError(
                 f"{path}: models: {entry!r} is neither a name nor a mapping of label, model, "
-                "settings"
+                "settings, datasets"
             )
         if label in rows:
             raise ConfigError(f"{path}: models: the row {label!r} appears twice")
         rows[label] = row
     return rows
+
+
+def _row_datasets(
+    value: Any, datasets: list[str], label: str, path: Path
+) -> tuple[str, ...] | None:
+    """A row's ``datasets:``: None (all of the grid's), or some of the grid's datasets."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v in datasets for v in value)
+    ):
+        raise ConfigError(
+            f"{path}: models: {label}: datasets: expected a non-empty list of the grid's "
+            f"datasets ({', '.join(datasets)})"
+        )
+    return tuple(value)
 
 
 def _mapping(spec: dict, key: str, path: Path) -> dict[str, Any]:
@@ -356,6 +396,11 @@ def _seeds(value: Any, models: list[str], path: Path) -> dict[str, list[int]]:
         return dict.fromkeys(models, check(value, "seeds"))
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: seeds: expected a list or a mapping model -> list")
+    if "default" in models:
+        raise ConfigError(
+            f"{path}: seeds: a row labelled 'default' cannot have seeds of its own, since "
+            "seeds.default means every other row; give the row another label"
+        )
     extra = sorted(set(value) - {"default", *models})
     if extra:
         raise ConfigError(f"{path}: seeds: {extra[0]!r} is not one of the experiment's models")

@@ -137,6 +137,7 @@ def _curve(
 ) -> tuple[plt.Figure, str]:
     x = spec["x"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    lines = False
     for label, runs in _series(rows, exclude=keys, keys=keys).items():
         variants: dict[str, list] = {}
         for c, m in runs:
@@ -150,13 +151,17 @@ def _curve(
         if not points:
             continue
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        lines |= len(points) > 1
+        # a row of one point (no grid) is named beside it, not in a legend of many rows
         for px, py, variant in points:
-            ax.annotate(variant, (px, py), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            text = variant or label
+            ax.annotate(text, (px, py), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(f"{dataset}: {y} against {x}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if lines:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, ""
 
