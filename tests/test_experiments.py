@@ -175,6 +175,16 @@ def test_a_row_with_datasets_runs_on_those_only(tmp_path):
     first, second = text.split(f"## {other}")
     # the row is pending on its dataset and absent from the other's table and pending list
     assert "youtube-dnn" not in first and f"{other} / youtube-dnn seed 1" in second
+    # a comparison with it says, on the dataset it leaves out, that it does not run there
+    compared = two_datasets(
+        tmp_path,
+        ["most-popular", {"model": "youtube-dnn", "datasets": [other]}],
+        compare={"a": "most-popular", "b": "youtube-dnn", "by": ["categories"]},
+    )
+    write_report(compared, "mirec experiment tiny.yaml")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert text.count("Not both rows run on this dataset.") == 1
+    assert text.count("Not both rows finished yet.") == 1
 
 
 @pytest.mark.parametrize(

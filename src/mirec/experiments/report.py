@@ -110,6 +110,10 @@ def _comparisons(
                 runs[cell.model].setdefault(cell.seed, cell)
         seeds = [s for s in runs.get(spec["a"], {}) if s in runs.get(spec["b"], {})]
         lines += [f"### {dataset}", ""]
+        here = {c.model for c in experiment.cells if c.dataset == dataset}
+        if not {spec["a"], spec["b"]} <= here:  # a row with datasets: that leave this one out
+            lines += ["Not both rows run on this dataset.", ""]
+            continue
         if not seeds:
             lines += ["Not both rows finished yet.", ""]
             continue
