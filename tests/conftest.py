@@ -15,18 +15,66 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA_VAR, REQUIRE_VAR = "MIREC_TEST_DATA", "MIREC_REQUIRE_DATA"
+"""The folder of real datasets the tests read (default: ../shared/data beside the checkout,
+where the developers and CI have it), and the variable (set by .ci/run) that makes a
+missing dataset a failure instead of a skip."""
+TEST_DATASETS = (
+    "ml-100k", "ml-1m", "ml-latest-small", "amazon-beauty", "amazon-toys", "lastfm",
+    "taobao-sample",
+)  # fmt: skip
+"""The registry's datasets that some test reads."""
+
+
+def data_folder() -> Path:
+    """$MIREC_TEST_DATA, else ../shared/data beside the checkout."""
+    env = os.environ.get(DATA_VAR)
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def missing_datasets(folder: Path) -> list[str]:
+    """The test datasets that ``folder`` lacks (all of them when it cannot be read)."""
+    from mirec.data import registry
+    from mirec.errors import MirecError
+
+    try:
+        present = {spec.name for spec, here in registry.status(folder) if here}
+    except (MirecError, OSError):
+        present = set()
+    return [name for name in TEST_DATASETS if name not in present]
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data beside the checkout; its absence fails the test, it never skips."""
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.fail(
-            f"the shared datasets are missing: expected them at {SHARED_DATA} "
-            "(../shared/data from the repository root); tests run on the real files"
+    """The folder of real datasets. Where it lacks one the suite reads, every test that
+    reads real data is skipped, for one reason (pytest's -ra summary folds them into one
+    line), or fails under $MIREC_REQUIRE_DATA (CI)."""
+    folder = data_folder()
+    missing = missing_datasets(folder)
+    if missing:
+        message = (
+            f"{DATA_SKIP}{folder}: {', '.join(missing)}; set {DATA_VAR} to a "
+            "folder that holds them (`mirec datasets --data-dir FOLDER` lists what it has, "
+            "`mirec download NAME --data-dir FOLDER` fetches the public ones)"
         )
-    return SHARED_DATA
+        if os.environ.get(REQUIRE_VAR):
+            pytest.fail(f"{message}; {REQUIRE_VAR} is set, so this is a failure", pytrace=False)
+        pytest.skip(message)
+    return folder
+
+
+DATA_SKIP = "real datasets missing from "
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Every skip for missing data reported at one place, so -ra's summary folds them into
+    one line (pytest folds skips of one location and reason)."""
+    outcome = yield
+    report = outcome.get_result()
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and DATA_SKIP in str(longrepr[2]):
+        report.longrepr = (__file__, 0, longrepr[2])
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -25,7 +25,7 @@ from mirec.errors import ConfigError
 class Config:
     # what to train
     task: str = "retrieval"
-    """retrieval (next item over the whole catalogue, PROTOCOL.md) | ctr (click-through rate
+    """retrieval (next item over the whole catalogue, docs/protocol.md) | ctr (click-through rate
     of a given candidate: AUC, GAUC, LogLoss)."""
     model: str = "remi-plain"
     """Name of the published configuration this run started from. (A bare ``Config()``
@@ -36,11 +36,13 @@ class Config:
     (YouTube-DNN) | popularity; for task=ctr also behaviors (DIN: every history item is its
     own vector) and dmin (DMIN's refiner and multi-head extractor)."""
     embedding_dim: int = 64
+    """d: the width of item embeddings and interest vectors."""
     num_interests: int = 4
+    """K: interests per user (an upper bound where K is dynamic or adaptive)."""
     hidden_dim: int | None = None
     """Extractor hidden width; None means 4 x embedding_dim (GRU: embedding_dim)."""
     maxlen: int | None = None
-    """History length; None means PROTOCOL.md section 7 (50 for MovieLens, else 20)."""
+    """History length; None means docs/protocol.md section 7 (50 for MovieLens, else 20)."""
     encoder_layers: int = 0
     """Transformer blocks: SASRec's depth, or (self_attentive) a contextual encoder under the
     K heads; 0 keeps ComiRec-SA as published."""
@@ -87,6 +89,7 @@ class Config:
     """Penalties against collapse, ``name:weight[,name:weight]``: disagreement,
     contrastive, covariance (REMI). None: no regularization."""
     contrastive_temperature: float = 0.1
+    """The InfoNCE temperature of the ``contrastive`` regularizer (Re4)."""
     diffusion_timesteps: int = 32
     """diffusion: T, the noise levels of the forward process that training corrupts each
     target's embedding with (DiffuRec's default is 32)."""
@@ -119,18 +122,26 @@ class Config:
     format: str | None = None
     """File format when ``dataset`` is a path."""
     columns: str | None = None
+    """For ``format=interactions``: the ``user,item[,timestamp][,category]`` column names."""
     sep: str | None = None
+    """For ``format=interactions``: the field separator (default: from the file)."""
     id_type: str | None = None
     """How user and item ids are read: int (every id must be an integer; a line that is not
     is an error naming it), str (ids are text, as written), or None: integers when every id
     is one, text when most are not, and an error naming the first odd line when most ids are
     integers but not all (a repeated header, a 20-digit id, a stray word)."""
     split_seed: int = 42
+    """Seeds the 8:1:1 permutation of users into train, validation and test
+    (docs/protocol.md section 2); the same for every model seed."""
     # training
     seed: int = 42
+    """Seeds weights, batches and negatives."""
     batch_size: int = 256
+    """Training examples per step (windows with ``sequence_training``)."""
     lr: float = 1e-3
+    """Adam's learning rate."""
     weight_decay: float = 0.0
+    """Adam's L2 weight decay."""
     sparse_items: bool | str = "auto"
     """How the item table trains: true gives it sparse gradients and a row-wise Adam (a step
     costs the rows the batch touches), false dense Adam (a step costs the whole table);
@@ -146,7 +157,9 @@ class Config:
     """REMI's interest-aware hard negatives: negatives reweighted by exp(beta * score);
     0 is the plain sampled softmax."""
     temperature: float = 1.0
+    """Divides the logits of the training softmax."""
     max_epochs: int = 200
+    """Training stops after this many epochs at the latest."""
     patience: int = 3
     """Validations without a better validation Recall@50 before stopping (with the default
     ``valid_every`` = 1, epochs)."""
@@ -160,11 +173,20 @@ class Config:
     docs/results.md does). None: always all. The test pass is always complete and exact.
     A CTR run validates on all its rows."""
     max_train_minutes: float | None = None
+    """Training stops after the first epoch that ends past this many minutes; None: no
+    limit."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..., mps."""
     precision: str = "fp32"
     """fp32, or bf16: training's forward passes under ``torch.autocast`` in bfloat16 (meant
     for CUDA; weights, optimiser state, validation and test stay fp32)."""
+    # the model folder
+    stored_users: str = "histories"
+    """What the model folder keeps of the log's users (``users.parquet``): histories (every
+    user's raw id and whole history: known users are served by id, and ``mirec evaluate``
+    re-scores the protocol's split from the folder; sharing the folder shares the log's
+    behaviour) | ids (raw ids only: a request by user id is refused with a line asking for
+    the history) | none (no user data: only requests that send a history)."""
 
     def __post_init__(self) -> None:
         # every way of building a Config (YAML, --set, grids, Python) ends here
@@ -507,6 +529,14 @@ def validate(config: Config) -> None:
         _one_of("id_type", c.id_type, ID_TYPES, none=True)
     _check_device(c.device)
     _one_of("precision", c.precision, PRECISIONS)
+    _one_of("stored_users", c.stored_users, STORED_USERS)
+    if c.stored_users != "histories" and c.user_features:
+        _bad(
+            "stored_users",
+            c.stored_users,
+            "user_features=true reads each known user's stored profile: it needs "
+            "stored_users=histories",
+        )
     _check_regularizer(c.regularizer)
     _check_adaptive_k(c.adaptive_k)
     if c.extractor == "sparse_interest" and c.num_interests > c.num_concepts:
@@ -573,6 +603,8 @@ def _text(name: str, value: str) -> None:
 
 
 PRECISIONS = ("fp32", "bf16")
+STORED_USERS = ("histories", "ids", "none")
+"""What a model folder's ``users.parquet`` keeps (``Config.stored_users``)."""
 
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?)")
 

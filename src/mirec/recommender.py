@@ -26,11 +26,13 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from mirec.aggregators import ann
+from mirec.aggregators.ann import ItemIndex
 from mirec.aggregators.chunked_top import blocked_items
 from mirec.aggregators.ranking import best_interest, rank, top_n, users_per_chunk
 from mirec.atomic import staged_folder, write_json_atomic
@@ -50,11 +52,6 @@ from mirec.models.folder import (
 )
 from mirec.models.most_popular import MostPopular
 from mirec.runs import train_run
-
-if TYPE_CHECKING:
-    from types import ModuleType
-
-    from mirec.aggregators.ann import ItemIndex
 
 _MODEL_SETTING: Any = object()
 """Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
@@ -208,6 +205,12 @@ class Recommender:
         return self._items.ids.tolist()
 
     @property
+    def stored_users(self) -> str:
+        """What the folder keeps of the log's users: histories, ids or none
+        (``Config.stored_users``)."""
+        return self._data.stored_users
+
+    @property
     def user_ids(self) -> list[int | str]:
         """Raw ids of the users of the training log (all splits), served by
         :meth:`recommend_user`."""
@@ -245,8 +248,18 @@ class Recommender:
 
     def history_of(self, user: int | str) -> list[int | str]:
         """A known user's stored history (raw item ids, oldest first)."""
-        row = self._users.row_of(user, self.dataset)
+        row = self._stored_row(user)
         return [self._items.id_of(i - 1) for i in self._data.sequences.sequence(row)]
+
+    def _stored_row(self, user: int | str) -> int:
+        """The row of a known user whose history the folder stores: an UnknownIdError for
+        a user the log does not hold, a ConfigError when the folder keeps no histories
+        (``stored_users``)."""
+        row = -1
+        if self._data.stored_users != "none":  # else every id would read as unknown
+            row = self._users.row_of(user, self.dataset)
+        self._data.require_histories(f"a request for user {user!r}", "send their history")
+        return row
 
     # -- asking ---------------------------------------------------------------------
 
@@ -264,7 +277,7 @@ class Recommender:
         """The top-``n`` items for ``history`` (raw item ids, oldest first), best first.
 
         ``exclude``: items never to return; ``exclude_history``: leave out the history's
-        own items (PROTOCOL.md scores them, so the default keeps them); ``diversity_lambda``:
+        own items (docs/protocol.md scores them, so the default keeps them); ``diversity_lambda``:
         ComiRec's diversity-controllable list (needs item categories; default: the model's
         setting). Unknown ids are dropped and listed in ``unknown_items``, or refused with
         ``on_unknown="error"``. ``index``: search the folder's ``flat``, ``hnsw`` or ``ivf``
@@ -337,7 +350,7 @@ class Recommender:
         lists); an unknown user is an :class:`~mirec.errors.UnknownIdError`."""
         if not isinstance(users, Sequence) or isinstance(users, str | bytes):
             raise MirecError(f"users must be a list of user ids, got {type(users).__name__}")
-        rows = np.asarray([self._users.row_of(u, self.dataset) for u in users], dtype=np.int64)
+        rows = np.asarray([self._stored_row(u) for u in users], dtype=np.int64)
         histories = [self._data.sequences.sequence(row) for row in rows]
         unknown: list[list] = [[] for _ in histories]
         return self._recommend(
@@ -374,7 +387,7 @@ class Recommender:
             raise MirecError("explain: give either a user or a history")
         loaded = LoadedModel(self.config, self._data, self.model)
         if user is not None:
-            row = self._users.row_of(user, self.dataset)
+            row = self._stored_row(user)
             indices = self._data.sequences.sequence(row)
             return explain_history(loaded, indices, user=str(user), user_row=row, top=top)
         indices, unknown = self._lookup(history, on_unknown)
@@ -420,12 +433,11 @@ class Recommender:
         """Build the ``kind`` item index (``flat``, ``hnsw`` or ``ivf``; options as
         :data:`mirec.aggregators.ann.DEFAULT_OPTIONS`, None for the default) over the item
         embeddings, store it in the model folder and use it for ``index=kind``."""
-        ann = _ann()
         ann.check_kind(kind)
         folder = self._index_folder()
         vectors = self.item_embeddings()
         ann.check_searchable(self.model)
-        built = ann.ItemIndex.build(vectors, kind, **options)
+        built = ItemIndex.build(vectors, kind, **options)
         built.save(folder)
         self._indexes[kind] = built
         return built
@@ -436,6 +448,7 @@ class Recommender:
         of the folder's users, from their stored histories."""
         if isinstance(users, bool) or not isinstance(users, int) or users < 1:
             raise MirecError(f"users={users!r}: expected an integer >= 1")
+        self._data.require_histories("measuring an index's recall on the folder's users")
         n_users = len(self._users)
         rows = np.sort(np.random.default_rng(seed).permutation(n_users)[: min(users, n_users)])
         histories = [self._data.sequences.sequence(row) for row in rows]
@@ -460,12 +473,11 @@ class Recommender:
     def item_index(self, kind: str) -> ItemIndex:
         """The folder's ``kind`` index (``mirec index``), loaded once and checked against the
         item vectors; a missing or stale one is a MirecError."""
-        ann = _ann()
         if ann.check_kind(kind) not in self._indexes:
             folder = self._index_folder()
             vectors = self.item_embeddings()
             ann.check_searchable(self.model)
-            self._indexes[kind] = ann.ItemIndex.load(folder, kind, vectors)
+            self._indexes[kind] = ItemIndex.load(folder, kind, vectors)
         return self._indexes[kind]
 
     # -- internals ------------------------------------------------------------------
@@ -600,7 +612,7 @@ class Recommender:
         if searcher is None:
             top, scores = top_n(self.model, extracted, items, n, **ranking)
         else:
-            top, scores = _ann().ann_top_n(self.model, extracted, items, searcher, n, **ranking)
+            top, scores = ann.ann_top_n(self.model, extracted, items, searcher, n, **ranking)
         if isinstance(self.model, MostPopular):
             return top, scores, None
         return top, scores, best_interest(extracted, items, top)
@@ -620,14 +632,3 @@ class Recommender:
             (Recommendation(i, v, w) for i, v, w in zip(ids, values, which, strict=True)),
             unknown,
         )
-
-
-def _ann() -> ModuleType:
-    """:mod:`mirec.aggregators.ann`, whose faiss is an optional dependency."""
-    try:
-        from mirec.aggregators import ann
-    except ModuleNotFoundError as err:
-        if err.name != "faiss":
-            raise
-        raise MirecError("item indexes need faiss: pip install 'mirec[serve]'") from err
-    return ann

@@ -2,9 +2,10 @@
 
 A training run's output folder ``DIR`` holds:
 
-* ``DIR/.lock``: the run writing ``DIR`` holds an exclusive ``flock`` on it for as long as
-  it runs; the operating system drops the lock when the process ends, however it ends
-  (``kill -9`` included), so a lock is never stale. A second run into ``DIR`` is refused.
+* ``DIR/.lock``: the run writing ``DIR`` holds an exclusive lock on it for as long as it
+  runs (``flock`` on Unix, ``LockFileEx`` on Windows, through filelock); the operating
+  system drops the lock when the process ends, however it ends (``kill -9`` included), so a
+  lock is never stale. A second run into ``DIR`` is refused.
 * ``DIR/.staging/``: the run in progress writes here only: its config, data tables, epoch
   checkpoint (:mod:`mirec.training.checkpoint`), and at the end its weights and
   ``metrics.json``.
@@ -18,14 +19,13 @@ the new run and ``.staging/`` holding the rest, which ``--resume`` completes; fi
 runs are never side by side (a run killed before its first checkpoint used to leave its
 ``config.yaml`` beside the previous run's weights, which were then evaluated under it).
 
-``flock`` is POSIX (Linux, macOS); on NFS, Linux maps it to NFS locks, which other machines
-see.
+On NFS, Linux maps ``flock`` to NFS locks, which other machines see. A system with neither
+native lock gets filelock's soft lock, a marker file that a killed run leaves behind.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from mirec.atomic import fsync_folder
 from mirec.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
@@ -47,6 +49,7 @@ from mirec.models.folder import (
 )
 
 LOCK_FILE = ".lock"
+SOFT_LOCK_FILE = ".lock.soft"
 STAGING_DIR = ".staging"
 RUN_FILES = (*FOLDER_FILES, METRICS_FILE)
 """The files of a run in its folder (``metrics.json`` last: it says the run finished)."""
@@ -64,22 +67,49 @@ def folder_lock(folder: Path) -> Iterator[None]:
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = filelock.lock_descriptor(fd, blocking=False)
         except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            if err.errno != errno.ENOSYS:
                 raise
+            os.close(fd)
+            fd = -1
+            with _soft_lock(folder):
+                yield
+            return
+        if not held:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             raise FolderInUse(
                 f"{folder}: another mirec run is writing to this folder"
                 + (f" (process {holder})" if holder.isdigit() else "")
                 + "; wait for it to end, or choose another output folder"
-            ) from None
+            )
         # who holds it, for the message above (the lock itself is what counts)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        if fd >= 0:
+            os.close(fd)  # releases the lock
+
+
+@contextmanager
+def _soft_lock(folder: Path) -> Iterator[None]:
+    """Where the system has no native file lock (a Unix without ``flock``): a marker file
+    that exists while a run writes. Unlike the native lock, a killed run leaves it behind,
+    so the refusal says how to clear it."""
+    marker = folder / SOFT_LOCK_FILE
+    lock = filelock.SoftFileLock(str(marker), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise FolderInUse(
+            f"{folder}: another mirec run is writing to this folder (this system has no "
+            f"native file lock: if no run is, remove {marker})"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from mirec import __version__
 from mirec.atomic import write_json_atomic
 from mirec.config import INFERENCE_SETTINGS, Config
 from mirec.core.device import resolve_device
+from mirec.core.paths import cache_dir
 from mirec.data.ctr_samples import prepare_ctr
 from mirec.data.examples import EvaluationSet, training_item_counts
-from mirec.data.prepare import PreparedData, cache_dir, prepare, split_sequences
+from mirec.data.prepare import PreparedData, prepare, split_sequences
 from mirec.data.synthetic import planted_interest_counts
 from mirec.errors import ConfigError
 from mirec.evaluation import compare
@@ -441,6 +442,7 @@ def load_checkpoint(
             "metrics.json)"
         )
     config, folder = loaded.config, loaded.data
+    folder.require_histories("re-scoring the protocol's validation and test users")
     data = split_sequences(config.dataset, folder.sequences, config.split_seed, folder.maxlen)
     return loaded, data
 

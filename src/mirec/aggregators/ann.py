@@ -49,9 +49,8 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 import torch
 
@@ -60,7 +59,11 @@ from mirec.aggregators.mixture import MixtureOfSoftmaxes
 from mirec.aggregators.ranking import top_n
 from mirec.atomic import atomic_path, write_json_atomic
 from mirec.core.contracts import Extracted, Retriever
+from mirec.core.extras import require
 from mirec.errors import MirecError
+
+if TYPE_CHECKING:
+    import faiss
 
 KINDS = ("flat", "hnsw", "ivf")
 DEFAULT_OPTIONS: dict[str, dict[str, int | None]] = {
@@ -72,6 +75,11 @@ DEFAULT_OPTIONS: dict[str, dict[str, int | None]] = {
 FORMAT = "mirec-item-index"
 MIN_POINTS_PER_LIST = 39
 """faiss's k-means wants at least this many training vectors per list."""
+
+
+def _faiss() -> Any:
+    """faiss, from the ann extra (the base install has no item indexes)."""
+    return require("faiss", "an item index")
 
 
 def index_paths(folder: Path, kind: str) -> tuple[Path, Path]:
@@ -163,6 +171,7 @@ class ItemIndex:
     def build(cls, vectors: np.ndarray, kind: str, **options: int | None) -> ItemIndex:
         """Index (n_items, d) item vectors; ``options`` as :data:`DEFAULT_OPTIONS` (None:
         the default). faiss builds with its OpenMP threads (``faiss.omp_set_num_threads``)."""
+        faiss = _faiss()
         table = np.ascontiguousarray(vectors, dtype=np.float32)
         n_items, d = table.shape
         resolved = resolve_options(kind, options, n_items)
@@ -183,6 +192,7 @@ class ItemIndex:
     def save(self, folder: Path) -> Path:
         """Write ``index-<kind>.faiss`` and its ``.json`` into ``folder``, each whole or not
         at all; returns the index file."""
+        faiss = _faiss()
         index_file, description = index_paths(folder, self.kind)
         with atomic_path(index_file) as tmp:
             faiss.write_index(self.index, str(tmp))
@@ -204,6 +214,7 @@ class ItemIndex:
         """The ``kind`` index of a model folder, checked against the model's current item
         ``vectors``: a missing, unreadable or stale index is a MirecError that says how to
         rebuild it."""
+        faiss = _faiss()
         index_file, description = index_paths(folder, check_kind(kind))
         rebuild = f"`mirec index --checkpoint {folder} --kind {kind}`"
         if not index_file.is_file() or not description.is_file():
@@ -242,6 +253,7 @@ class ItemIndex:
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> np.ndarray:
         """(Q, d) query vectors -> (Q, k) item rows by inner product, best first; -1 where
         fewer than k are found. ``allowed`` (n_items,) bool: only these items (None: all)."""
+        faiss = _faiss()
         selector = None
         if allowed is not None and not allowed.all():
             bitmap = np.packbits(allowed, bitorder="little")  # alive until the search is done

@@ -1,4 +1,4 @@
-"""Retrieval aggregation by maximum (ComiRec, KDD 2020, section 3.3; PROTOCOL.md section 4).
+"""Retrieval aggregation by maximum (ComiRec, KDD 2020, section 3.3; docs/protocol.md section 4).
 
 ``score(u, i) = max_k <v_u^k, e_i>``: an item ranks high when any one interest wants it, so
 the top-N equals the union of each interest's top-N merged by score.

@@ -4,7 +4,7 @@ The evaluator, ``mirec inspect``, :class:`~mirec.recommender.Recommender` and th
 service all rank through :func:`top_n` (the evaluator through :func:`rank_catalogue`, which
 also hands the diagnostics each interest's own list), so their lists cannot drift apart. A
 user's list is the N best items by the model's own aggregation of their interests
-(PROTOCOL.md section 4: by default ``max_k <v_u^k, e_i>``), or with a diversity lambda
+(docs/protocol.md section 4: by default ``max_k <v_u^k, e_i>``), or with a diversity lambda
 ComiRec's greedy diversity-controllable merge (:mod:`mirec.aggregators.diversity_greedy`).
 Items can be blocked per user (the history, or items a caller never wants back); a blocked
 item scores -inf and is returned only when nothing else is left, which callers that want

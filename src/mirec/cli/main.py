@@ -32,14 +32,31 @@ DataDir = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Where datasets live (default: $MIREC_DATA_DIR, else ~/.cache/mirec/data).",
+        help="Where datasets live (default: $MIREC_DATA_DIR, else the platform cache folder: "
+        "~/.cache/mirec/data on Linux).",
         readable=False,  # mirec says itself when a folder cannot be read
     ),
 ]
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from mirec import __version__
+
+        typer.echo(f"mirec {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _every_command(context: typer.Context) -> None:
+def _every_command(
+    context: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
+) -> None:
     """Multi-interest recommendation: train, evaluate and inspect K-interest retrievers."""
     if launch.world_size() > 1 and context.invoked_subcommand != "train":
         raise ConfigError(
@@ -122,10 +139,21 @@ def train(
     ] = False,
     quiet: Quiet = False,
     threads: Threads = None,
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc-per-node",
+            min=1,
+            help="Train one model in N processes on this machine (DDP; torchrun started for "
+            "you). Give each its share of the cores with --threads.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model, keep the best checkpoint on validation Recall@50, and test it."""
     if resume and overwrite:
         raise MirecError("--resume and --overwrite: give one (continue the run, or replace it)")
+    if nproc_per_node is not None and launch.world_size() > 1:
+        raise MirecError("--nproc-per-node: this process was started by torchrun already")
     configs = load_candidates(
         model,
         config,
@@ -137,6 +165,15 @@ def train(
         id_type=id_type,
         task=task,
     )
+    if nproc_per_node is not None:
+        if len(configs) > 1:
+            raise ConfigError(
+                f"--nproc-per-node: model {AUTO_MODEL} trains its candidates one after another "
+                "in one process; name one model (--model)"
+            )
+        from mirec.training.launcher import launch_workers
+
+        raise typer.Exit(launch_workers(nproc_per_node, sys.argv[1:], threads))
     _use_threads(threads)
     if len(configs) > 1:
         _train_auto(configs, output_dir, data_dir, quiet, resume, overwrite)
@@ -376,6 +413,8 @@ def recommend(
     history = [i.strip() for i in (items or "").split(",") if i.strip()]
     if items is not None and not history:
         raise MirecError("--items: no item ids; give raw item ids, oldest first: a,b,c")
+    if index is not None:
+        _needs("mirec recommend --index", "faiss")
     _use_threads(threads)
     rec = Recommender.load(checkpoint)
     if user is not None:
@@ -423,6 +462,7 @@ def index(
 
     from mirec.recommender import Recommender
 
+    _needs("mirec index", "faiss")
     if sample_users < 1:
         raise ConfigError(f"--sample-users {sample_users}: must be an integer >= 1")
     _use_threads(threads)
@@ -432,12 +472,16 @@ def index(
         kind, m=m, ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe
     )
     seconds = time.perf_counter() - start
-    from mirec.aggregators.ann import index_paths  # faiss: present, the build needed it
+    from mirec.aggregators.ann import index_paths
 
     path, _ = index_paths(checkpoint, kind)
     options = ", ".join(f"{k}={v}" for k, v in built.options.items()) or "exact"
     typer.echo(f"{kind} index of {built.n_items} items (d={built.d}; {options})")
     typer.echo(f"  built in {seconds:.2f} s, {path.stat().st_size / 2**20:.2f} MiB: {path}")
+    if rec.stored_users != "histories":
+        typer.echo(f"  Recall@50 not measured: the folder keeps no histories (stored_users="
+                   f"{rec.stored_users})")  # fmt: skip
+        return
     users = min(sample_users, len(rec.user_ids))
     recall = rec.index_recall(kind, n=50, users=users)
     typer.echo(f"  Recall@50 against the exact lists, {users} users of the folder: {recall:.4f}")
@@ -454,7 +498,9 @@ def export(
     """Export a retrieval model for serving without mirec: item vectors and every known
     user's interests (Parquet), the user tower (ONNX, checked against PyTorch) and
     export.json; the folder is written whole or not at all."""
-    from mirec.serving.export import MANIFEST_FILE, export_checkpoint
+    from mirec.serving.export import EXPORT_MODULES, MANIFEST_FILE, export_checkpoint
+
+    _needs("mirec export", *EXPORT_MODULES)
 
     result = export_checkpoint(checkpoint, out, overwrite=overwrite)
     m, check = result.manifest, result.manifest["check"]
@@ -487,6 +533,7 @@ def serve(
 ) -> None:
     """Serve a model folder over HTTP: POST /recommend, GET /users/{user}/recommendations,
     GET /items/{item}/similar, /model, /health; the API is documented at /docs."""
+    _needs("mirec serve", "fastapi", "uvicorn", *(["faiss"] if index else []))
     from mirec.serving.server import serve as run_server  # FastAPI: only for this command
 
     run_server(checkpoint, host=host, port=port, workers=workers, index=index, echo=typer.echo)
@@ -581,14 +628,34 @@ def download(
 
 
 @app.command()
-def models() -> None:
+def models(
+    settings: Annotated[
+        bool, typer.Option("--settings", help="Print every setting: type, default, what it does.")
+    ] = False,
+    markdown: Annotated[
+        bool, typer.Option(help="With --settings: as the Markdown of docs/settings.md.")
+    ] = False,
+) -> None:
     """List the published model configurations, and auto (the retrieval default)."""
+    if settings:
+        from mirec.config_docs import settings_markdown, settings_text
+
+        typer.echo(settings_markdown() if markdown else settings_text(), nl=False)
+        return
     typer.echo(
         f"  {AUTO_MODEL:<24} (default) trains {', '.join(AUTO_CANDIDATES)}; keeps the best on "
         "validation Recall@50"
     )
     for name in model_names():
         typer.echo(f"  {name:<24} {model_summary(name)}")
+
+
+def _needs(purpose: str, *modules: str) -> None:
+    """Refuse ``purpose`` in one line, before any work, when an extra it needs is missing."""
+    from mirec.core.extras import require
+
+    for module in modules:
+        require(module, purpose)
 
 
 def _use_threads(threads: int | None) -> None:
@@ -641,6 +708,15 @@ def main() -> None:
     except MirecError as err:
         _report(_one_line(str(err)))
         sys.exit(err.exit_code)
+    except ModuleNotFoundError as err:
+        # an optional dependency that a command reached without asking _needs first
+        from mirec.core.extras import EXTRA_OF, missing_extra_message
+
+        if (err.name or "").split(".")[0] not in EXTRA_OF:
+            raise
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        _report(missing_extra_message(f"mirec {command}".strip(), err.name))
+        sys.exit(MirecError.exit_code)
     except OSError as err:
         # the file system refused a path the user gave (permissions, a full disk, a file
         # where a folder belongs): name it, no traceback

@@ -79,7 +79,7 @@ def covariance_matrix(
 
 
 def collapse(interests: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-    """PROTOCOL.md section 8: each user's mean pairwise cosine of their interests, (B,).
+    """docs/protocol.md section 8: each user's mean pairwise cosine of their interests, (B,).
 
     1.0 means the vectors point the same way (total collapse). With ``active`` (B, K), only
     a user's active interests count, and a user with fewer than two gets NaN. Needs K >= 2.

@@ -1,11 +1,11 @@
-"""CTR samples from a behaviour log, the DIN/BARS way, under PROTOCOL.md's user split.
+"""CTR samples from a behaviour log, the DIN/BARS way, under docs/protocol.md's user split.
 
 * Training users: every position t >= 4 of a sequence s gives a positive row (history
   ``s[:t]``, candidate ``s[t]``, label 1) and ``negatives`` rows with the same history and
   a candidate the user never interacted with (label 0). Training negatives are drawn again
   every epoch from the run's seeded generator.
 * Validation and test users: the history is the first 80% of the sequence and every
-  distinct item of the last 20% is a positive (the retrieval targets of PROTOCOL.md
+  distinct item of the last 20% is a positive (the retrieval targets of docs/protocol.md
   section 4, :class:`~mirec.data.examples.EvaluationSet`), each with ``negatives``
   sampled items the user never interacted with. These rows are drawn once with a fixed
   seed and stored (``ctr/*.npz`` in the cache folder), so every model and every run is
@@ -109,7 +109,7 @@ def evaluation_rows(
     seed: int,
 ) -> CTRRows:
     """For each user of ``eval_set``: the history is the first 80% of the sequence; each of
-    the user's distinct targets (PROTOCOL.md section 4) is a positive, with ``negatives``
+    the user's distinct targets (docs/protocol.md section 4) is a positive, with ``negatives``
     negatives drawn with ``seed``."""
     starts, cuts = history_cuts(seqs, eval_set.users)
     owner = np.repeat(np.arange(len(eval_set)), np.diff(eval_set.target_offsets))

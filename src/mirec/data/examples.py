@@ -1,4 +1,4 @@
-"""PROTOCOL.md sections 3-4: training positions, evaluation histories and target sets.
+"""docs/protocol.md sections 3-4: training positions, evaluation histories and target sets.
 
 Histories are left-padded with 0 so the most recent item always sits in the last column,
 which is what positional embeddings and causal encoders expect.
@@ -81,7 +81,7 @@ def gather_histories(
 
 @dataclass(frozen=True)
 class EvaluationSet:
-    """Histories and target sets of evaluation users (PROTOCOL.md section 4)."""
+    """Histories and target sets of evaluation users (docs/protocol.md section 4)."""
 
     users: np.ndarray
     """User rows, in the order of ``histories``."""
@@ -116,7 +116,7 @@ class EvaluationSet:
 
 def history_cuts(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, cuts): where each evaluation user's sequence starts in ``seqs.items`` and
-    where their history ends, ``start + int(0.8 * len(s))`` (PROTOCOL.md section 4)."""
+    where their history ends, ``start + int(0.8 * len(s))`` (docs/protocol.md section 4)."""
     starts = seqs.offsets[users]
     return starts, starts + (0.8 * seqs.lengths[users]).astype(np.int64)
 

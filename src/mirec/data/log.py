@@ -16,7 +16,7 @@ class RawLog:
     when a file's ids are not all integers), ``timestamp`` (``float64``, null when the format
     has none; then file order is time order) and, for logs that have it, ``behavior``
     (``string``: Taobao's pv/cart/fav/buy). Its row order is the file order, which breaks
-    timestamp ties (PROTOCOL.md section 1).
+    timestamp ties (docs/protocol.md section 1).
 
     ``item_categories`` (columns ``item``, ``category``: ``string``) lists each item's
     categories, genres or attribute ids, one row per (item, category); ``item_titles``

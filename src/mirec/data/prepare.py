@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mirec.atomic import fsync_folder
+from mirec.core.paths import cache_dir
 from mirec.data import registry
 from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.ingest import InMemoryOnly, ingest_interactions
@@ -62,12 +62,8 @@ class PreparedData:
     test: EvaluationSet
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MIREC_CACHE_DIR", Path.home() / ".cache" / "mirec"))
-
-
 def default_maxlen(dataset: str, format: str | None) -> int:
-    """PROTOCOL.md section 7: 50 for MovieLens, 20 for everything else."""
+    """docs/protocol.md section 7: 50 for MovieLens, 20 for everything else."""
     movielens = (format or "").startswith("movielens") or dataset.startswith("ml-")
     return MOVIELENS_MAXLEN if movielens else DEFAULT_MAXLEN
 
@@ -102,7 +98,7 @@ def prepare(
 
 
 def split_sequences(name: str, seqs: Sequences, split_seed: int, maxlen: int) -> PreparedData:
-    """The protocol's split of ``seqs`` and its evaluation sets (PROTOCOL.md sections 2, 4)."""
+    """The protocol's split of ``seqs`` and its evaluation sets (docs/protocol.md sections 2, 4)."""
     split = split_users(seqs.n_users, split_seed)
     return PreparedData(
         name=name,

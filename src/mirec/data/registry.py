@@ -1,7 +1,8 @@
 """Named datasets: what files they need, where they live, where to get them, how to read them.
 
 A dataset named ``NAME`` lives in ``<data_dir>/<folder>/``, where the data directory is
-``--data-dir``, else ``$MIREC_DATA_DIR``, else ``~/.cache/mirec/data``. ``mirec download
+``--data-dir``, else ``$MIREC_DATA_DIR``, else ``data`` in the platform's cache folder
+(``~/.cache/mirec/data`` on Linux; :mod:`mirec.core.paths`). ``mirec download
 NAME`` fetches it when it has a public URL, and checks each file against its published
 SHA-256 before anything is put in place.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import urllib.error
 import urllib.request
 import warnings
@@ -22,13 +22,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mirec.atomic import durable_replace, temp_beside
+from mirec.core.paths import default_data_dir
 from mirec.data import readers
 from mirec.data.log import RawLog
 from mirec.data.readers._files import _os_errors
 from mirec.errors import ConfigError, DataError
-
-ENV_VAR = "MIREC_DATA_DIR"
-DEFAULT_DATA_DIR = Path("~/.cache/mirec/data")
 
 _GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 _S3REC = "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/"
@@ -280,10 +278,7 @@ def data_dir(explicit: str | Path | None = None) -> Path:
 def _resolve(explicit: str | Path | None) -> Path:
     if explicit is not None and str(explicit):
         return Path(explicit).expanduser()
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_DATA_DIR.expanduser()
+    return default_data_dir()
 
 
 def get_spec(name: str) -> DatasetSpec:

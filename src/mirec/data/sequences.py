@@ -1,4 +1,4 @@
-"""PROTOCOL.md sections 1-2: from a raw log to filtered, re-indexed, split user sequences.
+"""docs/protocol.md sections 1-2: from a raw log to filtered, re-indexed, split user sequences.
 
 Sequences are stored flat (CSR): user ``u``'s items are ``items[offsets[u]:offsets[u + 1]]``,
 item indices ``1..n_items`` (0 is padding). Users are in the protocol's order: raw ids
@@ -146,7 +146,7 @@ class UserProfiles:
 
 
 def build_sequences(log: RawLog) -> Sequences:
-    """Filter (items < 5 interactions, then users < 5), re-index and order, per PROTOCOL.md 1.
+    """Filter (items < 5 interactions, then users < 5), re-index and order, per docs/protocol.md 1.
 
     A user's items are ordered by timestamp; ties (and logs without timestamps) keep file
     order. Items are re-indexed 1..N in ascending raw-id order.
@@ -172,7 +172,7 @@ def filtered_sequences(
     new_items: Callable[[int], np.ndarray],
     stage: Callable[[str], None] = lambda name: None,
 ) -> dict[str, np.ndarray]:
-    """The protocol's filter, re-indexing and order (PROTOCOL.md section 1) of the relation
+    """The protocol's filter, re-indexing and order (docs/protocol.md section 1) of the relation
     ``log`` of ``con``: the :class:`Sequences` fields ``user_ids``, ``offsets``, ``items``
     and ``item_ids`` (and ``behaviors``, ``behavior_names`` when ``log`` has a
     ``behavior`` column).
@@ -342,7 +342,7 @@ def _sql_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class UserSplit:
-    """PROTOCOL.md section 2: user rows (into :class:`Sequences`) of each split."""
+    """docs/protocol.md section 2: user rows (into :class:`Sequences`) of each split."""
 
     train: np.ndarray
     valid: np.ndarray

@@ -56,7 +56,7 @@ class Vocabulary:
             hint = ""
             if self.kind == "user":
                 hint = (" (users with fewer than 5 interactions are filtered out, "
-                        "PROTOCOL.md section 1)")  # fmt: skip
+                        "docs/protocol.md section 1)")  # fmt: skip
             raise UnknownIdError(f"{self.kind} {value!r} is not in {where}{hint}")
         return int(row)
 

@@ -1,6 +1,6 @@
 """Two runs on the same test users, bucket by bucket: ``mirec compare``.
 
-Each test user (PROTOCOL.md section 4) is described by one of four features, and users are
+Each test user (docs/protocol.md section 4) is described by one of four features, and users are
 grouped into buckets of that feature:
 
 * ``history_length``: items in the history the model reads (the last ``maxlen`` of the
@@ -40,7 +40,7 @@ from mirec.plotting import plt, save_figure
 FEATURES = ("history_length", "categories", "entropy", "target_popularity")
 """What ``--by`` can bucket the test users by."""
 METRICS = ("recall@50", "ndcg@50")
-"""The metrics compared, per user (PROTOCOL.md section 5)."""
+"""The metrics compared, per user (docs/protocol.md section 5)."""
 N_BUCKETS = 4
 """Quantile buckets per feature (at most: tied values share one)."""
 RESAMPLES = 1000

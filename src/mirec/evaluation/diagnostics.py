@@ -3,7 +3,7 @@
 The survey (arXiv 2506.15284, sections 6-7) names collapse, the choice of K, explainability
 and the long tail as open problems; these diagnostics put a number on each:
 
-* ``collapse``: mean pairwise cosine of a user's interests (PROTOCOL.md section 8, in the
+* ``collapse``: mean pairwise cosine of a user's interests (docs/protocol.md section 8, in the
   evaluator).
 * ``effective_interests``: exp of the entropy of the interests' shares of the history,
   ``exp(-sum_k m_k log m_k)`` with ``m_k`` the share of the history items that route to

@@ -1,7 +1,7 @@
-"""Full-catalogue exact evaluation (PROTOCOL.md sections 4, 5 and 8).
+"""Full-catalogue exact evaluation (docs/protocol.md sections 4, 5 and 8).
 
 A user's score for item i is the model's aggregation of their K interests, by default
-``max_k <v_u^k, e_i>`` (PROTOCOL.md section 4); the top-N list is the N best items by that
+``max_k <v_u^k, e_i>`` (docs/protocol.md section 4); the top-N list is the N best items by that
 score. Everything is batched matrix products and ``topk`` on the model's device; users
 are processed in chunks, and each chunk of users meets the catalogue one chunk of items at
 a time (:mod:`mirec.aggregators.ranking`), so memory does not grow with users x catalogue.

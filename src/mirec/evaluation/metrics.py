@@ -1,4 +1,4 @@
-"""Per-user ranking metrics of PROTOCOL.md section 5, batched.
+"""Per-user ranking metrics of docs/protocol.md section 5, batched.
 
 With T a user's target set and r the 1-based rank in the top-N list:
 

@@ -1,4 +1,4 @@
-"""An experiment: a grid of runs (datasets x models x settings x seeds) under PROTOCOL.md.
+"""An experiment: a grid of runs (datasets x models x settings x seeds) under docs/protocol.md.
 
 The grid is a YAML file::
 

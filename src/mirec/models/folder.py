@@ -13,16 +13,19 @@ with no dataset and no data directory present.
   (codes into ``model.json``'s category names);
 * ``users.parquet``: one row per user of the filtered log, in the protocol's order: the raw
   ``user`` id, the whole chronological ``items`` sequence (item indices), and MIND's
-  ``profile`` codes where the dataset has user features.
+  ``profile`` codes where the dataset has user features. The setting ``stored_users``
+  chooses how much of this a folder keeps: with ``histories`` (the default) sharing the
+  folder shares the training log's behaviour; ``ids`` keeps the raw ids with empty
+  histories, ``none`` no rows.
 
 From these the filtered :class:`~mirec.data.sequences.Sequences` of the run are rebuilt
 exactly, so a known user is served from their stored history and a run can be re-evaluated
-on the protocol's split without the source log. Loading reads JSON, YAML (safe), Parquet
-and safetensors: nothing is ever unpickled. It checks that the files belong together (the
-settings of ``config.yaml`` against those recorded in ``model.json`` and ``metrics.json``,
-the weights' names, shapes and dtypes against the model they build, the tables against
-``model.json``); anything missing, unreadable or from another run is a ConfigError naming
-the file.
+on the protocol's split without the source log (both need ``stored_users=histories``).
+Loading reads JSON, YAML (safe), Parquet and safetensors: nothing is ever unpickled. It
+checks that the files belong together (the settings of ``config.yaml`` against those
+recorded in ``model.json`` and ``metrics.json``, the weights' names, shapes and dtypes
+against the model they build, the tables against ``model.json``); anything missing,
+unreadable or from another run is a ConfigError naming the file.
 """
 
 from __future__ import annotations
@@ -45,7 +48,12 @@ from safetensors.torch import save_file
 
 from mirec import __version__
 from mirec.atomic import atomic_path, write_json_atomic, write_text_atomic
-from mirec.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
+from mirec.config import (
+    INFERENCE_SETTINGS,
+    Config,
+    changed_setting,
+    config_from_dict,
+)
 from mirec.core.device import resolve_device
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
@@ -76,10 +84,30 @@ class FolderData:
     item_counts: np.ndarray
     """(N + 1,) training interactions per item index; index 0 (padding) is 0."""
     meta: dict[str, Any]
+    folder: Path | None = None
 
     @property
     def maxlen(self) -> int:
         return int(self.meta["maxlen"])
+
+    @property
+    def stored_users(self) -> str:
+        """What ``users.parquet`` keeps (``Config.stored_users``); folders written before
+        the setting keep histories."""
+        return str(self.meta.get("stored_users", "histories"))
+
+    def require_histories(self, purpose: str, instead: str = "") -> None:
+        """A ConfigError unless the folder stores its users' histories, which ``purpose``
+        (what the caller is about to do) reads; ``instead`` says what else to do."""
+        if self.stored_users == "histories":
+            return
+        keeps = "only user ids" if self.stored_users == "ids" else "no users"
+        raise ConfigError(
+            f"{self.folder or 'the model folder'}: {purpose} reads the users' stored histories, "
+            f"and this folder keeps {keeps} (stored_users={self.stored_users}); "
+            + (f"{instead}, or " if instead else "")
+            + "train with --set stored_users=histories to keep them"
+        )
 
 
 def write_config(folder: Path, config: Config) -> None:
@@ -126,8 +154,9 @@ def write_folder_data(
         "behavior_names": _strings(seqs.behavior_names),
         "user_features": features,
     }
+    meta["stored_users"] = config.stored_users
     _write_parquet(folder / ITEMS_FILE, pa.table(items))
-    batches = _user_tables(seqs)
+    batches = _user_tables(seqs, config.stored_users)
     first = next(batches)  # a run's sequences hold at least one user
     with (
         atomic_path(folder / USERS_FILE) as tmp,
@@ -139,10 +168,19 @@ def write_folder_data(
     write_json_atomic(folder / MODEL_FILE, meta)
 
 
-def _user_tables(seqs: Sequences, interactions: int = 1 << 24) -> Iterator[pa.Table]:
+def _user_tables(
+    seqs: Sequences, stored: str = "histories", interactions: int = 1 << 24
+) -> Iterator[pa.Table]:
     """The rows of ``users.parquet``, about ``interactions`` interactions at a time: a log
     larger than memory is written from its memory-mapped arrays without a copy of them
-    (and each batch's list offsets fit the int32 of a Parquet list)."""
+    (and each batch's list offsets fit the int32 of a Parquet list). ``stored``: what to
+    keep (``Config.stored_users``); ``ids`` and ``none`` write the same columns, so a
+    folder reads the same way whatever it keeps."""
+    if stored != "histories":
+        users = seqs.user_ids if stored == "ids" else seqs.user_ids[:0]
+        no_items = np.zeros(len(users) + 1, dtype=np.int64)
+        yield pa.table({"user": pa.array(users), "items": _lists(no_items, seqs.items[:0])})
+        return
     offsets = seqs.offsets
     cuts = np.searchsorted(offsets, np.arange(interactions, offsets[-1], interactions))
     bounds = np.unique(np.concatenate([[0], cuts, [seqs.n_users]]))
@@ -199,14 +237,21 @@ def read_folder_data(folder: Path) -> FolderData:
             f"{folder}: the model folder's tables do not fit together: {err}"
         ) from err
     seqs = Sequences(**fields)
-    if seqs.n_items != meta["n_items"] or seqs.n_users != meta["n_users"]:
+    data = FolderData(seqs, counts, meta, folder)
+    users_held = 0 if data.stored_users == "none" else meta["n_users"]
+    if seqs.n_items != meta["n_items"] or seqs.n_users != users_held:
         raise ConfigError(
-            f"{folder / MODEL_FILE}: says {meta['n_items']} items and {meta['n_users']} users, "
+            f"{folder / MODEL_FILE}: says {meta['n_items']} items and {users_held} stored users, "
             f"but the tables hold {seqs.n_items} and {seqs.n_users}"
+        )
+    if data.stored_users != "histories" and len(seqs.items):
+        raise ConfigError(
+            f"{folder / USERS_FILE}: holds histories, but {MODEL_FILE} says stored_users="
+            f"{data.stored_users}; the files come from different runs"
         )
     if len(seqs.items) and (seqs.items.min() < 1 or seqs.items.max() > seqs.n_items):
         raise ConfigError(f"{folder / USERS_FILE}: item indices outside 1..{seqs.n_items}")
-    return FolderData(seqs, counts, meta)
+    return data
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

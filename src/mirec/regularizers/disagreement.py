@@ -2,7 +2,7 @@
 
     L_dis = 1/(K(K-1)) * sum_{j != k} cos(v_u^j, v_u^k)
 
-the same quantity as the collapse diagnostic (PROTOCOL.md section 8), used as a penalty,
+the same quantity as the collapse diagnostic (docs/protocol.md section 8), used as a penalty,
 in the spirit of the disagreement regularization of multi-head attention (Li et al.,
 EMNLP 2018) that the survey (arXiv 2506.15284, section 4) lists against collapse.
 """

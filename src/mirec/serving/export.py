@@ -50,6 +50,7 @@ from torch import nn
 from mirec import __version__
 from mirec.atomic import staged_folder, write_json_atomic
 from mirec.core.contracts import Extracted
+from mirec.core.extras import require
 from mirec.data.examples import gather_histories
 from mirec.data.sequences import Sequences
 from mirec.errors import MirecError
@@ -58,6 +59,8 @@ from mirec.models.interest_model import InterestModel
 
 ITEMS_FILE, USER_INTERESTS_FILE = "items.parquet", "user_interests.parquet"
 TOWER_FILE, MANIFEST_FILE = "user_tower.onnx", "export.json"
+EXPORT_MODULES = ("onnx", "onnxscript", "onnxruntime")
+"""What torch.onnx.export and the check against PyTorch import (the export extra)."""
 TOWER_WEIGHTS_FILE = f"{TOWER_FILE}.data"
 """Where the exporter puts the tower's weights when they near protobuf's 2 GB limit."""
 FORMAT, FORMAT_VERSION = "mirec-export", 1
@@ -133,6 +136,8 @@ def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> 
     with no user tower, an exporter failure or an ONNX file that disagrees with PyTorch is
     a MirecError, and then ``out`` is left as it was. The model is exported from the CPU:
     ``loaded.model`` is moved there, in eval mode."""
+    for module in EXPORT_MODULES:
+        require(module, "the ONNX export")
     model = _user_tower_model(loaded)
     score = _score_rule(loaded, model)
     if out.exists() and not out.is_dir():
@@ -142,6 +147,9 @@ def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> 
             f"{out}: already exists and is not empty; pass --overwrite (overwrite=True) to "
             "replace it"
         )
+    # the tower is checked on stored histories, and the export lists every known user's
+    # interests
+    loaded.data.require_histories("mirec export")
     model = model.to("cpu").eval()
     seqs, maxlen = loaded.data.sequences, loaded.data.maxlen
     check = _check_batch(seqs, maxlen, model.uses_user_rows)

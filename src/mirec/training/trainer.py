@@ -1,8 +1,8 @@
-"""Train a retrieval model with early stopping on validation Recall@50 (PROTOCOL.md section 6),
+"""Train a retrieval model with early stopping on validation Recall@50 (docs/protocol.md section 6),
 through the epoch loop that the CTR trainer shares (:func:`train_epochs`).
 
 Each epoch visits every training position of every training user once, in a random order
-(PROTOCOL.md section 3): one position per example, or with ``sequence_training`` a window
+(docs/protocol.md section 3): one position per example, or with ``sequence_training`` a window
 of positions per example, each scored from its own prefix. After each epoch (every
 ``valid_every``-th with that setting) the model is evaluated on the validation users (a
 fixed sample of ``valid_users`` of them where the split has more); the best state is
@@ -76,7 +76,7 @@ class FitResult:
 
 @dataclass(frozen=True)
 class TrainingExamples:
-    """Every training position of PROTOCOL.md section 3, as tensors on the training device.
+    """Every training position of docs/protocol.md section 3, as tensors on the training device.
 
     Example j has the target ``items[ends[j]]`` and the history ``items[starts[j]:ends[j]]``
     (its last ``maxlen`` items); batches are gathered on the device, with no Python loop.
