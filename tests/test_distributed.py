@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import mirec
 from mirec.config import load_config
 from mirec.data.prepare import prepare
 from mirec.models.registry import build_model
@@ -127,6 +128,9 @@ TRAIN = ("train", "--dataset", SYNTHETIC, "--model", "comirec-sa", "--set", "max
          "--quiet")  # fmt: skip
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
             "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "-m", "mirec")  # fmt: skip
+# a frame of mirec's own code in a traceback (torchrun's frames are torch's, wherever the
+# checkout and its virtual environment are: a checkout named mirec/ included)
+MIREC_FRAME = re.compile(r'File "' + re.escape(str(Path(mirec.__file__).parent)))
 # Two processes take the steps of one (the test above), so their figures differ by
 # floating-point rounding only (the order of the gradient sums): measured equal to 5
 # decimals; the tolerance leaves room for that rounding to grow on another machine
@@ -177,8 +181,43 @@ def test_a_user_error_under_torchrun_is_one_line(tmp_path):
     lines = [line for line in ranks.stderr.splitlines() if line.startswith("mirec: error:")]
     assert lines == ["mirec: error: setting lr='fast': expected float"], ranks.stderr
     assert "exitcode  : 2" in ranks.stderr  # torchrun's summary of the rank that failed
-    assert not re.search(r'File ".*/mirec/', ranks.stderr)  # no traceback from a rank
+    assert not MIREC_FRAME.search(ranks.stderr)  # no traceback from a rank
     assert not (tmp_path / "run").exists()
+
+
+def test_nproc_per_node_trains_as_torchrun_does(tmp_path):
+    """`mirec train --nproc-per-node 2` is torchrun's two processes, started for the user."""
+    out = tmp_path / "run"
+    ranks = subprocess.run(
+        [sys.executable, "-m", "mirec", *TRAIN, "--output-dir", str(out), "--nproc-per-node", "2"],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert ranks.returncode == 0, ranks.stderr
+    assert ranks.stdout.count("results: ") == 1 and ranks.stderr == ""
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["processes"], metrics["threads"], metrics["epochs"]) == (2, 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        (("--set", "lr=fast"), "mirec: error: setting lr='fast': expected float"),
+        (("--dataset", "missing.csv", "--format", "interactions"),
+         "mirec: error: missing.csv: no such file; put the interaction log there or give the "
+         "right path"),
+        (("--model", "auto"), "mirec: error: --nproc-per-node: model auto trains its candidates "
+         "one after another in one process; name one model (--model)"),
+    ],
+)  # fmt: skip
+def test_a_user_error_with_nproc_per_node_is_one_line(tmp_path, change, line):
+    """A bad setting is refused before any process starts; an error the processes meet (a
+    missing file) is rank 0's line alone: nothing from torchrun's agent either way."""
+    args = [*TRAIN, *change, "--output-dir", str(tmp_path / "run"), "--nproc-per-node", "2"]
+    ranks = subprocess.run([sys.executable, "-m", "mirec", *args], capture_output=True,
+                           text=True, env=ENV, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert ranks.returncode == 2
+    assert ranks.stderr == f"{line}\n"
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_only_train_runs_under_torchrun(mirec_main, monkeypatch, tmp_path):

@@ -685,6 +685,8 @@ def _print_table(runs: dict[str, dict]) -> None:
         typer.echo(f"{name:<{width}}{row}{collapse:>10}")
 
 
+SECONDARY_GRACE_SECONDS = 3.0
+"""How long a torchrun process other than rank 0 waits before it exits on a user error."""
 INTERRUPTED = 130
 """The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
 
@@ -707,6 +709,12 @@ def main() -> None:
         sys.exit(INTERRUPTED)
     except MirecError as err:
         _report(_one_line(str(err)))
+        if launch.is_secondary():
+            # rank 0 reports the error after leaving the process group; torchrun's agent
+            # stops every process once one has ended, so the others end after it
+            import time
+
+            time.sleep(SECONDARY_GRACE_SECONDS)
         sys.exit(err.exit_code)
     except ModuleNotFoundError as err:
         # an optional dependency that a command reached without asking _needs first

@@ -62,11 +62,9 @@ def launch_workers(processes: int, argv: list[str], threads: int | None) -> int:
     try:
         run(parse_args(agent))
     except ChildFailedError as err:
-        failures = sorted(err.failures.items())
-        codes = {failure.exitcode for _, failure in failures}
-        if codes == {MirecError.exit_code}:
-            return MirecError.exit_code  # rank 0 has printed the one line
-        rank, failure = failures[0]
+        if any(f.exitcode == MirecError.exit_code for f in err.failures.values()):
+            return MirecError.exit_code  # a user error: rank 0 has printed its one line
+        rank, failure = err.get_first_failure()
         how = (
             f"was killed by signal {failure.signal_name()}"
             if failure.exitcode < 0
