@@ -1,15 +1,18 @@
-"""The README's "From Python" section, run for real: train ComiRec-SA on ml-100k, load the
-model folder, recommend, and save a copy. The README's output is this script's, run as
+"""The README's "From Python" path, run for real: train ComiRec-SA on ml-100k, load the
+model folder, recommend, and save a copy. Run it as
 
-    OMP_NUM_THREADS=1 python examples/from_python.py --data-dir ../shared/data
+    OMP_NUM_THREADS=1 python examples/from_python.py [DATA [OUT]]
 
-(training is repeatable for a given thread count; other counts give slightly different
-figures).
+DATA is the folder of datasets that holds ml-100k (default: $MIREC_DATA_DIR, else mirec's
+default data folder; `mirec download ml-100k` puts it there); OUT is where the model
+folders go (default: runs). Training takes about two minutes on one core and is repeatable
+for a given thread count (other counts give slightly different figures).
 """
 
 from __future__ import annotations
 
-import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -17,18 +20,19 @@ from mirec import Recommender
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--out", type=Path, default=Path("runs"))
-    args = parser.parse_args()
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        return
+    data_dir = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MIREC_DATA_DIR")
+    out = Path(sys.argv[2] if len(sys.argv) > 2 else "runs")
 
     start = time.perf_counter()
-    Recommender.train(dataset="ml-100k", model="comirec-sa", data_dir=args.data_dir,
-                      output_dir=args.out / "ml100k-sa", progress=False)  # fmt: skip
+    Recommender.train(dataset="ml-100k", model="comirec-sa", data_dir=data_dir,
+                      output_dir=out / "ml100k-sa", overwrite=True, progress=False)  # fmt: skip
     print(f"trained in {time.perf_counter() - start:.0f} s")
-    rec = Recommender.load(args.out / "ml100k-sa")  # no data directory needed
+    rec = Recommender.load(out / "ml100k-sa")  # no data directory needed
     print("test recall@50", rec.metrics["test"]["recall@50"], "epochs", rec.metrics["epochs"])
-    history = [50, 172, 181, 1, 121]
+    history = [50, 172, 181, 1, 121]  # raw item ids, oldest first
     for r in rec.recommend(history, n=5):
         print(r)
     recs = rec.recommend([50, 172, "B0000", 181], n=3, exclude_history=True)
@@ -37,7 +41,7 @@ def main() -> None:
     print("interests", rec.interests(history).shape)
     print(rec.similar_items(50, n=3))
     print(rec.recommend_user(1, n=3))
-    print("saved", rec.save(args.out / "ml100k-sa-copy", overwrite=True))
+    print("saved", rec.save(out / "ml100k-sa-copy", overwrite=True))
 
 
 if __name__ == "__main__":
