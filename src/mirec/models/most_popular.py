@@ -3,7 +3,7 @@
 It is written as a one-interest retriever with d = 1 (user vector 1, item vector = count),
 so the same evaluator scores it exactly like a learned model. Equally popular items are
 ranked by item index, lowest first: docs/protocol.md leaves score ties open, and this is the
-order that reproduces the reference MostPopular figures of ANCHORS.md to the digit on
+order that reproduces the reference MostPopular figures of docs/models.md to the digit on
 every dataset (``torch.topk`` alone returns tied items in no documented order).
 """
 
