@@ -33,8 +33,9 @@ class Config:
     extractor: str = "self_attentive"
     """self_attentive (ComiRec-SA) | dynamic_routing (MIND) | capsule_routing (ComiRec-DR) |
     sparse_interest (SINE) | causal_transformer (SASRec) | gru (GRU4Rec) | mean_pooling
-    (YouTube-DNN) | diffusion (DiffuRec-style denoised interests) | popularity; for task=ctr also behaviors (DIN: every history item is its
-    own vector) and dmin (DMIN's refiner and multi-head extractor)."""
+    (YouTube-DNN) | diffusion (DiffuRec-style denoised interests) | popularity; for task=ctr
+    also behaviors (DIN: every history item is its own vector) and dmin (DMIN's refiner and
+    multi-head extractor)."""
     embedding_dim: int = 64
     """d: the width of item embeddings and interest vectors."""
     num_interests: int = 4
@@ -80,8 +81,9 @@ class Config:
     """Per-user number of interests at inference: ``mass:t`` drops interests with less than
     a share t of the soft routing mass, ``share:t`` those fewer than a share t of the
     history items route to most (the rule for self-attention), ``merge:t`` merges interests
-    with cosine above t, ``cluster:t`` clusters the history's items into as many interests
-    as clusters whose items are at least a share t of the history."""
+    with cosine above t, ``cluster:t`` keeps as many interests as k-means finds clusters
+    among the history's item embeddings (the k of 1..K with the best mean silhouette; one
+    when no k >= 2 reaches a mean silhouette of t)."""
     num_concepts: int = 500
     """SINE: size of the concept prototype pool."""
     intention_temperature: float = 0.1
