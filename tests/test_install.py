@@ -41,6 +41,16 @@ def run_mirec(blocked: tuple[str, ...], *args: str, cwd: Path) -> subprocess.Com
     )  # fmt: skip
 
 
+def run_python(blocked: tuple[str, ...], code: str) -> list[str]:
+    """The lines ``code`` prints in a fresh interpreter with ``blocked`` unimportable."""
+    setup = f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", setup + code],
+                            capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
 @pytest.fixture(scope="module")
 def base_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model folder trained with every extra blocked: the base install trains."""
@@ -69,8 +79,6 @@ def test_the_base_install_trains_recommends_and_evaluates(base_folder):
 
 def test_the_python_api_loads_and_recommends_on_the_base_install(base_folder):
     code = (
-        "import sys\n"
-        f"for name in {EXTRA_MODULES!r}: sys.modules[name] = None\n"
         "from mirec import Recommender, MirecError\n"
         f"rec = Recommender.load({str(base_folder)!r})\n"
         "print(len(rec.recommend_user(rec.user_ids[0], 5)))\n"
@@ -79,10 +87,7 @@ def test_the_python_api_loads_and_recommends_on_the_base_install(base_folder):
         "except MirecError as err:\n"
         "    print(err)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    assert run_python(EXTRA_MODULES, code) == [
         "5",
         "an item index needs the ann extra: pip install 'mirec[ann]' (no module named 'faiss')",
     ]
@@ -132,8 +137,6 @@ def test_training_and_loading_work_without_fcntl(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (out / "metrics.json").is_file()
     code = (
-        "import sys; sys.modules['fcntl'] = None\n"
-        "import warnings; warnings.simplefilter('ignore')\n"
         "from pathlib import Path\n"
         "from mirec import Recommender\n"
         "from mirec.run_folder import FolderInUse, folder_lock\n"
@@ -148,10 +151,7 @@ def test_training_and_loading_work_without_fcntl(tmp_path):
         "with folder_lock(folder):\n"
         "    print('free again')\n"
     )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
-    assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.splitlines() == ["4", "refused", "free again"]
+    assert run_python(("fcntl",), code) == ["4", "refused", "free again"]
 
 
 def test_version(mirec_main):
