@@ -118,6 +118,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "weight_decay": [-0.1, math.nan],
     "sparse_items": ["sometimes", 1, ""],
     "precision": ["fp16", "", 16, None],
+    "stored_users": ["all", "", 1, None, True],
     "diffusion_timesteps": [0, -1, 10**6, "many"],
     "diffusion_steps": [0, 10**6],
     "diffusion_signal": [-1.0, math.nan],
@@ -893,7 +894,7 @@ FOLDER_DAMAGE = {
     ),
     "users table of another run": (
         _fewer_users,
-        "model.json: says 70 items and 150 users, but the tables hold 70 and 149",
+        "model.json: says 70 items and 150 stored users, but the tables hold 70 and 149",
     ),
     "metrics.json truncated": (
         lambda f: _shorter(f / "metrics.json"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from mirec.core import paths
 from mirec.data import readers, registry
 from mirec.data.prepare import prepare
 from mirec.data.registry import DataFile, DatasetSpec
@@ -65,9 +67,12 @@ def test_checksums_match_the_shared_files(data: Path) -> None:
 
 
 def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(registry.ENV_VAR, raising=False)
-    assert registry.data_dir() == Path.home() / ".cache" / "mirec" / "data"
-    monkeypatch.setenv(registry.ENV_VAR, str(tmp_path / "env"))
+    monkeypatch.delenv(paths.DATA_DIR_VAR, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    # platformdirs' cache folder: on Linux the one mirec always had
+    expected = Path.home() / ".cache" / "mirec" / "data" if sys.platform == "linux" else None
+    assert registry.data_dir() == (expected or paths.user_cache_dir() / "data")
+    monkeypatch.setenv(paths.DATA_DIR_VAR, str(tmp_path / "env"))
     assert registry.data_dir() == tmp_path / "env"
     assert registry.data_dir(tmp_path / "cli") == tmp_path / "cli"
 
