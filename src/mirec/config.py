@@ -514,6 +514,13 @@ def validate(config: Config) -> None:
             "negatives: one example has none)",
         )
     _text("dataset", c.dataset)
+    if c.dataset.partition(":")[0] == "synthetic":
+        from mirec.data.synthetic import SyntheticSpec
+
+        try:  # its options too, before a run folder is locked or anything generated
+            SyntheticSpec.parse(c.dataset)
+        except ConfigError as err:
+            raise ConfigError(f"setting dataset={_shown(c.dataset)}: {err}") from None
     if c.format is not None:
         from mirec.data.readers import FORMATS
 
