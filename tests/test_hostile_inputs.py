@@ -97,7 +97,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "selector": ["softmax", ""],
     "label_aware_power": [-1.0, math.nan, math.inf],
     "aggregator": ["sum", "target", ""],
-    "diversity_lambda": [-0.5, math.nan, "lots"],
+    "diversity_lambda": [-0.5, math.nan, "lots", math.inf, 1e300, 1000.5],
     "adaptive_k": ["mass", "mass:x", "mass:1.5", "share:-0.1", "merge:nan", "drop:0.1", ""],
     "num_concepts": [0, -1],
     "intention_temperature": [0.0, -1.0, math.inf],
@@ -106,7 +106,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "ctr_negatives": [0, -1],
     "aux_loss_weight": [-1.0, math.nan],
     "sequence_training": ["maybe", 2],
-    "dataset": ["", "  ", None, []],
+    "dataset": ["", "  ", None, [], "synthetic:n_users=-1", "synthetic:mean_length=1e9"],
     "format": ["csv", "parquet", ""],
     "columns": ["", ["user", "item"]],
     "sep": ["", {"tab": 1}],
@@ -205,6 +205,8 @@ def test_cross_setting_checks_name_the_setting():
         load_config("dmin", overrides=["embedding_dim=6", "num_interests=2"])
     with pytest.raises(ConfigError, match=r"num_concepts=1: SINE activates num_interests=4"):
         load_config("sine", overrides=["num_concepts=1"])
+    with pytest.raises(ConfigError, match=r"diversity_lambda=0.5: the popularity baseline"):
+        load_config("most-popular", overrides=["diversity_lambda=0.5"])
 
 
 def test_config_names_come_from_the_registries():
@@ -273,6 +275,72 @@ def test_impossible_settings_through_the_command_line(tmp_path, setting, message
     result = train(tmp_path, "--dataset", TINY, "--set", setting)
     user_error(result, message)
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+EARLY_REFUSALS = [
+    (["--dataset", "synthetic:n_users=-1"],
+     "setting dataset='synthetic:n_users=-1': synthetic dataset option n_users=-1: must be "
+     "an integer >= 1 and <= 100,000,000"),
+    (["--dataset", "synthetic:n_users=0"], "option n_users=0: must be an integer >= 1"),
+    (["--dataset", "synthetic:n_items=-3"], "option n_items=-3: must be an integer >= 1"),
+    # numpy was asked for terabytes
+    (["--dataset", "synthetic:mean_length=1e9"],
+     "option mean_length=1000000000.0: must be a finite number >= 5 and <= 100000"),
+    (["--dataset", "synthetic:n_users=100000000"],
+     "synthetic dataset: n_users=100000000 x mean_length=20 is 2e+09 events, more than "
+     "the 5e+08"),
+    (["--dataset", "synthetic:mean_length=nan"], "option mean_length=nan: must be a finite"),
+    (["--dataset", "synthetic:mean_length=3"], "option mean_length=3.0: must be a finite "
+     "number >= 5"),
+    (["--dataset", "synthetic:stickiness=1.5"], "option stickiness=1.5: must be a finite"),
+    (["--dataset", "synthetic:popularity_skew=0"], "option popularity_skew=0.0: must be a "
+     "finite number > 0"),
+    (["--dataset", "synthetic:seed=-1"], "option seed=-1: must be an integer >= 0"),
+    (["--dataset", "synthetic:max_interests=500,n_clusters=600,n_items=700"],
+     "option max_interests=500: must be an integer >= 1 and <= 64"),
+    (["--dataset", "synthetic:mean_len=1e9"], "option 'mean_len=1e9': expected key=value"),
+    (["--dataset", TINY, "--model", "most-popular", "--set", "diversity_lambda=0.5"],
+     "setting diversity_lambda=0.5: the popularity baseline (extractor=popularity) has no "
+     "diversity-controllable list; leave it unset"),
+    (["--dataset", TINY, "--set", "diversity_lambda=1e300"],
+     "setting diversity_lambda=1e+300: must be a finite number in [0, 1000], or unset"),
+]  # fmt: skip
+"""``mirec train`` arguments refused before any work, and the words of each message."""
+
+
+@pytest.mark.parametrize(("args", "message"), EARLY_REFUSALS)
+def test_settings_of_the_data_and_the_model_are_checked_before_any_work(tmp_path, args, message):
+    result = train(tmp_path, *args)
+    user_error(result, message)
+    assert result.seconds < 30
+    assert not (tmp_path / "run").exists()  # refused before the run folder is locked
+
+
+COMPARE_REFUSALS = [
+    (["--seed", "-5"], "--seed -5: expected an integer from 0 to 9,223,372,036,854,775,807"),
+    (["--seed", str(2**64)], f"--seed {2**64}: expected an integer from 0"),
+    (["--resamples", "1000000000000"],
+     "--resamples 1000000000000: expected an integer from 1 to 100,000"),
+    (["--resamples", "0"], "--resamples"),
+    (["--by", "age"], "--by 'age': expected one of history_length"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), COMPARE_REFUSALS)
+def test_compare_options_are_checked_before_the_runs_are_read(tmp_path, args, message):
+    # the two folders do not even exist: the options are refused first (a negative seed was
+    # a numpy traceback after both runs had been scored; 10^12 resamples ran for days)
+    result = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--quiet", *args)
+    user_error(result, message)
+    assert result.seconds < 30
+    from mirec.runs import compare_checkpoints
+
+    if args[0] != "--resamples" or args[1] != "0":
+        value = int(args[1]) if args[0] != "--by" else args[1]
+        options = {args[0].removeprefix("--"): value}
+        by = options.pop("by", "history_length")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            compare_checkpoints(tmp_path / "a", tmp_path / "b", by, **options)
 
 
 def test_a_set_value_that_is_not_yaml(tmp_path):

@@ -184,6 +184,17 @@ def bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
             ),
             "row 10: column 'user' is empty",
         ),
+        # "7" and "7\0" were one item (numpy's strings drop trailing NULs)
+        "control character in an id": (
+            log.set_column(
+                1,
+                "item",
+                pa.array(
+                    [f"{i}\x00" if k == 11 else str(i) for k, i in enumerate(log.column("item"))]
+                ),
+            ),
+            "row 12: column 'item' holds a control character (U+0000), which no id does",
+        ),
     }
     out = {}
     for name, (table, words) in cases.items():
@@ -200,6 +211,10 @@ def bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
         "non-integer id": (
             ["user,item,ts", *lines[:5], "x3,1,7", *lines[5:]],
             "line 7: user column 'user' is not an integer: 'x3', though 49 of its 50",
+        ),
+        "tab in a quoted id": (
+            ["user,item,ts", *lines[:5], '"u\t3",1,7', *lines[5:]],
+            "line 7: user column 'user' holds a control character (U+0009), which no id does",
         ),
     }
     for name, (rows, words) in text.items():

@@ -539,3 +539,78 @@ def test_unknown_format_and_bad_settings(tmp_path: Path) -> None:
         readers.read_interactions(path, "a")
     with pytest.raises(ConfigError, match="two roles"):
         readers.read_interactions(path, "a,a")
+
+
+# --------------------------------------------------------------------------- control characters
+
+# ids that differ from "it5" or "u3" only by a control character: "it5\0" and "it5" became
+# one item (numpy's fixed-width strings drop trailing NULs); the others were kept as ids
+# that print like another one
+CONTROLS = ["\x00", "\x07", "\t", "\x0b", "\x0c", "\x1b", "\x7f", "\x85", "\x9f"]
+
+
+def _control_log(user: str, item: str) -> list[tuple[str, str, int]]:
+    rows = [(f"u{u}", f"it{(u + i) % 12}", 10 * u + i) for u in range(20) for i in range(6)]
+    rows[8] = (user, item, 81)  # data row 9
+    return rows
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+@pytest.mark.parametrize("role", ["user", "item"])
+def test_a_parquet_id_with_a_control_character_names_its_row(
+    tmp_path: Path, control: str, role: str
+) -> None:
+    bad = {"user": ("u1" + control, "it2"), "item": ("u1", "it2" + control)}[role]
+    rows = _control_log(*bad)
+    path = tmp_path / "log.parquet"
+    columns = {"u": [r[0] for r in rows], "i": [r[1] for r in rows], "t": [r[2] for r in rows]}
+    pq.write_table(pa.table(columns), path)
+    name = {"user": "u", "item": "i"}[role]
+    with pytest.raises(DataError) as exc:
+        readers.read_interactions(path, "u,i,t")
+    assert _one_line_error(exc) == (
+        f"{path}: row 9: column {name!r} holds a control character (U+{ord(control):04X}), "
+        f"which no id does: {bad[role == 'item']!r}"
+    )
+    # and in a folder of parts, the part and its own row
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pq.write_table(pa.table(columns).slice(0, 5), parts / "a.parquet")
+    pq.write_table(pa.table(columns).slice(5), parts / "b.parquet")
+    with pytest.raises(DataError, match=rf"^{parts / 'b.parquet'}: row 4: column '{name}' holds"):
+        readers.read_interactions(parts, "u,i,t", id_type="str")
+
+
+@pytest.mark.parametrize("control", ["\t", "\x0b", "\x0c", "\x85", "\x9f"])
+def test_a_text_id_with_a_control_character_names_its_line(tmp_path: Path, control: str) -> None:
+    # the byte check of a text file refuses NUL, BEL, ESC, DEL...; these pass it: a tab,
+    # vertical tab or form feed inside a quoted field, C1 controls (two bytes in UTF-8;
+    # DuckDB refuses their one-byte latin-1 form as not latin-1)
+    rows = _control_log("u1", "it2" + control)
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,t\n" + "".join(f'{u},"{i}",{t}\n' for u, i, t in rows))
+    with pytest.raises(DataError) as exc:
+        readers.read_interactions(path, "user,item,t")
+    assert _one_line_error(exc) == (
+        f"{path}: line 10: item column 'item' holds a control character "
+        f"(U+{ord(control):04X}), which no id does: {'it2' + control!r}"
+    )
+    if control == "\x9f":  # a C1 control: in sequences too (U+0085 splits them, as a space)
+        seq = _write(tmp_path / "seq.txt", f"u1 a b c\nu2 a b{control} c\n")
+        with pytest.raises(DataError, match=r"seq\.txt: line 2: item id holds a control"):
+            readers.read_sequences(seq)
+
+
+def test_a_parquet_id_that_is_not_utf8_names_its_row(tmp_path: Path) -> None:
+    # a lone surrogate as Python's surrogatepass writes it: not UTF-8, which Parquet
+    # does not check
+    items = [b"it1", b"it2", b"it5\xed\xa0\x80", b"it5"]
+    binary = pa.array(items, pa.binary())
+    strings = pa.Array.from_buffers(pa.string(), len(binary), binary.buffers())
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"u": ["a", "b", "c", "d"], "i": strings}), path)
+    with pytest.raises(DataError) as exc:
+        readers.read_interactions(path, "u,i")
+    assert _one_line_error(exc) == (
+        f"{path}: row 3: column 'i' is not valid utf-8 text: {items[2]!r}"
+    )

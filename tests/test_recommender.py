@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -17,9 +18,12 @@ from typer.testing import CliRunner
 
 from mirec import MirecError, Recommender
 from mirec.cli.main import app
+from mirec.config import MAX_DIVERSITY_LAMBDA
 from mirec.data.prepare import load_sequences
-from mirec.errors import ConfigError
+from mirec.data.vocabulary import Vocabulary
+from mirec.errors import ConfigError, UnknownIdError
 from mirec.evaluation.evaluator import evaluate
+from mirec.recommender import RETRIEVAL_METHODS
 from mirec.runs import load_checkpoint
 
 
@@ -144,6 +148,132 @@ def test_exclusions_unknown_ids_and_cold_histories(ml100k_run):
 def test_bad_arguments_are_clear_errors(ml100k_run, call, message):
     with pytest.raises(MirecError, match=message):
         call(Recommender.load(ml100k_run))
+
+
+# odd spellings of an integer id: int() reads each as 10 (or 50), none of them is the id
+INT_SPELLINGS = [
+    "1_0", " 10", "10 ", "+10", "010", "0010", "10.0", "1e1", "0x0a", "10\u200b", "\u200b10",
+    "\uff10\uff11\uff10", "\uff11\uff10", "\u0661\u0660", "\u0967\u0966", "\U0001d7cf\U0001d7ce",
+]  # full-width, Arabic-Indic, Devanagari and mathematical digits last  # fmt: skip
+# ids holding a control character or a lone surrogate: refused, not merely not found
+REFUSED_SPELLINGS = ["10\n", "\n10", "10\r\n", "10\t", "\t10", "10\x00", "\x00", "1\x7f0",
+                     "10\x85", "\ud800", "10\udfff", "\x1b[31m10"]  # fmt: skip
+
+
+def test_an_odd_spelling_of_an_integer_id_finds_no_one():
+    vocab = Vocabulary(np.asarray([10, 1, 0, 7, -3, 2**62]), "user")
+    assert vocab.rows(["10", 10, np.int64(10), "0", "-3", "7", str(2**62)]).tolist() == [
+        0, 0, 0, 2, 4, 3, 5
+    ]  # fmt: skip
+    for odd in [*INT_SPELLINGS, "-0", "007", "", "-", "--3", 10.0, True, None, b"10", 2**64]:
+        assert vocab.rows([odd]).tolist() == [-1], odd
+    with pytest.raises(UnknownIdError, match=r"user '010' is not in ml-100k \(its ids are integ"):
+        vocab.row_of("010", "ml-100k")
+    for refused in REFUSED_SPELLINGS:
+        with pytest.raises(ConfigError, match=r"^user id .* holds a (control character|lone UTF)"):
+            vocab.rows(["10", refused])
+
+
+def test_a_text_id_is_never_cut_to_a_shorter_one():
+    # numpy's fixed-width strings (<U5 here) cut a longer key to the width, which then
+    # matched "it-50": every longer id sharing a widest id's prefix was another user
+    vocab = Vocabulary(np.asarray(["it-50", "it-5", "b", "42"]), "item")
+    assert vocab.ids.dtype == np.dtype("<U5")
+    assert vocab.rows(["it-50", "it-5", "b", "42", 42]).tolist() == [0, 1, 2, 3, 3]
+    for other in ["it-500", "it-50x", "it-50 ", " it-5", "it-5​", "bb", "B", "42.0", 42.0]:
+        assert vocab.rows([other]).tolist() == [-1], other
+    for refused in ["it-5\x00", "it-5\x07", "it-5\x9f", "b\ud800", "\udc80"]:
+        with pytest.raises(ConfigError, match=r"^item id .* holds"):
+            vocab.rows([refused])
+
+
+def test_no_spelling_of_a_known_id_gets_another_list(ml100k_run):
+    rec = Recommender.load(ml100k_run)
+    own = [r.item for r in rec.recommend_user(10, n=10)]
+    assert own != [r.item for r in rec.recommend_user(1, n=10)]
+    for odd in INT_SPELLINGS:
+        with pytest.raises(UnknownIdError, match="is not in ml-100k"):
+            rec.recommend_user(odd, n=10)
+        with pytest.raises(UnknownIdError, match="is not in the catalogue"):
+            rec.similar_items(odd.replace("1", "5"), n=10)
+        with pytest.raises(UnknownIdError):
+            rec.history_of(odd)
+        # an odd spelling in a history is an unknown item, never item 10 or 50
+        listed = rec.recommend([50, 172, odd], n=10)
+        assert listed.unknown_items == [odd]
+        assert [r.item for r in listed] == [r.item for r in rec.recommend([50, 172], n=10)]
+        assert rec.recommend([50, odd], n=5, exclude=[odd]).unknown_items == [odd]
+    for refused in REFUSED_SPELLINGS:
+        for method, args, kwargs in (
+            ("recommend_user", (refused,), {}),
+            ("recommend", ([50, refused],), {}),
+            ("recommend", ([50],), {"exclude": [refused]}),
+            ("similar_items", (refused,), {}),
+            ("explain", (), {"history": [50, refused]}),
+        ):
+            with pytest.raises(ConfigError, match=r" id .* holds ") as exc:
+                getattr(rec, method)(*args, **kwargs)
+            assert not isinstance(exc.value, UnknownIdError)
+            assert "\n" not in str(exc.value) and str(exc.value).isascii()
+    assert [r.item for r in rec.recommend_user("10", n=10)] == own
+
+
+def test_bad_arguments_name_the_argument(ml100k_run, tmp_path):
+    rec = Recommender.load(ml100k_run)
+    history = rec.history_of(1)
+    for call, message in (
+        (lambda: Recommender.load(None), r"^path=None: expected a folder path"),
+        (lambda: Recommender.load(np.array("x")), r"^path=array\('x'"),
+        (lambda: Recommender.load(""), r"^path='': expected a folder path"),
+        (lambda: rec.save(None), r"^path=None"),
+        (lambda: Recommender.train(output_dir=None, dataset="x"), r"^output_dir=None"),
+        (lambda: rec.recommend(None), r"^a history must be a list .*; got NoneType"),
+        (lambda: rec.recommend(np.array(50)), r"^a history must be a list .*; got a 0-d array"),
+        (lambda: rec.recommend(np.array([[50]])), r"got a 2-d array"),
+        (lambda: rec.recommend_batch([history, None]), r"^a history must be a list"),
+        (lambda: rec.interests(np.array(50)), r"^a history must be a list"),
+        (lambda: rec.explain(history=np.array(50)), r"^a history must be a list"),
+        (lambda: rec.recommend(history, exclude=None), r"^exclude must be a list .*NoneType"),
+        (lambda: rec.recommend(history, exclude=np.array(50)), r"^exclude .* 0-d array"),
+        (lambda: rec.recommend(history, exclude=50), r"^exclude must be a list .* int"),
+        (lambda: rec.recommend_user(1, exclude="50"), r"^exclude must be a list .* str"),
+        (lambda: rec.recommend(history, exclude_history="no"), r"^exclude_history='no': expec"),
+        (lambda: rec.recommend(history, exclude_history=None), r"^exclude_history=None"),
+        (lambda: rec.recommend_users([1], exclude_history=1), r"^exclude_history=1: expected"),
+    ):
+        with pytest.raises(MirecError, match=message):
+            call()
+    # the forms that are lists of ids keep working
+    same = rec.recommend(
+        np.asarray(history), n=5, exclude=np.asarray([50]), exclude_history=np.True_
+    )
+    assert [r.item for r in same] == [
+        r.item for r in rec.recommend(history, n=5, exclude={50}, exclude_history=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    "lam", [math.nan, math.inf, -math.inf, 1e300, -1e-9, MAX_DIVERSITY_LAMBDA * 1.001, "1", True]
+)
+def test_diversity_lambda_out_of_range_is_refused(ml100k_run, lam):
+    # NaN, inf and 1e300 used to return one item several times (inf - inf is NaN)
+    rec = Recommender.load(ml100k_run)
+    expected = r"^diversity_lambda=.*: expected a finite number in \[0, 1000\], or None$"
+    with pytest.raises(MirecError, match=expected):
+        rec.recommend([50, 172], n=10, diversity_lambda=lam)
+    with pytest.raises(MirecError, match=r"^diversity_lambda="):
+        rec.recommend_user(1, n=10, diversity_lambda=lam)
+    if not isinstance(lam, str | bool):
+        with pytest.raises(ConfigError, match=r"^setting diversity_lambda="):
+            Recommender.load(ml100k_run, diversity_lambda=lam)
+
+
+def test_diversity_lambda_at_its_bounds_gives_distinct_items(ml100k_run):
+    rec = Recommender.load(ml100k_run)
+    history = rec.history_of(5)
+    for lam in (0.0, 1.0, MAX_DIVERSITY_LAMBDA, np.float32(MAX_DIVERSITY_LAMBDA)):
+        items = [r.item for r in rec.recommend(history, n=rec.n_items, diversity_lambda=lam)]
+        assert len(items) == len(set(items)) == rec.n_items
 
 
 def test_interests_similar_items_and_embeddings(ml100k_run):
@@ -289,6 +419,24 @@ def test_a_ctr_model_scores_candidates(shared_data, tmp_path):
         rec.recommend(history)
     with pytest.raises(MirecError, match="candidate id"):
         rec.score(history, [50, "nope"])
+    with pytest.raises(MirecError, match=r"^candidates must be a list .* 0-d array"):
+        rec.score(history, np.array(50))
+    # every retrieval method says what the folder is, and what it answers instead (interests
+    # was an AttributeError of the CTR model)
+    arguments = {
+        "recommend": (history,), "recommend_batch": ([history],), "recommend_user": (1,),
+        "recommend_users": ([1],), "interests": (history,), "explain": (1,),
+        "similar_items": (50,), "item_embeddings": (), "build_index": ("flat",),
+        "item_index": ("flat",), "index_recall": ("flat",),
+    }  # fmt: skip
+    assert set(arguments) == set(RETRIEVAL_METHODS)
+    for method, args in arguments.items():
+        with pytest.raises(MirecError) as exc:
+            getattr(rec, method)(*args)
+        assert str(exc.value) == (
+            f"{tmp_path / 'din'}: din is a ctr model (click probabilities), which has no "
+            f"{method}(); its methods are score(history, candidates), history_of(user), save(path)"
+        )
 
 
 def test_recommend_command(ml100k_run):

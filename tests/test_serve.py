@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import httpx
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -448,3 +450,175 @@ def test_several_workers_serve_an_index_and_stop_on_sigterm(
     assert code == 0, server.stderr.read_text()
     assert "with 2 worker(s), flat index" in server.stdout.read_text()
     assert "stopped" in server.stdout.read_text()
+
+
+# -- identity: a request finds only the id it spells -------------------------------------
+
+# spellings of user 10 (and, with 1 -> 5, item 50) that Python's int() reads as 10: none of
+# them is the id; before, each answered user 10's list, or another user's
+ODD_INTEGERS = [
+    "1_0", " 10", "10 ", "+10", "010", "0010", "-0", "10.0", "1e1", "0x0a", "\u200b10",
+    "\uff11\uff10", "\u0661\u0660", "\u0967\u0966", "\U0001d7cf\U0001d7ce",
+]  # fmt: skip
+# holding a control character or a lone surrogate: refused with a 422, never looked up
+CONTROL_IDS = ["10\n", "10\r\n", "\t10", "10\x00", "1\x7f0", "10\x85", "\x1b[1m10"]
+
+
+def test_no_spelling_of_a_known_id_gets_another_list(client, rec):
+    own = client.get("/users/10/recommendations?n=10")
+    assert own.status_code == 200
+    assert_same(own.json(), rec.recommend_user(10, n=10), rec)
+    assert own.json()["items"] != client.get("/users/1/recommendations?n=10").json()["items"]
+    history = [50, 172]
+    plain = post(client, {"history": history, "n": 10})
+    for odd in ODD_INTEGERS:
+        answer = client.get(f"/users/{quote(odd, safe='')}/recommendations?n=10")
+        assert answer.status_code == 404, (odd, answer.text)
+        assert answer.json()["detail"].startswith("user ") and "is not in ml-100k" in answer.text
+        item = odd.replace("1", "5").replace("\uff11", "\uff15").replace("\u0661", "\u0665")
+        assert client.get(f"/items/{quote(item, safe='')}/similar").status_code == 404, item
+        # in a history: an unknown item, listed, not item 10 or 50
+        mixed = post(client, {"history": [*history, odd, item], "n": 10})
+        assert mixed["unknown_items"] == [odd, item]
+        assert mixed["items"] == plain["items"]
+        explained = client.get("/api/explain", params={"user": odd})
+        assert explained.status_code == 422 and "is not in ml-100k" in explained.text
+    for bad in [*CONTROL_IDS, "\ud800", "\udfff10"]:
+        for answer in (
+            client.post("/recommend", content=json.dumps({"history": [50, bad]}), headers=JSON),
+            client.post("/api/explain", content=json.dumps({"user": bad}), headers=JSON),
+            client.post("/api/explain", content=json.dumps({"items": [bad]}), headers=JSON),
+        ):
+            # a lone surrogate was a 500: the answer listing it could not be written as UTF-8
+            assert answer.status_code == 422, (bad, answer.status_code, answer.text[:200])
+            detail = answer.json()["detail"]
+            assert " id " in detail and " holds " in detail and "\n" not in detail, detail
+        if "\ud800" not in bad and "\udfff" not in bad:  # a URL cannot carry a surrogate
+            answer = client.get(f"/users/{quote(bad, safe='')}/recommendations")
+            assert answer.status_code == 422, (bad, answer.text)
+    # a surrogate's UTF-8-like bytes in a URL are not UTF-8: replaced, then not found
+    assert client.get("/users/%ED%A0%80/recommendations").status_code == 404
+    assert client.get("/users/10/recommendations?n=10").json() == own.json()
+
+
+def string_id_log(path: Path) -> Path:
+    """150 users ``user-0`` to ``user-149`` (the widest: 8 characters) of 12 items each
+    among ``sku-0`` to ``sku-79`` (6 characters)."""
+    rng = np.random.default_rng(0)
+    lines = [
+        f"user-{u} " + " ".join(f"sku-{i}" for i in rng.choice(80, 12, replace=False))
+        for u in range(150)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_id_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("text-ids")
+    Recommender.train(
+        dataset=str(string_id_log(out / "log.txt")), format="sequences", model="comirec-sa",
+        output_dir=out / "run", max_epochs=1, progress=False,
+    )  # fmt: skip
+    return out / "run"
+
+
+def test_a_longer_text_id_is_not_cut_to_a_known_one(serve_process, text_id_run, tmp_path):
+    # the ids were a fixed-width numpy array (<U8 for users): "user-1490" was cut to
+    # "user-149" and answered as that user
+    rec = Recommender.load(text_id_run)
+    assert "user-149" in rec.user_ids and "sku-79" in rec.item_ids
+    longer_users = ["user-1490", "user-149 ", "user-14900000", "user-1499"]
+    longer_items = ["sku-790", "sku-79x", "sku-7999999"]
+    for user in longer_users:
+        with pytest.raises(UnknownIdError):
+            rec.recommend_user(user)
+    for item in longer_items:
+        assert rec.recommend([item], n=5).unknown_items == [item]
+    server = serve_process(["--checkpoint", str(text_id_run), "--workers", "1"], tmp_path)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            own = http.get("/users/user-149/recommendations", params={"n": 10})
+            assert own.status_code == 200
+            assert [r["item"] for r in own.json()["items"]] == [
+                r.item for r in rec.recommend_user("user-149", n=10)
+            ]
+            for user in [*longer_users, "USER-149", "user-0149", "user-149\u200b"]:
+                answer = http.get(f"/users/{quote(user, safe='')}/recommendations")
+                assert answer.status_code == 404, (user, answer.text)
+            for user in ["user-149\x00", "user-14\x079"]:
+                answer = http.get(f"/users/{quote(user, safe='')}/recommendations")
+                assert answer.status_code == 422, (user, answer.text)
+            cold = http.post("/recommend", json={"history": longer_items, "n": 5}).json()
+            assert cold["unknown_items"] == longer_items
+            assert {row["interest"] for row in cold["items"]} == {None}  # the fallback
+            for item in longer_items:
+                assert http.get(f"/items/{quote(item)}/similar").status_code == 404
+    finally:
+        assert server.stop(signal.SIGINT) == 0, server.stderr.read_text()
+
+
+# -- 5xx: settings the model lacks, and failures nobody foresaw ------------------------------
+
+FAULT_INJECTION = '''\
+"""Loaded at interpreter start (sitecustomize): a history holding "fault-injected" makes
+the served model fail as a bug would, inside the compute thread."""
+from mirec.recommender import Recommender
+
+_recommend_batch = Recommender.recommend_batch
+
+
+def recommend_batch(self, histories, *args, **kwargs):
+    if any("fault-injected" in list(history) for history in histories):
+        raise RuntimeError("injected fault")
+    return _recommend_batch(self, histories, *args, **kwargs)
+
+
+Recommender.recommend_batch = recommend_batch
+'''
+
+
+def test_a_failure_is_a_logged_503_and_a_missing_setting_a_422(
+    serve_process, shared_data, tmp_path, monkeypatch
+):
+    folder = tmp_path / "popular"
+    Recommender.train(
+        dataset="ml-100k", model="most-popular", data_dir=shared_data, output_dir=folder,
+        progress=False,
+    )  # fmt: skip
+    # a real server, with one fault planted in its model code at interpreter start
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(FAULT_INJECTION)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(tmp_path / "inject"), os.environ.get("PYTHONPATH", "")])
+    )
+    server = serve_process(["--checkpoint", str(folder), "--workers", "1"], tmp_path)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            # the popularity baseline has no diversity-controllable list: it failed in torch
+            for answer in (
+                http.post("/recommend", json={"history": [50, 172], "diversity_lambda": 0.5}),
+                http.get("/users/1/recommendations", params={"diversity_lambda": 0.5}),
+            ):
+                assert answer.status_code == 422, answer.text
+                assert answer.json() == {
+                    "detail": "diversity_lambda: the popularity baseline has no "
+                    "diversity-controllable list (the same items for everyone); leave it unset"
+                }
+            failed = http.post("/recommend", json={"history": [50, "fault-injected"]})
+            assert failed.status_code == 503, failed.text
+            assert failed.json() == {
+                "detail": "the server failed to answer (RuntimeError); it is logged"
+            }
+            assert "Traceback" not in failed.text
+            # and it goes on serving
+            assert http.get("/health").json()["status"] == "ok"
+            fine = http.post("/recommend", json={"history": [50, 172], "n": 5})
+            assert fine.status_code == 200 and len(fine.json()["items"]) == 5
+    finally:
+        assert server.stop(signal.SIGINT) == 0, server.stderr.read_text()
+    log = server.stderr.read_text()
+    assert "POST /recommend failed: RuntimeError('injected fault')" in log
+    assert "Traceback" in log and "RuntimeError: injected fault" in log
+    # logged once, by the app: not re-raised to uvicorn, which dropped the connection
+    assert log.count("failed: RuntimeError") == 1 and "Exception in ASGI" not in log

@@ -449,6 +449,13 @@ DMIN_REFINER_HEADS = 4
 
 _MAX_SIZE = 2**31 - 1
 _MAX_SEED = 2**63 - 1
+MAX_DIVERSITY_LAMBDA = 1000.0
+"""The largest ``diversity_lambda``. The greedy pick adds lambda times a count of up to
+n - 1 categories to each float32 score (mirec.aggregators.diversity_greedy): at 1e3 the
+count already decides every pick (ComiRec's own values are below 1), from about 1e4 the
+scores' digits are lost to rounding (deep in a list, ties broken by the float32 grid), from
+1e7 items come in index order, and near 1e36 the sum overflows to inf, where inf - inf is
+NaN and one item is picked several times."""
 
 
 def validate(config: Config) -> None:
@@ -498,7 +505,18 @@ def validate(config: Config) -> None:
     ):
         _number(name, getattr(c, name), low=0.0)
     if c.diversity_lambda is not None:
-        _number("diversity_lambda", c.diversity_lambda, low=0.0, none=True)
+        _number(
+            "diversity_lambda", c.diversity_lambda, low=0.0, high=MAX_DIVERSITY_LAMBDA, none=True
+        )
+        if c.extractor == "popularity":
+            # MostPopular's float64 counts are no interest vectors the greedy re-ranking can
+            # score (it failed deep in torch), and its list is the same for everyone
+            _bad(
+                "diversity_lambda",
+                c.diversity_lambda,
+                "the popularity baseline (extractor=popularity) has no diversity-controllable "
+                "list; leave it unset",
+            )
     if c.max_train_minutes is not None:
         _number("max_train_minutes", c.max_train_minutes, low=0.0, low_open=True, none=True)
     _one_of("selector", c.selector, component_names("selector", c.task))
@@ -521,6 +539,13 @@ def validate(config: Config) -> None:
             "negatives: one example has none)",
         )
     _text("dataset", c.dataset)
+    if c.dataset.partition(":")[0] == "synthetic":
+        from mirec.data.synthetic import SyntheticSpec
+
+        try:  # its options too, before a run folder is locked or anything generated
+            SyntheticSpec.parse(c.dataset)
+        except ConfigError as err:
+            raise ConfigError(f"setting dataset={_shown(c.dataset)}: {err}") from None
     if c.format is not None:
         from mirec.data.readers import FORMATS
 

@@ -22,6 +22,8 @@ scores the whole catalogue.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from mirec.aggregators.chunked_top import blocked_items
 from mirec.aggregators.ranking import best_interest, rank, top_n, users_per_chunk
 from mirec.atomic import staged_folder, write_json_atomic
 from mirec.auto import candidate_folders, train_auto
-from mirec.config import INFERENCE_SETTINGS, Config, load_candidates
+from mirec.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config, load_candidates
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
@@ -55,6 +57,72 @@ from mirec.runs import train_run
 
 _MODEL_SETTING: Any = object()
 """Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
+RETRIEVAL_METHODS = (
+    "recommend",
+    "recommend_batch",
+    "recommend_user",
+    "recommend_users",
+    "interests",
+    "explain",
+    "similar_items",
+    "item_embeddings",
+    "build_index",
+    "item_index",
+    "index_recall",
+)
+"""The methods of a retrieval model only: a CTR folder refuses them with one line."""
+CTR_METHODS = "score(history, candidates), history_of(user), save(path)"
+"""What a CTR folder answers instead."""
+
+
+def _path(value: Any, name: str) -> Path:
+    """``value`` as a Path; a MirecError naming the argument for None or a non-path (a
+    bare TypeError from pathlib otherwise)."""
+    if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str) and text:
+            return Path(text)
+    raise MirecError(f"{name}={value!r}: expected a folder path (a str or pathlib.Path)")
+
+
+def _ids(value: Any, name: str, *, ordered: bool = True) -> list:
+    """A list of raw ids from a sequence or a 1-d array (``ordered=False``: any iterable,
+    a set too); a MirecError naming the argument for None, a string, a mapping, a scalar
+    or an array of another shape (a 0-d array was a bare TypeError)."""
+    if isinstance(value, np.ndarray):
+        if value.ndim == 1:
+            return value.tolist()
+    elif not isinstance(value, str | bytes | dict) and isinstance(
+        value, Sequence if ordered else Iterable
+    ):
+        return list(value)
+    shown = f"a {value.ndim}-d array" if isinstance(value, np.ndarray) else type(value).__name__
+    what = "a list of raw item ids, oldest first" if ordered else "a list of raw item ids"
+    raise MirecError(f"{name} must be {what}; got {shown}")
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A bool; anything else (``'no'`` is true to Python) is a MirecError."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise MirecError(f"{name}={value!r}: expected True or False")
+
+
+def _diversity(value: Any) -> float | None:
+    """``diversity_lambda`` checked as the config checks it: None, or a finite number in
+    [0, MAX_DIVERSITY_LAMBDA] (NaN, inf or 1e300 picked one item several times)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    ):
+        number = float(value)
+        if math.isfinite(number) and 0 <= number <= MAX_DIVERSITY_LAMBDA:
+            return number
+    raise MirecError(
+        f"diversity_lambda={value!r}: expected a finite number in [0, "
+        f"{MAX_DIVERSITY_LAMBDA:g}], or None"
+    )
 
 
 @dataclass(frozen=True)
@@ -111,7 +179,7 @@ class Recommender:
                 f"Recommender.load: {changed[0]} is not an inference-time setting "
                 f"({', '.join(INFERENCE_SETTINGS)}); retrain to change it"
             )
-        folder = Path(path)
+        folder = _path(path, "path")
         overrides = {**settings, **({} if device is None else {"device": device})}
         return cls(load_model(folder, overrides), folder)
 
@@ -136,9 +204,12 @@ class Recommender:
         ``output_dir``; returns the loaded model. A folder holding a run is refused unless
         ``resume`` (continue an interrupted run with these settings from its last finished
         epoch) or ``overwrite`` (train again), as :func:`~mirec.runs.train_run` says."""
+        out = _path(output_dir, "output_dir")
         configs = load_candidates(model, fixed=settings, dataset=dataset)
-        out = Path(output_dir)
-        where = {"data_dir": None if data_dir is None else Path(data_dir), "progress": progress}
+        where = {
+            "data_dir": None if data_dir is None else _path(data_dir, "data_dir"),
+            "progress": progress,
+        }
         if len(configs) > 1:  # auto, the retrieval default
             train_auto(
                 candidate_folders(configs, out),
@@ -156,7 +227,7 @@ class Recommender:
         """Write this model as a self-contained folder at ``path`` (whole or not at all),
         with the item indexes of the folder it was loaded from; an existing non-empty folder
         is replaced only with ``overwrite``."""
-        target = Path(path)
+        target = _path(path, "path")
         empty = target.is_dir() and not any(target.iterdir())
         if target.exists() and not empty and not overwrite:
             raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")
@@ -235,7 +306,7 @@ class Recommender:
 
     def item_embeddings(self) -> np.ndarray:
         """(n_items, d) float32 item vectors, row j for ``item_ids[j]``."""
-        self._check_task("retrieval", "its items are encoded with their categories")
+        self._retrieval_only("item_embeddings")
         if isinstance(self.model, MostPopular):
             raise MirecError("the popularity baseline has no item embeddings")
         return self.model.item_vectors().detach().float().cpu().numpy()
@@ -282,6 +353,7 @@ class Recommender:
         setting). Unknown ids are dropped and listed in ``unknown_items``, or refused with
         ``on_unknown="error"``. ``index``: search the folder's ``flat``, ``hnsw`` or ``ivf``
         index (:meth:`build_index`) instead of scoring the whole catalogue."""
+        self._retrieval_only("recommend")
         return self.recommend_batch(
             [history],
             n,
@@ -304,6 +376,7 @@ class Recommender:
         index: str | None = None,
     ) -> list[Recommendations]:
         """:meth:`recommend` for each history, in one batched pass (the same lists)."""
+        self._retrieval_only("recommend_batch")
         if not isinstance(histories, Sequence) or isinstance(histories, str | bytes):
             raise MirecError(
                 f"histories must be a list of histories, got {type(histories).__name__}"
@@ -327,6 +400,7 @@ class Recommender:
     ) -> Recommendations:
         """:meth:`recommend` for a user of the training log, from their stored history (and,
         for MIND with user features, their profile)."""
+        self._retrieval_only("recommend_user")
         return self.recommend_users(
             [user],
             n,
@@ -348,6 +422,7 @@ class Recommender:
     ) -> list[Recommendations]:
         """:meth:`recommend_user` for each of ``users``, in one batched pass (the same
         lists); an unknown user is an :class:`~mirec.errors.UnknownIdError`."""
+        self._retrieval_only("recommend_users")
         if not isinstance(users, Sequence) or isinstance(users, str | bytes):
             raise MirecError(f"users must be a list of user ids, got {type(users).__name__}")
         rows = np.asarray([self._stored_row(u) for u in users], dtype=np.int64)
@@ -359,6 +434,7 @@ class Recommender:
 
     def interests(self, history: Sequence[int | str]) -> np.ndarray:
         """(K'_u, d) the active interest vectors of ``history``."""
+        self._retrieval_only("interests")
         indices, _ = self._lookup(history, "ignore")
         if len(indices) == 0:
             raise MirecError("interests: no item of the history is in the catalogue")
@@ -382,7 +458,7 @@ class Recommender:
         the vectors of the 2-D map (:mod:`mirec.evaluation.inspection`, as ``mirec
         inspect``). Unknown history ids are dropped and listed in ``unknown_items``, or
         refused with ``on_unknown="error"``."""
-        self._check_task("retrieval", "its interests are not retrieval interests")
+        self._retrieval_only("explain")
         if (user is None) == (history is None):
             raise MirecError("explain: give either a user or a history")
         loaded = LoadedModel(self.config, self._data, self.model)
@@ -401,6 +477,7 @@ class Recommender:
     def similar_items(self, item: int | str, n: int = 10) -> Recommendations:
         """The ``n`` items whose embeddings are closest to ``item``'s by cosine, the item
         itself left out; ``interest`` is None."""
+        self._retrieval_only("similar_items")
         row = self._items.row_of(item, "the catalogue")
         self._check_n(n, self.n_items - 1)
         vectors = torch.nn.functional.normalize(torch.from_numpy(self.item_embeddings()), dim=1)
@@ -419,7 +496,7 @@ class Recommender:
         ``history``; unknown history items are dropped, unknown candidates refused."""
         self._check_task("ctr", "recommend(history) gives the top-n items")
         indices, _ = self._lookup(history, "ignore")
-        wanted, unknown = self._lookup(candidates, "ignore")
+        wanted, unknown = self._lookup(candidates, "ignore", "candidates")
         if unknown:
             shown = ", ".join(repr(v) for v in unknown[:10])
             raise MirecError(f"{len(unknown)} candidate id(s) not in the catalogue: {shown}")
@@ -433,6 +510,7 @@ class Recommender:
         """Build the ``kind`` item index (``flat``, ``hnsw`` or ``ivf``; options as
         :data:`mirec.aggregators.ann.DEFAULT_OPTIONS`, None for the default) over the item
         embeddings, store it in the model folder and use it for ``index=kind``."""
+        self._retrieval_only("build_index")
         ann.check_kind(kind)
         folder = self._index_folder()
         vectors = self.item_embeddings()
@@ -446,6 +524,7 @@ class Recommender:
         """Recall@``n`` of the ``kind`` index's lists against the exact lists: the share of
         each exact top-n the index finds, averaged over a random sample of up to ``users``
         of the folder's users, from their stored histories."""
+        self._retrieval_only("index_recall")
         if isinstance(users, bool) or not isinstance(users, int) or users < 1:
             raise MirecError(f"users={users!r}: expected an integer >= 1")
         self._data.require_histories("measuring an index's recall on the folder's users")
@@ -473,6 +552,7 @@ class Recommender:
     def item_index(self, kind: str) -> ItemIndex:
         """The folder's ``kind`` index (``mirec index``), loaded once and checked against the
         item vectors; a missing or stale one is a MirecError."""
+        self._retrieval_only("item_index")
         if ann.check_kind(kind) not in self._indexes:
             folder = self._index_folder()
             vectors = self.item_embeddings()
@@ -486,16 +566,21 @@ class Recommender:
         if self.config.task != task:
             raise MirecError(f"{self.name} is a {self.config.task} model: {instead}")
 
-    def _lookup(self, history: Any, on_unknown: str) -> tuple[np.ndarray, list]:
-        """Raw ids -> item indices of the known ones, and the unknown ids."""
-        if isinstance(history, str | bytes | dict) or not isinstance(
-            history, Sequence | np.ndarray
-        ):
+    def _retrieval_only(self, method: str) -> None:
+        """A CTR folder has no retrieval methods (some failed deep inside, an AttributeError
+        of its model): one line saying what it is and what it answers."""
+        if self.config.task != "retrieval":
+            where = "" if self.folder is None else f"{self.folder}: "
             raise MirecError(
-                "a history must be a list of raw item ids, oldest first; got "
-                f"{type(history).__name__}"
+                f"{where}{self.name} is a ctr model (click probabilities), which has no "
+                f"{method}(); its methods are {CTR_METHODS}"
             )
-        rows, unknown = self._items.known_rows(list(history), on_unknown)
+
+    def _lookup(
+        self, history: Any, on_unknown: str, name: str = "a history"
+    ) -> tuple[np.ndarray, list]:
+        """Raw ids -> item indices of the known ones, and the unknown ids."""
+        rows, unknown = self._items.known_rows(_ids(history, name), on_unknown)
         return rows + 1, unknown
 
     def _check_n(self, n: Any, most: int) -> None:
@@ -537,15 +622,19 @@ class Recommender:
         index: str | None,
     ) -> list[Recommendations]:
         self._check_n(n, self.n_items)
-        self._check_task("retrieval", "score(history, candidates) gives click probabilities")
-        searcher = None if index is None else self.item_index(index)
+        exclude_history = _flag(exclude_history, "exclude_history")
         if diversity_lambda is _MODEL_SETTING:
             diversity_lambda = self.config.diversity_lambda
+        diversity_lambda = _diversity(diversity_lambda)
+        if diversity_lambda is not None and isinstance(self.model, MostPopular):
+            raise MirecError(
+                "diversity_lambda: the popularity baseline has no diversity-controllable list "
+                "(the same items for everyone); leave it unset"
+            )
         if diversity_lambda is not None and self._category is None:
             raise MirecError("diversity_lambda needs item categories, and this model's have none")
-        if isinstance(exclude, str | bytes):
-            raise MirecError("exclude must be a list of raw item ids")
-        excluded = self._items.rows(list(exclude))
+        excluded = self._items.rows(_ids(exclude, "exclude", ordered=False))
+        searcher = None if index is None else self.item_index(index)
         excluded = torch.from_numpy(excluded[excluded >= 0]).to(self.device)
         out: list[Recommendations] = []
         chunk = users_per_chunk(self.num_interests, self.n_items)

@@ -306,6 +306,7 @@ def compare_checkpoints_by(
     unknown = [by for by in outputs if by not in compare.FEATURES]
     if unknown:
         raise ConfigError(f"--by {unknown[0]!r}: expected one of {', '.join(compare.FEATURES)}")
+    compare.check_bootstrap(resamples, seed)
     (loaded_a, data_a), (loaded_b, data_b) = (load_checkpoint(run) for run in (run_a, run_b))
     config_a, config_b = loaded_a.config, loaded_b.config
     _require_same_test_users(run_a, config_a, data_a, run_b, config_b, data_b)

@@ -45,6 +45,8 @@ import pyarrow.parquet as pq
 from mirec.data.readers._columns import (
     _CANONICAL,
     _DECIMAL,
+    CONTROL_REGEX,
+    control_message,
     mostly_ints_message,
     not_int_message,
 )
@@ -383,6 +385,13 @@ def _check_log(
         pos = _first(con, f"{column} IS NULL" + (f" OR {column} = ''" if raw.text_ids else ""))
         if pos is not None:
             raise _failure(raw, pos, role, f"{raw.labels[role]} is empty")
+    if raw.text_ids:
+        for role in ("user", "item"):
+            column = _sql_name(role)
+            pos = _first(con, f"regexp_matches({column}, '{CONTROL_REGEX}')")
+            if pos is not None:
+                message = control_message(raw.labels[role], _value(con, role, pos))
+                raise _failure(raw, pos, role, message)
     cast = raw.text_ids and _integer_ids(con, raw, id_type)
     if timestamps:
         empty, bad = _first(con, "timestamp IS NULL"), _first(con, "NOT isfinite(timestamp)")

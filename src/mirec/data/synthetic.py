@@ -13,6 +13,7 @@ Everything is vectorised numpy: millions of users take seconds, not minutes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,22 @@ import pyarrow as pa
 
 from mirec.data.log import RawLog
 from mirec.errors import ConfigError
+
+MAX_EVENTS = 500_000_000
+"""The most events a synthetic log may hold on average (``n_users * mean_length``): the
+generator holds about 120 bytes per event in numpy and Arrow at once, so 5e8 events take
+some 60 GB; ``mean_length=1e9`` asked numpy for terabytes."""
+_LIMITS: dict[str, tuple[float, float]] = {
+    "n_users": (1, 100_000_000),
+    "n_items": (1, 100_000_000),
+    "n_clusters": (1, 100_000_000),
+    "max_interests": (1, 64),  # the distinct draws cost max_interests**2 passes over users
+    "mean_length": (5, 100_000),  # every user has 5 events plus a Poisson number
+    "stickiness": (0, 1),
+    "popularity_skew": (0, 100),  # 0 put every pick past its cluster's last item
+    "seed": (0, 2**63 - 1),
+}
+"""Each option's range, ends included (popularity_skew > 0)."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +70,39 @@ class SyntheticSpec:
                 raise ConfigError(
                     f"synthetic dataset option {key}={raw!r}: expected {kind.__name__}"
                 ) from err
-        spec = cls(**values)
-        if spec.n_items < spec.n_clusters or spec.max_interests > spec.n_clusters:
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        """Every option in its range (:data:`_LIMITS`), before anything is generated: a
+        negative size or a NaN failed deep in numpy, a huge one tried to allocate TiBs."""
+        for key, (low, high) in _LIMITS.items():
+            value = getattr(self, key)
+            kind = type(getattr(SyntheticSpec, key))
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"synthetic dataset option {key}={value!r}: expected int")
+            if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ConfigError(f"synthetic dataset option {key}={value!r}: expected float")
+            open_low = key == "popularity_skew"
+            if not (
+                math.isfinite(value)
+                and (low < value if open_low else low <= value)
+                and value <= high
+            ):
+                what = "an integer" if kind is int else "a finite number"
+                bound = f"> {low:g}" if open_low else f">= {low:g}"
+                top = f"{int(high):,}" if kind is int else f"{high:g}"
+                raise ConfigError(
+                    f"synthetic dataset option {key}={value!r}: must be {what} {bound} and <= {top}"
+                )
+        if self.n_items < self.n_clusters or self.max_interests > self.n_clusters:
             raise ConfigError("synthetic dataset: need n_items >= n_clusters >= max_interests")
-        return spec
+        events = self.n_users * self.mean_length
+        if events > MAX_EVENTS:
+            raise ConfigError(
+                f"synthetic dataset: n_users={self.n_users} x mean_length={self.mean_length:g} "
+                f"is {events:.3g} events, more than the {MAX_EVENTS:.0e} a synthetic log may "
+                "hold (about 120 bytes each while it is generated)"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,25 @@
 """Raw ids (as in the source log) to the rows and indices mirec works with, and back.
 
 A vocabulary keeps the ids in their log's type: an integer log's ids are ints, any other
-log's are strings. Lookups are lenient about the spelling of the same id, so ids that come
-through JSON or a command line as text still match (``"42"`` finds item 42 of an integer
-log; ``42`` finds item ``"42"`` of a string log), and strict about anything else: a bool, a
-float or ``None`` is never an id.
+log's are strings. A lookup finds only the id it spells, in that type:
+
+* in an integer log, a text id is that integer written the usual way: ``-?[0-9]+`` in
+  ASCII digits, with no leading zero (``"42"`` finds item 42: ids come through JSON, URLs
+  and command lines as text); ``"4_2"``, ``" 42"``, ``"+42"``, ``"042"``, and 42 in
+  full-width or Arabic-Indic digits are not ids of it (Python's ``int()`` reads them all
+  as 42, which answered another user's list), so they are not found;
+* in a text log, a text id matches only the same text (never a prefix of it: numpy's
+  fixed-width strings cut a longer key to the catalogue's widest id), and an int ``42``
+  is the text ``"42"``;
+* a bool, a float or ``None`` is never an id (not found);
+* an id holding a control character (C0, DEL, C1) or a lone UTF-16 surrogate is refused,
+  a :class:`~mirec.errors.ConfigError`: no log holds one (readers refuse them), and a
+  surrogate cannot even be written back as UTF-8 (an HTTP answer listing it failed).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +30,26 @@ from mirec.errors import ConfigError, UnknownIdError
 ON_UNKNOWN = ("ignore", "error")
 """What to do with ids a vocabulary does not know: drop them (and report them), or refuse."""
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INTEGER_ID = re.compile(r"0|-?[1-9][0-9]*", re.ASCII)
+"""How an integer id is written as text (with ``fullmatch``): ASCII digits, an optional
+minus, no leading zero (``"007"`` is not 7, ``"-0"`` not 0; a log read with
+``id_type=int`` stores 7, which ``"7"`` finds), so each id has one spelling."""
+FORBIDDEN_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters (C0, DEL, C1) and lone surrogates: never part of an id."""
+
+
+def check_id_text(value: str, kind: str) -> None:
+    """A ConfigError when ``value`` holds a control character or a lone surrogate."""
+    bad = FORBIDDEN_CHARACTER.search(value)
+    if bad is not None:
+        char = ord(bad.group())
+        what = "a lone UTF-16 surrogate" if 0xD800 <= char <= 0xDFFF else "a control character"
+        raise ConfigError(f"{kind} id {_shown(value)} holds {what} (U+{char:04X}); ids never do")
+
+
+def _shown(value: str) -> str:
+    text = ascii(value)  # escapes surrogates and controls: the message is printable UTF-8
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Vocabulary:
@@ -32,6 +63,8 @@ class Vocabulary:
         # collation of strings), so the search never assumes they are sorted
         self._order = np.argsort(ids, kind="stable")
         self._sorted = ids[self._order]
+        # the widest id a fixed-width string array holds (numpy's <U{n}): keys are cast to it
+        self._width = ids.dtype.itemsize // 4 if ids.dtype.kind == "U" else None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -41,6 +74,8 @@ class Vocabulary:
         keys = [self._key(v) for v in values]
         out = np.full(len(keys), -1, dtype=np.int64)
         known = [i for i, key in enumerate(keys) if key is not None]
+        if self._width is not None:  # a longer key would be cut to a known id, not missed
+            known = [i for i in known if len(keys[i]) <= self._width]
         if not known:
             return out
         wanted = np.asarray([keys[i] for i in known], dtype=self._sorted.dtype)
@@ -54,7 +89,10 @@ class Vocabulary:
         (row,) = self.rows([value])
         if row < 0:
             hint = ""
-            if self.kind == "user":
+            if self.integer and isinstance(value, str) and INTEGER_ID.fullmatch(value) is None:
+                hint = (" (its ids are integers, written in ASCII digits, with no plus "
+                        "sign, space, underscore or leading zero)")  # fmt: skip
+            elif self.kind == "user":
                 hint = (" (users with fewer than 5 interactions are filtered out, "
                         "docs/protocol.md section 1)")  # fmt: skip
             raise UnknownIdError(f"{self.kind} {value!r} is not in {where}{hint}")
@@ -81,19 +119,21 @@ class Vocabulary:
         return self.ids[rows].tolist()
 
     def _key(self, value: Any) -> int | str | None:
+        """The id ``value`` spells in this vocabulary's type, None when it spells none."""
         if isinstance(value, bool | float) or value is None:
             return None
+        if isinstance(value, str):
+            check_id_text(value, self.kind)
         if self.integer:
             if isinstance(value, str):
-                try:
-                    value = int(value.strip())
-                except ValueError:
+                if INTEGER_ID.fullmatch(value) is None:
                     return None
+                value = int(value)
             if isinstance(value, int | np.integer) and INT64_MIN <= value <= INT64_MAX:
                 return int(value)
             return None
         if isinstance(value, str):
-            return value
+            return str(value)  # np.str_ too
         if isinstance(value, int | np.integer):
             return str(int(value))
         return None

@@ -47,6 +47,24 @@ RESAMPLES = 1000
 CONFIDENCE = 0.95
 _RESAMPLE_CELLS = 1 << 22
 """Resampled (resample, user) cells drawn at once: bounds the bootstrap's memory."""
+MAX_RESAMPLES = 100_000
+"""The most bootstrap resamples (the default is 1,000): each one is a pass over the test
+users of both runs, so ``--resamples 1000000000000`` would run for days."""
+MAX_SEED = 2**63 - 1
+"""Seeds are 0 .. 2**63 - 1, as a run's ``seed`` (numpy refuses a negative one)."""
+
+
+def check_bootstrap(resamples: object, seed: object) -> None:
+    """A ConfigError naming the option when ``resamples`` or ``seed`` is out of range (or
+    no integer), before any run is loaded."""
+    for name, value, low, high in (
+        ("resamples", resamples, 1, MAX_RESAMPLES),
+        ("seed", seed, 0, MAX_SEED),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ConfigError(f"--{name} {value!r}: expected an integer from {low} to {high:,}")
+        if not low <= value <= high:
+            raise ConfigError(f"--{name} {value}: expected an integer from {low} to {high:,}")
 
 
 def user_features(

@@ -9,12 +9,16 @@ any list.
 Bad requests are answered, never crash the server and never give a 500: a body that is not
 JSON, a field of the wrong type, ``n`` outside 1..1000 (or the catalogue), a history longer
 than :data:`MAX_HISTORY`, a body over :data:`MAX_BODY_BYTES` (by its Content-Length or as it
-streams in) and anything :class:`~mirec.errors.MirecError` refuses get a 4xx whose JSON
-body is ``{"detail": "one line"}``; an unknown user or item is a 404.
+streams in) and anything :class:`~mirec.errors.MirecError` refuses (an id holding a control
+character or a lone surrogate, a setting the served model does not have) get a 4xx whose
+JSON body is ``{"detail": "one line"}``; an unknown user or item is a 404. Anything else
+that goes wrong is logged with its traceback and answered 503 with one line, never a 500
+with a traceback for a body.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -28,6 +32,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mirec import __version__
+from mirec.config import MAX_DIVERSITY_LAMBDA
 from mirec.errors import MirecError, UnknownIdError
 from mirec.recommender import Recommendations, Recommender
 from mirec.serving.batching import MicroBatcher
@@ -40,10 +45,12 @@ MAX_HISTORY = 10_000
 MAX_BODY_BYTES = 1 << 20
 """Request bodies over 1 MiB are refused (413) before they are parsed."""
 
+log = logging.getLogger("mirec.serve")
+
 ItemId = StrictInt | StrictStr
 """A raw item id as JSON sends it: a number or a string (``"50"`` finds item 50 of an
 integer catalogue); a float, bool, null, list or object is refused."""
-DiversityLambda = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
+DiversityLambda = Annotated[StrictFloat, Field(ge=0, le=MAX_DIVERSITY_LAMBDA, allow_inf_nan=False)]
 
 
 class RecommendRequest(BaseModel):
@@ -127,6 +134,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         (404, "Unknown user or item"),
         (413, "Body over 1 MiB"),
         (422, "Invalid request"),
+        (503, "The server failed to answer (logged)"),
     )
 }
 
@@ -152,6 +160,7 @@ def create_app(recommender: Recommender, index: str | None = None) -> FastAPI:
         responses=PROBLEMS,
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(CatchAll)  # added last: the outermost, around BodyLimit too
     app.state.recommender = recommender
     app.state.batcher = batcher
     _handle_errors(app)
@@ -172,7 +181,9 @@ def create_app(recommender: Recommender, index: str | None = None) -> FastAPI:
         user: Annotated[str, Path(description="A raw user id of the training log.")],
         n: Annotated[int, Query(ge=1, le=MAX_N)] = 50,
         exclude_history: bool = False,
-        diversity_lambda: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+        diversity_lambda: Annotated[
+            float | None, Query(ge=0, le=MAX_DIVERSITY_LAMBDA, allow_inf_nan=False)
+        ] = None,
     ) -> Response:
         """The top-n items for a user of the training log, from their stored history."""
         recs = await batcher.recommend_user(user, n, exclude_history, diversity(diversity_lambda))
@@ -204,6 +215,37 @@ def create_app(recommender: Recommender, index: str | None = None) -> FastAPI:
 
     app.include_router(page_router(recommender))
     return app
+
+
+class CatchAll:
+    """Anything that slips past the handlers (a bug, not the client's doing) is logged with
+    its traceback and answered 503 with one line. Starlette's own answer is a 500 whose body
+    is "Internal Server Error", and it re-raises the error to uvicorn, which then drops the
+    connection, so a keep-alive client's next request failed too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as err:
+            request = f"{scope.get('method', '?')} {scope.get('path', '?')}"
+            log.error("%s failed: %r", request, err, exc_info=err)
+            if started:  # half an answer is out: only closing the connection is left
+                raise
+            detail = f"the server failed to answer ({type(err).__name__}); it is logged"
+            await _problem(503, detail)(scope, receive, send)
 
 
 class BodyLimit:

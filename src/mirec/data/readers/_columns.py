@@ -52,7 +52,9 @@ def _id_column(table: pa.Table, role: str, src: _Source, id_type: str | None) ->
     if id_type == "str":
         values = table.column(role)
         _require_nonempty(values, role, src)
-        return pc.cast(values, pa.string())
+        values = pc.cast(values, pa.string())
+        _check_id_characters(values, src.label(role), src.fail)
+        return values
     return _int_column(table, role, src, hint=f"; {_STR_HINT}")
 
 
@@ -113,6 +115,33 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
+CONTROL_REGEX = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
+"""A control character (C0, DEL, C1), in RE2's syntax (Arrow's and DuckDB's regexes): no
+id holds one. The byte check of a text file refuses most C0 bytes, but not a tab, vertical
+tab or form feed inside a quoted field, nor C1 controls (two bytes in UTF-8); a Parquet
+string may hold anything. numpy's fixed-width strings drop trailing NULs, so ``it5\\0``
+and ``it5`` became one item; ``it5\\x07`` printed as ``it5``."""
+
+
+def control_message(label: str, value: str) -> str:
+    """Why ``value``, an id holding a control character, is refused."""
+    char = next(c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F)
+    code = f"U+{ord(char):04X}"
+    return f"{label} holds a control character ({code}), which no id does: {_shown(value)}"
+
+
+def _check_id_characters(
+    values: _Column, label: str, fail: Callable[[int, str], DataError]
+) -> None:
+    """A DataError at the first text id of ``values`` holding a control character."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return
+    bad = pc.match_substring_regex(values, CONTROL_REGEX)
+    if pc.any(bad).as_py():
+        row = _first_true(bad)
+        raise fail(row, control_message(label, values[row].as_py()))
+
+
 @dataclass(frozen=True)
 class _Ids:
     """One id column of a format whose ids may be integers or text (sequences, interactions):
@@ -133,7 +162,12 @@ def _typed_ids(columns: Sequence[_Ids], id_type: str | None) -> list[_Column]:
     integers, yet not all, is an error naming the first line that is not: a repeated header,
     a 20-digit id or a stray word there would otherwise turn every id into text, silently
     reordering users and changing the split.
+
+    A text id holding a control character is an error naming its line, whatever
+    ``id_type``.
     """
+    for c in columns:
+        _check_id_characters(c.values, c.label, c.fail)
     if id_type == "str":
         return [pc.cast(c.values, pa.string()) for c in columns]
     if id_type == "int":

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from mirec.data.log import RawLog
 from mirec.data.readers._columns import (
     _category_table,
+    _check_id_characters,
     _finite_column,
     _first_failure,
     _first_true,
@@ -335,10 +336,36 @@ def _parquet_ids(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
                 f"{values[row].as_py()!r}"
             )
         return pc.cast(values, pa.int64())
-    values = pc.cast(values, pa.string())
+    values = _valid_utf8(path, name, pc.cast(values, pa.string()))
     empty = pc.equal(pc.utf8_length(values), 0)
     if pc.any(empty).as_py():
         raise DataError(f"{path}: row {_first_true(empty) + 1}: column {name!r} is empty")
+    _check_id_characters(
+        values,
+        f"column {name!r}",
+        lambda row, message: DataError(f"{path}: row {row + 1}: {message}"),
+    )
+    return values
+
+
+def _valid_utf8(path: Path, name: str, values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``values`` when every string is UTF-8; a DataError naming the first row that is not
+    (Parquet does not check: an encoded lone surrogate, \\xed\\xa0\\x80, came through)."""
+    start = 0
+    for chunk in values.chunks:
+        try:
+            chunk.validate(full=True)
+        except pa.ArrowInvalid:
+            # the error path only: find the row in Python
+            for row, raw in enumerate(chunk.cast(pa.binary()).to_pylist()):
+                try:
+                    (raw or b"").decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(
+                        f"{path}: row {start + row + 1}: column {name!r} is not valid utf-8 "
+                        f"text: {raw[:60]!r}"
+                    ) from None
+        start += len(chunk)
     return values
 
 
