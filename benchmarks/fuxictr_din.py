@@ -39,7 +39,7 @@ from mirec.config import load_config
 from mirec.core.device import resolve_device
 from mirec.core.layers import mean_embedding
 from mirec.data.ctr_samples import CTRData, prepare_ctr
-from mirec.data.prepare import cache_dir
+from mirec.core.paths import cache_dir
 from mirec.models.ctr_model import ClickModel
 from mirec.models.registry import build_ctr_model, padded_categories
 from mirec.runs import prepare_for

@@ -14,7 +14,7 @@ from mirec.experiments.report import write_report
 from mirec.experiments.runner import cell_metrics, run_experiment
 
 DATASET = "synthetic:n_users=300,n_items=120,n_clusters=4"
-OTHER = "synthetic:n_users=200,n_items=100,n_clusters=3"
+OTHER = "synthetic:n_users=200,n_items=100,n_clusters=3,max_interests=3"
 
 
 def write_spec(tmp_path, **changes):

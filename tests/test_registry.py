@@ -123,7 +123,7 @@ def test_locate_missing_says_where_and_how(tmp_path: Path) -> None:
 
 
 def test_load_names_and_paths(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(registry.ENV_VAR, str(data))
+    monkeypatch.setenv(paths.DATA_DIR_VAR, str(data))
     expected = {
         "ml-100k": (100_000, 943),
         "ml-latest-small": (100_836, 610),
