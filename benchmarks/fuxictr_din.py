@@ -38,8 +38,8 @@ from torch import nn
 from mirec.config import load_config
 from mirec.core.device import resolve_device
 from mirec.core.layers import mean_embedding
-from mirec.data.ctr_samples import CTRData, prepare_ctr
 from mirec.core.paths import cache_dir
+from mirec.data.ctr_samples import CTRData, prepare_ctr
 from mirec.models.ctr_model import ClickModel
 from mirec.models.registry import build_ctr_model, padded_categories
 from mirec.runs import prepare_for
