@@ -10,10 +10,10 @@ clusters of heavy-tailed sizes (a genre structure), each item its cluster's cent
 noise, scaled by a log-normal factor (trained tables give popular items longer vectors).
 Each user has K interests, each near the centre of a cluster drawn by cluster size.
 
-Every list is the multi-interest merge of :func:`mirec.aggregators.ann.ann_top_n`, the
+Every list is the multi-interest merge of :func:`mirec.retrieval.ann.ann_top_n`, the
 code ``Recommender.recommend(..., index=KIND)`` runs: each interest's 50 best items from
 the index, ranked by the exact max-over-interests score. Recall@50 is the share of the
-exact top-50 (:func:`mirec.aggregators.ranking.top_n` over the whole catalogue) that the
+exact top-50 (:func:`mirec.retrieval.ranking.top_n` over the whole catalogue) that the
 index's list holds. efSearch (hnsw) and nprobe (ivf) are chosen on validation users, the
 smallest reaching the target recall; recall and latency are then reported on other (test)
 users. Latency is one user per call (K queries), faiss and torch on one thread; builds use
@@ -30,10 +30,10 @@ import faiss
 import numpy as np
 import torch
 
-from mirec.aggregators.ann import ItemIndex, ann_top_n
 from mirec.aggregators.max_score import max_over_interests
-from mirec.aggregators.ranking import top_n, users_per_chunk
 from mirec.core.contracts import Extracted
+from mirec.retrieval.ann import ItemIndex, ann_top_n
+from mirec.retrieval.ranking import top_n, users_per_chunk
 
 N = 50
 EF_SEARCH = (N, 64, 96, 128, 192, 256, 384, 512)  # a search for N items uses at least N

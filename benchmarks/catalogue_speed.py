@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from mirec import __version__ as mirec_version
-from mirec.config import Config, load_config
+from mirec.config import load_config
+from mirec.core.config import Config
 from mirec.data.prepare import PreparedData, split_sequences
 from mirec.data.sequences import Sequences
+from mirec.models.build import build_model
 from mirec.models.interest_model import InterestModel
-from mirec.models.registry import build_model
 from mirec.training.optimizer import (
     SPARSE_ITEMS_MIN_CATALOGUE,
     build_optimizer,

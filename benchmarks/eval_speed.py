@@ -39,15 +39,15 @@ import numpy as np
 import torch
 
 from mirec import __version__ as mirec_version
-from mirec.aggregators.chunked_top import chunks, item_chunk
 from mirec.aggregators.max_score import PRODUCT_TILE, ScoreTiles
-from mirec.aggregators.ranking import users_per_chunk
 from mirec.config import load_config
+from mirec.core.chunked_top import chunks, item_chunk
 from mirec.data.examples import EvaluationSet
 from mirec.data.prepare import prepare
 from mirec.evaluation.evaluator import evaluate
+from mirec.models.build import build_model
 from mirec.models.interest_model import InterestModel
-from mirec.models.registry import build_model
+from mirec.retrieval.ranking import users_per_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET, MAXLEN, EMBEDDING_DIM, INTERESTS = "amazon-beauty", 20, 64, 4

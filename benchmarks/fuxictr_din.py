@@ -40,8 +40,8 @@ from mirec.core.device import resolve_device
 from mirec.core.layers import mean_embedding
 from mirec.core.paths import cache_dir
 from mirec.data.ctr_samples import CTRData, prepare_ctr
+from mirec.models.build import build_ctr_model, padded_categories
 from mirec.models.ctr_model import ClickModel
-from mirec.models.registry import build_ctr_model, padded_categories
 from mirec.runs import prepare_for
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 

@@ -50,8 +50,8 @@ from rechub_matching import build_model as rechub_model  # benchmarks/, beside t
 
 from mirec import __version__ as mirec_version
 from mirec.config import load_config, model_names
+from mirec.models.build import build_model
 from mirec.models.interest_model import InterestModel
-from mirec.models.registry import build_model
 from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import train_step
 

@@ -26,8 +26,8 @@ import torch
 
 from mirec.config import load_config
 from mirec.data.prepare import PreparedData, prepare
+from mirec.models.build import build_model
 from mirec.models.interest_model import InterestModel
-from mirec.models.registry import build_model
 from mirec.training.trainer import TrainingExamples, build_objective, train_step
 
 

@@ -42,12 +42,13 @@ import numpy as np
 import torch
 
 from mirec import __version__ as mirec_version
-from mirec.config import Config, load_config
+from mirec.config import load_config
+from mirec.core.config import Config
 from mirec.data.examples import training_positions
 from mirec.data.prepare import PreparedData, prepare
 from mirec.evaluation.evaluator import evaluate
+from mirec.models.build import build_model
 from mirec.models.interest_model import InterestModel
-from mirec.models.registry import build_model
 from mirec.training.sampled_softmax import resolve_negatives
 from mirec.training.trainer import TrainingExamples, build_objective, train_step
 

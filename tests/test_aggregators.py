@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirec.aggregators.diversity_greedy import diverse_retrieve, diverse_top_n
 from mirec.aggregators.max_score import max_over_interests
 from mirec.aggregators.mean_score import mean_over_interests
 from mirec.aggregators.representation import ConcatMLP, IntentionWeights, InterestAttention
 from mirec.core.contracts import Extracted
+from mirec.retrieval.diversity_greedy import diverse_retrieve, diverse_top_n
 
 
 def category_diversity(categories: torch.Tensor) -> float:

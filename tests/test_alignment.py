@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mirec.aggregators.ranking import interest_top_n
 from mirec.cli.main import app
 from mirec.core.contracts import Extracted
 from mirec.data.prepare import load_sequences
@@ -22,6 +21,7 @@ from mirec.evaluation.diagnostics import (
     top_categories,
 )
 from mirec.evaluation.inspection import _explain, inspect_checkpoint
+from mirec.retrieval.ranking import interest_top_n
 from mirec.runs import evaluate_checkpoint
 
 # categories A = 0, B = 1, C = 2; item index 0 is the padding

@@ -13,8 +13,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from mirec import MirecError, Recommender
-from mirec.aggregators.ann import KINDS, index_paths
 from mirec.models.folder import CONFIG_FILE, METRICS_FILE, MODEL_FILE, WEIGHTS_FILE, load_model
+from mirec.retrieval.ann import KINDS, index_paths
 from mirec.run_folder import LOCK_FILE
 
 

@@ -1,4 +1,4 @@
-"""The catalogue ranked chunk by chunk with a running merge (mirec.aggregators.chunked_top):
+"""The catalogue ranked chunk by chunk with a running merge (mirec.core.chunked_top):
 exact lists, ties to the lower item index across chunk boundaries, and the same lists as
 one chunk on real data."""
 
@@ -7,18 +7,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirec.aggregators import chunked_top
-from mirec.aggregators.chunked_top import (
+from mirec.aggregators.max_score import max_over_interests
+from mirec.core import chunked_top
+from mirec.core.chunked_top import (
     RunningTop,
     blocked_items,
     exact_top,
     preselect,
     top_k,
 )
-from mirec.aggregators.max_score import max_over_interests
-from mirec.aggregators.ranking import interest_top_n, rank_catalogue, top_n, users_per_chunk
 from mirec.core.contracts import Extracted
 from mirec.evaluation.evaluator import evaluate
+from mirec.retrieval.ranking import interest_top_n, rank_catalogue, top_n, users_per_chunk
 from mirec.runs import _retrieval_settings, diagnostics_for, load_checkpoint
 
 

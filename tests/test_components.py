@@ -15,8 +15,8 @@ from mirec.errors import ConfigError
 from mirec.extractors import EXTRACTORS
 from mirec.extractors.capsule_routing import BehaviorToInterestRouting
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
+from mirec.models.build import build_model, check_components
 from mirec.models.most_popular import MostPopular
-from mirec.models.registry import build_model
 from mirec.regularizers import REGULARIZERS, parse_regularizers
 from mirec.selectors import SELECTORS
 
@@ -31,9 +31,13 @@ def test_an_unknown_name_lists_the_known_ones():
     selectors = "hard_argmax, label_aware"
     with pytest.raises(ConfigError, match=f"^unknown selector 'nope'; known: {selectors}$"):
         SELECTORS.lookup("nope")
-    # retrieval cannot use DIN's behaviours: refused where the config is built
+    # retrieval cannot use DIN's behaviours: refused by the builder's rules, and so before
+    # a model is built
+    config = load_config("comirec-sa", overrides=["extractor=behaviors"])
     with pytest.raises(ConfigError, match=r"extractor='behaviors': must be one of .*popularity"):
-        load_config("comirec-sa", overrides=["extractor=behaviors"])
+        check_components(config)
+    with pytest.raises(ConfigError, match=r"extractor='behaviors'"):
+        build_model(config, n_items=50, maxlen=10)
 
 
 def test_a_name_is_registered_once():
@@ -62,6 +66,7 @@ def test_every_published_config_resolves(name):
 def test_aggregators_say_their_level_and_tasks():
     def level(aggregator: str, task: str) -> Level:
         config = load_config("comirec-sa", overrides=[f"aggregator={aggregator}", f"task={task}"])
+        check_components(config)
         return build_aggregation(config, task).level
 
     assert level("max", RETRIEVAL) is level("max", CTR) is level("mean", RETRIEVAL) is Level.SCORE
@@ -69,7 +74,7 @@ def test_aggregators_say_their_level_and_tasks():
         assert level(fused, RETRIEVAL) is level(fused, CTR) is Level.REPRESENTATION
     assert level("intention", RETRIEVAL) is Level.REPRESENTATION
     assert level("target", CTR) is Level.TARGET
-    # a name the task does not know is refused where the config is built
+    # a name the task does not know is refused by the builder's rules
     with pytest.raises(ConfigError, match=r"aggregator='mean': must be one of .*task=ctr"):
         level("mean", CTR)
     with pytest.raises(ConfigError, match=r"aggregator='target': must be one of .*task=retrieval"):

@@ -14,7 +14,7 @@ from mirec.cli.main import app
 from mirec.config import load_config
 from mirec.data.ctr_samples import InteractedItems, prepare_ctr, training_rows
 from mirec.data.prepare import prepare
-from mirec.models.registry import build_ctr_model
+from mirec.models.build import build_ctr_model
 
 runner = CliRunner()
 

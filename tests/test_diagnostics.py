@@ -10,7 +10,6 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from mirec.aggregators.adaptive_k import assign_behaviours
 from mirec.core.contracts import Extracted
 from mirec.evaluation.diagnostics import (
     Diagnostics,
@@ -21,6 +20,7 @@ from mirec.evaluation.diagnostics import (
     tail_items,
 )
 from mirec.evaluation.metrics import Targets
+from mirec.retrieval.adaptive_k import assign_behaviours
 
 
 def table_of(assignment: list[list[int]], category: list[list[int]], k: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from mirec.errors import ConfigError
 from mirec.evaluation.evaluator import evaluate
 from mirec.extractors import EXTRACTORS
 from mirec.extractors.diffusion import DiffusionExtractor, sinusoidal_table
-from mirec.models.registry import build_ctr_model, build_model
+from mirec.models.build import build_ctr_model, build_model
 from mirec.training.trainer import fit
 
 D, K, MAXLEN = 8, 3, 10

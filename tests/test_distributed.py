@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 import mirec
 from mirec.config import load_config
 from mirec.data.prepare import prepare
-from mirec.models.registry import build_model
+from mirec.models.build import build_model
 from mirec.training.distributed import World
 from mirec.training.trainer import TrainingExamples, build_objective
 

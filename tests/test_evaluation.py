@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from mirec.aggregators import ranking
 from mirec.aggregators.max_score import max_over_interests
 from mirec.core.contracts import Extracted
 from mirec.core.functional import collapse
@@ -14,6 +13,7 @@ from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.evaluator import evaluate
 from mirec.evaluation.metrics import category_diversity, ranking_metrics
+from mirec.retrieval import ranking
 
 
 class FixedRetriever:

@@ -22,10 +22,12 @@ import torch
 from typer.testing import CliRunner
 
 from mirec.cli.main import app
-from mirec.config import Config, load_config, model_names
+from mirec.config import load_config, model_names
+from mirec.core.config import Config
 from mirec.data.examples import gather_histories, training_item_counts
 from mirec.data.prepare import PreparedData, prepare
 from mirec.errors import MirecError
+from mirec.models.build import build_ctr_model, build_model
 from mirec.models.folder import (
     WEIGHTS_FILE,
     load_model,
@@ -33,7 +35,6 @@ from mirec.models.folder import (
     write_config,
     write_folder_data,
 )
-from mirec.models.registry import build_ctr_model, build_model
 from mirec.recommender import Recommender
 from mirec.serving import export
 from mirec.serving.export import export_checkpoint, with_active

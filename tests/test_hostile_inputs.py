@@ -24,10 +24,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mirec.config import FIELD_NAMES, Config, config_from_dict, load_config
+from mirec.config import load_config
+from mirec.core.config import FIELD_NAMES, Config, config_from_dict
 from mirec.data import readers
 from mirec.data.log import RawLog
 from mirec.errors import ConfigError, DataError, MirecError
+from mirec.models.build import build_model, check_components
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "synthetic:n_users=150,n_items=70,n_clusters=4"
@@ -144,13 +146,16 @@ def test_the_bad_value_table_covers_every_setting():
     ("name", "value"), [(name, value) for name, values in BAD_VALUES.items() for value in values]
 )
 def test_every_setting_refuses_impossible_values(name: str, value: object):
+    """The schema refuses a value out of the setting's own range; a value that no component
+    takes (an unknown extractor, a malformed regularizer) passes the schema and is refused by
+    the builder's rules, which every command and every model build checks first."""
     with pytest.raises(ConfigError) as exc:
-        config_from_dict({name: value}, source="test")
+        check_components(config_from_dict({name: value}, source="test"))
     message = str(exc.value)
     assert message.startswith(f"setting {name}="), message
     assert "\n" not in message and len(message) < 400
     with pytest.raises(ConfigError):  # the Python API checks too
-        Config(**{name: value})
+        build_model(Config(**{name: value}), n_items=50, maxlen=10)
 
 
 def _as_yaml(value: object) -> str:
@@ -202,40 +207,41 @@ def test_cross_setting_checks_name_the_setting():
     with pytest.raises(ConfigError, match=r"batch_size=1: must be >= 2 with negative_sampling"):
         load_config("comirec-sa", overrides=["negative_sampling=in_batch", "batch_size=1"])
     with pytest.raises(ConfigError, match=r"embedding_dim=6: must be a multiple of 4"):
-        load_config("dmin", overrides=["embedding_dim=6", "num_interests=2"])
+        check_components(load_config("dmin", overrides=["embedding_dim=6", "num_interests=2"]))
     with pytest.raises(ConfigError, match=r"num_concepts=1: SINE activates num_interests=4"):
-        load_config("sine", overrides=["num_concepts=1"])
+        check_components(load_config("sine", overrides=["num_concepts=1"]))
     with pytest.raises(ConfigError, match=r"diversity_lambda=0.5: the popularity baseline"):
         load_config("most-popular", overrides=["diversity_lambda=0.5"])
 
 
 def test_config_names_come_from_the_registries():
-    """The early checks in mirec.config ask the registries, so they accept exactly the names
-    the builders know, for each task."""
-    from mirec.aggregators.adaptive_k import parse_adaptive_k
-    from mirec.config import component_names
+    """The builder's rules ask the registries, so they accept exactly the names the
+    builders know, for each task."""
     from mirec.extractors import EXTRACTORS
+    from mirec.models.build import component_names
     from mirec.regularizers import parse_regularizers
+    from mirec.retrieval.adaptive_k import parse_adaptive_k
 
     retrieval = set(component_names("extractor", "retrieval"))
     assert {"self_attentive", "dynamic_routing", "popularity"} <= retrieval
     assert set(component_names("extractor", "ctr")) == retrieval | {"behaviors", "dmin"}
     # a component that registers itself is a valid setting with no change to mirec.config
+    planted = config_from_dict({"extractor": "planted"}, "t")
     with pytest.raises(ConfigError, match="extractor='planted'"):
-        config_from_dict({"extractor": "planted"}, "t")
+        check_components(planted)
     EXTRACTORS.register("planted")(type("Planted", (EXTRACTORS.lookup("gru"),), {}))
     try:
-        assert config_from_dict({"extractor": "planted"}, "t").extractor == "planted"
+        check_components(planted)
     finally:
         del EXTRACTORS._entries["planted"]
     assert "target" in component_names("aggregator", "ctr")
     assert "target" not in component_names("aggregator", "retrieval")
     assert "intention" not in component_names("aggregator", "ctr")
     for spec in ("covariance:100", "disagreement:0.1,contrastive:0.05", "concept_covariance"):
-        assert config_from_dict({"regularizer": spec}, "t").regularizer == spec
+        check_components(config_from_dict({"regularizer": spec}, "t"))
         assert parse_regularizers(spec)
     for spec in ("mass:0.2", "share:0.1", "merge:0.8"):
-        assert config_from_dict({"adaptive_k": spec}, "t").adaptive_k == spec
+        check_components(config_from_dict({"adaptive_k": spec}, "t"))
         assert parse_adaptive_k(spec)
 
 

@@ -12,12 +12,12 @@ import torch
 
 from mirec import MirecError, Recommender
 from mirec.aggregators.mixture import MixtureOfSoftmaxes
-from mirec.aggregators.ranking import best_interest, top_n
 from mirec.config import load_config, model_names
 from mirec.data.prepare import prepare
 from mirec.evaluation.evaluator import evaluate
+from mirec.models.build import build_model
 from mirec.models.most_popular import MostPopular
-from mirec.models.registry import build_model
+from mirec.retrieval.ranking import best_interest, top_n
 from mirec.serving.export import export_checkpoint
 from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import fit

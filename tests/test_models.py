@@ -15,7 +15,7 @@ from mirec.extractors.causal_transformer import CausalTransformer, SASRecExtract
 from mirec.extractors.diffusion import DiffusionExtractor
 from mirec.extractors.mean_pooling import MeanPoolingExtractor
 from mirec.extractors.self_attentive import SelfAttentiveExtractor
-from mirec.models.registry import build_model
+from mirec.models.build import build_model
 from mirec.selectors.hard_argmax import select_by_argmax
 from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import fit

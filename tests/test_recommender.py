@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from mirec import MirecError, Recommender
 from mirec.cli.main import app
-from mirec.config import MAX_DIVERSITY_LAMBDA
+from mirec.core.config import MAX_DIVERSITY_LAMBDA
 from mirec.data.prepare import load_sequences
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, UnknownIdError

@@ -71,5 +71,5 @@ def test_regularizer_specs():
     assert parse_regularizers(None) == [] and parse_regularizers("") == []
     with pytest.raises(ConfigError, match="unknown 'orthogonal'"):
         parse_regularizers("orthogonal:1")
-    with pytest.raises(ConfigError, match="not a number"):
+    with pytest.raises(ConfigError, match="must be a number, not 'lots'"):
         parse_regularizers("covariance:lots")

@@ -17,7 +17,7 @@ from mirec.data.prepare import prepare, split_sequences
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.evaluator import evaluate
-from mirec.models.registry import build_ctr_model, build_model
+from mirec.models.build import build_ctr_model, build_model
 from mirec.training.checkpoint import Randomness, restore_checkpoint, save_checkpoint
 from mirec.training.optimizer import (
     SPARSE_ITEMS_MIN_CATALOGUE,

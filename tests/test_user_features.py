@@ -26,7 +26,7 @@ from mirec.data.sequences import Sequences, UserProfiles, build_sequences, split
 from mirec.data.synthetic import SyntheticSpec, generate
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.evaluator import evaluate
-from mirec.models.registry import build_model
+from mirec.models.build import build_model
 from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import TrainingExamples, fit, train_step
 

@@ -12,7 +12,7 @@ import torch
 from mirec.config import load_config
 from mirec.errors import ConfigError
 from mirec.evaluation.evaluator import evaluate
-from mirec.models.registry import build_model
+from mirec.models.build import build_model
 from mirec.runs import prepare_for, train_run
 from mirec.training.trainer import fit
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.4.0"
+from mirec.version import __version__
 
 _PUBLIC = {
     "Recommender": "mirec.recommender",

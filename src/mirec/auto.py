@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from mirec.atomic import write_json_atomic
-from mirec.config import AUTO_CANDIDATES_DIR, AUTO_MODEL, Config
+from mirec.config import AUTO_CANDIDATES_DIR, AUTO_MODEL
+from mirec.core.config import Config
 from mirec.errors import MirecError
 from mirec.models.folder import CONFIG_FILE, FOLDER_FILES, METRICS_FILE
 from mirec.run_folder import RUN_FILES, STAGING_DIR, claim, folder_lock

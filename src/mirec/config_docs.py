@@ -10,7 +10,7 @@ import inspect
 import textwrap
 from dataclasses import dataclass
 
-from mirec.config import Config
+from mirec.core.config import Config
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@
 
 Histories are raw item ids as in the source log, oldest first; the model reads the most
 recent ``maxlen`` of them. Every list comes from the one ranking path of the evaluator
-(:mod:`mirec.aggregators.ranking`), so a protocol test history gets exactly the evaluator's
+(:mod:`mirec.retrieval.ranking`), so a protocol test history gets exactly the evaluator's
 list. Items the catalogue does not know are dropped and reported in ``unknown_items``
 (``on_unknown="error"`` refuses them instead); a history with no known item gets the most
 popular items of the training users, each with ``interest=None``.
 
 ``index="hnsw"`` (or ``"flat"``, ``"ivf"``) answers from an approximate nearest-neighbour
-index stored in the model folder by ``mirec index`` (:mod:`mirec.aggregators.ann`): each
+index stored in the model folder by ``mirec index`` (:mod:`mirec.retrieval.ann`): each
 interest's top items from the index, ranked by the same path; ``index=None`` (the default)
 scores the whole catalogue.
 """
@@ -33,13 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mirec.aggregators import ann
-from mirec.aggregators.ann import ItemIndex
-from mirec.aggregators.chunked_top import blocked_items
-from mirec.aggregators.ranking import best_interest, rank, top_n, users_per_chunk
 from mirec.atomic import staged_folder, write_json_atomic
 from mirec.auto import candidate_folders, train_auto
-from mirec.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config, load_candidates
+from mirec.config import load_candidates
+from mirec.core.chunked_top import blocked_items
+from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
@@ -53,6 +51,9 @@ from mirec.models.folder import (
     write_folder_data,
 )
 from mirec.models.most_popular import MostPopular
+from mirec.retrieval import ann
+from mirec.retrieval.ann import ItemIndex
+from mirec.retrieval.ranking import best_interest, rank, top_n, users_per_chunk
 from mirec.runs import train_run
 
 _MODEL_SETTING: Any = object()
@@ -508,7 +509,7 @@ class Recommender:
 
     def build_index(self, kind: str, **options: int | None) -> ItemIndex:
         """Build the ``kind`` item index (``flat``, ``hnsw`` or ``ivf``; options as
-        :data:`mirec.aggregators.ann.DEFAULT_OPTIONS`, None for the default) over the item
+        :data:`mirec.retrieval.ann.DEFAULT_OPTIONS`, None for the default) over the item
         embeddings, store it in the model folder and use it for ``index=kind``."""
         self._retrieval_only("build_index")
         ann.check_kind(kind)

@@ -37,7 +37,7 @@ from typing import Any
 import filelock
 
 from mirec.atomic import fsync_folder
-from mirec.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
+from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
 from mirec.errors import MirecError
 from mirec.models.folder import (
     CONFIG_FILE,

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mirec import __version__
 from mirec.atomic import write_json_atomic
-from mirec.config import INFERENCE_SETTINGS, Config
+from mirec.core.config import INFERENCE_SETTINGS, Config
 from mirec.core.device import resolve_device
 from mirec.core.paths import cache_dir
 from mirec.data.ctr_samples import prepare_ctr
@@ -31,6 +30,7 @@ from mirec.errors import ConfigError
 from mirec.evaluation import compare
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
+from mirec.models.build import build_ctr_model, build_model, check_components
 from mirec.models.folder import (
     EVALUATION_DIR,
     METRICS_FILE,
@@ -39,11 +39,12 @@ from mirec.models.folder import (
     write_config,
     write_folder_data,
 )
-from mirec.models.registry import build_ctr_model, build_model
 from mirec.run_folder import RunFolder, claim, folder_lock
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.distributed import World, process_group
-from mirec.training.trainer import FitResult, fit
+from mirec.training.progress import FitResult
+from mirec.training.trainer import fit
+from mirec.version import __version__
 
 
 def prepare_for(config: Config, data_dir: Path | None = None) -> PreparedData:
@@ -82,6 +83,7 @@ def train_run(
     each returns rank 0's metrics (:func:`_train_ranks`)."""
     if config.task not in TASKS:
         raise ConfigError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
+    check_components(config)  # before the folder is claimed or any data read
     with process_group(config.device) as world:
         if world is not None:
             return _train_ranks(config, output_dir, world, data_dir, progress, resume, overwrite)

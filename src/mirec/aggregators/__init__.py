@@ -23,7 +23,7 @@ from typing import Protocol
 from torch import nn
 
 from mirec.aggregators.max_score import max_over_interests
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Scorer
 from mirec.core.registry import Registry
 

@@ -19,7 +19,7 @@ once per batch of users, and any candidate subset (an ANN search's union, a chun
 scored exactly as within the catalogue. The score is increasing in each interest's own
 score, but the union of every interest's top-n need not hold the mixture's top-n (an item
 all interests like moderately can beat the items one interest prefers): an item index,
-which returns each interest's top-n, cannot serve it (:mod:`mirec.aggregators.ann`
+which returns each interest's top-n, cannot serve it (:mod:`mirec.retrieval.ann`
 refuses it), and the diversity merge adds the mixture's own top-n to its candidates.
 """
 
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 
 from mirec.aggregators import AGGREGATORS, RETRIEVAL, Level
-from mirec.aggregators.chunked_top import chunks
 from mirec.aggregators.max_score import per_interest_scores
-from mirec.config import Config
+from mirec.core.chunked_top import chunks
+from mirec.core.config import Config
 from mirec.core.functional import log_mean_exp
 
 
@@ -52,7 +52,7 @@ class MixtureOfSoftmaxes:
 
     def log_partition(self, interests: torch.Tensor, catalogue: torch.Tensor) -> torch.Tensor:
         """(B, K, d) interests, (N, d) the whole catalogue -> (B, K) ``tau log Z_k``, the
-        catalogue's chunks (:mod:`mirec.aggregators.chunked_top`) summed one at a time."""
+        catalogue's chunks (:mod:`mirec.core.chunked_top`) summed one at a time."""
         interests = interests.to(catalogue.dtype)
         parts = [
             (per_interest_scores(interests, catalogue[lo:hi]) / self.temperature).logsumexp(-1)

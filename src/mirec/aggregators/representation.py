@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mirec.aggregators import AGGREGATORS, CTR, RETRIEVAL, Level
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Extracted
 from mirec.core.functional import masked_softmax
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from mirec.aggregators import AGGREGATORS, CTR, RETRIEVAL, Level
 from mirec.aggregators.max_score import max_over_interests
 from mirec.aggregators.mean_score import mean_over_interests
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Scorer
 
 

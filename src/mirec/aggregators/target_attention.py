@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mirec.aggregators import AGGREGATORS, CTR, Level
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.layers import prelu_mlp
 
 

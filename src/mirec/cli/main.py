@@ -12,13 +12,13 @@ import typer
 from mirec.config import (
     AUTO_CANDIDATES,
     AUTO_MODEL,
-    Config,
     load_candidates,
     load_config,
     model_names,
     model_summary,
 )
 from mirec.core import launch
+from mirec.core.config import Config
 from mirec.errors import ConfigError, MirecError
 
 app = typer.Typer(
@@ -41,7 +41,7 @@ DataDir = Annotated[
 
 def _print_version(asked: bool) -> None:
     if asked:
-        from mirec import __version__
+        from mirec.version import __version__
 
         typer.echo(f"mirec {__version__}")
         raise typer.Exit()
@@ -165,6 +165,10 @@ def train(
         id_type=id_type,
         task=task,
     )
+    from mirec.models.build import check_components  # torch: the components' registries
+
+    for candidate in configs:
+        check_components(candidate)
     if nproc_per_node is not None:
         if len(configs) > 1:
             raise ConfigError(
@@ -472,7 +476,7 @@ def index(
         kind, m=m, ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe
     )
     seconds = time.perf_counter() - start
-    from mirec.aggregators.ann import index_paths
+    from mirec.retrieval.ann import index_paths
 
     path, _ = index_paths(checkpoint, kind)
     options = ", ".join(f"{k}={v}" for k, v in built.options.items()) or "exact"

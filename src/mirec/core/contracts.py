@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from mirec.config import Config
+    from mirec.core.config import Config
 
 
 class Extracted(NamedTuple):

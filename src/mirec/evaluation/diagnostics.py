@@ -52,11 +52,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mirec.aggregators.adaptive_k import assign_behaviours, interest_shares
-from mirec.aggregators.chunked_top import chunks
-from mirec.aggregators.ranking import interest_top_n
+from mirec.core.chunked_top import chunks
 from mirec.core.contracts import Extracted
 from mirec.evaluation.metrics import Targets
+from mirec.retrieval.adaptive_k import assign_behaviours, interest_shares
+from mirec.retrieval.ranking import interest_top_n
 
 TAIL_SHARE = 0.8
 """The tail: this share of the catalogue, least popular first."""
@@ -199,12 +199,12 @@ def interest_alignments(
     recommended: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Users' (B, L) histories, what the extractor made of them, the (B, L) assignment of
-    :func:`~mirec.aggregators.adaptive_k.assign_behaviours`, the (n_items, d) item vectors
+    :func:`~mirec.retrieval.adaptive_k.assign_behaviours`, the (n_items, d) item vectors
     and the (n_items + 1, C) category matrix -> (B, K) ``alignment_k`` of the module
     docstring (NaN for an interest without categorised history items) and the (B, K, C)
     top categories it was measured against. ``recommended``: each interest's own top
     :data:`ALIGNMENT_DEPTH` with the history left out, when the ranking already has them
-    (:func:`~mirec.aggregators.ranking.rank_catalogue`); else they are ranked here."""
+    (:func:`~mirec.retrieval.ranking.rank_catalogue`); else they are ranked here."""
     k = extracted.interests.shape[1]
     if recommended is None:
         recommended = interest_top_n(extracted, items, ALIGNMENT_DEPTH, histories)

@@ -4,7 +4,7 @@ A user's score for item i is the model's aggregation of their K interests, by de
 ``max_k <v_u^k, e_i>`` (docs/protocol.md section 4); the top-N list is the N best items by that
 score. Everything is batched matrix products and ``topk`` on the model's device; users
 are processed in chunks, and each chunk of users meets the catalogue one chunk of items at
-a time (:mod:`mirec.aggregators.ranking`), so memory does not grow with users x catalogue.
+a time (:mod:`mirec.retrieval.ranking`), so memory does not grow with users x catalogue.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mirec.aggregators.max_score import ScoreTiles
-from mirec.aggregators.ranking import rank_catalogue, users_per_chunk
 from mirec.core.contracts import Retriever
 from mirec.core.functional import collapse
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.metrics import CUTOFFS, Targets, category_diversity, ranking_metrics
+from mirec.retrieval.ranking import rank_catalogue, users_per_chunk
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def evaluate(
     the protocol's figures keep them). ``device`` defaults to the model's.
     ``item_category`` (n_items + 1,) category code per item index adds Diversity@N;
     ``diversity_lambda`` then builds each top-N list by ComiRec's diversity-controllable
-    greedy aggregation (:mod:`mirec.aggregators.diversity_greedy`) instead of by score.
+    greedy aggregation (:mod:`mirec.retrieval.diversity_greedy`) instead of by score.
     ``diagnostics`` accumulates the interest diagnostics over the same ranked lists.
     ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`).
     """

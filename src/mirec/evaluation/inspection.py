@@ -3,7 +3,7 @@
 For a user of the dataset (or a raw list of item ids), the trained model extracts the K
 interests from the history (the most recent ``maxlen`` items). Each history item is
 assigned to the interest it routes to most
-(:func:`~mirec.aggregators.adaptive_k.assign_behaviours`); an interest is described by
+(:func:`~mirec.retrieval.adaptive_k.assign_behaviours`); an interest is described by
 
 * its share of the history: the share of the history items assigned to it,
 * a name from the categories of its items: the share of its items carrying each category,
@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mirec.aggregators.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
-from mirec.aggregators.chunked_top import blocked_items
-from mirec.aggregators.ranking import best_interest, rank, top_n
+from mirec.core.chunked_top import blocked_items
 from mirec.core.contracts import Extracted
 from mirec.data.sequences import Sequences
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError
 from mirec.evaluation.diagnostics import interest_alignments
 from mirec.models.folder import LoadedModel, load_model
+from mirec.retrieval.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
+from mirec.retrieval.ranking import best_interest, rank, top_n
 
 
 @dataclass(frozen=True)

@@ -50,14 +50,14 @@ from mirec.config import (
     AUTO_CANDIDATES,
     AUTO_CANDIDATES_DIR,
     AUTO_MODEL,
-    INFERENCE_SETTINGS,
-    Config,
     load_config,
     load_yaml,
     yaml_problem,
 )
+from mirec.core.config import INFERENCE_SETTINGS, Config
 from mirec.errors import ConfigError
 from mirec.evaluation.compare import FEATURES as COMPARE_FEATURES
+from mirec.models.build import check_components
 from mirec.models.folder import EVALUATION_DIR
 
 KEYS = {
@@ -236,6 +236,8 @@ def load_experiment(path: Path) -> Experiment:
                 else:
                     config = load_config(published, fixed={**base, **dict(variant)})
                     train_config = load_config(published, fixed={**base, **dict(trained)})
+                for checked, _ in candidates or ((config, run_dir),):
+                    check_components(checked)
             except ConfigError as err:
                 experiment.impossible.append(
                     ImpossibleCell(dataset, model, variant, seed, run_dir, str(err))

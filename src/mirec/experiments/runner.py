@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from mirec.auto import train_auto
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.errors import DataError, MirecError
 from mirec.experiments.grid import Cell, Experiment, ImpossibleCell
 from mirec.models.folder import CONFIG_FILE, METRICS_FILE

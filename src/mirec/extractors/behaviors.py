@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Extracted, Extractor
 from mirec.extractors import EXTRACTORS
 

@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Extracted, Extractor
 from mirec.core.diffusion import (
     add_noise,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Extracted, Extractor
 from mirec.extractors import EXTRACTORS
 

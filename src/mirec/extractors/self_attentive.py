@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Extracted, Extractor
 from mirec.core.functional import map_real_rows, masked_softmax
 from mirec.extractors import EXTRACTORS

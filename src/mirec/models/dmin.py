@@ -31,6 +31,9 @@ from mirec.core.layers import prelu_mlp
 from mirec.errors import ConfigError
 from mirec.models.ctr_model import HEAD_SIZES, ClickModel, ItemEncoder
 
+REFINER_HEADS = 4
+"""The heads of DMIN's behaviour refiner: the embedding width must divide by them."""
+
 
 class DMIN(ClickModel):
     def __init__(
@@ -39,7 +42,7 @@ class DMIN(ClickModel):
         embedding_dim: int,
         num_interests: int,
         maxlen: int,
-        refiner_heads: int = 4,
+        refiner_heads: int = REFINER_HEADS,
         dropout: float = 0.1,
         aux_weight: float = 1.0,
     ) -> None:

@@ -46,18 +46,13 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mirec import __version__
 from mirec.atomic import atomic_path, write_json_atomic, write_text_atomic
-from mirec.config import (
-    INFERENCE_SETTINGS,
-    Config,
-    changed_setting,
-    config_from_dict,
-)
+from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
 from mirec.core.device import resolve_device
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
-from mirec.models.registry import build_ctr_model, build_model
+from mirec.models.build import build_ctr_model, build_model
+from mirec.version import __version__
 
 CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE = "config.yaml", "model.safetensors", "model.json"
 ITEMS_FILE, USERS_FILE = "items.parquet", "users.parquet"

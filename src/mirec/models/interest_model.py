@@ -13,7 +13,7 @@ At serving time a score-level model keeps all K interests and scores items by th
 (:mod:`mirec.aggregators.mixture`, whose per-interest log-partitions over the catalogue
 :meth:`InterestModel.extract` computes once per batch of users); a fused model scores by
 its one vector. At
-inference an optional adaptive-K rule (:mod:`mirec.aggregators.adaptive_k`) switches off
+inference an optional adaptive-K rule (:mod:`mirec.retrieval.adaptive_k`) switches off
 interests a user does not need; :meth:`InterestModel.forward` gives the vectors that search
 the catalogue, which is what serving and export call. The item table is shared between the
 history and the candidates, as in ComiRec and MIND.
@@ -32,12 +32,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mirec.aggregators.adaptive_k import adapt_interests
 from mirec.aggregators.max_score import max_over_interests
 from mirec.aggregators.mixture import MixtureOfSoftmaxes
 from mirec.core.contracts import Extracted, Extractor, Objective, Scorer, Selector
 from mirec.data.sequences import UserProfiles
 from mirec.regularizers import Penalty
+from mirec.retrieval.adaptive_k import adapt_interests
 from mirec.selectors.hard_argmax import select_by_argmax
 
 

@@ -9,14 +9,15 @@ under its name.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
 import torch
 
+from mirec.core.config import bad_setting
 from mirec.core.contracts import Extracted
 from mirec.core.registry import Registry
-from mirec.errors import ConfigError
 
 Penalty = Callable[[Extracted, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -26,18 +27,21 @@ REGULARIZERS: Registry[Callable[..., torch.Tensor]] = Registry("regularizer", __
 def parse_regularizers(
     spec: str | None, contrastive_temperature: float = 0.1
 ) -> list[tuple[str, float, Penalty]]:
-    """``"name:weight,..."`` -> [(name, weight, penalty)]; None or "" -> []."""
+    """``"name:weight,..."`` -> [(name, weight, penalty)]; None or "" -> []. A missing
+    weight is 1; an unknown name or a weight that is not a finite number >= 0 is the
+    ConfigError of the setting ``regularizer``."""
     out: list[tuple[str, float, Penalty]] = []
     for entry in filter(None, (part.strip() for part in (spec or "").split(","))):
         name, _, raw = entry.partition(":")
         penalties = REGULARIZERS.entries()
         if name not in penalties:
-            known = ", ".join(penalties)
-            raise ConfigError(f"regularizer {entry!r}: unknown {name!r}; known: {known}")
+            bad_setting("regularizer", spec, f"unknown {name!r}; known: {', '.join(penalties)}")
         try:
             weight = float(raw) if raw else 1.0
-        except ValueError as err:
-            raise ConfigError(f"regularizer {entry!r}: weight {raw!r} is not a number") from err
+        except ValueError:
+            bad_setting("regularizer", spec, f"the weight of {name} must be a number, not {raw!r}")
+        if not (math.isfinite(weight) and weight >= 0):
+            bad_setting("regularizer", spec, f"the weight of {name} must be a finite number >= 0")
         penalty = penalties[name]
         if name == "contrastive":
             penalty = partial(penalty, temperature=contrastive_temperature)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Selector
 from mirec.core.registry import Registry
 

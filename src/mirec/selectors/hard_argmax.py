@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Selector
 from mirec.selectors import SELECTORS
 

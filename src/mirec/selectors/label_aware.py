@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.contracts import Selector
 from mirec.core.functional import masked_softmax
 from mirec.selectors import SELECTORS

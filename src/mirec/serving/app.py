@@ -31,12 +31,12 @@ from pydantic_core import to_json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mirec import __version__
-from mirec.config import MAX_DIVERSITY_LAMBDA
+from mirec.core.config import MAX_DIVERSITY_LAMBDA
 from mirec.errors import MirecError, UnknownIdError
 from mirec.recommender import Recommendations, Recommender
 from mirec.serving.batching import MicroBatcher
 from mirec.serving.page import page_router
+from mirec.version import __version__
 
 MAX_N = 1000
 """The longest list one request may ask for."""

@@ -47,7 +47,6 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from mirec import __version__
 from mirec.atomic import staged_folder, write_json_atomic
 from mirec.core.contracts import Extracted
 from mirec.core.extras import require
@@ -56,6 +55,7 @@ from mirec.data.sequences import Sequences
 from mirec.errors import MirecError
 from mirec.models.folder import LoadedModel, load_model
 from mirec.models.interest_model import InterestModel
+from mirec.version import __version__
 
 ITEMS_FILE, USER_INTERESTS_FILE = "items.parquet", "user_interests.parquet"
 TOWER_FILE, MANIFEST_FILE = "user_tower.onnx", "export.json"

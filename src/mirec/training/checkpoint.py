@@ -10,7 +10,7 @@ count in the metadata: :class:`~mirec.training.optimizer.JointOptimizer`) and th
 random generators (``rng.*``: torch's global one, CUDA's, the run's ``torch.Generator``);
 its safetensors metadata holds, as JSON, the rest: the epoch, whether training stopped,
 the early-stopping state, the elapsed time (for ``max_train_minutes``), the loss and
-metric history (:class:`~mirec.training.trainer.FitResult`), and the states of the
+metric history (:class:`~mirec.training.progress.FitResult`), and the states of the
 numpy and Python generators (global ones, and a CTR run's ``numpy`` generator).
 
 One file, so one atomic rename writes all of it: a reader finds the previous epoch's state
@@ -29,7 +29,7 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,9 +40,7 @@ from mirec.atomic import atomic_path
 from mirec.errors import MirecError
 from mirec.models.folder import DIGEST_KEY, host_state, load_state, weights_digest
 from mirec.training.optimizer import Optimizer
-
-if TYPE_CHECKING:
-    from mirec.training.trainer import BestCheckpoint, FitResult
+from mirec.training.progress import BestCheckpoint, FitResult
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT, FORMAT_VERSION = "mirec-checkpoint", 1

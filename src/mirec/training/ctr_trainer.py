@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.core.device import resolve_device
 from mirec.data.ctr_samples import CTRData, CTRRows, training_rows
 from mirec.data.examples import gather_histories, host_tensor, training_item_counts
@@ -26,7 +26,8 @@ from mirec.models.ctr_model import PopularityCTR
 from mirec.models.folder import WEIGHTS_FILE, save_weights
 from mirec.training.checkpoint import Randomness
 from mirec.training.optimizer import build_optimizer, sparse_item_gradients
-from mirec.training.trainer import Epoch, FitResult, train_epochs
+from mirec.training.progress import FitResult
+from mirec.training.trainer import Epoch, train_epochs
 
 SELECTION_METRIC = "auc"
 PREDICT_BATCH = 4096

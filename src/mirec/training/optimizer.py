@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mirec.config import Config
+from mirec.core.config import Config
 from mirec.errors import ConfigError
 from mirec.training.sampled_softmax import resolve_negatives, scores_whole_catalogue
 

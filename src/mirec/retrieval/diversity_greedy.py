@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import torch
 
-from mirec.aggregators.chunked_top import RunningTop, blocked_columns, chunks
 from mirec.aggregators.max_score import ScoreTiles
+from mirec.core.chunked_top import RunningTop, blocked_columns, chunks
 
 
 def diverse_top_n(
@@ -60,7 +60,7 @@ def diverse_retrieve(
     and the top-n by ``merged``, scored by it, so that lambda 0 is its plain ranking.
     Repeats are kept once. ``blocked`` ((B, N_items) bool, or (B, M) item indices
     1..N_items with 0 as padding): items never to choose while others remain. The
-    catalogue is scored chunk by chunk (:mod:`mirec.aggregators.chunked_top`); each
+    catalogue is scored chunk by chunk (:mod:`mirec.core.chunked_top`); each
     candidate carries its score from its chunk, so the merge needs no second scoring.
     ``tiles``: the score storage to use.
     """

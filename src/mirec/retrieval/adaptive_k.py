@@ -43,9 +43,12 @@ The result is a new ``Extracted`` whose ``active`` mask gives each user their ow
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from mirec.core.config import bad_setting
 from mirec.core.contracts import Extracted
 from mirec.errors import ConfigError
 
@@ -57,16 +60,22 @@ does not depend on when a batch happens to converge."""
 
 
 def parse_adaptive_k(spec: str | None) -> tuple[str, float] | None:
-    """``"mass:0.1"`` or ``"merge:0.9"`` -> (rule, threshold); None or "" -> None."""
-    if not spec:
+    """``"mass:0.1"`` or ``"merge:0.9"`` -> (rule, threshold); None -> None. The
+    threshold is a share in [0, 1] (``merge``: a cosine, ``cluster``: a silhouette, in
+    [-1, 1]); anything else is the ConfigError of the setting ``adaptive_k``."""
+    if spec is None:
         return None
     rule, _, raw = spec.partition(":")
     if rule not in RULES:
-        raise ConfigError(f"adaptive_k {spec!r}: unknown rule {rule!r}; known: {', '.join(RULES)}")
+        known = ", ".join(f"{r}:t" for r in RULES)
+        bad_setting("adaptive_k", spec, f"expected {known}, or unset")
     try:
         threshold = float(raw)
-    except ValueError as err:
-        raise ConfigError(f"adaptive_k {spec!r}: expected {rule}:<number>") from err
+    except ValueError:
+        bad_setting("adaptive_k", spec, f"expected {rule}:<number>")
+    low = -1.0 if rule in ("merge", "cluster") else 0.0
+    if not (math.isfinite(threshold) and low <= threshold <= 1.0):
+        bad_setting("adaptive_k", spec, f"the threshold of {rule} must be a number in [{low:g}, 1]")
     return rule, threshold
 
 

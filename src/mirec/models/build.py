@@ -1,7 +1,13 @@
-"""Build a model from a :class:`~mirec.config.Config`: a retrieval model (the extractor
-named by ``config.extractor`` under an :class:`InterestModel`, or the popularity baseline)
-or a CTR model, and check that its components fit together. The components themselves
-come from their registries (extractors, selectors, aggregators, regularizers).
+"""Build a model from a :class:`~mirec.core.config.Config`: a retrieval model (the
+extractor named by ``config.extractor`` under an :class:`InterestModel`, or the popularity
+baseline) or a CTR model, and check that its components fit together. The components
+themselves come from their registries (extractors, selectors, aggregators, regularizers).
+
+Every rule that ties a setting to a component ("the extractor is one the task has", "SINE
+needs as many concepts as interests") lives here, once, in :func:`check_components`; the
+schema (:mod:`mirec.core.config`) checks each setting's own range. A command checks both
+before any work, and the builders check again, so a model is never built from a config
+that breaks one.
 
 ``config.user_features`` (MIND only) adds the dataset's user profiles: one embedding table
 per feature, ``embedding_dim // 4`` wide, whose concatenation widens the input of MIND's
@@ -9,22 +15,29 @@ ReLU tower (Li et al., CIKM 2019, section 4.3)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from torch import nn
 
-from mirec.aggregators import CTR, RETRIEVAL, build_aggregation
-from mirec.aggregators.adaptive_k import parse_adaptive_k
-from mirec.config import BUILT_IN_EXTRACTORS, Config
+from mirec.aggregators import AGGREGATORS, CTR, RETRIEVAL, build_aggregation
+from mirec.core.config import Config, bad_setting, one_of, shown
+from mirec.data.readers import FORMATS
 from mirec.data.sequences import Sequences, UserProfiles
+from mirec.data.synthetic import SyntheticSpec
 from mirec.errors import ConfigError
 from mirec.extractors import EXTRACTORS
 from mirec.models.ctr_model import CTRModel, ItemEncoder, PopularityCTR
-from mirec.models.dmin import DMIN
+from mirec.models.dmin import DMIN, REFINER_HEADS
 from mirec.models.interest_model import InterestModel
 from mirec.models.most_popular import MostPopular
-from mirec.regularizers import parse_regularizers
+from mirec.regularizers import REGULARIZERS, parse_regularizers
+from mirec.retrieval.adaptive_k import parse_adaptive_k
 from mirec.selectors import SELECTORS
 
+BUILT_IN_EXTRACTORS = {"retrieval": ("popularity",), "ctr": ("popularity", "dmin")}
+"""Extractor names the model builders handle themselves, by task; every other name is a
+component registered where it is defined (``mirec.extractors``)."""
 PROFILE_EXTRACTOR = "dynamic_routing"
 """The extractor that takes user profiles: MIND's, the one model that defines their use."""
 
@@ -40,6 +53,7 @@ def build_model(
     """The model ``config`` describes, for a catalogue of ``n_items`` and histories of
     ``maxlen``. ``user_profiles`` (``Sequences.user_profiles()``) is used only when
     ``config.user_features`` is true; a ConfigError says when that cannot be."""
+    check_components(config)
     if config.user_features:
         _check_user_features(config, user_profiles)
     if config.extractor == "popularity":
@@ -99,6 +113,7 @@ def build_ctr_model(config: Config, seqs: Sequences, maxlen: int) -> nn.Module:
     """The CTR model ``config`` describes (task=ctr): DIN, DMIN, the popularity baseline, or
     any retrieval extractor under a CTR head with a CTR aggregator; item categories and
     behaviour types of the dataset ``seqs`` become side features."""
+    check_components(config)
     if config.extractor == "popularity":
         return PopularityCTR(seqs.n_items)
     if config.user_features:
@@ -168,3 +183,54 @@ def _check_user_features(config: Config, user_profiles: UserProfiles | None) -> 
             f"dataset {config.dataset!r} has no user features; set user_features=false "
             "(MovieLens 100K and 1M have them)"
         )
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def check_components(config: Config) -> None:
+    """Every rule that ties a setting of ``config`` to a component or a data source; a
+    ConfigError naming the setting, its value and what is allowed (as the schema's own
+    range checks do)."""
+    c = config
+    extractors = component_names("extractor", c.task)
+    one_of("extractor", c.extractor, extractors, f"task={c.task}")
+    one_of("selector", c.selector, component_names("selector", c.task))
+    one_of("aggregator", c.aggregator, component_names("aggregator", c.task), f"task={c.task}")
+    if c.dataset.partition(":")[0] == "synthetic":
+        try:  # its options too, before a run folder is locked or anything generated
+            SyntheticSpec.parse(c.dataset)
+        except ConfigError as err:
+            raise ConfigError(f"setting dataset={shown(c.dataset)}: {err}") from None
+    if c.format is not None:
+        one_of("format", c.format, FORMATS, none=True)
+    parse_regularizers(c.regularizer)
+    parse_adaptive_k(c.adaptive_k)
+    if c.extractor == "sparse_interest" and c.num_interests > c.num_concepts:
+        bad_setting(
+            "num_concepts",
+            c.num_concepts,
+            f"SINE activates num_interests={c.num_interests} concepts from this pool: it must "
+            "be at least as large",
+        )
+    if c.extractor == "dmin":
+        width = math.lcm(REFINER_HEADS, c.num_interests)
+        if c.embedding_dim % width:
+            bad_setting(
+                "embedding_dim",
+                c.embedding_dim,
+                f"must be a multiple of {width} for extractor=dmin (its {REFINER_HEADS} "
+                f"refiner heads and num_interests={c.num_interests} interest heads split it)",
+            )
+
+
+def component_names(kind: str, task: str) -> tuple[str, ...]:
+    """The names ``kind`` (extractor, selector, aggregator, regularizer) can take for
+    ``task``, asked of the registry where each component registers itself."""
+    if kind == "extractor":
+        usable = [n for n, e in EXTRACTORS.entries().items() if task == "ctr" or not e.ctr_only]
+        return (*usable, *BUILT_IN_EXTRACTORS[task])
+    if kind == "aggregator":
+        return tuple(n for n, e in AGGREGATORS.entries().items() if task in e.tasks)
+    registry = {"selector": SELECTORS, "regularizer": REGULARIZERS}[kind]
+    return tuple(registry.entries())

@@ -5,13 +5,13 @@ service all rank through :func:`top_n` (the evaluator through :func:`rank_catalo
 also hands the diagnostics each interest's own list), so their lists cannot drift apart. A
 user's list is the N best items by the model's own aggregation of their interests
 (docs/protocol.md section 4: by default ``max_k <v_u^k, e_i>``), or with a diversity lambda
-ComiRec's greedy diversity-controllable merge (:mod:`mirec.aggregators.diversity_greedy`).
+ComiRec's greedy diversity-controllable merge (:mod:`mirec.retrieval.diversity_greedy`).
 Items can be blocked per user (the history, or items a caller never wants back); a blocked
 item scores -inf and is returned only when nothing else is left, which callers that want
 short lists drop.
 
 The catalogue is scored chunk by chunk with a running merge
-(:mod:`mirec.aggregators.chunked_top`): memory is O(users x (chunk + N)), and a catalogue
+(:mod:`mirec.core.chunked_top`): memory is O(users x (chunk + N)), and a catalogue
 of one chunk is ranked exactly as by one ``torch.topk``.
 """
 
@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from mirec.aggregators.chunked_top import (
+from mirec.aggregators.max_score import ScoreTiles, max_over_interests, per_interest_scores
+from mirec.core.chunked_top import (
     RunningTop,
     blocked_at,
     blocked_columns,
     chunks,
     item_chunk,
 )
-from mirec.aggregators.diversity_greedy import diverse_retrieve
-from mirec.aggregators.max_score import ScoreTiles, max_over_interests, per_interest_scores
 from mirec.core.contracts import Extracted
+from mirec.retrieval.diversity_greedy import diverse_retrieve
 
 if TYPE_CHECKING:
     from mirec.core.contracts import Retriever
@@ -43,7 +43,7 @@ SCORE_BUDGET = 1 << 25
 
 def users_per_chunk(num_interests: int, n_items: int) -> int:
     """How many users to rank at once within :data:`SCORE_BUDGET`, for one chunk of items
-    (:func:`~mirec.aggregators.chunked_top.item_chunk`). Every caller chunks the same way, so
+    (:func:`~mirec.core.chunked_top.item_chunk`). Every caller chunks the same way, so
     a list does not depend on who asked for it."""
     return max(1, SCORE_BUDGET // (num_interests * item_chunk(n_items)))
 

@@ -1,6 +1,6 @@
 """Approximate nearest-neighbour retrieval: a faiss index over a model's item vectors.
 
-The exact path (:mod:`mirec.aggregators.ranking`) scores the whole catalogue for every
+The exact path (:mod:`mirec.retrieval.ranking`) scores the whole catalogue for every
 user. Here each of a user's (active) interests asks an :class:`ItemIndex` for its own top
 items, and the union of those candidates is ranked by the exact path itself, restricted to
 them (:func:`ann_top_n`). The scores of the list are therefore the model's exact scores
@@ -56,11 +56,11 @@ import torch
 
 from mirec.aggregators.max_score import max_over_interests
 from mirec.aggregators.mixture import MixtureOfSoftmaxes
-from mirec.aggregators.ranking import top_n
 from mirec.atomic import atomic_path, write_json_atomic
 from mirec.core.contracts import Extracted, Retriever
 from mirec.core.extras import require
 from mirec.errors import MirecError
+from mirec.retrieval.ranking import top_n
 
 if TYPE_CHECKING:
     import faiss
@@ -309,7 +309,7 @@ def ann_top_n(
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`~mirec.aggregators.ranking.top_n` with the candidates from ``index``: each
+    """:func:`~mirec.retrieval.ranking.top_n` with the candidates from ``index``: each
     retrieval vector's n best unblocked items, ranked (or diversity-merged) by the exact
     path over that sub-catalogue. Same arguments and results as ``top_n``; with the flat
     index, the same lists (see the module's docstring)."""
