@@ -188,3 +188,27 @@ def test_the_package_declares_what_a_wheel_needs():
     license_text = (REPO / "LICENSE").read_text()
     assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
     assert (REPO / "CHANGELOG.md").read_text().count(f"## {__version__}") == 1
+
+
+def test_serve_answers_with_the_training_modules_unimportable(
+    base_folder, serve_process, tmp_path, monkeypatch
+):
+    """Serving loads a model folder and answers; it never imports the training stack."""
+    blocked = ("mirec.training", "mirec.runs", "mirec.auto", "mirec.experiments")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    import httpx
+
+    server = serve_process(["--checkpoint", str(base_folder), "--workers", "1"], tmp_path)
+    try:
+        answer = httpx.post(f"{server.url}/recommend", json={"history": [1, 2, 3], "n": 3})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["items"]) == 3
+        assert httpx.get(f"{server.url}/users/1/recommendations").status_code == 200
+    finally:
+        assert server.stop() == 0
+    assert "ModuleNotFoundError" not in server.stderr.read_text()

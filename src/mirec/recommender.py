@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from mirec.atomic import staged_folder, write_json_atomic
-from mirec.auto import candidate_folders, train_auto
 from mirec.config import load_candidates
 from mirec.core.chunked_top import blocked_items
 from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config
@@ -54,7 +53,6 @@ from mirec.models.most_popular import MostPopular
 from mirec.retrieval import ann
 from mirec.retrieval.ann import ItemIndex
 from mirec.retrieval.ranking import best_interest, rank, top_n, users_per_chunk
-from mirec.runs import train_run
 
 _MODEL_SETTING: Any = object()
 """Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
@@ -205,6 +203,10 @@ class Recommender:
         ``output_dir``; returns the loaded model. A folder holding a run is refused unless
         ``resume`` (continue an interrupted run with these settings from its last finished
         epoch) or ``overwrite`` (train again), as :func:`~mirec.runs.train_run` says."""
+        # the training stack, only to train: loading and serving a folder never import it
+        from mirec.auto import candidate_folders, train_auto
+        from mirec.runs import train_run
+
         out = _path(output_dir, "output_dir")
         configs = load_candidates(model, fixed=settings, dataset=dataset)
         where = {
