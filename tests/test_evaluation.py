@@ -20,6 +20,8 @@ class FixedRetriever:
     """User j (history [j + 1]) has the interests ``user_interests[j]``; items are fixed."""
 
     uses_user_rows = False
+    scorer = None  # it scores by itself (score below), as the popularity baseline does
+    training = False
 
     def __init__(self, user_interests: torch.Tensor, items: torch.Tensor) -> None:
         self.user_interests = user_interests

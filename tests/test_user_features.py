@@ -346,6 +346,7 @@ def test_fit_and_evaluate_pass_the_user_rows(tmp_path: Path) -> None:
         """A retriever that asks for the user rows and records them."""
 
         num_interests, uses_user_rows = 1, True
+        scorer, training = None, False
 
         def __init__(self) -> None:
             self.seen: list[torch.Tensor] = []

@@ -151,6 +151,12 @@ class Retriever(Protocol):
     num_interests: int
     uses_user_rows: bool
     """True when :meth:`extract` needs the users' rows (MIND with user profiles)."""
+    scorer: Scorer | None
+    """How :meth:`score` merges the interests' scores (the max over interests, a mixture,
+    ...), which ranking and item indexes follow; None for a model that scores items itself
+    without interests (the popularity baseline)."""
+    training: bool
+    """Whether the model is in training mode (``torch.nn.Module.training``)."""
 
     def extract(self, histories: torch.Tensor, users: torch.Tensor | None = None) -> Extracted:
         """(B, L) padded item indices (and (B,) user rows) -> interests, active flags."""

@@ -73,7 +73,7 @@ def evaluate(
     ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`).
     """
     start = time.perf_counter()
-    was_training = getattr(model, "training", False)
+    was_training = model.training
     if was_training:
         model.eval()  # dropout off, and MIND's routing logits fixed
     items = model.item_vectors()

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import torch
 
 CUTOFFS = (20, 50)
-METRIC_NAMES = ("recall", "ndcg", "hitrate")
 
 
 class Targets(NamedTuple):

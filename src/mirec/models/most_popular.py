@@ -19,6 +19,7 @@ from mirec.core.contracts import Extracted
 class MostPopular(nn.Module):
     num_interests = 1
     uses_user_rows = False  # the same list for everyone: no user is looked up
+    scorer = None  # it scores items by their counts, with no interests to merge
 
     def __init__(self, n_items: int) -> None:
         super().__init__()

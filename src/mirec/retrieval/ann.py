@@ -95,10 +95,10 @@ def vectors_digest(vectors: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def check_searchable(model: Any) -> None:
+def check_searchable(model: Retriever) -> None:
     """A MirecError unless ``model`` ranks by the max over its retrieval vectors, the rule
     an index search reproduces (see the module's docstring)."""
-    scorer = getattr(model, "scorer", None)
+    scorer = model.scorer
     if isinstance(scorer, MixtureOfSoftmaxes):
         raise MirecError(
             "index search cannot serve aggregator 'mixture': a mixture's top items need not be "

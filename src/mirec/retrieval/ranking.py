@@ -145,7 +145,7 @@ def rank_catalogue(
             scores = scores.masked_fill(blocked_at(blocked, rows), float("-inf"))
         lists = _interest_lists(extracted, items, interest_n, interest_blocked, tiles)
         return Ranked(rows + 1, scores, lists)
-    max_scored = getattr(model, "scorer", None) is max_over_interests
+    max_scored = model.scorer is max_over_interests
     query = model.retrieval_interests(extracted)
     layout = chunks(items.shape[0])
     whole = len(layout) == 1
