@@ -1,6 +1,6 @@
 """Load test of ``mirec serve``: N concurrent clients on loopback, POST /recommend.
 
-Starts ``mirec serve --checkpoint DIR --port 0`` itself (or loads an already running server
+Starts ``mirec serve --model-dir DIR --port 0`` itself (or loads an already running server
 with ``--url``), then ``--clients`` keep-alive connections send ``--requests`` requests in
 all (stopping at ``--duration`` seconds at the latest), each a realistic ask: a random
 user's stored history from the model folder (its last ``--history`` items), ``n`` =
@@ -29,9 +29,9 @@ goal, on a quiet 2-core machine with amazon-beauty's ComiRec-SA:
 
     mirec train --dataset amazon-beauty --model comirec-sa --data-dir ../shared/data \\
         --output-dir /tmp/beauty-sa --set max_epochs=1
-    python benchmarks/serve_load.py --checkpoint /tmp/beauty-sa
+    python benchmarks/serve_load.py --model-dir /tmp/beauty-sa
     # 200 clients, 20,000 requests offered at 1,000/s: 0 errors, p99 <= 100 ms, all served
-    python benchmarks/serve_load.py --checkpoint /tmp/beauty-sa --rate 0   # the most req/s
+    python benchmarks/serve_load.py --model-dir /tmp/beauty-sa --rate 0   # the most req/s
     # the same goal in a closed loop: >= 1,000 requests/s, 0 errors, p99 <= 100 ms
 """
 
@@ -65,7 +65,7 @@ BODIES = 2000
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Load test of mirec serve: POST /recommend.")
-    p.add_argument("--checkpoint", type=Path, required=True, help="A `mirec train` folder.")
+    p.add_argument("--model-dir", type=Path, required=True, help="A `mirec train` folder.")
     p.add_argument("--url", help="A running `mirec serve` of that folder (default: start one).")
     p.add_argument("--clients", type=int, default=200, help="Concurrent connections.")
     p.add_argument("--requests", type=int, default=20_000, help="Requests in all.")
@@ -276,7 +276,7 @@ class Server:
 
     def __init__(self, checkpoint: Path, workers: int | None) -> None:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (open while the server runs)
-        command = [sys.executable, "-m", "mirec", "serve", "--checkpoint", str(checkpoint),
+        command = [sys.executable, "-m", "mirec", "serve", "--model-dir", str(checkpoint),
                    "--port", "0"]  # fmt: skip
         if workers is not None:
             command += ["--workers", str(workers)]

@@ -1,8 +1,8 @@
 """Take docs/serve-page.png: the web page of ``mirec serve`` for one user, in headless Chromium.
 
-    python docs/make_screenshot.py --checkpoint runs/ml-100k-sa --user 1
+    python docs/make_screenshot.py --model-dir runs/ml-100k-sa --user 1
 
-``--checkpoint`` is a model folder written by ``mirec train`` (the picture in the README:
+``--model-dir`` is a model folder written by ``mirec train`` (the picture in the README:
 ``mirec train --dataset ml-100k --model comirec-sa --output-dir runs/ml-100k-sa``). The
 page is served on loopback from this process and shot by Debian's ``chromium`` through
 Playwright; the PNG is written whole or not at all.
@@ -46,7 +46,7 @@ def serve(checkpoint: Path) -> tuple[uvicorn.Server, threading.Thread, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a `mirec train` folder")
+    parser.add_argument("--model-dir", type=Path, required=True, help="a `mirec train` folder")
     parser.add_argument("--user", default="1", help="the user to show (default 1)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("serve-page.png"))
     parser.add_argument("--width", type=int, default=1360, help="the window's width in pixels")

@@ -222,5 +222,5 @@ def test_recommend_without_the_index_says_how_to_build_it(ml100k_run, mirec_main
     args = ["recommend", "--checkpoint", str(ml100k_run), "--user", "1", "--index", "ivf"]
     code, _, err = mirec_main(*args)
     assert code == 2
-    rebuild = f"`mirec index --checkpoint {ml100k_run} --kind ivf`"
+    rebuild = f"`mirec index --model-dir {ml100k_run} --kind ivf`"
     assert err == f"mirec: error: {ml100k_run}: no ivf index; build it with {rebuild}\n"

@@ -212,3 +212,14 @@ def test_serve_answers_with_the_training_modules_unimportable(
     finally:
         assert server.stop() == 0
     assert "ModuleNotFoundError" not in server.stderr.read_text()
+
+
+def test_model_dir_names_the_model_folder_and_checkpoint_still_does(base_folder, mirec_main):
+    """The model folder is --model-dir; --checkpoint, its name before 0.4, still works."""
+    args = ("recommend", "--user", "1", "--json")
+    new = mirec_main(args[0], "--model-dir", str(base_folder), *args[1:])
+    old = mirec_main(args[0], "--checkpoint", str(base_folder), *args[1:])
+    assert new[0] == 0 and new == old
+    assert len(json.loads(new[1])["items"]) == 10
+    code, out, _ = mirec_main("recommend", "--help")
+    assert code == 0 and "--model-dir" in out

@@ -66,6 +66,14 @@ def _every_command(
 
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ModelDir = Annotated[
+    Path,
+    typer.Option(
+        "--model-dir",
+        "--checkpoint",  # its name before 0.4, kept working
+        help="A model folder: the output directory of `mirec train`.",
+    ),
+]
 Threads = Annotated[
     int | None,
     typer.Option(
@@ -236,7 +244,7 @@ def _train_auto(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    model_dir: ModelDir,
     output_dir: Annotated[
         Path | None, typer.Option(help="Where metrics.json goes (default: CHECKPOINT/evaluation).")
     ] = None,
@@ -261,9 +269,9 @@ def evaluate(
     from mirec.runs import evaluate_checkpoint
 
     _use_threads(threads)
-    out = output_dir or checkpoint / EVALUATION_DIR
+    out = output_dir or model_dir / EVALUATION_DIR
     metrics = evaluate_checkpoint(
-        checkpoint,
+        model_dir,
         out,
         mask_history=mask_history,
         overrides=parse_overrides(set_ or ()),
@@ -275,7 +283,7 @@ def evaluate(
 
 @app.command()
 def diagnose(
-    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    model_dir: ModelDir,
     output_dir: Annotated[
         Path | None, typer.Option(help="Where metrics.json goes (default: CHECKPOINT/evaluation).")
     ] = None,
@@ -294,9 +302,9 @@ def diagnose(
     from mirec.runs import evaluate_checkpoint
 
     _use_threads(threads)
-    out = output_dir or checkpoint / EVALUATION_DIR
+    out = output_dir or model_dir / EVALUATION_DIR
     metrics = evaluate_checkpoint(
-        checkpoint,
+        model_dir,
         out,
         overrides=parse_overrides(set_ or ()),
         progress=not quiet,
@@ -359,7 +367,7 @@ def compare_runs(
 
 @app.command()
 def inspect(
-    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    model_dir: ModelDir,
     user: Annotated[str | None, typer.Option(help="A raw user id of the dataset.")] = None,
     items: Annotated[
         str | None, typer.Option(help="Instead of a user: raw item ids, oldest first, a,b,c.")
@@ -381,7 +389,7 @@ def inspect(
         raise ConfigError(f"--top {top}: must be an integer >= 1")
     item_list = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
     _use_threads(threads)
-    report = inspect_checkpoint(checkpoint, user=user, items=item_list, top=top)
+    report = inspect_checkpoint(model_dir, user=user, items=item_list, top=top)
     typer.echo(json.dumps(report.to_json(), indent=2) if json_ else report.to_text())
     if plot is not None:
         plot_interest_map(report, plot)
@@ -390,7 +398,7 @@ def inspect(
 
 @app.command()
 def recommend(
-    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    model_dir: ModelDir,
     user: Annotated[str | None, typer.Option(help="A raw user id of the training log.")] = None,
     items: Annotated[
         str | None, typer.Option(help="Instead of a user: raw item ids, oldest first, a,b,c.")
@@ -420,7 +428,7 @@ def recommend(
     if index is not None:
         _needs("mirec recommend --index", "faiss")
     _use_threads(threads)
-    rec = Recommender.load(checkpoint)
+    rec = Recommender.load(model_dir)
     if user is not None:
         recs = rec.recommend_user(user, n, exclude_history=exclude_history, index=index)
     else:
@@ -439,7 +447,7 @@ def recommend(
 
 @app.command()
 def index(
-    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    model_dir: ModelDir,
     kind: Annotated[
         str, typer.Option(help="flat (exact inner product), hnsw or ivf (approximate).")
     ],
@@ -470,7 +478,7 @@ def index(
     if sample_users < 1:
         raise ConfigError(f"--sample-users {sample_users}: must be an integer >= 1")
     _use_threads(threads)
-    rec = Recommender.load(checkpoint)
+    rec = Recommender.load(model_dir)
     start = time.perf_counter()
     built = rec.build_index(
         kind, m=m, ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe
@@ -478,7 +486,7 @@ def index(
     seconds = time.perf_counter() - start
     from mirec.retrieval.ann import index_paths
 
-    path, _ = index_paths(checkpoint, kind)
+    path, _ = index_paths(model_dir, kind)
     options = ", ".join(f"{k}={v}" for k, v in built.options.items()) or "exact"
     typer.echo(f"{kind} index of {built.n_items} items (d={built.d}; {options})")
     typer.echo(f"  built in {seconds:.2f} s, {path.stat().st_size / 2**20:.2f} MiB: {path}")
@@ -493,7 +501,7 @@ def index(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    model_dir: ModelDir,
     out: Annotated[Path, typer.Option(help="Where the export folder goes.")],
     overwrite: Annotated[
         bool, typer.Option(help="Replace --out when it exists and is not empty.")
@@ -506,7 +514,7 @@ def export(
 
     _needs("mirec export", *EXPORT_MODULES)
 
-    result = export_checkpoint(checkpoint, out, overwrite=overwrite)
+    result = export_checkpoint(model_dir, out, overwrite=overwrite)
     m, check = result.manifest, result.manifest["check"]
     typer.echo(
         f"{m['model']} on {m['dataset']}: {m['n_items']} items, {m['n_users']} users, "
@@ -523,7 +531,7 @@ def export(
 
 @app.command()
 def serve(
-    checkpoint: Annotated[Path, typer.Option(help="Output directory of `mirec train`.")],
+    model_dir: ModelDir,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
     workers: Annotated[
@@ -540,7 +548,7 @@ def serve(
     _needs("mirec serve", "fastapi", "uvicorn", *(["faiss"] if index else []))
     from mirec.serving.server import serve as run_server  # FastAPI: only for this command
 
-    run_server(checkpoint, host=host, port=port, workers=workers, index=index, echo=typer.echo)
+    run_server(model_dir, host=host, port=port, workers=workers, index=index, echo=typer.echo)
 
 
 @app.command()

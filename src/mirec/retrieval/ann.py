@@ -216,7 +216,7 @@ class ItemIndex:
         rebuild it."""
         faiss = _faiss()
         index_file, description = index_paths(folder, check_kind(kind))
-        rebuild = f"`mirec index --checkpoint {folder} --kind {kind}`"
+        rebuild = f"`mirec index --model-dir {folder} --kind {kind}`"
         if not index_file.is_file() or not description.is_file():
             raise MirecError(f"{folder}: no {kind} index; build it with {rebuild}")
         try:

@@ -1,7 +1,7 @@
 """Export a trained retrieval model for serving without mirec: the item vectors, every known
 user's interests, and the user tower as ONNX.
 
-``mirec export --checkpoint RUN --out DIR`` writes into ``DIR``, whole or not at all:
+``mirec export --model-dir RUN --out DIR`` writes into ``DIR``, whole or not at all:
 
 * ``items.parquet``: ``item`` (the raw id, in the source log's type) and ``vector`` (d
   float32), one row per item in the order of ``Recommender.item_ids``. A history holds item
