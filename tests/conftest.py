@@ -186,3 +186,17 @@ def mirec_main(
         return stopped.value.code, captured.out, captured.err
 
     return run
+
+
+def string_id_log(path: Path) -> Path:
+    """A sequences file with text ids: 150 users ``user-0`` to ``user-149`` (the widest: 8
+    characters) of 12 items each among ``sku-0`` to ``sku-79`` (6 characters)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = [
+        f"user-{u} " + " ".join(f"sku-{i}" for i in rng.choice(80, 12, replace=False))
+        for u in range(150)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

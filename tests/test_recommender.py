@@ -9,11 +9,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import string_id_log
 from typer.testing import CliRunner
 
 from mirec import MirecError, Recommender
@@ -372,16 +372,6 @@ def test_old_and_damaged_folders_are_clear_errors(ml100k_run, tmp_path):
         Recommender.load(damaged)
     with pytest.raises(ConfigError, match="no such model folder"):
         Recommender.load(tmp_path / "nowhere")
-
-
-def string_id_log(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    lines = [
-        f"user-{u} " + " ".join(f"sku-{i}" for i in rng.choice(80, 12, replace=False))
-        for u in range(150)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_train_from_python_keeps_string_ids(tmp_path):

@@ -16,9 +16,9 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import httpx
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import string_id_log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -499,18 +499,6 @@ def test_no_spelling_of_a_known_id_gets_another_list(client, rec):
     # a surrogate's UTF-8-like bytes in a URL are not UTF-8: replaced, then not found
     assert client.get("/users/%ED%A0%80/recommendations").status_code == 404
     assert client.get("/users/10/recommendations?n=10").json() == own.json()
-
-
-def string_id_log(path: Path) -> Path:
-    """150 users ``user-0`` to ``user-149`` (the widest: 8 characters) of 12 items each
-    among ``sku-0`` to ``sku-79`` (6 characters)."""
-    rng = np.random.default_rng(0)
-    lines = [
-        f"user-{u} " + " ".join(f"sku-{i}" for i in rng.choice(80, 12, replace=False))
-        for u in range(150)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
