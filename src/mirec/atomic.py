@@ -47,7 +47,7 @@ def write_failure(err: BaseException, path: Path, staging: Path | None = None) -
     elif isinstance(err, MirecError):
         return None
     elif isinstance(err, OSError) and err.errno in DISK_ERRNOS:
-        reason = err.strerror or os.strerror(err.errno)
+        reason = os.strerror(err.errno)  # a library's strerror may be its own sentence
         named = Path(os.fsdecode(err.filename)) if err.filename else None
     else:
         text = str(err)
@@ -143,6 +143,48 @@ def _umask_mode(full: int) -> int:
     umask = os.umask(0)  # os has no getter: set it, then put it back
     os.umask(umask)
     return full & ~umask
+
+
+OUTPUTS_INSIDE = ("the current folder", "the home folder")
+"""Kept folders that an output may lie inside (but never hold)."""
+
+
+def kept_folders(*named: tuple[Path | None, str]) -> list[tuple[Path, str]]:
+    """``named`` (a folder and what it is; None: none) and the folders a replaced output
+    must never take with it: mirec's data and cache folders, the current folder, the home
+    folder."""
+    from mirec.core.paths import cache_dir, default_data_dir
+
+    kept = [(path, what) for path, what in named if path is not None]
+    kept += [
+        (default_data_dir(), "the data folder"),
+        (cache_dir(), "mirec's cache folder"),
+        (Path.cwd(), "the current folder"),
+        (Path.home(), "the home folder"),
+    ]
+    return kept
+
+
+def refuse_unsafe_target(
+    target: Path, kept: list[tuple[Path, str]], elsewhere: str = "write somewhere else"
+) -> None:
+    """A MirecError when replacing the folder ``target`` (:func:`staged_folder`) could take
+    more than it: ``target`` is a symbolic link (the link would be replaced, its folder
+    left, or the other way round), or it is, holds or lies inside one of ``kept`` (a folder
+    and what it is, as :func:`kept_folders` lists them)."""
+    if target.is_symlink():
+        raise MirecError(
+            f"{target}: is a symbolic link (to {os.readlink(target)}); name the folder "
+            "itself, or another path"
+        )
+    where = target.resolve()
+    for folder, what in kept:
+        place = folder.resolve()
+        if place == where or place.is_relative_to(where):
+            raise MirecError(f"{target}: holds {what} {folder}; {elsewhere}")
+        # outputs are made inside the current and home folders all the time
+        if where.is_relative_to(place) and what not in OUTPUTS_INSIDE:
+            raise MirecError(f"{target}: is inside {what} {folder}; {elsewhere}")
 
 
 @contextmanager

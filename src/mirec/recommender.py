@@ -37,7 +37,7 @@ from mirec.aggregators import ann
 from mirec.aggregators.ann import ItemIndex
 from mirec.aggregators.chunked_top import blocked_items
 from mirec.aggregators.ranking import best_interest, rank, top_n, users_per_chunk
-from mirec.atomic import staged_folder, write_json_atomic
+from mirec.atomic import kept_folders, refuse_unsafe_target, staged_folder, write_json_atomic
 from mirec.auto import candidate_folders, train_auto
 from mirec.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config, load_candidates
 from mirec.data.vocabulary import Vocabulary
@@ -228,6 +228,9 @@ class Recommender:
         with the item indexes of the folder it was loaded from; an existing non-empty folder
         is replaced only with ``overwrite``."""
         target = _path(path, "path")
+        # replacing target must not take this model's own folder (its indexes are copied
+        # from there), the data or anything else with it
+        refuse_unsafe_target(target, kept_folders((self.folder, "the model folder")))
         empty = target.is_dir() and not any(target.iterdir())
         if target.exists() and not empty and not overwrite:
             raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")

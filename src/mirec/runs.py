@@ -11,6 +11,7 @@ its last finished epoch.
 
 from __future__ import annotations
 
+import shutil
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from mirec.data.ctr_samples import prepare_ctr
 from mirec.data.examples import EvaluationSet, training_item_counts
 from mirec.data.prepare import PreparedData, prepare, split_sequences
 from mirec.data.synthetic import planted_interest_counts
-from mirec.errors import ConfigError
+from mirec.errors import ConfigError, WriteError
 from mirec.evaluation import compare
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
@@ -40,7 +41,7 @@ from mirec.models.folder import (
     write_folder_data,
 )
 from mirec.models.registry import build_ctr_model, build_model
-from mirec.run_folder import RunFolder, claim, folder_lock
+from mirec.run_folder import RunFolder, check_output_folder, claim, folder_lock
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.distributed import World, process_group
 from mirec.training.trainer import FitResult, fit
@@ -82,6 +83,7 @@ def train_run(
     each returns rank 0's metrics (:func:`_train_ranks`)."""
     if config.task not in TASKS:
         raise ConfigError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
+    check_output_folder(output_dir, config, data_dir)
     with process_group(config.device) as world:
         if world is not None:
             return _train_ranks(config, output_dir, world, data_dir, progress, resume, overwrite)
@@ -89,10 +91,30 @@ def train_run(
         run = claim(output_dir, config, resume=resume, overwrite=overwrite)
         if isinstance(run, dict):
             return run
-        metrics = _train(config, run, data_dir, progress)
-        write_json_atomic(run.staging / METRICS_FILE, metrics)
+        try:
+            metrics = _train(config, run, data_dir, progress)
+            write_json_atomic(run.staging / METRICS_FILE, metrics)
+        except WriteError as err:
+            raise _after_write_failure(err, run) from err
         run.commit()
     return metrics
+
+
+def _after_write_failure(err: WriteError, run: RunFolder) -> WriteError:
+    """A disk that failed under a run (the previous run of the folder is whole: the new one
+    wrote only to staging): a staging folder with an epoch checkpoint is kept for
+    ``--resume``, and the message says so; one without is removed, as if the run had not
+    started."""
+    from mirec.training.checkpoint import CHECKPOINT_FILE
+
+    if (run.staging / CHECKPOINT_FILE).is_file():
+        return WriteError(
+            f"{err}; the run's last epoch checkpoint is kept: --resume continues it",
+            path=err.path,
+            reason=err.reason,
+        )
+    shutil.rmtree(run.staging, ignore_errors=True)
+    return err
 
 
 def _train_ranks(
