@@ -121,6 +121,25 @@ def test_recommender_save_never_replaces_its_own_folder(parent_of_run):
     assert Recommender.load(saved).recommend([50, 172], 5) == rec.recommend([50, 172], 5)
 
 
+def test_compare_and_evaluate_never_write_over_a_runs_metrics(parent_of_run, mirec_main):
+    run = parent_of_run / "run"
+    before = snapshot(parent_of_run)
+    for args in (
+        ("compare", str(run), str(run), "--out", str(run), "--quiet"),
+        ("evaluate", "--checkpoint", str(run), "--output-dir", str(run), "--quiet"),
+        ("diagnose", "--checkpoint", str(run), "--output-dir", str(run), "--quiet"),
+    ):
+        code, _, err = mirec_main(*args)
+        assert code == 2
+        one_line_error(err, f"{run}: holds a model folder (model.safetensors); its "
+                       "metrics.json would be replaced")  # fmt: skip
+    code, _, err = mirec_main("evaluate", "--checkpoint", str(run), "--output-dir",
+                              str(parent_of_run / "notes.txt"), "--quiet")  # fmt: skip
+    assert code == 2
+    one_line_error(err, "notes.txt: exists and is not a folder")
+    assert snapshot(parent_of_run) == before
+
+
 def test_train_refuses_the_data_folder_and_a_file(shared_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(shared_data / "ml-100k", data / "ml-100k")
@@ -345,3 +364,22 @@ def test_auto_with_a_candidate_folder_in_use_refuses_before_training(tmp_path, m
     assert code == 2
     one_line_error(err, f"{busy}: another mirec run is writing to this folder")
     assert sorted(p.name for p in (out / "candidates").iterdir()) == ["remi-plain"]
+
+
+def test_an_experiment_whose_report_cannot_be_written_refuses_before_any_cell(tmp_path, mirec_main):
+    (tmp_path / "report.md").mkdir()  # a folder where the report goes
+    (tmp_path / "runs-file").write_text("x")
+    for report, runs, message in (
+        ("report.md", "runs", f"report {tmp_path / 'report.md'}: is a folder; name a file"),
+        ("out.md", "runs-file/cells", f"runs_dir {tmp_path / 'runs-file/cells'}: "
+         f"{tmp_path / 'runs-file'} is a file, not a folder"),
+    ):  # fmt: skip
+        grid = tmp_path / "grid.yaml"
+        grid.write_text(
+            f"name: t\nreport: {tmp_path / report}\nruns_dir: {tmp_path / runs}\n"
+            f"datasets: ['{TINY}']\nmodels: [most-popular]\n"
+        )
+        code, printed, err = mirec_main("experiment", str(grid), "--quiet")
+        assert code == 2 and printed == ""
+        one_line_error(err, f"{grid}: {message}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.yaml", "report.md", "runs-file"]

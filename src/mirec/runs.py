@@ -28,20 +28,21 @@ from mirec.data.ctr_samples import prepare_ctr
 from mirec.data.examples import EvaluationSet, training_item_counts
 from mirec.data.prepare import PreparedData, prepare, split_sequences
 from mirec.data.synthetic import planted_interest_counts
-from mirec.errors import ConfigError, WriteError
+from mirec.errors import ConfigError, MirecError, WriteError
 from mirec.evaluation import compare
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
 from mirec.models.folder import (
     EVALUATION_DIR,
     METRICS_FILE,
+    WEIGHTS_FILE,
     LoadedModel,
     load_model,
     write_config,
     write_folder_data,
 )
 from mirec.models.registry import build_ctr_model, build_model
-from mirec.run_folder import RunFolder, check_output_folder, claim, folder_lock
+from mirec.run_folder import STAGING_DIR, RunFolder, check_output_folder, claim, folder_lock
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.distributed import World, process_group
 from mirec.training.trainer import FitResult, fit
@@ -255,6 +256,8 @@ def evaluate_checkpoint(
     the diversity-controllable aggregation, the diffusion sampler's steps, the device), so
     one trained model can be scored under several of them; the settings used are recorded
     in metrics.json."""
+    if output_dir is not None:
+        _refuse_run_folder(output_dir)
     loaded, data = load_checkpoint(checkpoint, overrides)
     config, model = loaded.config, loaded.model
     device = resolve_device(config.device)
@@ -293,6 +296,21 @@ def evaluate_checkpoint(
 COMPARE_FILE, COMPARE_PLOT = "compare.json", "compare.png"
 
 
+def _refuse_run_folder(output_dir: Path) -> None:
+    """A MirecError, before anything is computed, when ``output_dir`` (where a
+    ``metrics.json`` of an evaluation or comparison goes) is a file or holds a model: its
+    own ``metrics.json``, what marks its run finished and records its settings, would be
+    replaced."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise MirecError(f"{output_dir}: exists and is not a folder")
+    held = [name for name in (WEIGHTS_FILE, STAGING_DIR) if (output_dir / name).exists()]
+    if held:
+        raise MirecError(
+            f"{output_dir}: holds a model folder ({held[0]}); its metrics.json would be "
+            "replaced: choose another output folder"
+        )
+
+
 def compare_checkpoints(
     run_a: Path,
     run_b: Path,
@@ -325,6 +343,9 @@ def compare_checkpoints_by(
 ) -> dict[str, tuple[dict[str, Any], str]]:
     """:func:`compare_checkpoints` by every feature of ``outputs`` (feature -> its output
     folder or None), loading and scoring the two runs once."""
+    for output_dir in outputs.values():
+        if output_dir is not None:
+            _refuse_run_folder(output_dir)
     unknown = [by for by in outputs if by not in compare.FEATURES]
     if unknown:
         raise ConfigError(f"--by {unknown[0]!r}: expected one of {', '.join(compare.FEATURES)}")
