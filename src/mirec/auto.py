@@ -28,10 +28,17 @@ from typing import Any
 
 from mirec.atomic import write_json_atomic
 from mirec.config import AUTO_CANDIDATES_DIR, AUTO_MODEL
-from mirec.core.config import Config
+from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting
 from mirec.errors import MirecError
-from mirec.models.folder import CONFIG_FILE, FOLDER_FILES, METRICS_FILE
-from mirec.run_folder import RUN_FILES, STAGING_DIR, claim, folder_lock
+from mirec.models.folder import CONFIG_FILE, FOLDER_FILES, METRICS_FILE, read_config, read_metrics
+from mirec.run_folder import (
+    RUN_FILES,
+    STAGING_DIR,
+    check_claim,
+    check_output_folder,
+    claim,
+    folder_lock,
+)
 from mirec.runs import train_run
 
 SELECTION_METRIC = "recall@50"
@@ -58,12 +65,22 @@ def train_auto(
     of the best on validation Recall@50; returns its metrics with the ``auto`` record.
 
     ``output_dir``'s lock is held throughout. Without ``resume`` or ``overwrite`` a folder
-    holding a run (or candidates) is refused before anything trains."""
+    holding a run (or candidates) is refused before anything trains; so, with ``resume``,
+    is a candidate's folder holding a run of other settings, an output folder holding a run
+    of none of the candidates (or an auto run of other candidates), and a folder another
+    process holds."""
     if not candidates:
         raise MirecError(f"model {AUTO_MODEL}: no candidates to train")
+    for config, folder in [(candidates[0][0], output_dir), *candidates]:
+        check_output_folder(folder, config, data_dir)
     with folder_lock(output_dir):
+        # every refusal that depends on the folders comes before the first candidate trains
         if not (resume or overwrite):
             _refuse_used(output_dir, [folder for _, folder in candidates])
+        for config, folder in candidates:
+            check_claim(folder, config, resume=resume, overwrite=overwrite)
+        if resume and not overwrite:
+            _refuse_foreign_run(output_dir, [config for config, _ in candidates])
         results: dict[str, tuple[Config, Path, dict[str, Any]]] = {}
         for i, (config, folder) in enumerate(candidates, 1):
             echo(f"{AUTO_MODEL}: candidate {i}/{len(candidates)}: {config.model} -> {folder}")
@@ -146,6 +163,38 @@ def _refuse_used(output_dir: Path, folders: list[Path]) -> None:
         raise MirecError(
             f"{output_dir}: holds a run ({held[0]}, ...); --resume continues it, --overwrite "
             "replaces it, or choose another output folder"
+        )
+
+
+def _refuse_foreign_run(output_dir: Path, configs: list[Config]) -> None:
+    """With ``--resume``: a MirecError when ``output_dir`` holds a run (finished, or a
+    commit cut short) that this auto run could not end with: a run of none of the
+    candidates' settings, or an auto run whose candidates had other settings."""
+    staged = output_dir / STAGING_DIR
+    if (staged / CONFIG_FILE).is_file():
+        recorded, what, ignore = read_config(staged), "unfinished", INFERENCE_SETTINGS
+    elif (output_dir / METRICS_FILE).is_file():
+        recorded, what, ignore = read_config(output_dir), "finished", ("device",)
+        record = (read_metrics(output_dir) or {}).get("auto")
+        if isinstance(record, dict):
+            settings = [c.get("config") for c in record.get("candidates", {}).values()]
+            if len(settings) != len(configs) or any(
+                not isinstance(recorded_one, dict) or changed_setting(config, recorded_one, ignore)
+                for config, recorded_one in zip(configs, settings, strict=False)
+            ):
+                raise MirecError(
+                    f"{output_dir}: holds a finished {AUTO_MODEL} run of other candidates or "
+                    "settings; --overwrite trains it again, or choose another output folder"
+                )
+            return
+    else:
+        return
+    if not any(changed_setting(config, recorded.to_dict(), ignore) is None for config in configs):
+        names = ", ".join(config.model for config in configs)
+        raise MirecError(
+            f"{output_dir}: holds the {what} run of {recorded.model}, with settings of none of "
+            f"the candidates of {AUTO_MODEL} ({names}); --overwrite replaces it, or choose "
+            "another output folder"
         )
 
 

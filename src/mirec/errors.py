@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MirecError(Exception):
     """An error caused by input or settings, with a message meant for the user."""
@@ -27,3 +29,12 @@ class ConfigError(MirecError):
 
 class UnknownIdError(ConfigError):
     """A user or item id that the model's vocabulary does not hold (HTTP: 404)."""
+
+
+class WriteError(MirecError):
+    """A result file could not be written: the disk is full or failed (ENOSPC, EIO, a
+    quota). The message names the file; what it would have replaced is kept."""
+
+    def __init__(self, message: str, *, path: Path, reason: str) -> None:
+        super().__init__(message)
+        self.path, self.reason = path, reason

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mirec.atomic import staged_folder, write_json_atomic
+from mirec.atomic import kept_folders, refuse_unsafe_target, staged_folder, write_json_atomic
 from mirec.config import load_candidates
 from mirec.core.chunked_top import blocked_items
 from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config
@@ -231,6 +231,9 @@ class Recommender:
         with the item indexes of the folder it was loaded from; an existing non-empty folder
         is replaced only with ``overwrite``."""
         target = _path(path, "path")
+        # replacing target must not take this model's own folder (its indexes are copied
+        # from there), the data or anything else with it
+        refuse_unsafe_target(target, kept_folders((self.folder, "the model folder")))
         empty = target.is_dir() and not any(target.iterdir())
         if target.exists() and not empty and not overwrite:
             raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")

@@ -144,29 +144,51 @@ class RunFolder:
         shutil.rmtree(self.staging)
 
 
-def claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> RunFolder | dict:
-    """Decide what a run of ``config`` does with ``folder``, whose lock the caller holds:
-    a :class:`RunFolder` to train into, or the metrics of a finished run to return as is.
+def check_output_folder(folder: Path, config: Config, data_dir: Path | None) -> None:
+    """A MirecError, before anything is written, when ``folder`` cannot hold a run of
+    ``config``: it is a file, or it is the data folder or the folder of the dataset's own
+    files (a run's ``config.yaml``, ``items.parquet`` ... would sit among them, and a
+    file of the log that bears one of those names would be replaced)."""
+    from mirec.core.paths import default_data_dir
+    from mirec.data import registry
 
-    * an empty folder (or one without a run): a new run;
-    * a finished run (``metrics.json``): refused, unless ``overwrite`` (a new run replaces
-      it at its end) or ``resume`` with the same settings (nothing to do: its metrics);
-    * an unfinished run (``.staging/``): refused, unless ``resume`` with the same settings
-      but inference-time ones (it continues from its last epoch checkpoint) or
-      ``overwrite`` (it starts again).
+    if folder.exists() and not folder.is_dir():
+        raise MirecError(f"{folder}: exists and is not a folder; choose a folder for the run")
+    where = folder.resolve()
+    if where == (data_dir or default_data_dir()).resolve():
+        raise MirecError(f"{folder}: is the data folder; choose another output folder")
+    try:
+        sources = registry.source_files(config.dataset, data_dir=data_dir, format=config.format)
+    except MirecError:
+        return  # the run reports it where it reads the data, as before
+    for source in sources:
+        if where in (source.resolve(), source.resolve().parent):
+            raise MirecError(
+                f"{folder}: holds the data of {config.dataset} ({source.name}); a run's files "
+                "go in a folder of their own: choose another output folder"
+            )
 
-    With both ``resume`` and ``overwrite`` (an experiment grid's cells), a run with other
-    settings is replaced instead of refused.
-    """
+
+def check_claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> None:
+    """What :func:`claim` would refuse, refused now, without changing ``folder``: for a
+    command that trains several runs (``--model auto``) to refuse before the first trains.
+    The folder's lock is tried too: held by another process, :class:`FolderInUse`."""
+    if not folder.is_dir():
+        return
+    with folder_lock(folder):
+        _decide(folder, config, resume=resume, overwrite=overwrite)
+
+
+def _decide(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> str:
+    """:func:`claim`'s decision, its refusals raised: "continue" (the unfinished run),
+    "commit" (finish a commit cut short, then return the run), "finished" (return the
+    finished run) or "new"."""
     staging = folder / STAGING_DIR
     staged = _staged_config(staging)
     if resume and staged is not None:
         differs = _differing(config, staged, folder, "unfinished", INFERENCE_SETTINGS)
         if differs is None:
-            if (staging / METRICS_FILE).is_file():  # killed while committing
-                RunFolder(folder, resuming=True).commit()
-                return _finished(folder)
-            return RunFolder(folder, resuming=True)
+            return "commit" if (staging / METRICS_FILE).is_file() else "continue"
         if not overwrite:
             raise MirecError(f"{differs}; resume with the same settings, or --overwrite")
     elif resume and (folder / METRICS_FILE).is_file():
@@ -174,7 +196,7 @@ def claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> Run
         # depend on the inference-time settings too (the device aside)
         differs = _differing(config, read_config(folder), folder, "finished", ("device",))
         if differs is None:
-            return _finished(folder)
+            return "finished"
         if not overwrite:
             raise MirecError(
                 f"{differs}; this run finished: `mirec evaluate --set` scores it with other "
@@ -192,6 +214,32 @@ def claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> Run
             raise MirecError(
                 f"{folder}: holds {what}; --overwrite replaces it, or choose another output folder"
             )
+    return "new"
+
+
+def claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> RunFolder | dict:
+    """Decide what a run of ``config`` does with ``folder``, whose lock the caller holds:
+    a :class:`RunFolder` to train into, or the metrics of a finished run to return as is.
+
+    * an empty folder (or one without a run): a new run;
+    * a finished run (``metrics.json``): refused, unless ``overwrite`` (a new run replaces
+      it at its end) or ``resume`` with the same settings (nothing to do: its metrics);
+    * an unfinished run (``.staging/``): refused, unless ``resume`` with the same settings
+      but inference-time ones (it continues from its last epoch checkpoint) or
+      ``overwrite`` (it starts again).
+
+    With both ``resume`` and ``overwrite`` (an experiment grid's cells), a run with other
+    settings is replaced instead of refused.
+    """
+    decision = _decide(folder, config, resume=resume, overwrite=overwrite)
+    if decision == "continue":
+        return RunFolder(folder, resuming=True)
+    if decision == "commit":  # killed while committing
+        RunFolder(folder, resuming=True).commit()
+        return _finished(folder)
+    if decision == "finished":
+        return _finished(folder)
+    staging = folder / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     return RunFolder(folder, resuming=False)

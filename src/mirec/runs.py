@@ -11,6 +11,7 @@ its last finished epoch.
 
 from __future__ import annotations
 
+import shutil
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from mirec.data.ctr_samples import prepare_ctr
 from mirec.data.examples import EvaluationSet, training_item_counts
 from mirec.data.prepare import PreparedData, prepare, split_sequences
 from mirec.data.synthetic import planted_interest_counts
-from mirec.errors import ConfigError
+from mirec.errors import ConfigError, MirecError, WriteError
 from mirec.evaluation import compare
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
@@ -34,12 +35,13 @@ from mirec.models.build import build_ctr_model, build_model, check_components
 from mirec.models.folder import (
     EVALUATION_DIR,
     METRICS_FILE,
+    WEIGHTS_FILE,
     LoadedModel,
     load_model,
     write_config,
     write_folder_data,
 )
-from mirec.run_folder import RunFolder, claim, folder_lock
+from mirec.run_folder import STAGING_DIR, RunFolder, check_output_folder, claim, folder_lock
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.distributed import World, process_group
 from mirec.training.progress import FitResult
@@ -84,6 +86,7 @@ def train_run(
     if config.task not in TASKS:
         raise ConfigError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
     check_components(config)  # before the folder is claimed or any data read
+    check_output_folder(output_dir, config, data_dir)
     with process_group(config.device) as world:
         if world is not None:
             return _train_ranks(config, output_dir, world, data_dir, progress, resume, overwrite)
@@ -91,10 +94,30 @@ def train_run(
         run = claim(output_dir, config, resume=resume, overwrite=overwrite)
         if isinstance(run, dict):
             return run
-        metrics = _train(config, run, data_dir, progress)
-        write_json_atomic(run.staging / METRICS_FILE, metrics)
+        try:
+            metrics = _train(config, run, data_dir, progress)
+            write_json_atomic(run.staging / METRICS_FILE, metrics)
+        except WriteError as err:
+            raise _after_write_failure(err, run) from err
         run.commit()
     return metrics
+
+
+def _after_write_failure(err: WriteError, run: RunFolder) -> WriteError:
+    """A disk that failed under a run (the previous run of the folder is whole: the new one
+    wrote only to staging): a staging folder with an epoch checkpoint is kept for
+    ``--resume``, and the message says so; one without is removed, as if the run had not
+    started."""
+    from mirec.training.checkpoint import CHECKPOINT_FILE
+
+    if (run.staging / CHECKPOINT_FILE).is_file():
+        return WriteError(
+            f"{err}; the run's last epoch checkpoint is kept: --resume continues it",
+            path=err.path,
+            reason=err.reason,
+        )
+    shutil.rmtree(run.staging, ignore_errors=True)
+    return err
 
 
 def _train_ranks(
@@ -235,6 +258,8 @@ def evaluate_checkpoint(
     the diversity-controllable aggregation, the diffusion sampler's steps, the device), so
     one trained model can be scored under several of them; the settings used are recorded
     in metrics.json."""
+    if output_dir is not None:
+        _refuse_run_folder(output_dir)
     loaded, data = load_checkpoint(checkpoint, overrides)
     config, model = loaded.config, loaded.model
     device = resolve_device(config.device)
@@ -273,6 +298,21 @@ def evaluate_checkpoint(
 COMPARE_FILE, COMPARE_PLOT = "compare.json", "compare.png"
 
 
+def _refuse_run_folder(output_dir: Path) -> None:
+    """A MirecError, before anything is computed, when ``output_dir`` (where a
+    ``metrics.json`` of an evaluation or comparison goes) is a file or holds a model: its
+    own ``metrics.json``, what marks its run finished and records its settings, would be
+    replaced."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise MirecError(f"{output_dir}: exists and is not a folder")
+    held = [name for name in (WEIGHTS_FILE, STAGING_DIR) if (output_dir / name).exists()]
+    if held:
+        raise MirecError(
+            f"{output_dir}: holds a model folder ({held[0]}); its metrics.json would be "
+            "replaced: choose another output folder"
+        )
+
+
 def compare_checkpoints(
     run_a: Path,
     run_b: Path,
@@ -305,6 +345,9 @@ def compare_checkpoints_by(
 ) -> dict[str, tuple[dict[str, Any], str]]:
     """:func:`compare_checkpoints` by every feature of ``outputs`` (feature -> its output
     folder or None), loading and scoring the two runs once."""
+    for output_dir in outputs.values():
+        if output_dir is not None:
+            _refuse_run_folder(output_dir)
     unknown = [by for by in outputs if by not in compare.FEATURES]
     if unknown:
         raise ConfigError(f"--by {unknown[0]!r}: expected one of {', '.join(compare.FEATURES)}")

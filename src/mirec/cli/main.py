@@ -569,12 +569,14 @@ def experiment(
     """Run grids of training runs (resumable: finished cells are kept) and write their
     reports, one file after another."""
     from mirec.experiments.grid import load_experiment
-    from mirec.experiments.report import write_report
+    from mirec.experiments.report import check_outputs, write_report
     from mirec.experiments.runner import run_experiment
 
     if max_cells is not None and max_cells < 0:
         raise ConfigError(f"--max-cells {max_cells}: must be an integer >= 0")
     specs = [(file, load_experiment(file)) for file in files]  # every file checked first
+    for file, spec in specs:  # and where each writes, before any cell runs
+        check_outputs(spec, file)
     _use_threads(threads)
     failures = []
     for file, spec in specs:

@@ -18,35 +18,43 @@ old modification time back (or lands within the file system's time resolution) i
 registry datasets are verified when :func:`~mirec.data.registry.download` fetches a file or
 finds it already there, not here. Every array of :class:`~mirec.data.sequences.Sequences`
 is stored, the user-profile code matrix included. An entry is built in a hidden folder
-beside it and renamed into place once complete, so a crash never leaves half an entry.
+beside it and renamed into place once complete, so a crash never leaves half an entry; it
+records each file's SHA-256, checked whenever it is used, so an entry damaged since (a
+file cut short, a flipped bit) is rebuilt, with one line saying so, instead of being read.
+A disk that fills up while an entry is built is one error naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirec.atomic import fsync_folder
+from mirec.atomic import fsync_folder, write_failure
 from mirec.core.paths import cache_dir
 from mirec.data import registry
 from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.ingest import InMemoryOnly, ingest_interactions
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
-from mirec.data.stored import read_sequences, write_sequences
+from mirec.data.stored import damage, read_sequences, write_checksums, write_sequences
 from mirec.data.synthetic import SyntheticSpec, generate
-from mirec.errors import ConfigError
+from mirec.errors import ConfigError, WriteError
 
-CACHE_VERSION = 6
+log = logging.getLogger("mirec.data")
+
+CACHE_VERSION = 7
 """Part of every cache key; bumped when :class:`Sequences` gains fields (2: user-profile
 codes), so a cache written before is never loaded as if it had none, when the readers
 refuse what they used to accept (4: a mostly-integer id column with odd lines, which used
 to turn every id into text, is an error), so no cache outlives the check, when the key
 itself changes (5: file stamps instead of file digests), or when the entry's layout does
-(6: a folder of memory-mapped ``.npy`` files, int32 items, instead of one ``.npz``)."""
+(6: a folder of memory-mapped ``.npy`` files, int32 items, instead of one ``.npz``; 7: with
+the files' checksums)."""
 MOVIELENS_MAXLEN, DEFAULT_MAXLEN = 50, 20
 
 
@@ -141,7 +149,42 @@ def load_sequences(
     key = hashlib.sha256(json.dumps([CACHE_VERSION, key_parts]).encode()).hexdigest()[:24]
     entry = cache_dir() / "sequences" / key
     if use_cache and entry.is_dir():
-        return read_sequences(entry)
+        damaged = damage(entry)
+        if damaged is None:
+            return read_sequences(entry)
+        # a cache entry is only ever a copy of what the inputs give: built again, not an error
+        log.warning("mirec: %s: damaged preprocessing cache entry (%s); rebuilding it",
+                    entry, damaged)  # fmt: skip
+        _discard(entry)
+    try:
+        return _build_entry(entry, key, dataset, sources, stamps, data_dir, format, columns,
+                            sep, id_type, use_cache)  # fmt: skip
+    except Exception as err:  # the disk's failures come as OSError, or DuckDB's own errors
+        failure = write_failure(err, entry)
+        if failure is None:
+            raise
+        raise WriteError(
+            f"{failure}; the preprocessing cache is {cache_dir()} ($MIREC_CACHE_DIR)",
+            path=failure.path,
+            reason=failure.reason,
+        ) from err
+
+
+def _build_entry(
+    entry: Path,
+    key: str,
+    dataset: str,
+    sources: list[Path],
+    stamps: list[tuple[str, int, int]],
+    data_dir: Path | None,
+    format: str | None,
+    columns: str | None,
+    sep: str | None,
+    id_type: str | None,
+    use_cache: bool,
+) -> Sequences:
+    """Prepare ``dataset`` in a staging folder beside ``entry``, then publish it there (or,
+    when a source changed meanwhile or ``use_cache`` is off, use it without keeping it)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}.", suffix=".tmp"))
     try:
@@ -149,6 +192,7 @@ def load_sequences(
         # stamped before reading: a file that changed meanwhile may have been read half old,
         # half new, so its result is returned but not kept under the old stamp
         if use_cache and [registry.file_stamp(p) for p in sources] == stamps:
+            write_checksums(staging)
             _publish(staging, entry)
             return read_sequences(entry)
         # the arrays stay mapped once their files are gone (POSIX), and the disk is freed
@@ -183,6 +227,15 @@ def _build(
     else:
         log, _ = generate(SyntheticSpec.parse(dataset))
     write_sequences(folder, build_sequences(log))
+
+
+def _discard(entry: Path) -> None:
+    """Move a damaged ``entry`` out of the way (renamed, then deleted): a process that is
+    reading it keeps its maps, and the rebuilt entry takes the name."""
+    aside = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".bad"))
+    with suppress(OSError):  # another process discarded it already
+        entry.rename(aside / entry.name)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _publish(staging: Path, entry: Path) -> None:

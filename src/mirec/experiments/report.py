@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mirec.atomic import write_text_atomic
+from mirec.errors import MirecError
 from mirec.experiments.grid import Cell, Experiment, slug
 from mirec.experiments.plots import draw_plots, quantity
 from mirec.experiments.runner import cell_metrics
@@ -59,6 +60,23 @@ def figure_dir(experiment: Experiment) -> Path:
 
 def finished(experiment: Experiment) -> list[tuple[Cell, dict[str, Any]]]:
     return [(c, m) for c in experiment.cells if (m := cell_metrics(c)) is not None]
+
+
+def check_outputs(experiment: Experiment, source: Path) -> None:
+    """A MirecError, before any cell runs, when the report, its CSV or the runs folder of
+    ``experiment`` (from the file ``source``) cannot be written where the file puts them:
+    a folder where the report goes, a file where a folder goes. Before, the grid trained
+    every cell and then failed on a temp file's name."""
+    for path, what in ((experiment.report, "report"), (results_csv(experiment), "results")):
+        if path.is_dir():
+            raise MirecError(f"{source}: {what} {path}: is a folder; name a file")
+        for parent in path.parents:
+            if parent.exists() and not parent.is_dir():
+                raise MirecError(f"{source}: {what} {path}: {parent} is a file, not a folder")
+    runs = experiment.runs_dir
+    for folder in (runs, *runs.parents):
+        if folder.exists() and not folder.is_dir():
+            raise MirecError(f"{source}: runs_dir {runs}: {folder} is a file, not a folder")
 
 
 def write_report(experiment: Experiment, command: str) -> tuple[int, int]:

@@ -38,8 +38,10 @@ Yashunin, TPAMI 2020; options ``m``, ``ef_construction``, ``ef_search``, which a
 k items raises to k) and ``ivf`` (IndexIVFFlat, inner product, a k-means coarse quantizer;
 options ``nlist``, ``nprobe``).
 An index is stored in a model folder as ``index-<kind>.faiss`` beside ``index-<kind>.json``,
-which records the options and a digest of the item vectors, so an index built before the
-model was retrained is refused instead of silently searching old vectors.
+which records the options, a digest of the item vectors and the SHA-256 of the index file,
+so an index built before the model was retrained is refused instead of silently searching
+old vectors, and so is one whose file was damaged or altered (rows permuted, graph links
+rewired), which faiss would read without complaint.
 """
 
 from __future__ import annotations
@@ -190,23 +192,25 @@ class ItemIndex:
         return cls(kind, resolved, index, vectors_digest(table))
 
     def save(self, folder: Path) -> Path:
-        """Write ``index-<kind>.faiss`` and its ``.json`` into ``folder``, each whole or not
-        at all; returns the index file."""
+        """Write ``index-<kind>.faiss`` and its ``.json`` (with the index file's SHA-256)
+        into ``folder``; both are written before either replaces a file, so a full disk
+        leaves the previous pair as it was. Returns the index file."""
         faiss = _faiss()
         index_file, description = index_paths(folder, self.kind)
         with atomic_path(index_file) as tmp:
             faiss.write_index(self.index, str(tmp))
-        meta = {
-            "format": FORMAT,
-            "kind": self.kind,
-            "options": self.options,
-            "n_items": self.n_items,
-            "d": self.d,
-            "item_vectors_sha256": self.digest,
-            "index_bytes": index_file.stat().st_size,
-            "faiss_version": faiss.__version__,
-        }
-        write_json_atomic(description, meta)
+            meta = {
+                "format": FORMAT,
+                "kind": self.kind,
+                "options": self.options,
+                "n_items": self.n_items,
+                "d": self.d,
+                "item_vectors_sha256": self.digest,
+                "index_bytes": tmp.stat().st_size,
+                "index_sha256": hashlib.sha256(tmp.read_bytes()).hexdigest(),
+                "faiss_version": faiss.__version__,
+            }
+            write_json_atomic(description, meta)
         return index_file
 
     @classmethod
@@ -232,18 +236,24 @@ class ItemIndex:
             raise MirecError(
                 f"{description}: unreadable ({err}); rebuild it with {rebuild}"
             ) from err
-        if index_file.stat().st_size != size:
-            raise MirecError(
-                f"{index_file}: does not match {description.name} (written by another build); "
-                f"rebuild it with {rebuild}"
-            )
         if digest != vectors_digest(vectors):
             raise MirecError(
                 f"{index_file}: stale: built for other item vectors than the model's (was the "
                 f"model retrained after indexing?); rebuild it with {rebuild}"
             )
+        # read once, checked, and parsed from those bytes: the file checked is the one used
+        data = index_file.read_bytes()
+        # indexes written before the checksum was recorded are checked by their size alone
+        recorded = meta.get("index_sha256")
+        if len(data) != size or (
+            recorded is not None and hashlib.sha256(data).hexdigest() != recorded
+        ):
+            raise MirecError(
+                f"{index_file}: does not match {description.name} (damaged, or written by "
+                f"another build); rebuild it with {rebuild}"
+            )
         try:
-            index = faiss.read_index(str(index_file))
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError as err:
             raise MirecError(
                 f"{index_file}: not a readable faiss index; rebuild it with {rebuild}"

@@ -19,7 +19,7 @@ with a traceback for a body.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -139,9 +139,15 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(recommender: Recommender, index: str | None = None) -> FastAPI:
+def create_app(
+    recommender: Recommender,
+    index: str | None = None,
+    degraded: Callable[[], str | None] | None = None,
+) -> FastAPI:
     """The HTTP API and web page over ``recommender`` (a retrieval model); lists come from
-    the folder's ``index`` (a kind of ``mirec index``) or, with None, the exact path."""
+    the folder's ``index`` (a kind of ``mirec index``) or, with None, the exact path.
+    ``degraded`` says, when it returns a line, why ``/health`` answers 503 (a service whose
+    supervisor could not restart a worker)."""
     batcher = MicroBatcher(recommender, index=index)
     titles, categories = recommender.item_titles, recommender.item_categories
     catalogue = _Catalogue(recommender, titles, categories)
@@ -203,9 +209,17 @@ def create_app(recommender: Recommender, index: str | None = None) -> FastAPI:
         """What is served: the model, its data and its test metrics."""
         return model_info
 
-    @app.get("/health", response_model=Health)
-    async def health() -> dict[str, Any]:
-        """Liveness, and how much micro-batching happened."""
+    @app.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"model": Problem, "description": "A worker could not be restarted"}},
+    )
+    async def health() -> Any:
+        """Liveness, and how much micro-batching happened; 503 when the service is degraded
+        (a worker stopped and could not be restarted: see the log)."""
+        problem = None if degraded is None else degraded()
+        if problem is not None:
+            return _problem(503, problem)
         return {
             "status": "ok",
             "model": recommender.name,

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from mirec.atomic import staged_folder, write_json_atomic
+from mirec.atomic import kept_folders, refuse_unsafe_target, staged_folder, write_json_atomic
 from mirec.core.contracts import Extracted
 from mirec.core.extras import require
 from mirec.data.examples import gather_histories
@@ -123,8 +123,9 @@ def with_active(extracted: Extracted) -> tuple[torch.Tensor, torch.Tensor]:
 def export_checkpoint(checkpoint: Path, out: Path, *, overwrite: bool = False) -> ExportResult:
     """Export the model folder ``checkpoint`` (a ``mirec train`` output) into ``out``, as
     :func:`export_model` does; the model is run on the CPU."""
-    if checkpoint.resolve() in (out.resolve(), *out.resolve().parents):
-        raise MirecError(f"{out}: holds the model folder {checkpoint}; export somewhere else")
+    refuse_unsafe_target(
+        out, kept_folders((checkpoint, "the model folder")), "export somewhere else"
+    )
     return export_model(
         load_model(checkpoint, device=torch.device("cpu")), out, overwrite=overwrite
     )
@@ -132,7 +133,9 @@ def export_checkpoint(checkpoint: Path, out: Path, *, overwrite: bool = False) -
 
 def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> ExportResult:
     """Write the export folder of ``loaded`` (see the module docstring) to ``out``, whole or
-    not at all: an existing non-empty ``out`` is replaced only with ``overwrite``. A model
+    not at all: an existing non-empty ``out`` is replaced only with ``overwrite``, and
+    never when it is a symbolic link or holds or lies in a folder that must be kept (the
+    data or cache folder, the current or home folder: :func:`~mirec.atomic.kept_folders`). A model
     with no user tower, an exporter failure or an ONNX file that disagrees with PyTorch is
     a MirecError, and then ``out`` is left as it was. The model is exported from the CPU:
     ``loaded.model`` is moved there, in eval mode."""
@@ -140,6 +143,8 @@ def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> 
         require(module, "the ONNX export")
     model = _user_tower_model(loaded)
     score = _score_rule(loaded, model)
+    # replacing out must never take the data with it (the model folder: export_checkpoint)
+    refuse_unsafe_target(out, kept_folders(), "export somewhere else")
     if out.exists() and not out.is_dir():
         raise MirecError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
