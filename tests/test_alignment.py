@@ -84,7 +84,7 @@ def test_interest_top_n_ranks_each_interest_alone_without_blocked_items():
 def test_alignment_in_metrics_json_and_inspect(ml100k_run, shared_data, tmp_path):
     metrics = evaluate_checkpoint(ml100k_run, tmp_path, progress=False)
     written = json.loads((tmp_path / "metrics.json").read_text())
-    for found in (metrics["diagnostics"], written["diagnostics"]):
+    for found in (metrics.figures.diagnostics, written["diagnostics"]):
         assert 0.0 <= found["alignment@10"] <= 1.0
         assert 0.0 < found["alignment_chance@10"] < 1.0
 

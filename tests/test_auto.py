@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from mirec.auto import choose
 from mirec.cli.main import app
-from mirec.config import AUTO_CANDIDATES, load_candidates, load_config
+from mirec.config import AUTO_CANDIDATES, load_config, load_plan
 from mirec.errors import ConfigError, MirecError
 from mirec.experiments.grid import load_experiment
 from mirec.experiments.report import write_report
-from mirec.experiments.runner import cell_metrics, run_experiment
+from mirec.experiments.runner import cell_result, run_experiment
 from mirec.recommender import Recommender
 
 TINY = "synthetic:n_users=200,n_items=80,n_clusters=4"
@@ -30,15 +30,20 @@ def test_choose_takes_the_highest_and_the_earlier_on_a_tie():
 
 
 def test_auto_is_the_retrieval_default_and_ctr_keeps_one_model():
-    assert [c.model for c in load_candidates()] == list(AUTO_CANDIDATES)
-    assert [c.model for c in load_candidates("auto", overrides=["seed=3"])] == list(AUTO_CANDIDATES)
-    assert all(c.seed == 3 for c in load_candidates(overrides=["seed=3"]))
-    assert [c.model for c in load_candidates(task="ctr")] == ["comirec-sa"]
-    assert [c.model for c in load_candidates("sasrec")] == ["sasrec"]
+    default = load_plan()
+    assert [c.model for c in default.candidates] == list(AUTO_CANDIDATES)
+    assert default.name == "auto" and default.selected_on == "recall@50"
+    seeded = load_plan("auto", overrides=["seed=3"]).candidates
+    assert [c.model for c in seeded] == list(AUTO_CANDIDATES)
+    assert all(c.seed == 3 for c in load_plan(overrides=["seed=3"]).candidates)
+    ctr = load_plan(task="ctr")
+    assert [c.model for c in ctr.candidates] == ["comirec-sa"] and ctr.selected_on is None
+    one = load_plan("sasrec")
+    assert [c.model for c in one.candidates] == ["sasrec"] and one.name == "sasrec"
     with pytest.raises(ConfigError, match="name one model"):
         load_config("auto")
     with pytest.raises(ConfigError, match="picks among retrieval models"):
-        load_candidates("auto", task="ctr")
+        load_plan("auto", task="ctr")
 
 
 def test_train_without_model_trains_every_candidate_and_keeps_the_best_on_validation(tmp_path):
@@ -98,17 +103,17 @@ def test_an_experiment_row_of_auto_reuses_its_candidates_rows(tmp_path):
     others = [folder for _, folder in auto.candidates[1:]]
     assert all(f.parent.parent == auto.run_dir.parent / "candidates" for f in others)
     assert run_experiment(experiment, progress=False, echo=lambda _: None) == []
-    metrics = cell_metrics(auto)
-    assert metrics is not None and metrics["auto"]["candidates"]["sasrec"]["folder"] == (
+    metrics = cell_result(auto)
+    assert metrics is not None and metrics.auto.candidates["sasrec"]["folder"] == (
         "../../sasrec/seed-1"
     )
     write_report(experiment, "mirec experiment default.yaml")
     report = (tmp_path / "out" / "report.md").read_text()
-    assert f"default (chose {metrics['auto']['chosen']} on 1 of 1 seeds)" in report
+    assert f"default (chose {metrics.auto.chosen} on 1 of 1 seeds)" in report
     # a candidate's changed setting makes the auto cell stale
     spec["settings"]["max_epochs"] = 3
     path.write_text(yaml.safe_dump(spec))
-    assert cell_metrics(load_experiment(path).cells[1]) is None
+    assert cell_result(load_experiment(path).cells[1]) is None
 
 
 def test_auto_takes_no_grid(tmp_path):

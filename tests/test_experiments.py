@@ -11,7 +11,7 @@ import yaml
 from mirec.errors import ConfigError
 from mirec.experiments.grid import load_experiment, slug
 from mirec.experiments.report import write_report
-from mirec.experiments.runner import cell_metrics, run_experiment
+from mirec.experiments.runner import cell_result, run_experiment
 
 DATASET = "synthetic:n_users=300,n_items=120,n_clusters=4"
 OTHER = "synthetic:n_users=200,n_items=100,n_clusters=3,max_interests=3"
@@ -51,7 +51,7 @@ def test_runs_resume_and_report(tmp_path):
     messages: list[str] = []
     assert run_experiment(experiment, max_cells=2, progress=False, echo=messages.append) == []
     assert messages[0] == "tiny: 0 of 6 cells finished, 6 to run"
-    assert sum(cell_metrics(c) is not None for c in experiment.cells) == 2
+    assert sum(cell_result(c) is not None for c in experiment.cells) == 2
     run_experiment(experiment, progress=False, echo=messages.append)
     assert messages[5] == "tiny: 2 of 6 cells finished, 4 to run"
     # a finished grid runs nothing more
@@ -77,14 +77,14 @@ def test_a_changed_setting_makes_a_cell_stale(tmp_path):
     single = {"models": ["most-popular"], "grid": {}, "seeds": [1]}
     experiment = load_experiment(write_spec(tmp_path, **single))
     run_experiment(experiment, progress=False, echo=lambda _: None)
-    assert cell_metrics(experiment.cells[0]) is not None
+    assert cell_result(experiment.cells[0]) is not None
     changed = load_experiment(write_spec(tmp_path, **single, settings={"split_seed": 7}))
-    assert cell_metrics(changed.cells[0]) is None
+    assert cell_result(changed.cells[0]) is None
     # a run of the new settings that died after writing its config.yaml: the metrics.json
     # left from the old settings records those, so the cell is still not finished
     cell = changed.cells[0]
     (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(cell.config.to_dict()))
-    assert cell_metrics(cell) is None
+    assert cell_result(cell) is None
 
 
 def test_compare_puts_the_bucket_tables_of_b_against_a_in_the_report(tmp_path):
@@ -251,8 +251,8 @@ def test_a_cell_held_by_a_live_worker_is_left_to_it(tmp_path):
     messages: list[str] = []
     with folder_lock(first.run_dir):  # a live worker holds the first cell
         run_experiment(experiment, progress=False, echo=messages.append)
-    assert cell_metrics(first) is None and messages[2] == "    running elsewhere"
-    assert cell_metrics(second) is not None
+    assert cell_result(first) is None and messages[2] == "    running elsewhere"
+    assert cell_result(second) is not None
 
 
 def test_an_interrupted_cell_resumes(tmp_path, capsys):
@@ -283,7 +283,7 @@ def test_an_interrupted_cell_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert run_experiment(load_experiment(path), progress=True, echo=print) == []
     assert "resuming after epoch" in capsys.readouterr().out
-    assert cell_metrics(cell)["epochs"] == 5
+    assert cell_result(cell).fit.epochs == 5
 
 
 def test_a_grid_of_inference_settings_trains_once_and_reevaluates(tmp_path):
@@ -296,13 +296,13 @@ def test_a_grid_of_inference_settings_trains_once_and_reevaluates(tmp_path):
     assert low.train_config == high.train_config and low.train_config.diversity_lambda is None
     assert run_experiment(experiment, progress=False, echo=lambda _: None) == []
     trained = json.loads((low.checkpoint / "metrics.json").read_text())
-    metrics = [cell_metrics(c) for c in (low, high)]
-    assert all(m is not None and m["epochs"] == trained["epochs"] for m in metrics)
-    assert [m["config"]["diversity_lambda"] for m in metrics] == [0.0, 100.0]
+    metrics = [cell_result(c) for c in (low, high)]
+    assert all(m is not None and m.trained["epochs"] == trained["epochs"] for m in metrics)
+    assert [m.config["diversity_lambda"] for m in metrics] == [0.0, 100.0]
     # lambda = 0 is the plain ranking; a large lambda buys category diversity (with K = 1
     # the candidates are the top 50 itself, so the greedy merge reorders within it)
-    assert metrics[0]["test"]["recall@50"] == pytest.approx(trained["test"]["recall@50"])
-    assert metrics[1]["test"]["diversity@20"] > metrics[0]["test"]["diversity@20"]
+    assert metrics[0].test["recall@50"] == pytest.approx(trained["test"]["recall@50"])
+    assert metrics[1].test["diversity@20"] > metrics[0].test["diversity@20"]
 
 
 def test_diminishing_returns_is_the_first_point_after_which_gains_stay_small():

@@ -32,7 +32,6 @@ from mirec.models.folder import (
     WEIGHTS_FILE,
     load_model,
     save_weights,
-    write_config,
     write_folder_data,
 )
 from mirec.recommender import Recommender
@@ -74,7 +73,6 @@ def report_worst():
 def model_folder(config: Config, data: PreparedData, folder: Path) -> Path:
     """A model folder of ``config`` with the initial weights ``mirec train`` starts from."""
     seqs = data.sequences
-    write_config(folder, config)
     counts = training_item_counts(seqs, data.split.train)
     write_folder_data(folder, config, seqs, counts, data.maxlen)
     torch.manual_seed(config.seed)

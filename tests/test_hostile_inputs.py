@@ -390,7 +390,7 @@ def grid_file(tmp_path: Path, grid: dict, **extra) -> Path:
 
 def test_an_impossible_grid_cell_fails_alone_and_the_rest_runs(tmp_path):
     from mirec.experiments.grid import load_experiment
-    from mirec.experiments.runner import cell_metrics
+    from mirec.experiments.runner import cell_result
 
     path = grid_file(tmp_path, {"num_interests": [0, 1]})
     experiment = load_experiment(path)
@@ -404,22 +404,22 @@ def test_an_impossible_grid_cell_fails_alone_and_the_rest_runs(tmp_path):
     assert "impossible: " in result.stdout and "num_interests=0" in result.stdout
     failed = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
     assert len(failed) == 1 and "setting num_interests=0" in failed[0]
-    assert cell_metrics(experiment.cells[0]) is not None  # the possible cell finished
+    assert cell_result(experiment.cells[0]) is not None  # the possible cell finished
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Impossible cells" in report and "num_interests=0" in report
 
 
 def test_a_damaged_metrics_file_in_a_grid_is_named(tmp_path):
     from mirec.experiments.grid import load_experiment
-    from mirec.experiments.runner import cell_metrics
+    from mirec.experiments.runner import cell_result
 
     (cell,) = load_experiment(grid_file(tmp_path, {})).cells
     cell.run_dir.mkdir(parents=True)
     (cell.run_dir / "metrics.json").write_text('{"test": {"recall@50": 0.3')
     with pytest.raises(DataError, match=r"metrics.json: not valid JSON .* delete it"):
-        cell_metrics(cell)
+        cell_result(cell)
     (cell.run_dir / "metrics.json").write_text('{"config": 5}')
-    assert cell_metrics(cell) is None
+    assert cell_result(cell) is None
 
 
 def test_a_grid_with_no_possible_cell_is_refused(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mirec import __version__
-from mirec.config import AUTO_CANDIDATES, AUTO_MODEL, load_candidates
+from mirec.config import AUTO_CANDIDATES, AUTO_MODEL, load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_MODULES = ("faiss", "fastapi", "starlette", "uvicorn", "onnx", "onnxscript",
@@ -165,7 +165,7 @@ def test_models_names_the_real_default(mirec_main):
     assert code == 0
     marked = [line.split()[0] for line in out.splitlines() if "default" in line]
     assert marked == [AUTO_MODEL]
-    trained = [c.model for c in load_candidates(None, dataset="synthetic")]
+    trained = [c.model for c in load_plan(None, dataset="synthetic").candidates]
     assert trained == list(AUTO_CANDIDATES)
     line = next(line for line in out.splitlines() if line.split()[0] == AUTO_MODEL)
     assert f"trains {', '.join(trained)}" in line

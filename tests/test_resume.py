@@ -140,7 +140,8 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_files(shared_data, t
 
     # a finished run: --resume has nothing to do and changes nothing
     before = folder_bytes(out)
-    assert train_run(config, out, resume=True) == json.loads((out / METRICS_FILE).read_text())
+    resumed = train_run(config, out, resume=True)
+    assert resumed.to_dict() == json.loads((out / METRICS_FILE).read_text())
     assert folder_bytes(out) == before
 
 
@@ -232,7 +233,7 @@ def test_a_commit_cut_short_mixes_nothing_and_resume_completes_it(tmp_path):
     with pytest.raises(MirecError, match="its unfinished run has split_seed=2, this one 1"):
         claim(out, old, resume=True, overwrite=False)
     metrics = train_run(new, out, resume=True)
-    assert metrics == json.loads((finished / METRICS_FILE).read_text())
+    assert metrics.to_dict() == json.loads((finished / METRICS_FILE).read_text())
     for name in RUN_FILES:
         assert (out / name).read_bytes() == (finished / name).read_bytes(), name
     assert not staging.exists()

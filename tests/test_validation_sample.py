@@ -47,9 +47,9 @@ def test_the_sample_is_fixed_seeded_and_keeps_each_users_targets(ml100k):
 def test_valid_users_is_honoured_and_recorded(ml100k, shared_data, tmp_path):
     config = small_config("max_epochs=1", "valid_users=20")
     metrics = train_run(config, tmp_path / "run", data_dir=shared_data, progress=False)
-    assert metrics["valid_users"] == 20 and metrics["valid_every"] == 1
-    assert metrics["n_valid_users"] == len(ml100k.valid) > 20
-    assert metrics["n_test_users"] == len(ml100k.test)  # the test pass stays whole
+    assert metrics.valid_users == 20 and metrics.valid_every == 1
+    assert metrics.header.n_valid_users == len(ml100k.valid) > 20
+    assert metrics.header.n_test_users == len(ml100k.test)  # the test pass stays whole
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["config"]["valid_users"] == 20
     # the recorded validation figures are those of the seeded sample, not of all users

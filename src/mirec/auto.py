@@ -20,20 +20,23 @@ keeps the finished ones), so the whole costs the sum of the candidates' training
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from mirec.atomic import write_json_atomic
-from mirec.config import AUTO_CANDIDATES_DIR, AUTO_MODEL
+from mirec.config import AUTO_MODEL, SELECTION_METRIC, TrainingPlan
 from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting
-from mirec.errors import MirecError
+from mirec.core.launch import world_size
+from mirec.errors import ConfigError, MirecError
+from mirec.models.build import check_components
 from mirec.models.folder import CONFIG_FILE, FOLDER_FILES, METRICS_FILE, read_config, read_metrics
+from mirec.results import AutoChoice, RunResult, TrainedRun, read_result
 from mirec.run_folder import (
     RUN_FILES,
     STAGING_DIR,
+    RunFolder,
     check_claim,
     check_output_folder,
     claim,
@@ -41,13 +44,50 @@ from mirec.run_folder import (
 )
 from mirec.runs import train_run
 
-SELECTION_METRIC = "recall@50"
-"""What the candidates are ranked by: validation Recall@50, as early stopping is."""
 
-
-def candidate_folders(configs: Sequence[Config], output_dir: Path) -> list[tuple[Config, Path]]:
-    """Each candidate with its folder inside ``output_dir`` (``candidates/NAME``)."""
-    return [(config, output_dir / AUTO_CANDIDATES_DIR / config.model) for config in configs]
+def train_plan(
+    plan: TrainingPlan,
+    output_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Train ``plan`` into ``output_dir``: its one config as a run
+    (:func:`~mirec.runs.train_run`), or auto's candidates, each a run in its own folder,
+    after which ``output_dir`` becomes the model folder of the best on the plan's validation
+    metric (:func:`_train_candidates`). Returns the run's record; auto's carries the
+    :class:`~mirec.results.AutoChoice`. Every candidate's settings are checked before
+    anything is written."""
+    for config in plan.candidates:
+        check_components(config)
+    if plan.selected_on is None:
+        config = plan.candidates[0]
+        return train_run(
+            config,
+            output_dir,
+            data_dir=data_dir,
+            progress=progress,
+            resume=resume,
+            overwrite=overwrite,
+        )
+    if world_size() > 1:
+        raise ConfigError(
+            f"model {AUTO_MODEL}: trains its candidates one after another in one process; under "
+            "torchrun, name one model (--model)"
+        )
+    return train_auto(
+        plan.folders(output_dir),
+        output_dir,
+        data_dir=data_dir,
+        progress=progress,
+        resume=resume,
+        overwrite=overwrite,
+        echo=echo,
+        selected_on=plan.selected_on,
+    )
 
 
 def train_auto(
@@ -59,10 +99,13 @@ def train_auto(
     resume: bool = False,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
-) -> dict[str, Any]:
+    selected_on: str = SELECTION_METRIC,
+) -> RunResult:
     """Train each ``(config, folder)`` of ``candidates`` (:func:`~mirec.runs.train_run`,
     with ``resume`` and ``overwrite`` as given), then make ``output_dir`` the model folder
-    of the best on validation Recall@50; returns its metrics with the ``auto`` record.
+    of the best on validation ``selected_on``. An experiment grid gives each candidate the
+    folder it shares with the grid's plain row of that model (:mod:`mirec.experiments.grid`);
+    :func:`train_plan` gives ``output_dir/candidates/NAME``.
 
     ``output_dir``'s lock is held throughout. Without ``resume`` or ``overwrite`` a folder
     holding a run (or candidates) is refused before anything trains; so, with ``resume``,
@@ -81,10 +124,10 @@ def train_auto(
             check_claim(folder, config, resume=resume, overwrite=overwrite)
         if resume and not overwrite:
             _refuse_foreign_run(output_dir, [config for config, _ in candidates])
-        results: dict[str, tuple[Config, Path, dict[str, Any]]] = {}
+        results: dict[str, tuple[Config, Path, RunResult]] = {}
         for i, (config, folder) in enumerate(candidates, 1):
             echo(f"{AUTO_MODEL}: candidate {i}/{len(candidates)}: {config.model} -> {folder}")
-            metrics = train_run(
+            result = train_run(
                 config,
                 folder,
                 data_dir=data_dir,
@@ -92,22 +135,20 @@ def train_auto(
                 resume=resume,
                 overwrite=overwrite,
             )
-            results[config.model] = (config, folder, metrics)
-        valid = {name: m["valid"][SELECTION_METRIC] for name, (_, _, m) in results.items()}
+            results[config.model] = (config, folder, result)
+        valid = {name: r.valid[selected_on] for name, (_, _, r) in results.items()}
         chosen = choose(valid)
-        config, folder, metrics = results[chosen]
+        config, folder, result = results[chosen]
         run = claim(output_dir, config, resume=resume, overwrite=overwrite)
-        if isinstance(run, dict):  # resumed: the folder holds the chosen model's run
-            if "auto" in run:
+        if not isinstance(run, RunFolder):  # resumed: the folder holds the chosen model's run
+            if isinstance(run, TrainedRun) and run.auto is not None:
                 return run
             # a plain run of the same config (mirec train --model NAME): add the record
             run = claim(output_dir, config, resume=False, overwrite=True)
-        record = auto_record(chosen, valid, results, output_dir)
         for name in FOLDER_FILES:
             _link_or_copy(folder / name, run.staging / name)
-        write_json_atomic(run.staging / METRICS_FILE, {**metrics, "auto": record})
-        run.commit()
-        return {**metrics, "auto": record}
+        record = auto_record(chosen, valid, results, output_dir, selected_on)
+        return run.finish(dataclasses.replace(result, auto=record))
 
 
 def choose(valid: dict[str, float]) -> str:
@@ -119,34 +160,35 @@ def choose(valid: dict[str, float]) -> str:
 def auto_record(
     chosen: str,
     valid: dict[str, float],
-    results: dict[str, tuple[Config, Path, dict[str, Any]]],
+    results: dict[str, tuple[Config, Path, RunResult]],
     output_dir: Path,
-) -> dict[str, Any]:
+    selected_on: str,
+) -> AutoChoice:
     """What ``metrics.json`` says of the choice: which, why (``valid``: each candidate's
     figure), and every candidate's validation figures, training time and settings (the
     settings let an experiment grid tell a finished cell from a stale one)."""
     others = ", ".join(f"{name} {value:.4f}" for name, value in valid.items() if name != chosen)
-    return {
-        "chosen": chosen,
-        "why": (
+    return AutoChoice(
+        chosen=chosen,
+        why=(
             f"the highest validation Recall@50 of {len(valid)} candidates: {chosen} "
             f"{valid[chosen]:.4f}" + (f" against {others}" if others else "")
         ),
-        "selected_on": f"valid {SELECTION_METRIC}",
-        "train_seconds": round(sum(m["train_seconds"] for _, _, m in results.values()), 3),
-        "candidates": {
+        selected_on=f"valid {selected_on}",
+        train_seconds=round(sum(r.fit.train_seconds for _, _, r in results.values()), 3),
+        candidates={
             name: {
                 "folder": os.path.relpath(folder, output_dir),
-                "valid": metrics["valid"],
-                "epochs": metrics["epochs"],
-                "best_epoch": metrics["best_epoch"],
-                "stopped_by": metrics["stopped_by"],
-                "train_seconds": metrics["train_seconds"],
+                "valid": result.valid,
+                "epochs": result.fit.epochs,
+                "best_epoch": result.fit.best_epoch,
+                "stopped_by": result.fit.stopped_by,
+                "train_seconds": result.fit.train_seconds,
                 "config": config.to_dict(),
             }
-            for name, (config, folder, metrics) in results.items()
+            for name, (config, folder, result) in results.items()
         },
-    }
+    )
 
 
 def _refuse_used(output_dir: Path, folders: list[Path]) -> None:
@@ -175,9 +217,11 @@ def _refuse_foreign_run(output_dir: Path, configs: list[Config]) -> None:
         recorded, what, ignore = read_config(staged), "unfinished", INFERENCE_SETTINGS
     elif (output_dir / METRICS_FILE).is_file():
         recorded, what, ignore = read_config(output_dir), "finished", ("device",)
-        record = (read_metrics(output_dir) or {}).get("auto")
-        if isinstance(record, dict):
-            settings = [c.get("config") for c in record.get("candidates", {}).values()]
+        metrics = read_metrics(output_dir) or {}
+        record = read_result(metrics, str(output_dir / METRICS_FILE))
+        if isinstance(record, TrainedRun) and record.auto is not None:
+            candidates = record.auto.candidates
+            settings = [c.get("config") for c in (candidates or {}).values()]
             if len(settings) != len(configs) or any(
                 not isinstance(recorded_one, dict) or changed_setting(config, recorded_one, ignore)
                 for config, recorded_one in zip(configs, settings, strict=False)

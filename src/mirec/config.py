@@ -7,6 +7,7 @@ files and ``--set key=value`` overrides, each over the last, into one
 from __future__ import annotations
 
 import typing
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,31 @@ the leaders of docs/results.md (comirec-sa-transformer on ml-100k, remi-plain on
 Amazon sets). docs/default.md measures the choice on six datasets."""
 AUTO_CANDIDATES_DIR = "candidates"
 """The folder inside an ``auto`` run's output folder where each candidate trains."""
+SELECTION_METRIC = "recall@50"
+"""What ``auto``'s candidates are ranked by: validation Recall@50, as early stopping is."""
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What one ``mirec train`` trains: one published config, or for :data:`AUTO_MODEL`
+    its candidates and the rule that keeps one of them (:mod:`mirec.auto`)."""
+
+    candidates: tuple[Config, ...]
+    selected_on: str | None = None
+    """None: the one candidate is the run; else the validation metric on which the best
+    candidate becomes the run's model (:data:`SELECTION_METRIC`)."""
+
+    @property
+    def name(self) -> str:
+        """The model asked for: :data:`AUTO_MODEL` or the one config's."""
+        return self.candidates[0].model if self.selected_on is None else AUTO_MODEL
+
+    def folders(self, output_dir: Path) -> list[tuple[Config, Path]]:
+        """Each candidate with the folder it trains in: ``output_dir`` itself for one model,
+        ``output_dir/candidates/NAME`` for each of auto's."""
+        if self.selected_on is None:
+            return [(self.candidates[0], output_dir)]
+        return [(c, output_dir / AUTO_CANDIDATES_DIR / c.model) for c in self.candidates]
 
 
 def model_names() -> list[str]:
@@ -47,24 +73,25 @@ def model_summary(name: str) -> str:
     return first.lstrip("# ").strip()
 
 
-def load_candidates(
+def load_plan(
     model: str | None = None,
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     fixed: dict[str, Any] | None = None,
     **settings: Any,
-) -> list[Config]:
+) -> TrainingPlan:
     """What a training run of ``model`` trains: one config (:func:`load_config`), or for
     :data:`AUTO_MODEL` (the retrieval default) one per :data:`AUTO_CANDIDATES`, each with
-    the same files, settings and overrides."""
+    the same files, settings and overrides, kept on :data:`SELECTION_METRIC`."""
     values = {} if config_file is None else _read_yaml(config_file)
     name = _model_name(model, values, overrides, settings)
     if name != AUTO_MODEL:
-        return [load_config(name, config_file, overrides, fixed, **settings)]
-    return [
+        return TrainingPlan((load_config(name, config_file, overrides, fixed, **settings),))
+    candidates = tuple(
         load_config(candidate, config_file, overrides, fixed, **settings)
         for candidate in AUTO_CANDIDATES
-    ]
+    )
+    return TrainingPlan(candidates, selected_on=SELECTION_METRIC)
 
 
 def load_config(
@@ -78,7 +105,7 @@ def load_config(
     for the CTR task), then ``config_file``, then ``settings`` (non-None keyword values),
     then ``fixed`` (None included: it unsets a setting), then ``--set key=value``
     overrides, each over the last. :data:`AUTO_MODEL` (the retrieval default) is several
-    configs: :func:`load_candidates`."""
+    configs: :func:`load_plan`."""
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(_read_yaml(config_file))

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from mirec.atomic import kept_folders, refuse_unsafe_target, staged_folder, write_json_atomic
-from mirec.config import load_candidates
+from mirec.config import load_plan
 from mirec.core.chunked_top import blocked_items
 from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config
 from mirec.data.vocabulary import Vocabulary
@@ -46,7 +46,6 @@ from mirec.models.folder import (
     LoadedModel,
     load_model,
     save_weights,
-    write_config,
     write_folder_data,
 )
 from mirec.models.most_popular import MostPopular
@@ -204,26 +203,18 @@ class Recommender:
         ``resume`` (continue an interrupted run with these settings from its last finished
         epoch) or ``overwrite`` (train again), as :func:`~mirec.runs.train_run` says."""
         # the training stack, only to train: loading and serving a folder never import it
-        from mirec.auto import candidate_folders, train_auto
-        from mirec.runs import train_run
+        from mirec.auto import train_plan
 
         out = _path(output_dir, "output_dir")
-        configs = load_candidates(model, fixed=settings, dataset=dataset)
-        where = {
-            "data_dir": None if data_dir is None else _path(data_dir, "data_dir"),
-            "progress": progress,
-        }
-        if len(configs) > 1:  # auto, the retrieval default
-            train_auto(
-                candidate_folders(configs, out),
-                out,
-                resume=resume,
-                overwrite=overwrite,
-                echo=print if progress else lambda _: None,
-                **where,
-            )
-        else:
-            train_run(configs[0], out, resume=resume, overwrite=overwrite, **where)
+        train_plan(
+            load_plan(model, fixed=settings, dataset=dataset),
+            out,
+            data_dir=None if data_dir is None else _path(data_dir, "data_dir"),
+            progress=progress,
+            resume=resume,
+            overwrite=overwrite,
+            echo=print if progress else lambda _: None,
+        )
         return cls.load(out)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -239,7 +230,6 @@ class Recommender:
             raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")
         with staged_folder(target) as staging:
             data = self._data
-            write_config(staging, self.config)
             save_weights(self.model, staging / WEIGHTS_FILE)
             write_folder_data(staging, self.config, data.sequences, data.item_counts, data.maxlen)
             if self.metrics is not None:

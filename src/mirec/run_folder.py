@@ -32,12 +32,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import filelock
 
 from mirec.atomic import fsync_folder
 from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
+from mirec.data.examples import training_item_counts
+from mirec.data.prepare import PreparedData
 from mirec.errors import MirecError
 from mirec.models.folder import (
     CONFIG_FILE,
@@ -46,7 +47,9 @@ from mirec.models.folder import (
     METRICS_FILE,
     read_config,
     read_metrics,
+    write_folder_data,
 )
+from mirec.results import RunResult, read_result, write_result
 
 LOCK_FILE = ".lock"
 SOFT_LOCK_FILE = ".lock.soft"
@@ -123,6 +126,19 @@ class RunFolder:
     @property
     def staging(self) -> Path:
         return self.path / STAGING_DIR
+
+    def write_inputs(self, config: Config, data: PreparedData) -> None:
+        """The run's settings and what loading the model needs of its data (``config.yaml``,
+        ``model.json``, ``items.parquet``, ``users.parquet``), written before it trains."""
+        counts = training_item_counts(data.sequences, data.split.train)
+        write_folder_data(self.staging, config, data.sequences, counts, data.maxlen)
+
+    def finish(self, result: RunResult) -> RunResult:
+        """Write the run's ``metrics.json`` into staging, then move the run in
+        (:meth:`commit`); returns ``result``."""
+        write_result(self.staging / METRICS_FILE, result)
+        self.commit()
+        return result
 
     def commit(self) -> None:
         """Move the finished run in ``staging`` (its ``metrics.json`` written last) into
@@ -217,9 +233,9 @@ def _decide(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> s
     return "new"
 
 
-def claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> RunFolder | dict:
+def claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> RunFolder | RunResult:
     """Decide what a run of ``config`` does with ``folder``, whose lock the caller holds:
-    a :class:`RunFolder` to train into, or the metrics of a finished run to return as is.
+    a :class:`RunFolder` to train into, or the record of a finished run to return as is.
 
     * an empty folder (or one without a run): a new run;
     * a finished run (``metrics.json``): refused, unless ``overwrite`` (a new run replaces
@@ -272,7 +288,7 @@ def _differing(
     )
 
 
-def _finished(folder: Path) -> dict[str, Any]:
+def _finished(folder: Path) -> RunResult:
     metrics = read_metrics(folder)
     assert metrics is not None
-    return metrics
+    return read_result(metrics, str(folder / METRICS_FILE))

@@ -32,14 +32,18 @@ from mirec.evaluation import compare
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
 from mirec.models.build import build_ctr_model, build_model, check_components
-from mirec.models.folder import (
-    EVALUATION_DIR,
-    METRICS_FILE,
-    WEIGHTS_FILE,
-    LoadedModel,
-    load_model,
-    write_config,
-    write_folder_data,
+from mirec.models.folder import EVALUATION_DIR, METRICS_FILE, WEIGHTS_FILE, LoadedModel, load_model
+from mirec.results import (
+    Comparison,
+    Evaluation,
+    FitSummary,
+    RunHeader,
+    RunResult,
+    TestFigures,
+    TrainedCTRRun,
+    TrainedRun,
+    training_summary,
+    write_result,
 )
 from mirec.run_folder import STAGING_DIR, RunFolder, check_output_folder, claim, folder_lock
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
@@ -70,9 +74,9 @@ def train_run(
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
-) -> dict[str, Any]:
-    """Train ``config`` into ``output_dir`` and test the best checkpoint; returns what
-    ``metrics.json`` holds.
+) -> RunResult:
+    """Train ``config`` into ``output_dir`` and test the best weights; returns the run's
+    record, what ``metrics.json`` holds (:mod:`mirec.results`).
 
     The run holds ``output_dir``'s lock while it runs (:class:`~mirec.run_folder.FolderInUse`
     when another process does). A folder that holds a run already is refused unless
@@ -82,9 +86,7 @@ def train_run(
     :func:`~mirec.run_folder.claim`'s.
 
     Started by ``torchrun --nproc_per_node=N`` (N > 1), the processes train together and
-    each returns rank 0's metrics (:func:`_train_ranks`)."""
-    if config.task not in TASKS:
-        raise ConfigError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
+    each returns rank 0's record (:func:`_train_ranks`)."""
     check_components(config)  # before the folder is claimed or any data read
     check_output_folder(output_dir, config, data_dir)
     with process_group(config.device) as world:
@@ -92,15 +94,12 @@ def train_run(
             return _train_ranks(config, output_dir, world, data_dir, progress, resume, overwrite)
     with folder_lock(output_dir):
         run = claim(output_dir, config, resume=resume, overwrite=overwrite)
-        if isinstance(run, dict):
+        if not isinstance(run, RunFolder):
             return run
         try:
-            metrics = _train(config, run, data_dir, progress)
-            write_json_atomic(run.staging / METRICS_FILE, metrics)
+            return run.finish(_train(config, run, data_dir, progress))
         except WriteError as err:
             raise _after_write_failure(err, run) from err
-        run.commit()
-    return metrics
 
 
 def _after_write_failure(err: WriteError, run: RunFolder) -> WriteError:
@@ -128,31 +127,25 @@ def _train_ranks(
     progress: bool,
     resume: bool,
     overwrite: bool,
-) -> dict[str, Any]:
+) -> RunResult:
     """:func:`train_run` in one process of a torchrun job: rank 0 alone locks, claims and
     writes ``output_dir``, and shows progress; every rank trains
-    (:mod:`mirec.training.distributed`) and returns rank 0's metrics."""
+    (:mod:`mirec.training.distributed`) and returns rank 0's record."""
     if config.task != "retrieval":
         raise ConfigError(
             f"task={config.task}: trains in one process; torchrun trains retrieval models"
         )
     with ExitStack() as held:
 
-        def take_folder() -> RunFolder | dict[str, Any]:
+        def take_folder() -> RunFolder | RunResult:
             held.enter_context(folder_lock(output_dir))
             return claim(output_dir, config, resume=resume, overwrite=overwrite)
 
         run = world.main_only(take_folder)
-        if isinstance(run, dict):
+        if not isinstance(run, RunFolder):
             return run
-        metrics = _train(config, run, data_dir, progress and world.is_main, world)
-
-        def finish() -> dict[str, Any]:
-            write_json_atomic(run.staging / METRICS_FILE, metrics)
-            run.commit()
-            return metrics
-
-        return world.main_only(finish)
+        result = _train(config, run, data_dir, progress and world.is_main, world)
+        return world.main_only(lambda: run.finish(result))
 
 
 def _train(
@@ -161,26 +154,25 @@ def _train(
     data_dir: Path | None,
     progress: bool,
     world: World | None = None,
-) -> dict[str, Any]:
-    """Train and test ``config`` in ``run``'s staging folder; returns its metrics. In a
-    torchrun job (``world``) only rank 0 writes and tests; the other ranks return {}."""
+) -> RunResult:
+    """Train and test ``config`` in ``run``'s staging folder; returns its record. In a
+    torchrun job (``world``) only rank 0 writes and tests; the other ranks return None."""
     if world is None:
         data = prepare_for(config, data_dir)
     else:  # rank 0 first: the others find its preprocessing in the cache
         data = world.everywhere(lambda: prepare_for(config, data_dir), main_first=True)
     writes = world is None or world.is_main
-    staging = run.staging
     if writes:
-        write_config(staging, config)
-        counts = training_item_counts(data.sequences, data.split.train)
-        write_folder_data(staging, config, data.sequences, counts, data.maxlen)
+        run.write_inputs(config, data)
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
     if config.task == "ctr":
         return _train_ctr(config, data, run, progress)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
-    result = fit(model, data, config, staging, progress=progress, resume=run.resuming, world=world)
+    result = fit(
+        model, data, config, run.staging, progress=progress, resume=run.resuming, world=world
+    )
     if not writes:
-        return {}
+        return None
     settings = _retrieval_settings(config, data)
     test = evaluate(
         model,
@@ -190,58 +182,59 @@ def _train(
         diagnostics=diagnostics_for(config, data, data.test, settings["item_category"]),
         **settings,
     )
-    return {
-        **_run_header(config, data, model, processes=1 if world is None else world.size),
-        "valid": result.best_valid,
-        "test": test.metrics,
-        "collapse": test.collapse,
-        "interest_counts": test.interest_counts,
-        "diagnostics": test.diagnostics,
-        **_fit_fields(result),
-        "negatives": result.negatives,
-        "valid_users": result.valid_users,
-        "valid_every": config.valid_every,
-        "eval_users_per_second": round(test.users_per_second, 1),
-        "history": result.history,
-        "config": config.to_dict(),
-    }
+    return TrainedRun(
+        header=_run_header(config, data, model, processes=1 if world is None else world.size),
+        config=config.to_dict(),
+        valid=result.best_valid,
+        figures=test_figures(test),
+        fit=_fit_summary(result),
+        negatives=result.negatives,
+        valid_users=result.valid_users,
+        valid_every=config.valid_every,
+        history=result.history,
+    )
 
 
-TASKS = ("retrieval", "ctr")
+def test_figures(test: EvaluationResult) -> TestFigures:
+    """The test pass's figures, as metrics.json reports them."""
+    return TestFigures(
+        test=test.metrics,
+        collapse=test.collapse,
+        interest_counts=test.interest_counts,
+        diagnostics=test.diagnostics,
+        eval_users_per_second=round(test.users_per_second, 1),
+    )
 
 
-def _fit_fields(result: FitResult) -> dict[str, Any]:
+def _fit_summary(result: FitResult) -> FitSummary:
     """How training went, as metrics.json reports it."""
-    return {
-        "epochs": result.epochs,
-        "best_epoch": result.best_epoch,
-        "stopped_by": result.stopped_by,
-        "train_seconds": round(result.train_seconds, 3),
-        "train_examples_per_second": round(result.examples_per_second, 1),
-        "sparse_items": result.sparse_items,
-    }
+    return FitSummary(
+        epochs=result.epochs,
+        best_epoch=result.best_epoch,
+        stopped_by=result.stopped_by,
+        train_seconds=round(result.train_seconds, 3),
+        train_examples_per_second=round(result.examples_per_second, 1),
+        sparse_items=result.sparse_items,
+    )
 
 
-def _train_ctr(
-    config: Config, data: PreparedData, run: RunFolder, progress: bool
-) -> dict[str, Any]:
+def _train_ctr(config: Config, data: PreparedData, run: RunFolder, progress: bool) -> TrainedCTRRun:
     """The CTR half of :func:`_train`: stored evaluation rows, BCE training, AUC/GAUC."""
     ctr = prepare_ctr(data, config.ctr_negatives, cache_dir())
     model = build_ctr_model(config, ctr.sequences, ctr.maxlen)
     result = fit_ctr(model, ctr, config, run.staging, progress=progress, resume=run.resuming)
     test = evaluate_ctr(model, ctr.test, RowBatches(ctr, resolve_device(config.device)))
-    return {
-        "task": "ctr",
-        **_run_header(config, data, model),
-        "negatives_per_positive": ctr.negatives,
-        "n_valid_rows": len(ctr.valid),
-        "n_test_rows": len(ctr.test),
-        "valid": result.best_valid,
-        "test": test,
-        **_fit_fields(result),
-        "history": result.history,
-        "config": config.to_dict(),
-    }
+    return TrainedCTRRun(
+        header=_run_header(config, data, model),
+        config=config.to_dict(),
+        negatives_per_positive=ctr.negatives,
+        n_valid_rows=len(ctr.valid),
+        n_test_rows=len(ctr.test),
+        valid=result.best_valid,
+        test=test,
+        fit=_fit_summary(result),
+        history=result.history,
+    )
 
 
 def evaluate_checkpoint(
@@ -251,7 +244,7 @@ def evaluate_checkpoint(
     mask_history: bool = False,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Re-evaluate a trained run's best weights on its validation and test users.
 
     ``overrides`` changes inference-time settings only (``INFERENCE_SETTINGS``: adaptive K,
@@ -278,21 +271,17 @@ def evaluate_checkpoint(
         )
         for split in ("valid", "test")
     }
-    metrics = {
-        **_run_header(config, data, model),
-        "history_masked": mask_history,
-        "inference_settings": {key: getattr(config, key) for key in INFERENCE_SETTINGS},
-        "valid": results["valid"].metrics,
-        "test": results["test"].metrics,
-        "collapse": results["test"].collapse,
-        "interest_counts": results["test"].interest_counts,
-        "diagnostics": results["test"].diagnostics,
-        "eval_users_per_second": round(results["test"].users_per_second, 1),
-        **_training_summary(loaded.metrics),
-        "config": config.to_dict(),
-    }
-    write_json_atomic((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, metrics)
-    return metrics
+    evaluation = Evaluation(
+        header=_run_header(config, data, model),
+        config=config.to_dict(),
+        history_masked=mask_history,
+        inference_settings={key: getattr(config, key) for key in INFERENCE_SETTINGS},
+        valid=results["valid"].metrics,
+        figures=test_figures(results["test"]),
+        trained=training_summary(loaded.metrics),
+    )
+    write_result((output_dir or checkpoint / EVALUATION_DIR) / METRICS_FILE, evaluation)
+    return evaluation
 
 
 COMPARE_FILE, COMPARE_PLOT = "compare.json", "compare.png"
@@ -381,14 +370,14 @@ def compare_checkpoints_by(
         if output_dir is not None:
             overall = rows[0]
             write_json_atomic(output_dir / COMPARE_FILE, result)
-            write_json_atomic(
-                output_dir / METRICS_FILE,
-                {
-                    key: result[key]
-                    for key in ("dataset", "split_seed", "n_test_users", "by", "run_a", "run_b")
-                }
-                | {"test_a": overall.a, "test_b": overall.b, "difference": overall.difference},
+            identity = ("dataset", "split_seed", "n_test_users", "by", "run_a", "run_b")
+            summary = Comparison(
+                **{key: result[key] for key in identity},
+                test_a=overall.a,
+                test_b=overall.b,
+                difference=overall.difference,
             )
+            write_result(output_dir / METRICS_FILE, summary)
             compare.plot_comparison(rows, by, names, output_dir / COMPARE_PLOT)
         results[by] = (result, compare.format_table(rows, by, names))
     return results
@@ -432,24 +421,6 @@ def _require_same_test_users(
             f"{run_b}: its test users or their targets differ from those of {run_a} (the "
             f"dataset {a.dataset!r} changed between the runs?); compare needs the same ones"
         )
-
-
-TRAINING_FIELDS = (
-    "epochs",
-    "best_epoch",
-    "stopped_by",
-    "train_seconds",
-    "negatives",
-    "sparse_items",
-    "valid_users",
-    "valid_every",
-)
-
-
-def _training_summary(trained: dict[str, Any] | None) -> dict[str, Any]:
-    """How the checkpoint was trained, from its own metrics.json (empty when it has none),
-    so a re-evaluation's metrics.json describes the model it scored."""
-    return {key: trained[key] for key in TRAINING_FIELDS if key in (trained or {})}
 
 
 def diagnostics_for(
@@ -504,26 +475,24 @@ def _retrieval_settings(config: Config, data: PreparedData) -> dict[str, Any]:
 
 def _run_header(
     config: Config, data: PreparedData, model: torch.nn.Module, processes: int = 1
-) -> dict[str, Any]:
-    """What was run, on what, and how: ``processes`` (a torchrun job's) of ``threads``
-    PyTorch threads each."""
+) -> RunHeader:
+    """What was run, on what, and how (:class:`~mirec.results.RunHeader`)."""
     split = data.split
-    return {
-        "dataset": config.dataset,
-        "model": config.model,
-        "seed": config.seed,
-        "split_seed": config.split_seed,
-        # K as built: single-interest models have 1 (DIN: one target-attended vector)
-        "interests": model.num_interests,
-        "maxlen": data.maxlen,
-        "n_users": data.sequences.n_users,
-        "n_items": data.sequences.n_items,
-        "n_interactions": data.sequences.n_interactions,
-        "n_train_users": len(split.train),
-        "n_valid_users": len(split.valid),
-        "n_test_users": len(split.test),
-        "device": str(resolve_device(config.device)),
-        "processes": processes,
-        "threads": torch.get_num_threads(),
-        "mirec_version": __version__,
-    }
+    return RunHeader(
+        dataset=config.dataset,
+        model=config.model,
+        seed=config.seed,
+        split_seed=config.split_seed,
+        interests=model.num_interests,
+        maxlen=data.maxlen,
+        n_users=data.sequences.n_users,
+        n_items=data.sequences.n_items,
+        n_interactions=data.sequences.n_interactions,
+        n_train_users=len(split.train),
+        n_valid_users=len(split.valid),
+        n_test_users=len(split.test),
+        device=str(resolve_device(config.device)),
+        processes=processes,
+        threads=torch.get_num_threads(),
+        mirec_version=__version__,
+    )

@@ -9,16 +9,17 @@ from typing import Annotated
 
 import typer
 
+from mirec.cli import tables
 from mirec.config import (
     AUTO_CANDIDATES,
     AUTO_MODEL,
-    load_candidates,
+    TrainingPlan,
     load_config,
+    load_plan,
     model_names,
     model_summary,
 )
 from mirec.core import launch
-from mirec.core.config import Config
 from mirec.errors import ConfigError, MirecError
 
 app = typer.Typer(
@@ -162,7 +163,7 @@ def train(
         raise MirecError("--resume and --overwrite: give one (continue the run, or replace it)")
     if nproc_per_node is not None and launch.world_size() > 1:
         raise MirecError("--nproc-per-node: this process was started by torchrun already")
-    configs = load_candidates(
+    plan = load_plan(
         model,
         config,
         set_ or (),
@@ -173,53 +174,13 @@ def train(
         id_type=id_type,
         task=task,
     )
-    from mirec.models.build import check_components  # torch: the components' registries
-
-    for candidate in configs:
-        check_components(candidate)
     if nproc_per_node is not None:
-        if len(configs) > 1:
-            raise ConfigError(
-                f"--nproc-per-node: model {AUTO_MODEL} trains its candidates one after another "
-                "in one process; name one model (--model)"
-            )
-        from mirec.training.launcher import launch_workers
-
-        raise typer.Exit(launch_workers(nproc_per_node, sys.argv[1:], threads))
+        _launch_workers(plan, nproc_per_node, threads)
     _use_threads(threads)
-    if len(configs) > 1:
-        _train_auto(configs, output_dir, data_dir, quiet, resume, overwrite)
-        return
-    from mirec.runs import train_run  # torch: only once the settings are known to be good
+    from mirec.auto import train_plan  # torch: only once the settings are known to be good
 
-    cfg = configs[0]
-    metrics = train_run(
-        cfg, output_dir, data_dir=data_dir, progress=not quiet, resume=resume, overwrite=overwrite
-    )
-    if launch.is_secondary():
-        return  # rank 0 reports the run of a torchrun job
-    _print_table({cfg.model: metrics})
-    typer.echo(f"results: {output_dir / 'metrics.json'}")
-
-
-def _train_auto(
-    configs: list[Config],
-    output_dir: Path,
-    data_dir: Path | None,
-    quiet: bool,
-    resume: bool,
-    overwrite: bool,
-) -> None:
-    """``mirec train --model auto``: the candidates, their validation figures, the choice."""
-    if launch.world_size() > 1:
-        raise ConfigError(
-            f"model {AUTO_MODEL}: trains its candidates one after another in one process; under "
-            "torchrun, name one model (--model)"
-        )
-    from mirec.auto import candidate_folders, train_auto
-
-    metrics = train_auto(
-        candidate_folders(configs, output_dir),
+    result = train_plan(
+        plan,
         output_dir,
         data_dir=data_dir,
         progress=not quiet,
@@ -227,19 +188,26 @@ def _train_auto(
         overwrite=overwrite,
         echo=typer.echo,
     )
-    record = metrics["auto"]
-    typer.echo(f"\nvalidation users ({metrics['dataset']}), the choice of model auto:")
-    typer.echo(f"{'candidate':<26}{'recall@50':>12}{'ndcg@50':>12}{'epochs':>8}{'train s':>10}")
-    for name, candidate in record["candidates"].items():
-        valid = candidate["valid"]
-        mark = " <- chosen" if name == record["chosen"] else ""
-        typer.echo(
-            f"{name:<26}{valid['recall@50']:>12.4f}{valid['ndcg@50']:>12.4f}"
-            f"{candidate['epochs']:>8}{candidate['train_seconds']:>10.0f}{mark}"
-        )
-    typer.echo(f"default: {record['chosen']}, {record['why']}")
-    _print_table({record["chosen"]: metrics})
+    if launch.is_secondary():
+        return  # rank 0 reports the run of a torchrun job
+    tables.print_training(result)
     typer.echo(f"results: {output_dir / 'metrics.json'}")
+
+
+def _launch_workers(plan: TrainingPlan, nproc_per_node: int, threads: int | None) -> None:
+    """``--nproc-per-node N``: this process becomes torchrun's agent for N workers, each
+    running this command; a bad setting is refused first, before any worker starts."""
+    from mirec.models.build import check_components  # torch: the components' registries
+
+    check_components(plan.candidates[0])
+    if plan.selected_on is not None:
+        raise ConfigError(
+            f"--nproc-per-node: model {AUTO_MODEL} trains its candidates one after another "
+            "in one process; name one model (--model)"
+        )
+    from mirec.training.launcher import launch_workers
+
+    raise typer.Exit(launch_workers(nproc_per_node, sys.argv[1:], threads))
 
 
 @app.command()
@@ -270,14 +238,14 @@ def evaluate(
 
     _use_threads(threads)
     out = output_dir or model_dir / EVALUATION_DIR
-    metrics = evaluate_checkpoint(
+    evaluation = evaluate_checkpoint(
         model_dir,
         out,
         mask_history=mask_history,
         overrides=parse_overrides(set_ or ()),
         progress=not quiet,
     )
-    _print_table({metrics["model"]: metrics})
+    tables.print_results({evaluation.header.model: evaluation})
     typer.echo(f"results: {out / 'metrics.json'}")
 
 
@@ -303,28 +271,13 @@ def diagnose(
 
     _use_threads(threads)
     out = output_dir or model_dir / EVALUATION_DIR
-    metrics = evaluate_checkpoint(
+    evaluation = evaluate_checkpoint(
         model_dir,
         out,
         overrides=parse_overrides(set_ or ()),
         progress=not quiet,
     )
-    typer.echo(f"{metrics['model']} on {metrics['dataset']}, {metrics['n_test_users']} test users")
-    collapse = metrics["collapse"]
-    rows = {"collapse": collapse, **(metrics["diagnostics"] or {})}
-    rows.update({k: v for k, v in metrics["test"].items() if k.startswith("diversity@")})
-    for name, value in rows.items():
-        if name == "k_confusion":
-            typer.echo("  planted K -> K'_u users:")
-            for planted, chosen in value.items():
-                typer.echo(f"    {planted}: " + ", ".join(f"{c}: {n}" for c, n in chosen.items()))
-        elif isinstance(value, float):
-            typer.echo(f"  {name:<22}{value:>10.4f}")
-        else:
-            typer.echo(f"  {name:<22}{'-' if value is None else value!s:>10}")
-    if metrics.get("interest_counts"):
-        counts = ", ".join(f"{k}: {n}" for k, n in metrics["interest_counts"].items())
-        typer.echo(f"  users by K'_u          {counts}")
+    tables.print_diagnostics(evaluation)
     typer.echo(f"results: {out / 'metrics.json'}")
 
 
@@ -613,7 +566,7 @@ def quickstart(
         cfg = load_config(name, dataset="synthetic", max_train_minutes=minutes)
         typer.echo(f"training {name} on {cfg.dataset} ...")
         results[name] = train_run(cfg, output_dir / name, progress=not quiet, overwrite=True)
-    _print_table(results)
+    tables.print_results(results)
     typer.echo(f"results: {output_dir}/*/metrics.json")
 
 
@@ -677,26 +630,6 @@ def _use_threads(threads: int | None) -> None:
     from mirec.core.threads import use_threads  # torch: only for the commands that compute
 
     use_threads(threads)
-
-
-def _print_table(runs: dict[str, dict]) -> None:
-    """A metrics table, one row per run (test split; collapse on test users)."""
-    if all(m.get("task") == "ctr" for m in runs.values()):
-        typer.echo(f"\ntest rows ({next(iter(runs.values()))['dataset']}):")
-        typer.echo(f"{'model':<16}{'auc':>10}{'gauc':>10}{'logloss':>10}")
-        for name, m in runs.items():
-            t = m["test"]
-            typer.echo(f"{name:<16}{t['auc']:>10.4f}{t['gauc']:>10.4f}{t['logloss']:>10.4f}")
-        return
-    columns = ["recall@20", "recall@50", "ndcg@50", "hitrate@50"]
-    width = max(16, *(len(name) + 1 for name in runs))
-    header = f"{'model':<{width}}" + "".join(f"{c:>12}" for c in columns) + f"{'collapse':>10}"
-    typer.echo(f"\ntest users ({next(iter(runs.values()))['dataset']}):")
-    typer.echo(header)
-    for name, m in runs.items():
-        collapse = "-" if m.get("collapse") is None else f"{m['collapse']:.3f}"
-        row = "".join(f"{m['test'][c]:>12.4f}" for c in columns)
-        typer.echo(f"{name:<{width}}{row}{collapse:>10}")
 
 
 SECONDARY_GRACE_SECONDS = 3.0

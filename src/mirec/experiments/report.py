@@ -16,7 +16,7 @@ from mirec.atomic import write_text_atomic
 from mirec.errors import MirecError
 from mirec.experiments.grid import Cell, Experiment, slug
 from mirec.experiments.plots import draw_plots, quantity
-from mirec.experiments.runner import cell_metrics
+from mirec.experiments.runner import cell_result
 
 RETRIEVAL_METRICS = ["recall@20", "recall@50", "ndcg@20", "ndcg@50", "hitrate@20", "hitrate@50"]
 CTR_METRICS = ["auc", "gauc", "logloss"]
@@ -59,7 +59,10 @@ def figure_dir(experiment: Experiment) -> Path:
 
 
 def finished(experiment: Experiment) -> list[tuple[Cell, dict[str, Any]]]:
-    return [(c, m) for c in experiment.cells if (m := cell_metrics(c)) is not None]
+    """Each finished cell with its record as metrics.json lays it out: the report's columns,
+    the ones an experiment file names included (``columns: [purity, ...]``), are the
+    file's keys."""
+    return [(c, r.to_dict()) for c in experiment.cells if (r := cell_result(c)) is not None]
 
 
 def check_outputs(experiment: Experiment, source: Path) -> None:

@@ -24,12 +24,13 @@ from mirec.core.config import Config
 from mirec.errors import DataError, MirecError
 from mirec.experiments.grid import Cell, Experiment, ImpossibleCell
 from mirec.models.folder import CONFIG_FILE, METRICS_FILE
+from mirec.results import Evaluation, RunResult, TrainedRun, read_result
 from mirec.run_folder import FolderInUse, folder_lock
 from mirec.runs import evaluate_checkpoint, train_run
 
 
-def cell_metrics(cell: Cell) -> dict[str, Any] | None:
-    """The cell's metrics when it finished with its current config, else None (a cell whose
+def cell_result(cell: Cell) -> RunResult | None:
+    """The cell's record when it finished with its current config, else None (a cell whose
     run used other settings is stale and runs again).
 
     The settings are those recorded inside metrics.json (``config.yaml`` for runs from
@@ -46,12 +47,14 @@ def cell_metrics(cell: Cell) -> dict[str, Any] | None:
         ) from None
     if not isinstance(metrics, dict):
         raise DataError(f"{metrics_path}: expected a JSON object; delete it to run the cell again")
+    result = read_result(metrics, str(metrics_path))
     if cell.candidates:  # auto: its choice stands while every candidate's settings do
-        record = metrics.get("auto")
-        recorded = [c.get("config") for c in (record or {}).get("candidates", {}).values()]
+        record = result.auto if isinstance(result, TrainedRun) else None
+        chosen_from = {} if record is None else record.candidates or {}
+        recorded = [c.get("config") for c in chosen_from.values()]
         wanted = [config for config, _ in cell.candidates]
-        return metrics if list(map(_settings, recorded)) == list(map(_settings, wanted)) else None
-    recorded = metrics.get("config")
+        return result if list(map(_settings, recorded)) == list(map(_settings, wanted)) else None
+    recorded = result.config
     if recorded is None:
         config_path = cell.run_dir / CONFIG_FILE
         if not config_path.is_file():
@@ -62,7 +65,7 @@ def cell_metrics(cell: Cell) -> dict[str, Any] | None:
             raise DataError(
                 f"{config_path}: not valid YAML; delete the cell's folder to run it again"
             ) from None
-    return metrics if _settings(recorded) == _settings(cell.config) else None
+    return result if _settings(recorded) == _settings(cell.config) else None
 
 
 def _settings(recorded: Any) -> dict[str, Any] | None:
@@ -87,7 +90,7 @@ def run_experiment(
     the rest of the grid still runs; so is every cell whose settings are impossible
     (``experiment.impossible``), reported first and never run.
     """
-    todo = [cell for cell in experiment.cells if cell_metrics(cell) is None]
+    todo = [cell for cell in experiment.cells if cell_result(cell) is None]
     total = len(experiment.cells)
     impossible = experiment.impossible
     echo(
@@ -108,30 +111,33 @@ def run_experiment(
         label = f"{cell.dataset} / {cell.model}"
         if cell.variant:
             label += f" [{cell.variant_label}]"
-        if cell_metrics(cell) is not None:
+        if cell_result(cell) is not None:
             echo(f"[{i}/{len(todo)}] {label} seed {cell.seed}: done elsewhere")
             continue
         echo(f"[{i}/{len(todo)}] {label} seed {cell.seed} -> {cell.run_dir}")
         start = time.perf_counter()
         try:
-            metrics = _run_cell(cell, data_dir, progress)
+            result = _run_cell(cell, data_dir, progress)
         except MirecError as err:
             failures.append((cell, str(err)))
             echo(f"    failed: {err}")
             continue
-        if metrics is None:
+        if result is None:
             echo("    running elsewhere")
             continue
         ran += 1
-        headline = "auc" if metrics.get("task") == "ctr" else "recall@50"
+        headline = "auc" if result.task == "ctr" else "recall@50"
+        epochs = (
+            result.trained.get("epochs") if isinstance(result, Evaluation) else result.fit.epochs
+        )
         echo(
-            f"    test {headline} {metrics['test'][headline]:.4f}, "
-            f"{metrics['epochs']} epochs, {time.perf_counter() - start:.0f} s"
+            f"    test {headline} {result.test[headline]:.4f}, "
+            f"{epochs} epochs, {time.perf_counter() - start:.0f} s"
         )
     return failures
 
 
-def _run_cell(cell: Cell, data_dir: Path | None, progress: bool) -> dict[str, Any] | None:
+def _run_cell(cell: Cell, data_dir: Path | None, progress: bool) -> RunResult | None:
     """Train the cell (or, for a cell of inference-time settings, train its shared checkpoint
     if needed, then re-evaluate it); None when another worker holds what it needs.
 
@@ -139,7 +145,7 @@ def _run_cell(cell: Cell, data_dir: Path | None, progress: bool) -> dict[str, An
     replaced, the second continues from its last finished epoch."""
     if cell.reevaluates:
         trained = replace(cell, run_dir=cell.checkpoint, config=cell.train_config, variant=())
-        if cell_metrics(trained) is None and _run_cell(trained, data_dir, progress) is None:
+        if cell_result(trained) is None and _run_cell(trained, data_dir, progress) is None:
             return None
     # a stale run is replaced, an interrupted one continues
     how = {"data_dir": data_dir, "progress": progress, "resume": True, "overwrite": True}

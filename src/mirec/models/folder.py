@@ -105,15 +105,15 @@ class FolderData:
         )
 
 
-def write_config(folder: Path, config: Config) -> None:
-    """``config.yaml``: every resolved setting (training again from it repeats the run)."""
-    write_text_atomic(folder / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
 def write_folder_data(
     folder: Path, config: Config, sequences: Sequences, item_counts: np.ndarray, maxlen: int
 ) -> None:
-    """Write ``model.json``, ``items.parquet`` and ``users.parquet`` of a run into ``folder``."""
+    """Write what a model folder holds beside its weights and metrics into ``folder``:
+    ``config.yaml`` (every resolved setting: training again from it repeats the run),
+    ``model.json``, ``items.parquet`` and ``users.parquet``. A run writes them before it
+    trains (:meth:`mirec.run_folder.RunFolder.write_inputs`), ``Recommender.save`` when it
+    copies a model."""
+    write_text_atomic(folder / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     seqs = sequences
     items: dict[str, Any] = {
         "item": pa.array(seqs.item_ids),
