@@ -23,7 +23,7 @@ TEST_DATASETS = (
     "ml-100k", "ml-1m", "ml-latest-small", "amazon-beauty", "amazon-toys", "lastfm",
     "taobao-sample",
 )  # fmt: skip
-"""The registry's datasets that some test reads."""
+"""The catalogue's datasets that some test reads."""
 
 
 def data_folder() -> Path:
@@ -34,11 +34,11 @@ def data_folder() -> Path:
 
 def missing_datasets(folder: Path) -> list[str]:
     """The test datasets that ``folder`` lacks (all of them when it cannot be read)."""
-    from mirec.data import registry
+    from mirec.data import locate
     from mirec.errors import MirecError
 
     try:
-        present = {spec.name for spec, here in registry.status(folder) if here}
+        present = {spec.name for spec, here in locate.status(folder) if here}
     except (MirecError, OSError):
         present = set()
     return [name for name in TEST_DATASETS if name not in present]

@@ -11,8 +11,8 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 import pytest
 
+from mirec.data import download, locate
 from mirec.data import prepare as prepare_module
-from mirec.data import registry
 from mirec.data.prepare import load_sequences, prepare
 from mirec.data.synthetic import SyntheticSpec, generate
 from mirec.errors import ConfigError
@@ -38,8 +38,8 @@ def test_second_run_loads_the_cache_and_a_changed_file_is_noticed(
 
     with monkeypatch.context() as m:
         # neither parsed nor hashed: finding the cache reads no byte of the source
-        m.setattr(registry, "load", must_not_read)
-        m.setattr(registry, "sha256_of", must_not_read)
+        m.setattr(locate, "load", must_not_read)
+        m.setattr(download, "sha256_of", must_not_read)
         again = load_sequences(str(source), format="sequences")
     assert np.array_equal(first.items, again.items)
     assert np.array_equal(first.offsets, again.offsets)
@@ -81,7 +81,7 @@ def test_a_file_changed_while_it_is_read_is_not_cached(
 ):
     source = tmp_path / "LastFM.txt"
     shutil.copy(shared_data / "lastfm" / "LastFM.txt", source)
-    real_load = registry.load
+    real_load = locate.load
 
     def load_then_append(*args, **kwargs):
         log = real_load(*args, **kwargs)
@@ -90,7 +90,7 @@ def test_a_file_changed_while_it_is_read_is_not_cached(
         return log
 
     before = cached_files(private_cache)
-    monkeypatch.setattr(registry, "load", load_then_append)
+    monkeypatch.setattr(locate, "load", load_then_append)
     load_sequences(str(source), format="sequences")
     assert cached_files(private_cache) == before
 

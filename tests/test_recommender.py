@@ -311,10 +311,10 @@ def test_a_copied_folder_loads_in_a_fresh_process_without_data(ml100k_run, tmp_p
     script = textwrap.dedent(
         f"""
         import json, sys
-        import mirec.data.prepare, mirec.data.registry
+        import mirec.data.locate, mirec.data.prepare
         def refuse(*args, **kwargs):
             raise SystemExit("the dataset was read")
-        mirec.data.registry.load = mirec.data.registry.source_files = refuse
+        mirec.data.locate.load = mirec.data.locate.source_files = refuse
         mirec.data.prepare.load_sequences = refuse
         from mirec import Recommender
         rec = Recommender.load({str(moved)!r})

@@ -166,7 +166,7 @@ def check_output_folder(folder: Path, config: Config, data_dir: Path | None) -> 
     files (a run's ``config.yaml``, ``items.parquet`` ... would sit among them, and a
     file of the log that bears one of those names would be replaced)."""
     from mirec.core.paths import default_data_dir
-    from mirec.data import registry
+    from mirec.data import locate
 
     if folder.exists() and not folder.is_dir():
         raise MirecError(f"{folder}: exists and is not a folder; choose a folder for the run")
@@ -174,7 +174,7 @@ def check_output_folder(folder: Path, config: Config, data_dir: Path | None) -> 
     if where == (data_dir or default_data_dir()).resolve():
         raise MirecError(f"{folder}: is the data folder; choose another output folder")
     try:
-        sources = registry.source_files(config.dataset, data_dir=data_dir, format=config.format)
+        sources = locate.source_files(config.dataset, data_dir=data_dir, format=config.format)
     except MirecError:
         return  # the run reports it where it reads the data, as before
     for source in sources:

@@ -573,11 +573,11 @@ def quickstart(
 @app.command()
 def datasets(data_dir: DataDir = None) -> None:
     """List the dataset registry and which datasets are present locally."""
-    from mirec.data import registry
+    from mirec.data import locate
 
-    root = registry.data_dir(data_dir)
+    root = locate.data_dir(data_dir)
     typer.echo(f"data directory: {root}")
-    for spec, present in registry.status(root):
+    for spec, present in locate.status(root):
         mark = "present" if present else "missing"
         typer.echo(f"  {spec.name:<16} {mark:<8} {spec.description}")
 
@@ -588,9 +588,10 @@ def download(
     data_dir: DataDir = None,
 ) -> None:
     """Download a public dataset into the data directory and verify its checksum."""
-    from mirec.data import registry
+    from mirec.data import locate
+    from mirec.data.download import download as fetch
 
-    for path in registry.download(name, registry.data_dir(data_dir)):
+    for path in fetch(name, locate.data_dir(data_dir)):
         typer.echo(f"  {path}")
 
 

@@ -9,13 +9,13 @@ fits; the other formats are read in memory and go through
 Reading and filtering a large log takes a while, so the result is stored under the cache
 directory (``sequences/<key>/``), keyed by
 the dataset reference, the reader settings and each source file's resolved path, size and
-modification time (:func:`~mirec.data.registry.file_stamp`): a second run with the same
+modification time (:func:`~mirec.data.locate.file_stamp`): a second run with the same
 inputs reads no byte of them and loads the result in milliseconds, however large the log.
 A file rewritten since, or touched, has another size or time and is read again. This is the
 quick check of make and rsync, with its limit: a rewrite that keeps the size and puts the
 old modification time back (or lands within the file system's time resolution) is not seen;
 ``use_cache=False`` reads the files whatever the cache holds. The published checksums of
-registry datasets are verified when :func:`~mirec.data.registry.download` fetches a file or
+named datasets are verified when :func:`~mirec.data.download.download` fetches a file or
 finds it already there, not here. Every array of :class:`~mirec.data.sequences.Sequences`
 is stored, the user-profile code matrix included. An entry is built in a hidden folder
 beside it and renamed into place once complete, so a crash never leaves half an entry; it
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from mirec.atomic import fsync_folder, write_failure
 from mirec.core.paths import cache_dir
-from mirec.data import registry
+from mirec.data import locate
 from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.ingest import InMemoryOnly, ingest_interactions
 from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
@@ -128,15 +128,15 @@ def load_sequences(
     use_cache: bool = True,
     id_type: str | None = None,
 ) -> Sequences:
-    """Filtered, re-indexed sequences of a registry dataset, a path, or ``synthetic[:opts]``;
+    """Filtered, re-indexed sequences of a named dataset, a path, or ``synthetic[:opts]``;
     ``id_type`` (None, ``int`` or ``str``) says how the reader takes ids."""
     if dataset.split(":")[0] == "synthetic" and format is None:
         key_parts = {"synthetic": repr(SyntheticSpec.parse(dataset))}
         sources: list[Path] = []
         stamps: list[tuple[str, int, int]] = []
     else:
-        sources = registry.source_files(dataset, data_dir=data_dir, format=format)
-        stamps = [registry.file_stamp(p) for p in sources]
+        sources = locate.source_files(dataset, data_dir=data_dir, format=format)
+        stamps = [locate.file_stamp(p) for p in sources]
         key_parts = {
             "dataset": dataset,
             "format": format,
@@ -191,7 +191,7 @@ def _build_entry(
         _build(staging, dataset, sources, data_dir, format, columns, sep, id_type)
         # stamped before reading: a file that changed meanwhile may have been read half old,
         # half new, so its result is returned but not kept under the old stamp
-        if use_cache and [registry.file_stamp(p) for p in sources] == stamps:
+        if use_cache and [locate.file_stamp(p) for p in sources] == stamps:
             write_checksums(staging)
             _publish(staging, entry)
             return read_sequences(entry)
@@ -221,7 +221,7 @@ def _build(
         except InMemoryOnly:
             pass  # raised before anything was written
     if sources:
-        log = registry.load(
+        log = locate.load(
             dataset, data_dir=data_dir, format=format, columns=columns, sep=sep, id_type=id_type
         )
     else:

@@ -1,4 +1,4 @@
-"""The dataset registry: lookup, locating files, loading, and verified downloads (offline)."""
+"""Named datasets: the catalogue, locating files, loading, and verified downloads (offline)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 import pytest
 
 from mirec.core import paths
-from mirec.data import readers, registry
+from mirec.data import catalogue, download, locate, readers
+from mirec.data.catalogue import DataFile, DatasetSpec
 from mirec.data.prepare import prepare
-from mirec.data.registry import DataFile, DatasetSpec
 from mirec.errors import ConfigError, DataError
 
 SHARED = (
@@ -36,18 +36,18 @@ def data(shared_data: Path) -> Path:
 
 
 def test_names_and_specs() -> None:
-    assert tuple(registry.REGISTRY) == NAMES
-    for spec in registry.REGISTRY.values():
+    assert tuple(catalogue.DATASETS) == NAMES
+    for spec in catalogue.DATASETS.values():
         assert spec.format in (*readers.FORMATS, "synthetic")
         assert spec.licence and spec.description
         for f in spec.files:
             assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256)
         if spec.name not in ("ml-1m", "taobao", "taobao-sample", "synthetic"):
             assert spec.downloadable
-    assert not registry.get_spec("taobao").downloadable
-    assert registry.get_spec("ml-20m").archive_sha256 is not None
-    assert not registry.get_spec("ml-1m").downloadable  # ml-1m.txt is derived, not published
-    assert registry.get_spec("synthetic").files == ()
+    assert not catalogue.get_spec("taobao").downloadable
+    assert catalogue.get_spec("ml-20m").archive_sha256 is not None
+    assert not catalogue.get_spec("ml-1m").downloadable  # ml-1m.txt is derived, not published
+    assert catalogue.get_spec("synthetic").files == ()
 
 
 def test_checksums_match_the_shared_files(data: Path) -> None:
@@ -57,11 +57,11 @@ def test_checksums_match_the_shared_files(data: Path) -> None:
     )
     checked = 0
     for name in SHARED:
-        spec = registry.get_spec(name)
+        spec = catalogue.get_spec(name)
         for f in spec.files:
             rel = f"{spec.folder}/{f.path}"
             assert f.sha256 == published[rel], rel
-            assert registry.sha256_of(data / rel) == f.sha256, rel
+            assert download.sha256_of(data / rel) == f.sha256, rel
             checked += 1
     assert checked == 16  # ml-100k's u.user and ml-1m's users.dat included
 
@@ -71,51 +71,51 @@ def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     # platformdirs' cache folder: on Linux the one mirec always had
     expected = Path.home() / ".cache" / "mirec" / "data" if sys.platform == "linux" else None
-    assert registry.data_dir() == (expected or paths.user_cache_dir() / "data")
+    assert locate.data_dir() == (expected or paths.user_cache_dir() / "data")
     monkeypatch.setenv(paths.DATA_DIR_VAR, str(tmp_path / "env"))
-    assert registry.data_dir() == tmp_path / "env"
-    assert registry.data_dir(tmp_path / "cli") == tmp_path / "cli"
+    assert locate.data_dir() == tmp_path / "env"
+    assert locate.data_dir(tmp_path / "cli") == tmp_path / "cli"
 
 
 def test_unknown_dataset_lists_names() -> None:
     with pytest.raises(ConfigError) as exc:
-        registry.get_spec("ml-2m")
+        catalogue.get_spec("ml-2m")
     message = str(exc.value)
     assert "'ml-2m'" in message
     for name in NAMES:
         assert name in message
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
-        registry.load("nope")
+        locate.load("nope")
 
 
 def test_status(data: Path) -> None:
-    present = {spec.name: ok for spec, ok in registry.status(data)}
+    present = {spec.name: ok for spec, ok in locate.status(data)}
     assert present == {name: name in SHARED or name == "synthetic" for name in NAMES}
 
 
 def test_locate(data: Path) -> None:
-    paths = registry.locate("amazon-beauty", data)
+    paths = locate.locate("amazon-beauty", data)
     assert paths == [
         data / "amazon-beauty" / "Beauty.txt",
         data / "amazon-beauty" / "Beauty_item2attributes.json",
     ]
-    assert registry.locate("synthetic", data) == []
+    assert locate.locate("synthetic", data) == []
 
 
 def test_locate_missing_says_where_and_how(tmp_path: Path) -> None:
     with pytest.raises(DataError) as exc:
-        registry.locate("ml-20m", tmp_path)
+        locate.locate("ml-20m", tmp_path)
     message = str(exc.value)
     assert "\n" not in message
     assert str(tmp_path / "ml-20m" / "ratings.csv") in message
     assert "mirec download ml-20m" in message and "ml-20m.zip" in message
     with pytest.raises(DataError) as exc:
-        registry.locate("ml-1m", tmp_path)
+        locate.locate("ml-1m", tmp_path)
     message = str(exc.value)
     assert str(tmp_path / "ml-1m" / "ml-1m.txt") in message
     assert "ml-1m.zip" in message and "--format movielens" in message
     with pytest.raises(DataError) as exc:
-        registry.locate("taobao", tmp_path)
+        locate.locate("taobao", tmp_path)
     message = str(exc.value)
     assert (
         "tianchi.aliyun.com" in message and str(tmp_path / "taobao" / "UserBehavior.csv") in message
@@ -134,40 +134,38 @@ def test_load_names_and_paths(data: Path, monkeypatch: pytest.MonkeyPatch) -> No
         "taobao-sample": (84_475, 815),
     }
     for name, (rows, users) in expected.items():
-        log = registry.load(name)  # data dir from the environment
+        log = locate.load(name)  # data dir from the environment
         assert (log.interactions.num_rows, len(pc.unique(log.interactions["user"]))) == (
             rows,
             users,
         ), name
         assert log.item_categories is not None and log.item_categories.num_rows > 0, name
-        assert list(log.sources) == registry.source_files(name), name
-    by_path = registry.load(data / "lastfm" / "LastFM.txt", format="sequences")
+        assert list(log.sources) == locate.source_files(name), name
+    by_path = locate.load(data / "lastfm" / "LastFM.txt", format="sequences")
     assert by_path.interactions.num_rows == 52_551 and by_path.item_categories is not None
     digi = data / "diginetica-sample" / "sample_train-item-views.csv"
-    log = registry.load(
-        digi, format="interactions", columns="session_id,item_id,timeframe", sep=";"
-    )
+    log = locate.load(digi, format="interactions", columns="session_id,item_id,timeframe", sep=";")
     assert log.interactions.num_rows == 12_391
-    assert registry.source_files(digi, format="interactions") == [digi]
+    assert locate.source_files(digi, format="interactions") == [digi]
 
 
 def test_load_path_without_format(data: Path) -> None:
     with pytest.raises(ConfigError) as exc:
-        registry.load(data / "ml-100k")
+        locate.load(data / "ml-100k")
     for name in readers.FORMATS:
         assert name in str(exc.value)
     with pytest.raises(ConfigError, match="unknown format 'csv'"):
-        registry.load(data / "ml-100k", format="csv")
+        locate.load(data / "ml-100k", format="csv")
     with pytest.raises(ConfigError, match="apply to a file"):
-        registry.load("ml-100k", data, columns="a,b")
+        locate.load("ml-100k", data, columns="a,b")
 
 
 def test_synthetic_is_generated_not_loaded(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="generated"):
-        registry.load("synthetic", tmp_path)
+        locate.load("synthetic", tmp_path)
     with pytest.raises(ConfigError, match="generated"):
-        registry.download("synthetic", tmp_path)
-    assert registry.source_files("synthetic", tmp_path) == []
+        download.download("synthetic", tmp_path)
+    assert locate.source_files("synthetic", tmp_path) == []
 
 
 # --------------------------------------------------------------------------- download
@@ -189,7 +187,7 @@ def test_download_without_network(tmp_path: Path) -> None:
     # nothing listens on port 9 of this machine: the connection is refused at once
     spec = _spec_for((DataFile("u.genre", None, url="http://127.0.0.1:9/u.genre"),))
     with pytest.raises(DataError) as exc:
-        registry.download(spec, tmp_path, progress=False)
+        download.download(spec, tmp_path, progress=False)
     message = str(exc.value)
     assert "cannot download http://127.0.0.1:9/u.genre" in message
     assert str(tmp_path / "test-set" / "u.genre") in message
@@ -198,27 +196,27 @@ def test_download_without_network(tmp_path: Path) -> None:
 
 def test_download_cannot_for_manual_datasets(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"Tianchi login.*taobao/UserBehavior.csv"):
-        registry.download("taobao", tmp_path)
+        download.download("taobao", tmp_path)
 
 
 def test_download_file_verifies_checksum(data: Path, tmp_path: Path) -> None:
     source = tmp_path / "remote" / "u.genre"
     source.parent.mkdir()
     shutil.copy(data / "ml-100k" / "u.genre", source)
-    good = registry.get_spec("ml-100k").files[2]
+    good = catalogue.get_spec("ml-100k").files[2]
     assert good.path == "u.genre"
     spec = _spec_for((DataFile("u.genre", good.sha256, url=source.as_uri()),))
     target = tmp_path / "dl" / "test-set" / "u.genre"
-    assert registry.download(spec, tmp_path / "dl", progress=False) == [target]
+    assert download.download(spec, tmp_path / "dl", progress=False) == [target]
     assert target.read_bytes() == source.read_bytes()
     # present and verified: kept, the (now unreachable) source is not asked again
     source.unlink()
-    assert registry.download(spec, tmp_path / "dl", progress=False) == [target]
+    assert download.download(spec, tmp_path / "dl", progress=False) == [target]
 
     shutil.copy(data / "ml-100k" / "u.genre", source)
     bad = _spec_for((DataFile("u.genre", "0" * 64, url=source.as_uri()),))
     with pytest.raises(DataError, match=r"SHA256 mismatch \(expected 0{64}, got 9757e0d3"):
-        registry.download(bad, tmp_path / "bad", progress=False)
+        download.download(bad, tmp_path / "bad", progress=False)
     assert list((tmp_path / "bad" / "test-set").iterdir()) == []
 
 
@@ -227,7 +225,7 @@ def test_download_unverified_file_warns(data: Path, tmp_path: Path) -> None:
     shutil.copy(data / "ml-100k" / "u.genre", source)
     spec = _spec_for((DataFile("u.genre", None, url=source.as_uri()),))
     with pytest.warns(UserWarning, match="unverified"):
-        (path,) = registry.download(spec, tmp_path / "dl", progress=False)
+        (path,) = download.download(spec, tmp_path / "dl", progress=False)
     assert path.read_bytes() == source.read_bytes()
 
 
@@ -237,11 +235,11 @@ def test_download_archive_extracts_and_verifies(data: Path, tmp_path: Path) -> N
         for name in ("u.data", "u.item", "u.genre", "u.user"):
             zf.write(data / "ml-100k" / name, f"ml-100k/{name}")
     spec = replace(
-        registry.get_spec("ml-100k"),
+        catalogue.get_spec("ml-100k"),
         archive_url=archive.as_uri(),
-        archive_sha256=registry.sha256_of(archive),
+        archive_sha256=download.sha256_of(archive),
     )
-    paths = registry.download(spec, tmp_path / "dl", progress=False)
+    paths = download.download(spec, tmp_path / "dl", progress=False)
     assert [p.name for p in paths] == ["u.data", "u.item", "u.genre", "u.user"]
     assert sorted(p.name for p in (tmp_path / "dl" / "ml-100k").iterdir()) == [
         "u.data",
@@ -249,17 +247,17 @@ def test_download_archive_extracts_and_verifies(data: Path, tmp_path: Path) -> N
         "u.item",
         "u.user",
     ]  # the archive itself is gone
-    assert registry.load("ml-100k", tmp_path / "dl").interactions.num_rows == 100_000
+    assert locate.load("ml-100k", tmp_path / "dl").interactions.num_rows == 100_000
 
     wrong = replace(spec, archive_sha256="f" * 64)
     with pytest.raises(DataError, match="SHA256 mismatch"):
-        registry.download(wrong, tmp_path / "wrong", progress=False)
+        download.download(wrong, tmp_path / "wrong", progress=False)
     assert list((tmp_path / "wrong" / "ml-100k").iterdir()) == []
 
     # a right archive with a file that does not match its own checksum: nothing is kept
     files = (replace(spec.files[0], sha256="e" * 64), *spec.files[1:])
     with pytest.raises(DataError, match=r"ml-100k/u.data: SHA256 mismatch"):
-        registry.download(replace(spec, files=files), tmp_path / "part", progress=False)
+        download.download(replace(spec, files=files), tmp_path / "part", progress=False)
     assert list((tmp_path / "part" / "ml-100k").iterdir()) == []
 
 
