@@ -1,4 +1,6 @@
-"""``--model auto``, the retrieval default: train every candidate, keep the best on validation.
+"""How a :class:`~mirec.config.TrainingPlan` trains (:func:`train_plan`, the one door of
+``mirec train`` and ``mirec.train``): one model as a run, or ``--model auto``, the
+retrieval default: train every candidate, keep the best on validation.
 
 No published config leads on every dataset (docs/results.md): SASRec's single vector beats
 every multi-interest config on ml-100k, and loses to ``remi-plain`` on the Amazon sets. So
@@ -58,15 +60,12 @@ def train_plan(
     """Train ``plan`` into ``output_dir``: its one config as a run
     (:func:`~mirec.runs.train_run`), or auto's candidates, each a run in its own folder,
     after which ``output_dir`` becomes the model folder of the best on the plan's validation
-    metric (:func:`_train_candidates`). Returns the run's record; auto's carries the
+    metric (:func:`train_auto`). Returns the run's record; auto's carries the
     :class:`~mirec.results.AutoChoice`. Every candidate's settings are checked before
     anything is written."""
-    for config in plan.candidates:
-        check_components(config)
     if plan.selected_on is None:
-        config = plan.candidates[0]
         return train_run(
-            config,
+            plan.candidates[0],
             output_dir,
             data_dir=data_dir,
             progress=progress,
@@ -114,6 +113,8 @@ def train_auto(
     process holds."""
     if not candidates:
         raise MirecError(f"model {AUTO_MODEL}: no candidates to train")
+    for config, _ in candidates:  # every candidate's settings, before the first trains
+        check_components(config)
     for config, folder in [(candidates[0][0], output_dir), *candidates]:
         check_output_folder(folder, config, data_dir)
     with folder_lock(output_dir):
