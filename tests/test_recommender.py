@@ -483,6 +483,7 @@ def test_recommend_takes_one_or_many_histories_or_users(ml100k_run):
         (lambda: rec.recommend(user=1.5), r"^user must be one user id .*; got float$"),
         (lambda: rec.recommend(user=np.ones((2, 2))), r"; got a 2-d array$"),
         (lambda: rec.recommend(user=[1, "no-such-user"]), r"^user 'no-such-user' is not in"),
+        (lambda: rec.recommend(user=1, on_unknown="warn"), r"^on_unknown='warn': expected"),
     ):  # fmt: skip
         with pytest.raises(MirecError, match=message) as exc:
             call()

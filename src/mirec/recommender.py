@@ -45,7 +45,7 @@ import torch
 from mirec.atomic import kept_folders, refuse_unsafe_target, staged_folder, write_json_atomic
 from mirec.core.chunked_top import blocked_items
 from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config
-from mirec.data.vocabulary import Vocabulary
+from mirec.data.vocabulary import Vocabulary, check_on_unknown
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
 from mirec.models.folder import (
@@ -431,6 +431,7 @@ class Recommender(_ModelFolder):
             )
         if history is not None and user is not None:
             raise MirecError("recommend: give a history or user=, not both")
+        check_on_unknown(on_unknown)  # with user= too, where no history is looked up
         if user is None:
             histories, several = _histories(history)
             looked_up = [self._lookup(one, on_unknown) for one in histories]
