@@ -50,14 +50,14 @@ python3 - "$OUT/beauty-sa" <<'PY'
 import sys, time
 from mirec import Recommender
 gpu, cpu = Recommender.load(sys.argv[1], device="cuda"), Recommender.load(sys.argv[1], device="cpu")
-histories = [gpu.history_of(u)[:-1] for u in gpu.user_ids[:2000]]
+histories = [gpu.history_of(u)[:-1] for u in gpu.info.user_ids[:2000]]
 start = time.perf_counter()
-on_gpu = gpu.recommend_batch(histories, n=50)
+on_gpu = gpu.recommend(histories, n=50)
 seconds = time.perf_counter() - start
-on_cpu = cpu.recommend_batch(histories, n=50)
+on_cpu = cpu.recommend(histories, n=50)
 same = sum([r.item for r in a] == [r.item for r in b] for a, b in zip(on_gpu, on_cpu))
 overlap = sum(len({r.item for r in a} & {r.item for r in b}) for a, b in zip(on_gpu, on_cpu))
-print(f"Recommender on {gpu.device}: {len(histories)} histories in {seconds:.3f}s; "
+print(f"Recommender on {gpu.info.device}: {len(histories)} histories in {seconds:.3f}s; "
       f"lists identical to CPU: {same}/{len(histories)}; item overlap {overlap / (50 * len(histories)):.4f}")
 assert overlap / (50 * len(histories)) > 0.99, "CUDA and CPU lists differ"
 PY

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from mirec import Recommender
+import mirec
 
 
 def main() -> None:
@@ -27,11 +27,12 @@ def main() -> None:
     out = Path(sys.argv[2] if len(sys.argv) > 2 else "runs")
 
     start = time.perf_counter()
-    Recommender.train(dataset="ml-100k", model="comirec-sa", data_dir=data_dir,
-                      output_dir=out / "ml100k-sa", overwrite=True, progress=False)  # fmt: skip
+    mirec.train(dataset="ml-100k", model="comirec-sa", data_dir=data_dir,
+                output_dir=out / "ml100k-sa", overwrite=True, progress=False)  # fmt: skip
     print(f"trained in {time.perf_counter() - start:.0f} s")
-    rec = Recommender.load(out / "ml100k-sa")  # no data directory needed
-    print("test recall@50", rec.metrics["test"]["recall@50"], "epochs", rec.metrics["epochs"])
+    rec = mirec.Recommender.load(out / "ml100k-sa")  # no data directory needed
+    metrics = rec.info.metrics
+    print("test recall@50", metrics["test"]["recall@50"], "epochs", metrics["epochs"])
     history = [50, 172, 181, 1, 121]  # raw item ids, oldest first
     for r in rec.recommend(history, n=5):
         print(r)
@@ -40,7 +41,7 @@ def main() -> None:
     print(rec.recommend(["nope"], n=3))
     print("interests", rec.interests(history).shape)
     print(rec.similar_items(50, n=3))
-    print(rec.recommend_user(1, n=3))
+    print(rec.recommend(user=1, n=3))
     print("saved", rec.save(out / "ml100k-sa-copy", overwrite=True))
 
 

@@ -39,7 +39,7 @@ def rec(indexed_run: Path) -> Recommender:
 def histories(rec: Recommender) -> list[list]:
     """Every user's stored history, and one history the catalogue does not know (the
     popularity fallback)."""
-    return [rec.history_of(user) for user in rec.user_ids] + [["no-such-item"]]
+    return [rec.history_of(user) for user in rec.info.user_ids] + [["no-such-item"]]
 
 
 def same_lists(exact: list, found: list) -> None:
@@ -60,26 +60,26 @@ BLOCKING = [
 
 @pytest.mark.parametrize("blocking", BLOCKING, ids=["none", "history", "exclude", "both"])
 def test_flat_index_returns_the_exact_lists(rec, histories, blocking):
-    exact = rec.recommend_batch(histories, 50, **blocking)
-    flat = rec.recommend_batch(histories, 50, index="flat", **blocking)
+    exact = rec.recommend(histories, 50, **blocking)
+    flat = rec.recommend(histories, 50, index="flat", **blocking)
     same_lists(exact, flat)
     assert len(histories) == 944 and all(len(x) == 50 for x in flat)
     assert flat[-1][0].interest is None and flat[-1].unknown_items == ["no-such-item"]
     if blocking.get("exclude_history"):
         assert all(not {r.item for r in x} & set(h) for x, h in zip(flat, histories, strict=True))
-    for user in rec.user_ids[:5]:
+    for user in rec.info.user_ids[:5]:
         same_lists(
-            [rec.recommend_user(user, 20, **blocking)],
-            [rec.recommend_user(user, 20, index="flat", **blocking)],
+            [rec.recommend(user=user, n=20, **blocking)],
+            [rec.recommend(user=user, n=20, index="flat", **blocking)],
         )
 
 
 def test_flat_index_with_fewer_items_left_than_asked(rec, histories):
     """Only 10 items are not excluded: every path returns those 10 and nothing else."""
-    kept = rec.item_ids[:10]
-    exclude = rec.item_ids[10:]
+    kept = rec.info.item_ids[:10]
+    exclude = rec.info.item_ids[10:]
     for kind in (None, *KINDS):
-        lists = rec.recommend_batch(histories[:50], 50, exclude=exclude, index=kind)
+        lists = rec.recommend(histories[:50], 50, exclude=exclude, index=kind)
         assert all(sorted(r.item for r in x) == sorted(kept) for x in lists), kind
 
 
@@ -87,10 +87,10 @@ def test_flat_index_with_fewer_items_left_than_asked(rec, histories):
 def test_diversity_on_the_flat_index_is_the_exact_diverse_list(rec, histories, blocking):
     """ComiRec's greedy merge draws on each interest's top-n, which the flat index returns
     whole: the same diverse lists."""
-    exact = rec.recommend_batch(histories, 50, diversity_lambda=1.0, **blocking)
-    plain = rec.recommend_batch(histories, 50, **blocking)
+    exact = rec.recommend(histories, 50, diversity_lambda=1.0, **blocking)
+    plain = rec.recommend(histories, 50, **blocking)
     assert sum(a != b for a, b in zip(exact, plain, strict=True)) > 500  # lambda acts
-    flat = rec.recommend_batch(histories, 50, diversity_lambda=1.0, index="flat", **blocking)
+    flat = rec.recommend(histories, 50, diversity_lambda=1.0, index="flat", **blocking)
     same_lists(exact, flat)
 
 
@@ -99,9 +99,9 @@ def test_approximate_indexes_find_the_exact_lists_on_ml100k(rec, histories):
     they return carries the model's exact score."""
     assert rec.index_recall("hnsw") >= 0.99
     assert rec.index_recall("ivf") >= 0.98
-    exact = rec.recommend_batch(histories, 50, exclude_history=True)
+    exact = rec.recommend(histories, 50, exclude_history=True)
     for kind in ("hnsw", "ivf"):
-        found = rec.recommend_batch(histories, 50, exclude_history=True, index=kind)
+        found = rec.recommend(histories, 50, exclude_history=True, index=kind)
         for a, b in zip(exact, found, strict=True):
             scores = {r.item: (r.score, r.interest) for r in a}
             shared = [r for r in b if r.item in scores]
@@ -118,7 +118,9 @@ def test_index_files_are_whole_and_described(indexed_run, rec):
     )
     assert names == [f"index-{kind}.{ext}" for kind in sorted(KINDS) for ext in ("faiss", "json")]
     meta = json.loads(index_paths(indexed_run, "hnsw")[1].read_text())
-    assert meta["kind"] == "hnsw" and meta["n_items"] == rec.n_items == 1349 and meta["d"] == 64
+    assert (
+        meta["kind"] == "hnsw" and meta["n_items"] == rec.info.n_items == 1349 and meta["d"] == 64
+    )
     assert meta["options"] == {"m": 32, "ef_construction": 200, "ef_search": 128}
     assert len(meta["item_vectors_sha256"]) == 64
     assert meta["index_bytes"] == index_paths(indexed_run, "hnsw")[0].stat().st_size
@@ -196,7 +198,7 @@ def test_mirec_index_builds_measures_and_serves(indexed_run, rec, tmp_path, mire
     args = ["recommend", "--checkpoint", str(folder), "--user", "1", "-n", "10", "--json"]
     code, out, err = mirec_main(*args, "--index", "hnsw")
     assert code == 0, err
-    exact = rec.recommend_user(1, 10)
+    exact = rec.recommend(user=1, n=10)
     assert [r["item"] for r in json.loads(out)["items"]] == [r.item for r in exact]
 
 

@@ -71,7 +71,7 @@ def test_train_without_model_trains_every_candidate_and_keeps_the_best_on_valida
     assert "<- chosen" in result.output
     # the folder is a model: it loads and recommends without the data
     rec = Recommender.load(out)
-    assert rec.name == record["chosen"]
+    assert rec.info.name == record["chosen"]
     assert len(rec.recommend([1, 2, 3], n=5)) == 5
 
     # a second run into the folder is refused; --resume keeps every finished candidate

@@ -173,24 +173,25 @@ def test_export_command_writes_what_the_recommender_serves(ml100k_run, tmp_path)
     assert "onnx check: max |onnxruntime - pytorch| = " in result.output
     rec = Recommender.load(ml100k_run, device="cpu")
     dim = rec.item_embeddings().shape[1]
+    info = rec.info
 
     items = pq.read_table(out / "items.parquet")
     assert items.schema.field("item").type == pa.int64()
     assert items.schema.field("vector").type == pa.list_(pa.float32(), dim)
-    assert items.column("item").to_pylist() == rec.item_ids
+    assert items.column("item").to_pylist() == list(info.item_ids)
     vectors = np.stack(items.column("vector").to_numpy(zero_copy_only=False))
     np.testing.assert_array_equal(vectors, rec.item_embeddings())
 
     interests = pq.read_table(out / "user_interests.parquet")
-    assert interests.num_rows == rec.num_interests * len(rec.user_ids)  # no per-user K here
-    assert pc.unique(interests.column("user")).to_pylist() == rec.user_ids
+    assert interests.num_rows == info.num_interests * len(info.user_ids)  # no per-user K here
+    assert pc.unique(interests.column("user")).to_pylist() == list(info.user_ids)
     manifest = json.loads((out / "export.json").read_text())
     session = ort.InferenceSession(str(out / manifest["files"]["user_tower"]))
     row_of = {item: row for row, item in enumerate(items.column("item").to_pylist())}
-    for user in rec.user_ids[::200]:
+    for user in info.user_ids[::200]:
         history = rec.history_of(user)
         mine = interests.filter(pc.equal(interests.column("user"), user))
-        assert mine.column("interest").to_pylist() == list(range(rec.num_interests))
+        assert mine.column("interest").to_pylist() == list(range(info.num_interests))
         stored = np.stack(mine.column("vector").to_numpy(zero_copy_only=False))
         np.testing.assert_allclose(stored, rec.interests(history), atol=1e-6)
         # serving from the export alone, by export.json's conventions: the most recent
@@ -202,11 +203,11 @@ def test_export_command_writes_what_the_recommender_serves(ml100k_run, tmp_path)
         assert active.all()
         scores = (tower[0] @ vectors.T).max(0)
         top = [items.column("item")[int(i)].as_py() for i in np.argsort(-scores)[:10]]
-        assert top == [r.item for r in rec.recommend_user(user, 10)]
+        assert top == [r.item for r in rec.recommend(user=user, n=10)]
     assert manifest["model"] == "comirec-sa" and manifest["dataset"] == "ml-100k"
     assert manifest["inputs"] == [{"name": "history", "dtype": "int64", "shape": ["batch", 50]}]
     assert [o["name"] for o in manifest["outputs"]] == ["interests", "active"]
-    assert manifest["outputs"][0]["shape"] == ["batch", rec.num_interests, dim]
+    assert manifest["outputs"][0]["shape"] == ["batch", info.num_interests, dim]
     assert manifest["check"]["max_abs_diff"] <= 1e-4
     assert manifest["files"] == {
         "items": "items.parquet",

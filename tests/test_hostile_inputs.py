@@ -1005,7 +1005,7 @@ def test_a_damaged_model_folder_is_one_line_in_every_command(
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model, folder)
-    user = str(Recommender.load(folder).user_ids[0])
+    user = str(Recommender.load(folder).info.user_ids[0])
     change, message = FOLDER_DAMAGE[damage]
     change(folder)
     commands = [
@@ -1030,7 +1030,7 @@ def test_a_damaged_cell_in_a_report(tmp_path, monkeypatch, capsys):
     assert run_experiment(load_experiment(path), progress=False, echo=lambda _: None) == []
     (run_dir,) = (p.parent for p in (tmp_path / "runs").rglob("metrics.json"))
     # the report draws one user's interests from the cell's model folder
-    user = Recommender.load(run_dir).user_ids[0]
+    user = Recommender.load(run_dir).info.user_ids[0]
     interest_map = {"dataset": TINY, "model": "comirec-sa", "user": user}
     path = grid_file(tmp_path, {}, models=["comirec-sa"], interest_map=interest_map)
     weights = run_dir / "model.safetensors"

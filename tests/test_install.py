@@ -81,7 +81,7 @@ def test_the_python_api_loads_and_recommends_on_the_base_install(base_folder):
     code = (
         "from mirec import Recommender, MirecError\n"
         f"rec = Recommender.load({str(base_folder)!r})\n"
-        "print(len(rec.recommend_user(rec.user_ids[0], 5)))\n"
+        "print(len(rec.recommend(user=rec.info.user_ids[0], n=5)))\n"
         "try:\n"
         "    rec.build_index('flat')\n"
         "except MirecError as err:\n"

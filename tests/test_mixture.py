@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mirec
 from mirec import MirecError, Recommender
 from mirec.aggregators.mixture import MixtureOfSoftmaxes
 from mirec.config import load_config, model_names
@@ -162,7 +163,7 @@ def test_the_config_is_published():
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``distinct-interests`` trained 3 epochs on synthetic data, as ``mirec train`` does."""
     out = tmp_path_factory.mktemp("mixture") / "run"
-    Recommender.train(
+    mirec.train(
         output_dir=out, dataset=SYNTHETIC, model="distinct-interests", max_epochs=3,
         progress=False,
     )  # fmt: skip
@@ -175,13 +176,13 @@ def test_a_short_training_beats_popularity_and_round_trips(trained, tmp_path):
     fit(popular, data, load_config("most-popular"), tmp_path / "popular", progress=False)
     baseline = evaluate(popular, data.test).metrics["recall@50"]
     rec = Recommender.load(trained)
-    recall = evaluate(rec.model, data.test).metrics["recall@50"]
+    recall = evaluate(rec._model, data.test).metrics["recall@50"]
     # measured after 3 epochs: 0.375 against popularity's 0.265 (the disagreement penalty
     # at weight 1 slows the start on this data: 0.679 at weight 0.1)
     assert recall > 1.3 * baseline
     saved = Recommender.load(rec.save(tmp_path / "copy"))
-    histories = [rec.history_of(user) for user in rec.user_ids[:30]]
-    first, again = rec.recommend_batch(histories, 20), saved.recommend_batch(histories, 20)
+    histories = [rec.history_of(user) for user in rec.info.user_ids[:30]]
+    first, again = rec.recommend(histories, 20), saved.recommend(histories, 20)
     assert [[r.item for r in x] for x in first] == [[r.item for r in x] for x in again]
     # scores are log-probabilities: at most 0, and every list is ranked best first
     assert all(r.score <= 0 for x in first for r in x)
@@ -204,7 +205,7 @@ def test_an_item_index_is_refused_in_one_line(trained):
 
 def test_diversity_at_lambda_zero_is_the_plain_mixture_ranking(trained):
     data = prepare(SYNTHETIC)
-    model = Recommender.load(trained).model
+    model = Recommender.load(trained)._model
     histories = data.test.histories[:40]
     category = torch.from_numpy(data.sequences.primary_category())
     with torch.no_grad():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from mirec import Recommender
+from mirec import Recommender, train
 from mirec.config import load_config
 from mirec.errors import ConfigError, MirecError
 from mirec.models.folder import FOLDER_FILES, METRICS_FILE, read_config
@@ -111,7 +111,7 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_files(shared_data, t
     kill_when(proc, out / STAGING_DIR / "model.json")
     assert not (out / STAGING_DIR / "checkpoint.safetensors").exists()
     assert {name: (out / name).read_bytes() for name in RUN_FILES} == old
-    assert Recommender.load(out).name == "most-popular"  # whole, and the older run's
+    assert Recommender.load(out).info.name == "most-popular"  # whole, and the older run's
     config = read_config(out / STAGING_DIR)
     with pytest.raises(MirecError, match=f"{out}: holds an unfinished run; --resume continues"):
         train_run(config, out)
@@ -185,7 +185,7 @@ def test_two_runs_into_one_folder_at_once(shared_data, tmp_path):
     winner = seeds[codes.index(0)]
     # every file is the winner's: loading checks config, model.json and metrics.json agree
     rec = Recommender.load(out)
-    assert rec.config.seed == winner and rec.metrics["seed"] == winner
+    assert rec.info.config.seed == winner and rec.info.metrics.header.seed == winner
     assert read_config(out).seed == winner
     assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, ".lock"])
 
@@ -203,10 +203,10 @@ def test_a_held_folder_is_refused_at_once(tmp_path):
         train_run(config, out, progress=False)
     train_run(config, out, progress=False, overwrite=True)
     # the Python API: a finished run with the same settings is loaded as it is
-    rec = Recommender.train(
+    rec = train(
         model="most-popular", dataset=config.dataset, output_dir=out, resume=True, progress=False
     )
-    assert rec.metrics == json.loads((out / METRICS_FILE).read_text())
+    assert rec.info.metrics.to_dict() == json.loads((out / METRICS_FILE).read_text())
 
 
 def test_a_commit_cut_short_mixes_nothing_and_resume_completes_it(tmp_path):

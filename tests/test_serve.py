@@ -22,6 +22,7 @@ from conftest import string_id_log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import mirec
 from mirec import Recommender
 from mirec.errors import UnknownIdError
 from mirec.serving.app import (
@@ -53,11 +54,13 @@ def assert_same(answer: dict, expected, rec: Recommender) -> None:
     assert [row["score"] for row in answer["items"]] == pytest.approx(
         [r.score for r in expected], abs=1e-5
     )
+    info = rec.info
     about = dict(
-        zip(rec.item_ids, zip(rec.item_titles, rec.item_categories, strict=True), strict=True)
+        zip(info.item_ids, zip(info.item_titles, info.item_categories, strict=True), strict=True)
     )
     for row in answer["items"]:
-        assert (row["title"], row["categories"]) == about[row["item"]]
+        title, categories = about[row["item"]]
+        assert (row["title"], row["categories"]) == (title, list(categories))
 
 
 def post(client: httpx.Client, body: dict) -> dict:
@@ -70,7 +73,7 @@ def post(client: httpx.Client, body: dict) -> dict:
 
 
 def test_histories_of_any_id_spelling_get_the_python_lists(client, rec):
-    history = rec.history_of(rec.user_ids[10])[-40:]
+    history = rec.history_of(rec.info.user_ids[10])[-40:]
     for sent in (history, [str(i) for i in history], [*history, "no-such", 10**30, "电影 🎬"]):
         answer = post(client, {"history": sent, "n": 25})
         assert len(answer["items"]) == 25
@@ -86,7 +89,7 @@ def test_histories_of_any_id_spelling_get_the_python_lists(client, rec):
 
 
 def test_options_exclude_history_and_diversity(client, rec):
-    history = rec.history_of(rec.user_ids[5])
+    history = rec.history_of(rec.info.user_ids[5])
     fresh = post(client, {"history": history, "n": 50, "exclude_history": True})
     assert_same(fresh, rec.recommend(history, n=50, exclude_history=True), rec)
     assert not {row["item"] for row in fresh["items"]} & set(history)
@@ -106,12 +109,12 @@ def test_known_users_and_similar_items(client, rec):
     for user, query, kwargs in (
         (1, "n=20", {"n": 20}),
         ("1", "n=20&exclude_history=true", {"n": 20, "exclude_history": True}),
-        (rec.user_ids[-1], "n=7&diversity_lambda=0.5", {"n": 7, "diversity_lambda": 0.5}),
+        (rec.info.user_ids[-1], "n=7&diversity_lambda=0.5", {"n": 7, "diversity_lambda": 0.5}),
         (2, "", {"n": 50}),
     ):
         answer = client.get(f"/users/{user}/recommendations?{query}")
         assert answer.status_code == 200, answer.text
-        assert_same(answer.json(), rec.recommend_user(user, **kwargs), rec)
+        assert_same(answer.json(), rec.recommend(user=user, **kwargs), rec)
         assert answer.json()["unknown_items"] == []
     answer = client.get("/items/50/similar?n=10")
     assert answer.status_code == 200, answer.text
@@ -124,7 +127,7 @@ def test_model_health_and_docs(client, rec, ml100k_run):
     model = ModelInfo.model_validate(client.get("/model").json())
     metrics = json.loads((ml100k_run / "metrics.json").read_text())
     assert (model.model, model.dataset, model.num_interests) == ("comirec-sa", "ml-100k", 4)
-    assert (model.n_items, model.n_users, model.maxlen) == (rec.n_items, 943, rec.maxlen)
+    assert (model.n_items, model.n_users, model.maxlen) == (rec.info.n_items, 943, rec.info.maxlen)
     assert model.test_metrics == metrics["test"] and model.has_titles and model.has_categories
     assert client.get("/health").json()["status"] == "ok"
     assert "swagger" in client.get("/docs").text.lower()
@@ -232,7 +235,7 @@ def test_bad_requests_get_a_4xx_with_a_message(client, method, path, kwargs):
 def test_the_server_answers_after_every_bad_request(client, rec):
     # runs after the battery above (file order): the same server is still up and right
     assert client.get("/health").status_code == 200
-    history = rec.history_of(rec.user_ids[0])
+    history = rec.history_of(rec.info.user_ids[0])
     assert_same(post(client, {"history": history, "n": 10}), rec.recommend(history, n=10), rec)
 
 
@@ -314,7 +317,7 @@ def test_a_lying_content_length_is_refused_before_the_body(ml100k_server):
 
 
 def test_concurrent_requests_are_batched_and_answer_as_one_by_one(client, ml100k_server, rec):
-    users = rec.user_ids[:48]
+    users = rec.info.user_ids[:48]
     cases = []
     for i, user in enumerate(users):
         history = rec.history_of(user)[-(10 + i) :]
@@ -338,7 +341,7 @@ def test_concurrent_requests_are_batched_and_answer_as_one_by_one(client, ml100k
         expected = (
             rec.recommend(query, **options)
             if kind == "history"
-            else rec.recommend_user(query, **options)
+            else rec.recommend(user=query, **options)
         )
         assert_same(answer.json(), expected, rec)
     assert after["batched_requests"] - before["batched_requests"] == len(cases)
@@ -346,7 +349,7 @@ def test_concurrent_requests_are_batched_and_answer_as_one_by_one(client, ml100k
 
 def test_micro_batcher_makes_one_pass_and_isolates_a_bad_query(rec):
     batcher = MicroBatcher(rec)
-    histories = [rec.history_of(u)[-30:] for u in rec.user_ids[:40]]
+    histories = [rec.history_of(u)[-30:] for u in rec.info.user_ids[:40]]
 
     async def ask_all():
         return await asyncio.gather(
@@ -367,7 +370,7 @@ def test_micro_batcher_makes_one_pass_and_isolates_a_bad_query(rec):
     for history, got in zip(histories[:5], answers[40:45], strict=True):
         expected = rec.recommend(history, n=5, exclude_history=True, diversity_lambda=1.0)
         assert [r.item for r in got] == [r.item for r in expected]
-    assert [r.item for r in answers[45]] == [r.item for r in rec.recommend_user(1, n=20)]
+    assert [r.item for r in answers[45]] == [r.item for r in rec.recommend(user=1, n=20)]
     assert isinstance(answers[46], UnknownIdError)
 
 
@@ -439,7 +442,7 @@ def test_several_workers_serve_an_index_and_stop_on_sigterm(
     args = ["--checkpoint", str(folder), "--workers", "2", "--index", "flat"]
     server = serve_process(args, tmp_path)
     try:
-        history = rec.history_of(rec.user_ids[3])
+        history = rec.history_of(rec.info.user_ids[3])
         with httpx.Client(base_url=server.url, timeout=60) as http, ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: post(http, {"history": history, "n": 30}), range(16)))
             assert http.get("/model").json()["index"] == "flat"
@@ -467,7 +470,7 @@ CONTROL_IDS = ["10\n", "10\r\n", "\t10", "10\x00", "1\x7f0", "10\x85", "\x1b[1m1
 def test_no_spelling_of_a_known_id_gets_another_list(client, rec):
     own = client.get("/users/10/recommendations?n=10")
     assert own.status_code == 200
-    assert_same(own.json(), rec.recommend_user(10, n=10), rec)
+    assert_same(own.json(), rec.recommend(user=10, n=10), rec)
     assert own.json()["items"] != client.get("/users/1/recommendations?n=10").json()["items"]
     history = [50, 172]
     plain = post(client, {"history": history, "n": 10})
@@ -504,7 +507,7 @@ def test_no_spelling_of_a_known_id_gets_another_list(client, rec):
 @pytest.fixture(scope="module")
 def text_id_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("text-ids")
-    Recommender.train(
+    mirec.train(
         dataset=str(string_id_log(out / "log.txt")), format="sequences", model="comirec-sa",
         output_dir=out / "run", max_epochs=1, progress=False,
     )  # fmt: skip
@@ -515,12 +518,12 @@ def test_a_longer_text_id_is_not_cut_to_a_known_one(serve_process, text_id_run, 
     # the ids were a fixed-width numpy array (<U8 for users): "user-1490" was cut to
     # "user-149" and answered as that user
     rec = Recommender.load(text_id_run)
-    assert "user-149" in rec.user_ids and "sku-79" in rec.item_ids
+    assert "user-149" in rec.info.user_ids and "sku-79" in rec.info.item_ids
     longer_users = ["user-1490", "user-149 ", "user-14900000", "user-1499"]
     longer_items = ["sku-790", "sku-79x", "sku-7999999"]
     for user in longer_users:
         with pytest.raises(UnknownIdError):
-            rec.recommend_user(user)
+            rec.recommend(user=user)
     for item in longer_items:
         assert rec.recommend([item], n=5).unknown_items == [item]
     server = serve_process(["--checkpoint", str(text_id_run), "--workers", "1"], tmp_path)
@@ -529,7 +532,7 @@ def test_a_longer_text_id_is_not_cut_to_a_known_one(serve_process, text_id_run, 
             own = http.get("/users/user-149/recommendations", params={"n": 10})
             assert own.status_code == 200
             assert [r["item"] for r in own.json()["items"]] == [
-                r.item for r in rec.recommend_user("user-149", n=10)
+                r.item for r in rec.recommend(user="user-149", n=10)
             ]
             for user in [*longer_users, "USER-149", "user-0149", "user-149\u200b"]:
                 answer = http.get(f"/users/{quote(user, safe='')}/recommendations")
@@ -553,16 +556,16 @@ FAULT_INJECTION = '''\
 the served model fail as a bug would, inside the compute thread."""
 from mirec.recommender import Recommender
 
-_recommend_batch = Recommender.recommend_batch
+_recommend = Recommender.recommend
 
 
-def recommend_batch(self, histories, *args, **kwargs):
-    if any("fault-injected" in list(history) for history in histories):
+def recommend(self, history=None, *args, **kwargs):
+    if "fault-injected" in repr(history):  # the server sends a list of histories
         raise RuntimeError("injected fault")
-    return _recommend_batch(self, histories, *args, **kwargs)
+    return _recommend(self, history, *args, **kwargs)
 
 
-Recommender.recommend_batch = recommend_batch
+Recommender.recommend = recommend
 '''
 
 
@@ -570,7 +573,7 @@ def test_a_failure_is_a_logged_503_and_a_missing_setting_a_422(
     serve_process, shared_data, tmp_path, monkeypatch
 ):
     folder = tmp_path / "popular"
-    Recommender.train(
+    mirec.train(
         dataset="ml-100k", model="most-popular", data_dir=shared_data, output_dir=folder,
         progress=False,
     )  # fmt: skip

@@ -61,18 +61,18 @@ def test_histories_sent_are_answered_on_every_folder(folders):
 
 def test_a_request_by_user_id_needs_the_histories(folders):
     full, ids, none = (Recommender.load(folders[n]) for n in ("histories", "ids", "none"))
-    user = full.user_ids[0]
-    assert len(full.recommend_user(user, 5)) == 5
-    assert full.stored_users == "histories" and ids.stored_users == "ids"
+    user = full.info.user_ids[0]
+    assert len(full.recommend(user=user, n=5)) == 5
+    assert full.info.stored_users == "histories" and ids.info.stored_users == "ids"
     with pytest.raises(ConfigError, match=r"keeps only user ids \(stored_users=ids\); send"):
-        ids.recommend_user(user, 5)
+        ids.recommend(user=user, n=5)
     with pytest.raises(UnknownIdError):  # an ids folder still tells users apart
-        ids.recommend_user(10**9, 5)
+        ids.recommend(user=10**9, n=5)
     with pytest.raises(ConfigError, match=r"keeps no users \(stored_users=none\)"):
-        none.recommend_user(user, 5)
+        none.recommend(user=user, n=5)
     with pytest.raises(ConfigError, match="stored_users=ids"):
         ids.history_of(user)
-    assert none.user_ids == []
+    assert none.info.user_ids == ()
 
 
 @pytest.mark.parametrize("command", ["evaluate", "export"])

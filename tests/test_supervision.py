@@ -177,18 +177,18 @@ def test_a_damaged_folder_stops_the_restarts(serve_process, served_copy, tmp_pat
 CRASH_ON_LOAD = """\
 import os
 
-from mirec.recommender import Recommender
+import mirec.recommender
 
-_load = Recommender.load.__func__
+_load = mirec.recommender.load
 
 
-def load(cls, *args, **kwargs):
+def load(*args, **kwargs):
     if os.path.exists(os.environ["MIREC_TEST_CRASH_FLAG"]):
         raise RuntimeError("injected crash while loading")
-    return _load(cls, *args, **kwargs)
+    return _load(*args, **kwargs)
 
 
-Recommender.load = classmethod(load)
+mirec.recommender.load = load  # what mirec serve loads a folder with
 """
 
 

@@ -1,8 +1,10 @@
 """mirec: multi-interest recommendation.
 
-``from mirec import Recommender`` loads a trained model folder and recommends
-(:mod:`mirec.recommender`). It is imported on first use, so the command line starts
-without loading PyTorch for commands that do not need it.
+``mirec.load(folder)`` loads a trained model folder as a :class:`Recommender` (retrieval:
+``recommend``) or a :class:`CTRScorer` (click probabilities: ``score``), described by its
+:class:`ModelInfo` (:mod:`mirec.recommender`); ``mirec.train(...)`` trains one, as ``mirec
+train`` does (:mod:`mirec.training_api`). Each is imported on first use, so the command line
+starts without loading PyTorch for commands that do not need it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from typing import Any
 from mirec.version import __version__
 
 _PUBLIC = {
+    "load": "mirec.recommender",
+    "train": "mirec.training_api",
     "Recommender": "mirec.recommender",
+    "CTRScorer": "mirec.recommender",
+    "ModelInfo": "mirec.recommender",
     "Recommendation": "mirec.recommender",
     "Recommendations": "mirec.recommender",
     "MirecError": "mirec.errors",

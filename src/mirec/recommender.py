@@ -1,10 +1,17 @@
 """The public API: a trained model you load and ask "what next for this history?".
 
-    from mirec import Recommender
-    rec = Recommender.load("runs/beauty")        # a `mirec train` output; no dataset needed
+    import mirec
+    rec = mirec.Recommender.load("runs/beauty")  # a `mirec train` output; no dataset needed
     recs = rec.recommend(history, n=50)          # raw item ids, oldest first
     recs[0].item, recs[0].score, recs[0].interest
+    rec.recommend(user=42)                       # a user of the training log, by id
     rec.explain(user=42).to_text()               # the history grouped by interest, and why
+    rec.info.n_items, rec.info.item_ids          # what the model is: one record
+
+A model folder holds a retrieval model (:class:`Recommender`: lists over the catalogue) or
+a CTR model (:class:`CTRScorer`: click probabilities of given candidates); each class
+loads only its own task, and :func:`load` picks the class from the folder. Training is
+:func:`mirec.train` (:mod:`mirec.training_api`): nothing here imports the training stack.
 
 Histories are raw item ids as in the source log, oldest first; the model reads the most
 recent ``maxlen`` of them. Every list comes from the one ranking path of the evaluator
@@ -21,23 +28,24 @@ scores the whole catalogue.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
 
 from mirec.atomic import kept_folders, refuse_unsafe_target, staged_folder, write_json_atomic
-from mirec.config import load_plan
 from mirec.core.chunked_top import blocked_items
 from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config
-from mirec.data.vocabulary import Vocabulary
+from mirec.data.vocabulary import Vocabulary, check_on_unknown
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
 from mirec.models.folder import (
@@ -49,28 +57,13 @@ from mirec.models.folder import (
     write_folder_data,
 )
 from mirec.models.most_popular import MostPopular
+from mirec.results import RunResult, read_result
 from mirec.retrieval import ann
 from mirec.retrieval.ann import ItemIndex
 from mirec.retrieval.ranking import best_interest, rank, top_n, users_per_chunk
 
 _MODEL_SETTING: Any = object()
 """Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
-RETRIEVAL_METHODS = (
-    "recommend",
-    "recommend_batch",
-    "recommend_user",
-    "recommend_users",
-    "interests",
-    "explain",
-    "similar_items",
-    "item_embeddings",
-    "build_index",
-    "item_index",
-    "index_recall",
-)
-"""The methods of a retrieval model only: a CTR folder refuses them with one line."""
-CTR_METHODS = "score(history, candidates), history_of(user), save(path)"
-"""What a CTR folder answers instead."""
 
 
 def _path(value: Any, name: str) -> Path:
@@ -123,6 +116,65 @@ def _diversity(value: Any) -> float | None:
     )
 
 
+def _is_history(value: Any) -> bool:
+    """Whether an element of ``recommend``'s ``history`` is itself a history (so the
+    argument is several): an array, or a sequence other than a string."""
+    return isinstance(value, np.ndarray) or (
+        isinstance(value, Sequence) and not isinstance(value, str | bytes)
+    )
+
+
+def _histories(history: Any) -> tuple[list, bool]:
+    """``recommend``'s ``history`` as a list of histories, and whether it was several: a
+    2-d array, or a sequence whose first element is a history (:func:`_is_history`), is
+    several; anything else is one, checked as a history by the lookup (so a string, a
+    number or a 3-d array is refused there). One history holding a list among its ids is
+    refused: read by its first element, it would have been one history with an unknown id,
+    a batch mistyped."""
+    if isinstance(history, np.ndarray):
+        return (list(history), True) if history.ndim == 2 else ([history], False)
+    if isinstance(history, Sequence) and not isinstance(history, str | bytes):
+        if len(history) and _is_history(history[0]):
+            return list(history), True
+        nested = next((i for i, value in enumerate(history) if _is_history(value)), None)
+        if nested is not None:
+            raise MirecError(
+                f"history mixes item ids and histories (element {nested} is a "
+                f"{type(history[nested]).__name__}): give one history of raw item ids or a "
+                "list of histories"
+            )
+    return [history], False
+
+
+def _users(user: Any) -> tuple[list, bool]:
+    """``recommend``'s ``user`` as a list of user ids, and whether it was several: a list,
+    tuple or 1-d array is several, an int or a str is one."""
+    if isinstance(user, list | tuple):
+        return list(user), True
+    if isinstance(user, np.ndarray) and user.ndim == 1:
+        return user.tolist(), True
+    if isinstance(user, int | str | np.integer):
+        return [user], False
+    shown = f"a {user.ndim}-d array" if isinstance(user, np.ndarray) else type(user).__name__
+    raise MirecError(f"user must be one user id (an int or str) or a list of them; got {shown}")
+
+
+def _loaded(
+    path: Any, device: str | None, settings: dict[str, Any], caller: str
+) -> tuple[LoadedModel, Path]:
+    """The model folder at ``path`` with the inference-time ``settings`` (anything else is
+    refused: it would need retraining) on ``device``."""
+    changed = sorted(set(settings) - set(INFERENCE_SETTINGS))
+    if changed:
+        raise ConfigError(
+            f"{caller}: {changed[0]} is not an inference-time setting "
+            f"({', '.join(INFERENCE_SETTINGS)}); retrain to change it"
+        )
+    folder = _path(path, "path")
+    overrides = {**settings, **({} if device is None else {"device": device})}
+    return load_model(folder, overrides), folder
+
+
 @dataclass(frozen=True)
 class Recommendation:
     item: int | str
@@ -143,79 +195,90 @@ class Recommendations(list):
         self.unknown_items = list(unknown_items)
 
 
-class Recommender:
-    """A trained retrieval model with its item and user vocabularies."""
+@dataclass(frozen=True, eq=False)
+class ModelInfo:
+    """What a loaded model folder is: its model, data, vocabularies and run. A snapshot
+    (sequences are tuples, the counts read-only, the config and metrics copies), so
+    nothing done to it changes the model's answers."""
+
+    name: str
+    """The model's config name (``comirec-sa``, ``din``, ...)."""
+    task: str
+    """``retrieval`` (:class:`Recommender`) or ``ctr`` (:class:`CTRScorer`)."""
+    dataset: str
+    config: Config = field(repr=False)
+    """Every setting of the run, with the inference-time settings it was loaded with."""
+    maxlen: int
+    """How many of a history's most recent items the model reads."""
+    num_interests: int
+    """K, the interests per user."""
+    n_items: int
+    n_users: int
+    item_ids: tuple[int | str, ...] = field(repr=False)
+    """Raw item ids, in the order of :meth:`Recommender.item_embeddings`' rows."""
+    user_ids: tuple[int | str, ...] = field(repr=False)
+    """Raw ids of the users of the training log (all splits), served by
+    ``recommend(user=...)``; empty when the folder keeps no users."""
+    stored_users: str
+    """What the folder keeps of the log's users: ``histories``, ``ids`` or ``none``
+    (``Config.stored_users``)."""
+    item_titles: tuple[str | None, ...] | None = field(repr=False)
+    """Item titles in ``item_ids`` order (None for an item the dataset does not name), or
+    None when the dataset has no titles."""
+    item_categories: tuple[tuple[str, ...], ...] | None = field(repr=False)
+    """Each item's category names in ``item_ids`` order, or None when the dataset has no
+    categories."""
+    item_counts: np.ndarray = field(repr=False)
+    """(n_items,) training interactions of each item, in ``item_ids`` order: the
+    popularity that a history with no known item is served by."""
+    metrics: RunResult | None = field(repr=False)
+    """The run's record, its ``metrics.json`` (:mod:`mirec.results`), when the folder has
+    one."""
+    folder: Path | None
+    """The model folder it was loaded from, where its item indexes live."""
+    device: torch.device
+    """Where the model computes."""
+
+
+class _ModelFolder:
+    """A trained model of one task with its item and user vocabularies: what
+    :class:`Recommender` and :class:`CTRScorer` share (loading, saving, the description,
+    stored histories, reading histories)."""
+
+    _task: ClassVar[str]
+    """The task of the folders this class loads."""
+    _answers: ClassVar[str]
+    """What its models give, for the line that refuses a folder of the other task."""
 
     def __init__(self, loaded: LoadedModel, folder: Path | None = None) -> None:
-        self.config: Config = loaded.config
-        self.model = loaded.model
-        self.metrics = loaded.metrics
-        """The run's ``metrics.json``, when the folder has one."""
-        self.folder = folder
-        """The model folder it was loaded from, where its item indexes live."""
-        self._indexes: dict[str, ItemIndex] = {}
+        task = loaded.config.task
+        if task != self._task:
+            # one line naming the class that does load it (a CTR model's retrieval methods
+            # failed deep inside, an AttributeError of its model)
+            other = _CLASS_OF_TASK[task]
+            where = "" if folder is None else f"{folder}: "
+            raise MirecError(
+                f"{where}{loaded.config.model} is a {task} model ({other._answers}); load it "
+                f"with {other.__name__}.load, or mirec.load, which picks the class"
+            )
+        self._config: Config = loaded.config
+        self._model = loaded.model
+        self._metrics = loaded.metrics
+        self._folder = folder
         self._data = loaded.data
         seqs = loaded.data.sequences
         self._items = Vocabulary(seqs.item_ids, "item")
         self._users = Vocabulary(seqs.user_ids, "user")
-        tensors = [*self.model.parameters(), *self.model.buffers()]
-        self.device = tensors[0].device if tensors else torch.device("cpu")
-        self._popular = MostPopular(seqs.n_items).fit(loaded.data.item_counts).to(self.device)
-        category = seqs.primary_category()
-        self._category = None if category is None else torch.from_numpy(category).to(self.device)
-
-    # -- loading, training, saving ------------------------------------------------------
+        tensors = [*self._model.parameters(), *self._model.buffers()]
+        self._device = tensors[0].device if tensors else torch.device("cpu")
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | None = None, **settings: Any) -> Recommender:
+    def load(cls, path: str | Path, *, device: str | None = None, **settings: Any) -> Self:
         """Load a model folder written by ``mirec train`` (or :meth:`save`). ``settings``
         change inference-time settings only (``adaptive_k``, ``diversity_lambda``); ``device``
-        defaults to the run's (``auto``: CUDA when present)."""
-        changed = sorted(set(settings) - set(INFERENCE_SETTINGS))
-        if changed:
-            raise ConfigError(
-                f"Recommender.load: {changed[0]} is not an inference-time setting "
-                f"({', '.join(INFERENCE_SETTINGS)}); retrain to change it"
-            )
-        folder = _path(path, "path")
-        overrides = {**settings, **({} if device is None else {"device": device})}
-        return cls(load_model(folder, overrides), folder)
-
-    @classmethod
-    def train(
-        cls,
-        *,
-        output_dir: str | Path,
-        dataset: str | None = None,
-        model: str | None = None,
-        data_dir: str | Path | None = None,
-        progress: bool = True,
-        resume: bool = False,
-        overwrite: bool = False,
-        **settings: Any,
-    ) -> Recommender:
-        """Train a published config (``mirec models``; without ``model``, ``auto``: the best
-        of :data:`~mirec.config.AUTO_CANDIDATES` on validation, :mod:`mirec.auto`) on
-        ``dataset`` with ``settings`` (any field of :class:`~mirec.config.Config`), as
-        ``mirec train`` does: the best
-        weights on validation Recall@50 are tested and the run folder is written to
-        ``output_dir``; returns the loaded model. A folder holding a run is refused unless
-        ``resume`` (continue an interrupted run with these settings from its last finished
-        epoch) or ``overwrite`` (train again), as :func:`~mirec.runs.train_run` says."""
-        # the training stack, only to train: loading and serving a folder never import it
-        from mirec.auto import train_plan
-
-        out = _path(output_dir, "output_dir")
-        train_plan(
-            load_plan(model, fixed=settings, dataset=dataset),
-            out,
-            data_dir=None if data_dir is None else _path(data_dir, "data_dir"),
-            progress=progress,
-            resume=resume,
-            overwrite=overwrite,
-            echo=print if progress else lambda _: None,
-        )
-        return cls.load(out)
+        defaults to the run's (``auto``: CUDA when present). A folder of the other task is
+        refused, naming the class that loads it (:func:`load` picks it)."""
+        return cls(*_loaded(path, device, settings, f"{cls.__name__}.load"))
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write this model as a self-contained folder at ``path`` (whole or not at all),
@@ -224,99 +287,64 @@ class Recommender:
         target = _path(path, "path")
         # replacing target must not take this model's own folder (its indexes are copied
         # from there), the data or anything else with it
-        refuse_unsafe_target(target, kept_folders((self.folder, "the model folder")))
+        refuse_unsafe_target(target, kept_folders((self._folder, "the model folder")))
         empty = target.is_dir() and not any(target.iterdir())
         if target.exists() and not empty and not overwrite:
             raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")
         with staged_folder(target) as staging:
             data = self._data
-            save_weights(self.model, staging / WEIGHTS_FILE)
-            write_folder_data(staging, self.config, data.sequences, data.item_counts, data.maxlen)
-            if self.metrics is not None:
-                write_json_atomic(staging / METRICS_FILE, self.metrics)
-            if self.folder is not None:
+            save_weights(self._model, staging / WEIGHTS_FILE)
+            write_folder_data(staging, self._config, data.sequences, data.item_counts, data.maxlen)
+            if self._metrics is not None:
+                write_json_atomic(staging / METRICS_FILE, self._metrics)
+            if self._folder is not None:
                 # the item indexes stay valid: the same item vectors (ItemIndex.load checks)
-                for index_file in sorted(self.folder.glob("index-*")):
+                for index_file in sorted(self._folder.glob("index-*")):
                     shutil.copy2(index_file, staging / index_file.name)
         return target
 
-    # -- what the model knows ---------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.config.model
-
-    @property
-    def dataset(self) -> str:
-        return self.config.dataset
-
-    @property
-    def maxlen(self) -> int:
-        return self._data.maxlen
-
-    @property
-    def num_interests(self) -> int:
-        return int(self.model.num_interests)
-
-    @property
-    def n_items(self) -> int:
-        return len(self._items)
-
-    @property
-    def n_users(self) -> int:
-        return len(self._users)
-
-    @property
-    def item_ids(self) -> list[int | str]:
-        """Raw item ids, in the order of :meth:`item_embeddings`' rows."""
-        return self._items.ids.tolist()
-
-    @property
-    def stored_users(self) -> str:
-        """What the folder keeps of the log's users: histories, ids or none
-        (``Config.stored_users``)."""
-        return self._data.stored_users
-
-    @property
-    def user_ids(self) -> list[int | str]:
-        """Raw ids of the users of the training log (all splits), served by
-        :meth:`recommend_user`."""
-        return self._users.ids.tolist()
-
-    @property
-    def item_titles(self) -> list[str | None] | None:
-        """Item titles in :attr:`item_ids` order (None for an item the dataset does not
-        name), or None when the dataset has no titles."""
-        titles = self._data.sequences.item_titles
-        return None if titles is None else [str(t) or None for t in titles]
-
-    @property
-    def item_categories(self) -> list[list[str]] | None:
-        """Each item's category names in :attr:`item_ids` order, or None when the dataset
-        has no categories."""
-        seqs = self._data.sequences
-        if seqs.category_names is None:
-            return None
-        names = [str(name) for name in seqs.category_names]
-        return [[names[c] for c in seqs.categories_of(i)] for i in range(1, seqs.n_items + 1)]
-
-    def item_embeddings(self) -> np.ndarray:
-        """(n_items, d) float32 item vectors, row j for ``item_ids[j]``."""
-        self._retrieval_only("item_embeddings")
-        if isinstance(self.model, MostPopular):
-            raise MirecError("the popularity baseline has no item embeddings")
-        return self.model.item_vectors().detach().float().cpu().numpy()
-
-    @property
-    def item_counts(self) -> np.ndarray:
-        """(n_items,) training interactions of each item, in ``item_ids``' order: the
-        popularity that a history with no known item is served by."""
-        return self._data.item_counts[1:].copy()
+    @cached_property
+    def info(self) -> ModelInfo:
+        """What this model is (:class:`ModelInfo`), built on first use: the item and user
+        ids of a large log take a while to list, and most calls never need them."""
+        data, seqs = self._data, self._data.sequences
+        titles = seqs.item_titles
+        categories = None
+        if seqs.category_names is not None:
+            names = [str(name) for name in seqs.category_names]
+            categories = tuple(
+                tuple(names[c] for c in seqs.categories_of(i)) for i in range(1, seqs.n_items + 1)
+            )
+        counts = data.item_counts[1:].copy()
+        counts.flags.writeable = False
+        return ModelInfo(
+            name=self._config.model,
+            task=self._config.task,
+            dataset=self._config.dataset,
+            config=copy.deepcopy(self._config),
+            maxlen=data.maxlen,
+            num_interests=int(self._model.num_interests),
+            n_items=len(self._items),
+            n_users=len(self._users),
+            item_ids=tuple(self._items.ids.tolist()),
+            user_ids=tuple(self._users.ids.tolist()),
+            stored_users=data.stored_users,
+            item_titles=None if titles is None else tuple(str(t) or None for t in titles),
+            item_categories=categories,
+            item_counts=counts,
+            metrics=None
+            if self._metrics is None
+            else read_result(copy.deepcopy(self._metrics), str(self._folder or "the model")),
+            folder=self._folder,
+            device=self._device,
+        )
 
     def history_of(self, user: int | str) -> list[int | str]:
         """A known user's stored history (raw item ids, oldest first)."""
         row = self._stored_row(user)
         return [self._items.id_of(i - 1) for i in self._data.sequences.sequence(row)]
+
+    # -- internals ------------------------------------------------------------------
 
     def _stored_row(self, user: int | str) -> int:
         """The row of a known user whose history the folder stores: an UnknownIdError for
@@ -324,113 +352,106 @@ class Recommender:
         (``stored_users``)."""
         row = -1
         if self._data.stored_users != "none":  # else every id would read as unknown
-            row = self._users.row_of(user, self.dataset)
+            row = self._users.row_of(user, self._config.dataset)
         self._data.require_histories(f"a request for user {user!r}", "send their history")
         return row
+
+    def _lookup(
+        self, history: Any, on_unknown: str, name: str = "a history"
+    ) -> tuple[np.ndarray, list]:
+        """Raw ids -> item indices of the known ones, and the unknown ids."""
+        rows, unknown = self._items.known_rows(_ids(history, name), on_unknown)
+        return rows + 1, unknown
+
+    def _padded(self, rows: list[np.ndarray], width: int | None = None) -> torch.Tensor:
+        """Histories of item indices -> (B, width), the most recent items, left-padded;
+        ``width`` defaults to ``maxlen``, what the model reads."""
+        width = self._data.maxlen if width is None else width
+        out = torch.zeros(len(rows), width, dtype=torch.long)
+        for b, indices in enumerate(rows):
+            recent = indices[len(indices) - width :] if len(indices) > width else indices
+            if len(recent):
+                out[b, -len(recent) :] = torch.from_numpy(np.asarray(recent, dtype=np.int64))
+        return out.to(self._device)
+
+
+class Recommender(_ModelFolder):
+    """A trained retrieval model: the top-n items of the whole catalogue for a history or
+    a user, the interests behind them, and the item embeddings and indexes."""
+
+    _task = "retrieval"
+    _answers = "recommendations over the whole catalogue"
+
+    def __init__(self, loaded: LoadedModel, folder: Path | None = None) -> None:
+        super().__init__(loaded, folder)
+        self._indexes: dict[str, ItemIndex] = {}
+        seqs = loaded.data.sequences
+        self._popular = MostPopular(seqs.n_items).fit(loaded.data.item_counts).to(self._device)
+        category = seqs.primary_category()
+        self._category = None if category is None else torch.from_numpy(category).to(self._device)
 
     # -- asking ---------------------------------------------------------------------
 
     def recommend(
         self,
-        history: Sequence[int | str],
+        history: Sequence[int | str] | Sequence[Sequence[int | str]] | np.ndarray | None = None,
         n: int = 50,
         *,
+        user: int | str | Sequence[int | str] | np.ndarray | None = None,
         exclude: Iterable[int | str] = (),
         exclude_history: bool = False,
         diversity_lambda: float | None = _MODEL_SETTING,
         on_unknown: str = "ignore",
         index: str | None = None,
-    ) -> Recommendations:
-        """The top-``n`` items for ``history`` (raw item ids, oldest first), best first.
+    ) -> Recommendations | list[Recommendations]:
+        """The top-``n`` items, best first, for a history, several histories, a user of the
+        training log or several users: give exactly one of ``history`` and ``user``.
+
+        ``history`` is raw item ids, oldest first. One history (a list, tuple or 1-d array
+        of ids; ``[]`` is one empty history, which gets the popularity fallback) gives one
+        :class:`Recommendations`. Several histories (a list or tuple whose first element is
+        itself a list, tuple or array, so ``[[]]`` is one empty history; or a 2-d array, a
+        history a row) give a list of them in order, from one batched pass (the lists of
+        one call each). One history holding a list among its ids is refused.
+
+        ``user`` is a raw user id (an int or str), answered from the history the folder
+        stores (and, for MIND with user features, the user's profile): one gives one
+        :class:`Recommendations`, a list, tuple or 1-d array of ids a list of them. An
+        unknown user is an :class:`~mirec.errors.UnknownIdError`.
 
         ``exclude``: items never to return; ``exclude_history``: leave out the history's
         own items (docs/protocol.md scores them, so the default keeps them); ``diversity_lambda``:
         ComiRec's diversity-controllable list (needs item categories; default: the model's
-        setting). Unknown ids are dropped and listed in ``unknown_items``, or refused with
-        ``on_unknown="error"``. ``index``: search the folder's ``flat``, ``hnsw`` or ``ivf``
-        index (:meth:`build_index`) instead of scoring the whole catalogue."""
-        self._retrieval_only("recommend")
-        return self.recommend_batch(
-            [history],
-            n,
-            exclude=exclude,
-            exclude_history=exclude_history,
-            diversity_lambda=diversity_lambda,
-            on_unknown=on_unknown,
-            index=index,
-        )[0]
-
-    def recommend_batch(
-        self,
-        histories: Sequence[Sequence[int | str]],
-        n: int = 50,
-        *,
-        exclude: Iterable[int | str] = (),
-        exclude_history: bool = False,
-        diversity_lambda: float | None = _MODEL_SETTING,
-        on_unknown: str = "ignore",
-        index: str | None = None,
-    ) -> list[Recommendations]:
-        """:meth:`recommend` for each history, in one batched pass (the same lists)."""
-        self._retrieval_only("recommend_batch")
-        if not isinstance(histories, Sequence) or isinstance(histories, str | bytes):
+        setting). Unknown ids of a history are dropped and listed in ``unknown_items``, or
+        refused with ``on_unknown="error"``. ``index``: search the folder's ``flat``,
+        ``hnsw`` or ``ivf`` index (:meth:`build_index`) instead of scoring the whole
+        catalogue."""
+        if history is None and user is None:
             raise MirecError(
-                f"histories must be a list of histories, got {type(histories).__name__}"
+                "recommend: give a history (raw item ids, oldest first) or user= (a user id "
+                "of the training log)"
             )
-        looked_up = [self._lookup(history, on_unknown) for history in histories]
-        rows = [indices for indices, _ in looked_up]
-        unknown = [ids for _, ids in looked_up]
-        return self._recommend(
-            rows, unknown, None, n, exclude, exclude_history, diversity_lambda, index
+        if history is not None and user is not None:
+            raise MirecError("recommend: give a history or user=, not both")
+        check_on_unknown(on_unknown)  # with user= too, where no history is looked up
+        if user is None:
+            histories, several = _histories(history)
+            looked_up = [self._lookup(one, on_unknown) for one in histories]
+            rows = [indices for indices, _ in looked_up]
+            unknown = [ids for _, ids in looked_up]
+            users = None
+        else:
+            ids, several = _users(user)
+            users = np.asarray([self._stored_row(one) for one in ids], dtype=np.int64)
+            rows = [self._data.sequences.sequence(row) for row in users]
+            unknown = [[] for _ in rows]
+        lists = self._recommend(
+            rows, unknown, users, n, exclude, exclude_history, diversity_lambda, index
         )
-
-    def recommend_user(
-        self,
-        user: int | str,
-        n: int = 50,
-        *,
-        exclude: Iterable[int | str] = (),
-        exclude_history: bool = False,
-        diversity_lambda: float | None = _MODEL_SETTING,
-        index: str | None = None,
-    ) -> Recommendations:
-        """:meth:`recommend` for a user of the training log, from their stored history (and,
-        for MIND with user features, their profile)."""
-        self._retrieval_only("recommend_user")
-        return self.recommend_users(
-            [user],
-            n,
-            exclude=exclude,
-            exclude_history=exclude_history,
-            diversity_lambda=diversity_lambda,
-            index=index,
-        )[0]
-
-    def recommend_users(
-        self,
-        users: Sequence[int | str],
-        n: int = 50,
-        *,
-        exclude: Iterable[int | str] = (),
-        exclude_history: bool = False,
-        diversity_lambda: float | None = _MODEL_SETTING,
-        index: str | None = None,
-    ) -> list[Recommendations]:
-        """:meth:`recommend_user` for each of ``users``, in one batched pass (the same
-        lists); an unknown user is an :class:`~mirec.errors.UnknownIdError`."""
-        self._retrieval_only("recommend_users")
-        if not isinstance(users, Sequence) or isinstance(users, str | bytes):
-            raise MirecError(f"users must be a list of user ids, got {type(users).__name__}")
-        rows = np.asarray([self._stored_row(u) for u in users], dtype=np.int64)
-        histories = [self._data.sequences.sequence(row) for row in rows]
-        unknown: list[list] = [[] for _ in histories]
-        return self._recommend(
-            histories, unknown, rows, n, exclude, exclude_history, diversity_lambda, index
-        )
+        return lists if several else lists[0]
 
     def interests(self, history: Sequence[int | str]) -> np.ndarray:
         """(K'_u, d) the active interest vectors of ``history``."""
-        self._retrieval_only("interests")
         indices, _ = self._lookup(history, "ignore")
         if len(indices) == 0:
             raise MirecError("interests: no item of the history is in the catalogue")
@@ -454,10 +475,9 @@ class Recommender:
         the vectors of the 2-D map (:mod:`mirec.evaluation.inspection`, as ``mirec
         inspect``). Unknown history ids are dropped and listed in ``unknown_items``, or
         refused with ``on_unknown="error"``."""
-        self._retrieval_only("explain")
         if (user is None) == (history is None):
             raise MirecError("explain: give either a user or a history")
-        loaded = LoadedModel(self.config, self._data, self.model)
+        loaded = LoadedModel(self._config, self._data, self._model)
         if user is not None:
             row = self._stored_row(user)
             indices = self._data.sequences.sequence(row)
@@ -473,9 +493,8 @@ class Recommender:
     def similar_items(self, item: int | str, n: int = 10) -> Recommendations:
         """The ``n`` items whose embeddings are closest to ``item``'s by cosine, the item
         itself left out; ``interest`` is None."""
-        self._retrieval_only("similar_items")
         row = self._items.row_of(item, "the catalogue")
-        self._check_n(n, self.n_items - 1)
+        self._check_n(n, len(self._items) - 1)
         vectors = torch.nn.functional.normalize(torch.from_numpy(self.item_embeddings()), dim=1)
         scores = (vectors[row] @ vectors.T).unsqueeze(0)
         blocked = torch.zeros_like(scores, dtype=torch.bool)
@@ -486,19 +505,11 @@ class Recommender:
             for i, v in zip(top[0].tolist(), values[0].tolist(), strict=True)
         )
 
-    @torch.no_grad()
-    def score(self, history: Sequence[int | str], candidates: Sequence[int | str]) -> np.ndarray:
-        """A CTR model's click probability of each of ``candidates`` (raw item ids) after
-        ``history``; unknown history items are dropped, unknown candidates refused."""
-        self._check_task("ctr", "recommend(history) gives the top-n items")
-        indices, _ = self._lookup(history, "ignore")
-        wanted, unknown = self._lookup(candidates, "ignore", "candidates")
-        if unknown:
-            shown = ", ".join(repr(v) for v in unknown[:10])
-            raise MirecError(f"{len(unknown)} candidate id(s) not in the catalogue: {shown}")
-        histories = self._padded([indices]).expand(len(wanted), -1)
-        logits = self.model(histories, torch.from_numpy(wanted).to(self.device))
-        return torch.sigmoid(logits.double()).cpu().numpy()
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, d) float32 item vectors, row j for ``info.item_ids[j]``."""
+        if isinstance(self._model, MostPopular):
+            raise MirecError("the popularity baseline has no item embeddings")
+        return self._model.item_vectors().detach().float().cpu().numpy()
 
     # -- item indexes ---------------------------------------------------------------
 
@@ -506,11 +517,10 @@ class Recommender:
         """Build the ``kind`` item index (``flat``, ``hnsw`` or ``ivf``; options as
         :data:`mirec.retrieval.ann.DEFAULT_OPTIONS`, None for the default) over the item
         embeddings, store it in the model folder and use it for ``index=kind``."""
-        self._retrieval_only("build_index")
         ann.check_kind(kind)
         folder = self._index_folder()
         vectors = self.item_embeddings()
-        ann.check_searchable(self.model)
+        ann.check_searchable(self._model)
         built = ItemIndex.build(vectors, kind, **options)
         built.save(folder)
         self._indexes[kind] = built
@@ -520,7 +530,6 @@ class Recommender:
         """Recall@``n`` of the ``kind`` index's lists against the exact lists: the share of
         each exact top-n the index finds, averaged over a random sample of up to ``users``
         of the folder's users, from their stored histories."""
-        self._retrieval_only("index_recall")
         if isinstance(users, bool) or not isinstance(users, int) or users < 1:
             raise MirecError(f"users={users!r}: expected an integer >= 1")
         self._data.require_histories("measuring an index's recall on the folder's users")
@@ -539,71 +548,38 @@ class Recommender:
         return float(np.mean(shares))
 
     def _index_folder(self) -> Path:
-        if self.folder is None:
+        if self._folder is None:
             raise MirecError(
                 "item indexes live in a model folder: load the model with Recommender.load"
             )
-        return self.folder
+        return self._folder
 
-    def item_index(self, kind: str) -> ItemIndex:
+    def _item_index(self, kind: str) -> ItemIndex:
         """The folder's ``kind`` index (``mirec index``), loaded once and checked against the
         item vectors; a missing or stale one is a MirecError."""
-        self._retrieval_only("item_index")
         if ann.check_kind(kind) not in self._indexes:
             folder = self._index_folder()
             vectors = self.item_embeddings()
-            ann.check_searchable(self.model)
+            ann.check_searchable(self._model)
             self._indexes[kind] = ItemIndex.load(folder, kind, vectors)
         return self._indexes[kind]
 
     # -- internals ------------------------------------------------------------------
 
-    def _check_task(self, task: str, instead: str) -> None:
-        if self.config.task != task:
-            raise MirecError(f"{self.name} is a {self.config.task} model: {instead}")
-
-    def _retrieval_only(self, method: str) -> None:
-        """A CTR folder has no retrieval methods (some failed deep inside, an AttributeError
-        of its model): one line saying what it is and what it answers."""
-        if self.config.task != "retrieval":
-            where = "" if self.folder is None else f"{self.folder}: "
-            raise MirecError(
-                f"{where}{self.name} is a ctr model (click probabilities), which has no "
-                f"{method}(); its methods are {CTR_METHODS}"
-            )
-
-    def _lookup(
-        self, history: Any, on_unknown: str, name: str = "a history"
-    ) -> tuple[np.ndarray, list]:
-        """Raw ids -> item indices of the known ones, and the unknown ids."""
-        rows, unknown = self._items.known_rows(_ids(history, name), on_unknown)
-        return rows + 1, unknown
-
     def _check_n(self, n: Any, most: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= most:
             raise MirecError(f"n={n!r}: expected an integer from 1 to {most} (the catalogue)")
 
-    def _padded(self, rows: list[np.ndarray], width: int | None = None) -> torch.Tensor:
-        """Histories of item indices -> (B, width), the most recent items, left-padded;
-        ``width`` defaults to ``maxlen``, what the model reads."""
-        width = self.maxlen if width is None else width
-        out = torch.zeros(len(rows), width, dtype=torch.long)
-        for b, indices in enumerate(rows):
-            recent = indices[len(indices) - width :] if len(indices) > width else indices
-            if len(recent):
-                out[b, -len(recent) :] = torch.from_numpy(np.asarray(recent, dtype=np.int64))
-        return out.to(self.device)
-
     @torch.no_grad()
     def _extract(self, histories: torch.Tensor, users: torch.Tensor | None):
-        if self.model.uses_user_rows:
+        if self._model.uses_user_rows:
             if users is None:
                 raise MirecError(
                     "this model uses user profiles (MIND with user_features): ask for a user "
-                    "of the training log with recommend_user"
+                    "of the training log with recommend(user=...)"
                 )
-            return self.model.extract(histories, users)
-        return self.model.extract(histories)
+            return self._model.extract(histories, users)
+        return self._model.extract(histories)
 
     @torch.no_grad()
     def _recommend(
@@ -617,12 +593,13 @@ class Recommender:
         diversity_lambda: float | None,
         index: str | None,
     ) -> list[Recommendations]:
-        self._check_n(n, self.n_items)
+        n_items = len(self._items)
+        self._check_n(n, n_items)
         exclude_history = _flag(exclude_history, "exclude_history")
         if diversity_lambda is _MODEL_SETTING:
-            diversity_lambda = self.config.diversity_lambda
+            diversity_lambda = self._config.diversity_lambda
         diversity_lambda = _diversity(diversity_lambda)
-        if diversity_lambda is not None and isinstance(self.model, MostPopular):
+        if diversity_lambda is not None and isinstance(self._model, MostPopular):
             raise MirecError(
                 "diversity_lambda: the popularity baseline has no diversity-controllable list "
                 "(the same items for everyone); leave it unset"
@@ -630,24 +607,24 @@ class Recommender:
         if diversity_lambda is not None and self._category is None:
             raise MirecError("diversity_lambda needs item categories, and this model's have none")
         excluded = self._items.rows(_ids(exclude, "exclude", ordered=False))
-        searcher = None if index is None else self.item_index(index)
-        excluded = torch.from_numpy(excluded[excluded >= 0]).to(self.device)
+        searcher = None if index is None else self._item_index(index)
+        excluded = torch.from_numpy(excluded[excluded >= 0]).to(self._device)
         out: list[Recommendations] = []
-        chunk = users_per_chunk(self.num_interests, self.n_items)
+        chunk = users_per_chunk(int(self._model.num_interests), n_items)
         for lo in range(0, len(rows), chunk):
             part = rows[lo : lo + chunk]
             if exclude_history:  # the whole given history, not only what the model reads
                 longest = max(len(r) for r in part)
-                blocked = blocked_items(self._padded(part, longest), self.n_items)
+                blocked = blocked_items(self._padded(part, longest), n_items)
             else:
-                blocked = torch.zeros(len(part), self.n_items, dtype=torch.bool, device=self.device)
+                blocked = torch.zeros(len(part), n_items, dtype=torch.bool, device=self._device)
             blocked[:, excluded] = True
             top, scores, interest = self._top(
                 part, users, lo, n, blocked, diversity_lambda, searcher
             )
             cold = np.asarray([len(r) == 0 for r in part])
             if cold.any():
-                on_device = torch.from_numpy(cold).to(self.device)
+                on_device = torch.from_numpy(cold).to(self._device)
                 fallback, counts = self._popular_top(int(cold.sum()), n, blocked[on_device])
                 top[on_device], scores[on_device] = fallback, counts.to(scores.dtype)
             # one copy to the host per chunk, then plain Python per list
@@ -664,7 +641,7 @@ class Recommender:
         """The most popular items among the training users (MostPopular's ranking), with
         their training counts as scores."""
         popular = self._popular
-        histories = torch.zeros(users, 1, dtype=torch.long, device=self.device)
+        histories = torch.zeros(users, 1, dtype=torch.long, device=self._device)
         top, scores = top_n(
             popular, popular.extract(histories), popular.item_vectors(), n, blocked=blocked
         )
@@ -686,19 +663,19 @@ class Recommender:
         histories = self._padded(part)
         rows = None
         if users is not None:
-            rows = torch.from_numpy(users[lo : lo + len(part)]).to(self.device)
+            rows = torch.from_numpy(users[lo : lo + len(part)]).to(self._device)
         extracted = self._extract(histories, rows)
-        items = self.model.item_vectors()
+        items = self._model.item_vectors()
         ranking = {
             "blocked": blocked,
             "item_category": self._category,
             "diversity_lambda": diversity_lambda,
         }
         if searcher is None:
-            top, scores = top_n(self.model, extracted, items, n, **ranking)
+            top, scores = top_n(self._model, extracted, items, n, **ranking)
         else:
-            top, scores = ann.ann_top_n(self.model, extracted, items, searcher, n, **ranking)
-        if isinstance(self.model, MostPopular):
+            top, scores = ann.ann_top_n(self._model, extracted, items, searcher, n, **ranking)
+        if isinstance(self._model, MostPopular):
             return top, scores, None
         return top, scores, best_interest(extracted, items, top)
 
@@ -717,3 +694,38 @@ class Recommender:
             (Recommendation(i, v, w) for i, v, w in zip(ids, values, which, strict=True)),
             unknown,
         )
+
+
+class CTRScorer(_ModelFolder):
+    """A trained CTR model: the click probability of given candidates after a history."""
+
+    _task = "ctr"
+    _answers = "click probabilities of given candidates"
+
+    @torch.no_grad()
+    def score(self, history: Sequence[int | str], candidates: Sequence[int | str]) -> np.ndarray:
+        """The click probability of each of ``candidates`` (raw item ids) after ``history``
+        (raw item ids, oldest first); unknown history items are dropped, unknown candidates
+        refused."""
+        indices, _ = self._lookup(history, "ignore")
+        wanted, unknown = self._lookup(candidates, "ignore", "candidates")
+        if unknown:
+            shown = ", ".join(repr(v) for v in unknown[:10])
+            raise MirecError(f"{len(unknown)} candidate id(s) not in the catalogue: {shown}")
+        histories = self._padded([indices]).expand(len(wanted), -1)
+        logits = self._model(histories, torch.from_numpy(wanted).to(self._device))
+        return torch.sigmoid(logits.double()).cpu().numpy()
+
+
+_CLASS_OF_TASK: dict[str, type[_ModelFolder]] = {"retrieval": Recommender, "ctr": CTRScorer}
+"""The class that loads a folder of each task (``Config.task``)."""
+
+
+def load(
+    path: str | Path, *, device: str | None = None, **settings: Any
+) -> Recommender | CTRScorer:
+    """The model folder at ``path`` as the class of its task: a :class:`Recommender` for a
+    retrieval model, a :class:`CTRScorer` for a CTR one (arguments as
+    :meth:`Recommender.load`)."""
+    loaded, folder = _loaded(path, device, settings, "mirec.load")
+    return _CLASS_OF_TASK[loaded.config.task](loaded, folder)

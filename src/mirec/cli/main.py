@@ -382,10 +382,8 @@ def recommend(
         _needs("mirec recommend --index", "faiss")
     _use_threads(threads)
     rec = Recommender.load(model_dir)
-    if user is not None:
-        recs = rec.recommend_user(user, n, exclude_history=exclude_history, index=index)
-    else:
-        recs = rec.recommend(history, n, exclude_history=exclude_history, index=index)
+    given = None if user is not None else history  # one of the two: recommend refuses both
+    recs = rec.recommend(given, n, user=user, exclude_history=exclude_history, index=index)
     rows = [{"item": r.item, "score": r.score, "interest": r.interest} for r in recs]
     if json_:
         typer.echo(json.dumps({"items": rows, "unknown_items": recs.unknown_items}, indent=2))
@@ -443,11 +441,12 @@ def index(
     options = ", ".join(f"{k}={v}" for k, v in built.options.items()) or "exact"
     typer.echo(f"{kind} index of {built.n_items} items (d={built.d}; {options})")
     typer.echo(f"  built in {seconds:.2f} s, {path.stat().st_size / 2**20:.2f} MiB: {path}")
-    if rec.stored_users != "histories":
+    info = rec.info
+    if info.stored_users != "histories":
         typer.echo(f"  Recall@50 not measured: the folder keeps no histories (stored_users="
-                   f"{rec.stored_users})")  # fmt: skip
+                   f"{info.stored_users})")  # fmt: skip
         return
-    users = min(sample_users, len(rec.user_ids))
+    users = min(sample_users, info.n_users)
     recall = rec.index_recall(kind, n=50, users=users)
     typer.echo(f"  Recall@50 against the exact lists, {users} users of the folder: {recall:.4f}")
 

@@ -47,6 +47,12 @@ def check_id_text(value: str, kind: str) -> None:
         raise ConfigError(f"{kind} id {_shown(value)} holds {what} (U+{char:04X}); ids never do")
 
 
+def check_on_unknown(on_unknown: str) -> None:
+    """A ConfigError unless ``on_unknown`` is one of :data:`ON_UNKNOWN`."""
+    if on_unknown not in ON_UNKNOWN:
+        raise ConfigError(f"on_unknown={on_unknown!r}: expected one of {', '.join(ON_UNKNOWN)}")
+
+
 def _shown(value: str) -> str:
     text = ascii(value)  # escapes surrogates and controls: the message is printable UTF-8
     return text if len(text) <= 60 else text[:57] + "..."
@@ -101,8 +107,7 @@ class Vocabulary:
     def known_rows(self, values: list, on_unknown: str = "ignore") -> tuple[np.ndarray, list]:
         """The rows of the known ``values`` in their order, and the unknown values (which
         ``on_unknown="error"`` refuses instead)."""
-        if on_unknown not in ON_UNKNOWN:
-            raise ConfigError(f"on_unknown={on_unknown!r}: expected one of {', '.join(ON_UNKNOWN)}")
+        check_on_unknown(on_unknown)
         rows = self.rows(values)
         unknown = [value for value, row in zip(values, rows, strict=True) if row < 0]
         if unknown and on_unknown == "error":

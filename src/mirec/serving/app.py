@@ -33,6 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mirec.core.config import MAX_DIVERSITY_LAMBDA
 from mirec.errors import MirecError, UnknownIdError
+
+# the model's record, renamed: ModelInfo here is the schema of the /model answer (OpenAPI)
+from mirec.recommender import ModelInfo as ModelDescription
 from mirec.recommender import Recommendations, Recommender
 from mirec.serving.batching import MicroBatcher
 from mirec.serving.page import page_router
@@ -149,9 +152,9 @@ def create_app(
     ``degraded`` says, when it returns a line, why ``/health`` answers 503 (a service whose
     supervisor could not restart a worker)."""
     batcher = MicroBatcher(recommender, index=index)
-    titles, categories = recommender.item_titles, recommender.item_categories
-    catalogue = _Catalogue(recommender, titles, categories)
-    model_info = _model_info(recommender, titles is not None, categories is not None, index)
+    info = recommender.info
+    catalogue = _Catalogue(info)
+    model_info = _model_info(info, index)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -160,7 +163,7 @@ def create_app(
 
     app = FastAPI(
         title="mirec",
-        summary=f"{recommender.name} on {recommender.dataset}: multi-interest recommendations",
+        summary=f"{info.name} on {info.dataset}: multi-interest recommendations",
         version=__version__,
         lifespan=lifespan,
         responses=PROBLEMS,
@@ -172,7 +175,7 @@ def create_app(
     _handle_errors(app)
 
     def diversity(value: float | None) -> float | None:
-        return recommender.config.diversity_lambda if value is None else value
+        return info.config.diversity_lambda if value is None else value
 
     @app.post("/recommend", response_model=RecommendResponse)
     async def recommend(body: RecommendRequest) -> Response:
@@ -222,7 +225,7 @@ def create_app(
             return _problem(503, problem)
         return {
             "status": "ok",
-            "model": recommender.name,
+            "model": info.name,
             "batched_passes": batcher.passes,
             "batched_requests": batcher.batched,
         }
@@ -300,20 +303,15 @@ class _Catalogue:
     response models above document them (OpenAPI) and the tests check the answers against
     them, but validating our own output on every request would cost more than the JSON."""
 
-    def __init__(
-        self,
-        recommender: Recommender,
-        titles: list[str | None] | None,
-        categories: list[list[str]] | None,
-    ) -> None:
-        ids = recommender.item_ids
-        titles = titles or [None] * len(ids)
-        categories = categories or [None] * len(ids)
+    def __init__(self, info: ModelDescription) -> None:
+        ids = info.item_ids
+        titles = info.item_titles or [None] * len(ids)
+        categories = info.item_categories or [None] * len(ids)
         self._about = {
             item: {"title": title, "categories": cats}
             for item, title, cats in zip(ids, titles, categories, strict=True)
         }
-        self._model = recommender.name
+        self._model = info.name
 
     def response(self, recs: Recommendations, unknown: bool = True) -> Response:
         about = self._about
@@ -329,21 +327,17 @@ class _Catalogue:
         return Response(to_json(answer), media_type="application/json")
 
 
-def _model_info(
-    recommender: Recommender, has_titles: bool, has_categories: bool, index: str | None
-) -> dict[str, Any]:
-    metrics = recommender.metrics or {}
-    test = metrics.get("test")
+def _model_info(info: ModelDescription, index: str | None) -> dict[str, Any]:
     return {
-        "model": recommender.name,
-        "dataset": recommender.dataset,
-        "num_interests": recommender.num_interests,
-        "n_items": recommender.n_items,
-        "n_users": recommender.n_users,
-        "maxlen": recommender.maxlen,
-        "has_titles": has_titles,
-        "has_categories": has_categories,
-        "test_metrics": test if isinstance(test, dict) else None,
+        "model": info.name,
+        "dataset": info.dataset,
+        "num_interests": info.num_interests,
+        "n_items": info.n_items,
+        "n_users": info.n_users,
+        "maxlen": info.maxlen,
+        "has_titles": info.item_titles is not None,
+        "has_categories": info.item_categories is not None,
+        "test_metrics": None if info.metrics is None else info.metrics.test,
         "index": index,
         "mirec_version": __version__,
     }

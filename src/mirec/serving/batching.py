@@ -2,12 +2,12 @@
 
 Requests wait in a list on the event loop; one drain task hands everything that is waiting
 to a single compute thread, which answers each group of requests with the same options in
-one :meth:`~mirec.recommender.Recommender.recommend_batch` (or ``recommend_users``) call.
+one :meth:`~mirec.recommender.Recommender.recommend` call for all their histories (or users).
 While the thread computes, new requests pile up and make the next batch, so a lone request
 is answered at once (no timer) and a busy server batches by itself. PyTorch releases the
 GIL inside its kernels, so the compute thread runs beside the event loop's HTTP work.
-The batched lists are the one-by-one lists (``Recommender.recommend_batch`` ranks each
-history on its own), so batching never changes an answer.
+The batched lists are the one-by-one lists (``Recommender.recommend`` ranks each history
+of a batch on its own), so batching never changes an answer.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class MicroBatcher:
     async def recommend_user(
         self, user: int | str, n: int, exclude_history: bool, diversity_lambda: float | None
     ) -> Recommendations:
-        """``Recommender.recommend_user(user, ...)``, batched with concurrent requests."""
+        """``Recommender.recommend(user=user, ...)``, batched with concurrent requests."""
         return await self._submit(("user", n, exclude_history, diversity_lambda), user)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
@@ -134,15 +134,12 @@ class MicroBatcher:
 
     def _pass(self, options: Hashable, queries: list[Any]) -> list[Recommendations]:
         kind, n, exclude_history, diversity_lambda = options  # type: ignore[misc]
-        batched = (
-            self.recommender.recommend_batch
-            if kind == "history"
-            else self.recommender.recommend_users
-        )
-        return batched(
-            queries,
-            n,
+        # the kind names recommend's argument, history or user; a list of histories (each a
+        # list) or of user ids is always several, so the answer is one list per query
+        return self.recommender.recommend(  # type: ignore[return-value]
+            n=n,
             exclude_history=exclude_history,
             diversity_lambda=diversity_lambda,
             index=self.index,
+            **{kind: queries},
         )

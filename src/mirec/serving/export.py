@@ -4,11 +4,11 @@ user's interests, and the user tower as ONNX.
 ``mirec export --model-dir RUN --out DIR`` writes into ``DIR``, whole or not at all:
 
 * ``items.parquet``: ``item`` (the raw id, in the source log's type) and ``vector`` (d
-  float32), one row per item in the order of ``Recommender.item_ids``. A history holds item
-  indices: an item's index is its row + 1, and 0 is padding.
+  float32), one row per item in the order of ``Recommender.info.item_ids``. A history holds
+  item indices: an item's index is its row + 1, and 0 is padding.
 * ``user_interests.parquet``: ``user`` (raw id), ``interest`` (k, its slot among the K) and
   ``vector`` (d float32) for every user of the training log, computed from the stored
-  history that ``Recommender.recommend_user`` serves them with. Only active interests are
+  history that ``Recommender.recommend(user=...)`` serves them with. Only active interests are
   written: a user with MIND's dynamic K or an adaptive-K rule has fewer than K rows.
 * ``user_tower.onnx``: ``history`` (B, L) int64 -> ``interests`` (B, K, d) float32 and
   ``active`` (B, K) bool, B dynamic; with MIND's user features (``user_features: true``)
@@ -379,7 +379,7 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 def _write_user_interests(path: Path, model: InterestModel, seqs: Sequences, maxlen: int) -> int:
     """Every user's active interests from their stored history (its last ``maxlen`` items,
-    what ``Recommender.recommend_user`` reads), in batches; returns the rows written."""
+    what ``Recommender.recommend(user=...)`` reads), in batches; returns the rows written."""
     items, offsets = torch.from_numpy(seqs.items), torch.from_numpy(seqs.offsets)
     user_type = pa.array(seqs.user_ids[:1]).type
     dim = model.item_embedding.embedding_dim

@@ -118,13 +118,14 @@ def _map_json(report: UserReport) -> dict[str, list]:
 
 def _render_index(recommender: Recommender) -> str:
     """``index.html`` with the model's name and size filled in (escaped)."""
+    info = recommender.info
     fields = {
-        "model": recommender.name,
-        "dataset": recommender.dataset,
-        "n_items": f"{recommender.n_items:,}",
-        "n_users": f"{len(recommender.user_ids):,}",
-        "k": str(recommender.num_interests),
-        "maxlen": str(recommender.maxlen),
+        "model": info.name,
+        "dataset": info.dataset,
+        "n_items": f"{info.n_items:,}",
+        "n_users": f"{len(info.user_ids):,}",
+        "k": str(info.num_interests),
+        "maxlen": str(info.maxlen),
     }
     page = Template((STATIC / "index.html").read_text(encoding="utf-8"))
     return page.substitute({key: html.escape(value) for key, value in fields.items()})
@@ -148,7 +149,7 @@ class UserSearch:
 
     def __init__(self, recommender: Recommender) -> None:
         self._recommender = recommender
-        self._ids = recommender.user_ids
+        self._ids = recommender.info.user_ids
         self._keys = np.char.lower(np.asarray([str(u) for u in self._ids], dtype=str))
         self._shortest = -np.char.str_len(self._keys)
 
@@ -166,17 +167,18 @@ class ItemSearch:
     popular first; an empty box lists the most popular items."""
 
     def __init__(self, recommender: Recommender) -> None:
-        self._ids = recommender.item_ids
-        titles = recommender.item_titles
+        info = recommender.info
+        self._ids = info.item_ids
+        titles = info.item_titles
         self._titles = None if titles is None else [title or "" for title in titles]
-        self._categories = recommender.item_categories
+        self._categories = info.item_categories
         self._id_keys = np.char.lower(np.asarray([str(i) for i in self._ids], dtype=str))
         self._keys = (
             self._id_keys
             if self._titles is None
             else np.char.lower(np.asarray(self._titles, dtype=str))
         )
-        self._counts = recommender.item_counts
+        self._counts = info.item_counts
 
     def search(self, query: str, limit: int) -> list[dict[str, Any]]:
         query = query.strip().lower()

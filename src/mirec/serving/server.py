@@ -40,7 +40,7 @@ from fastapi import FastAPI
 
 from mirec.core.threads import usable_cpus
 from mirec.errors import MirecError
-from mirec.recommender import Recommender
+from mirec.recommender import Recommender, load
 from mirec.serving.app import create_app
 
 log = logging.getLogger("mirec.serve")
@@ -75,14 +75,16 @@ def load_servable(checkpoint: Path, index: str | None = None) -> Recommender:
     """The model folder at ``checkpoint``, loaded with its ``index`` (a kind of ``mirec
     index``; None: exact lists); a folder that cannot be served (missing, damaged, a CTR
     model, a missing or stale index) is a MirecError."""
-    recommender = Recommender.load(checkpoint)
-    if recommender.config.task != "retrieval":
+    recommender = load(checkpoint)  # either task: a CTR folder is refused for serve below
+    if not isinstance(recommender, Recommender):
         raise MirecError(
-            f"{checkpoint}: a {recommender.config.task} model; mirec serve serves retrieval "
+            f"{checkpoint}: a {recommender.info.task} model; mirec serve serves retrieval "
             "models (recommendations over the whole catalogue)"
         )
     if index is not None:
-        recommender.item_index(index)  # loaded and checked now, before the port opens
+        # loaded and checked now, before the port opens (recommend(index=...) would load it
+        # only at the first request)
+        recommender._item_index(index)
     return recommender
 
 
@@ -112,8 +114,9 @@ def serve(
         "access_log": False,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
+    info = recommender.info
     echo(
-        f"serving {recommender.name} ({recommender.dataset}, {recommender.n_items} items) at "
+        f"serving {info.name} ({info.dataset}, {info.n_items} items) at "
         f"{url} with {workers} worker(s){'' if index is None else f', {index} index'}; "
         f"API docs at {url}/docs; Ctrl-C stops"
     )
