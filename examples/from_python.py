@@ -32,7 +32,7 @@ def main() -> None:
     print(f"trained in {time.perf_counter() - start:.0f} s")
     rec = mirec.Recommender.load(out / "ml100k-sa")  # no data directory needed
     metrics = rec.info.metrics
-    print("test recall@50", metrics["test"]["recall@50"], "epochs", metrics["epochs"])
+    print("test recall@50", metrics.test["recall@50"], "epochs", metrics.fit.epochs)
     history = [50, 172, 181, 1, 121]  # raw item ids, oldest first
     for r in rec.recommend(history, n=5):
         print(r)
