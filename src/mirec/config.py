@@ -6,6 +6,7 @@ files and ``--set key=value`` overrides, each over the last, into one
 
 from __future__ import annotations
 
+import json
 import typing
 from dataclasses import dataclass
 from importlib import resources
@@ -14,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from mirec.core.config import Config, config_from_dict
+from mirec.core.config import ARCHITECTURE_SETTINGS, Config, config_from_dict
+from mirec.core.layout import CONFIG_FILE, MODEL_FILE
 from mirec.errors import ConfigError
 
 CTR_DEFAULT_MODEL = "comirec-sa"
@@ -84,6 +86,8 @@ def load_plan(
     :data:`AUTO_MODEL` (the retrieval default) one per :data:`AUTO_CANDIDATES`, each with
     the same files, settings and overrides, kept on :data:`SELECTION_METRIC`."""
     values = {} if config_file is None else _read_yaml(config_file)
+    if _init_from(values, overrides, fixed, settings) is not None:  # the folder's one model
+        return TrainingPlan((load_config(model, config_file, overrides, fixed, **settings),))
     name = _model_name(model, values, overrides, settings)
     if name != AUTO_MODEL:
         return TrainingPlan((load_config(name, config_file, overrides, fixed, **settings),))
@@ -109,20 +113,39 @@ def load_config(
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(_read_yaml(config_file))
-    name = _model_name(model, values, overrides, settings)
+    init_from = _init_from(values, overrides, fixed, settings)
+    if init_from is not None:
+        base, name = _folder_settings(init_from, model)
+    else:
+        name = _model_name(model, values, overrides, settings)
+        base = None
     if name == AUTO_MODEL:
         raise ConfigError(
             f"model {AUTO_MODEL} trains {len(AUTO_CANDIDATES)} candidates "
             f"({', '.join(AUTO_CANDIDATES)}) and keeps the best on validation; name one model "
             "here"
         )
-    merged = _read_published(name)
+    merged = _read_published(name) if base is None else dict(base)
     merged.update(values)
     merged["model"] = name
     merged.update({k: v for k, v in settings.items() if v is not None})
     merged.update(fixed or {})
     merged.update(parse_overrides(overrides))
+    if base is not None:
+        _keep_architecture(merged, base, init_from)
     return config_from_dict(merged, source=str(config_file or f"model {name}"))
+
+
+def _keep_architecture(merged: dict[str, Any], base: dict[str, Any], folder: Path) -> None:
+    """A ConfigError, before anything is read or trained, when a setting given to a run
+    that fine-tunes ``folder`` would change the architecture its weights were trained in."""
+    for name in ARCHITECTURE_SETTINGS:
+        if name in base and merged.get(name) != base[name]:
+            raise ConfigError(
+                f"setting {name}={merged.get(name)!r}: --init-from {folder} holds a model with "
+                f"{name}={base[name]!r}, and its weights follow it; leave the setting out to "
+                "fine-tune the folder's model, or train from scratch"
+            )
 
 
 def _model_name(
@@ -177,6 +200,50 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _init_from(
+    file_values: dict[str, Any],
+    overrides: list[str] | tuple[str, ...],
+    fixed: dict[str, Any] | None,
+    settings: dict[str, Any],
+) -> Path | None:
+    """The model folder the run fine-tunes (``init_from``), from the last layer that sets it."""
+    for layer in (parse_overrides(overrides), fixed or {}, settings, file_values):
+        if layer.get("init_from") is not None:
+            return Path(str(layer["init_from"]))
+    return None
+
+
+def _folder_settings(folder: Path, model: str | None) -> tuple[dict[str, Any], str]:
+    """The settings of the model folder ``folder`` (its ``config.yaml``, with the ``maxlen``
+    its weights were built for), and its model: the base of a run that fine-tunes it. The
+    folder's files themselves are checked when its weights are read (mirec.models.folder)."""
+    if not (folder / CONFIG_FILE).is_file() or not (folder / MODEL_FILE).is_file():
+        raise ConfigError(
+            f"--init-from {folder}: not a model folder (no {CONFIG_FILE} or {MODEL_FILE}); "
+            "give the output folder of `mirec train`"
+        )
+    base = _read_yaml(folder / CONFIG_FILE)
+    try:
+        maxlen = json.loads((folder / MODEL_FILE).read_text())["maxlen"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{folder / MODEL_FILE}: not a readable model.json ({err})") from None
+    name = base.get("model")
+    if not isinstance(name, str):
+        raise ConfigError(f"{folder / CONFIG_FILE}: records no model")
+    if base.get("extractor") == "popularity":
+        raise ConfigError(
+            f"--init-from {folder}: a {name} model learns no weights to start from (it counts "
+            "the log); train it on the new log as it is"
+        )
+    if model is not None and model != name:
+        raise ConfigError(
+            f"--init-from {folder}: holds a {name} model; --model {model} is another "
+            "architecture: leave --model out to fine-tune it, or train from scratch"
+        )
+    # the weights' shapes follow maxlen (positions): the folder's, not the new log's default
+    return {**base, "maxlen": maxlen}, name
 
 
 def load_yaml(text: str) -> Any:

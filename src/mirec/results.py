@@ -144,6 +144,9 @@ class TrainedRun(_Result):
     valid_every: int
     history: list[dict[str, Any]]
     auto: AutoChoice | None = None
+    fine_tuned: dict[str, Any] | None = None
+    """With ``init_from``: the folder started from and what it gave (known, new and
+    dropped items, new users: mirec.training.warm_start)."""
 
     @property
     def test(self) -> Figures:
@@ -163,6 +166,8 @@ class TrainedRun(_Result):
             "config": self.config,
             **self.extra,
         }
+        if self.fine_tuned is not None:
+            out["fine_tuned"] = self.fine_tuned
         if self.auto is not None:
             out["auto"] = self.auto.to_dict()
         return out
@@ -180,6 +185,8 @@ class TrainedCTRRun(_Result):
     test: Figures
     fit: FitSummary
     history: list[dict[str, Any]]
+    fine_tuned: dict[str, Any] | None = None
+    """As :attr:`TrainedRun.fine_tuned`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +201,7 @@ class TrainedCTRRun(_Result):
             "history": self.history,
             "config": self.config,
             **self.extra,
+            **({} if self.fine_tuned is None else {"fine_tuned": self.fine_tuned}),
         }
 
 
@@ -275,7 +283,14 @@ def read_result(values: Any, source: str) -> RunResult:
     figures = TestFigures(**_pick(TestFigures, values))
     common = {"header": header, "config": config}
     if values.get("task") == "ctr":
-        own = ("negatives_per_positive", "n_valid_rows", "n_test_rows", "valid", "test")
+        own = (
+            "negatives_per_positive",
+            "n_valid_rows",
+            "n_test_rows",
+            "valid",
+            "test",
+            "fine_tuned",
+        )
         known = {"task", "history", "config", *_HEADER_KEYS, *_FIT_KEYS, *own}
         return TrainedCTRRun(
             **common,
@@ -304,7 +319,7 @@ def read_result(values: Any, source: str) -> RunResult:
             extra={k: v for k, v in values.items() if k not in known},
         )
     auto = values.get("auto")
-    own = ("valid", "negatives", "valid_users", "valid_every", "history", "auto")
+    own = ("valid", "negatives", "valid_users", "valid_every", "history", "auto", "fine_tuned")
     known = {"config", *_HEADER_KEYS, *_FIT_KEYS, *_known_keys(TestFigures), *own}
     return TrainedRun(
         **common,
@@ -316,6 +331,7 @@ def read_result(values: Any, source: str) -> RunResult:
         valid_every=values.get("valid_every"),
         history=values.get("history") or [],
         auto=AutoChoice(**_pick(AutoChoice, auto)) if isinstance(auto, dict) else None,
+        fine_tuned=values.get("fine_tuned"),
         extra={k: v for k, v in values.items() if k not in known},
     )
 

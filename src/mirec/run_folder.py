@@ -173,6 +173,14 @@ def check_output_folder(folder: Path, config: Config, data_dir: Path | None) -> 
     where = folder.resolve()
     if where == (data_dir or default_data_dir()).resolve():
         raise MirecError(f"{folder}: is the data folder; choose another output folder")
+    if config.init_from is not None:
+        start = Path(config.init_from).resolve()
+        if where == start or start in where.parents or where in start.parents:
+            raise MirecError(
+                f"{folder}: holds, or is inside, the folder --init-from reads "
+                f"({config.init_from}), which fine-tuning leaves as it is: choose another "
+                "output folder"
+            )
     try:
         sources = locate.source_files(config.dataset, data_dir=data_dir, format=config.format)
     except MirecError:

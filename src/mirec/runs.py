@@ -50,6 +50,7 @@ from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.distributed import World, process_group
 from mirec.training.progress import FitResult
 from mirec.training.trainer import fit
+from mirec.training.warm_start import warm_start
 from mirec.version import __version__
 
 
@@ -168,6 +169,7 @@ def _train(
     if config.task == "ctr":
         return _train_ctr(config, data, run, progress)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
+    fine_tuned = _warm_start(config, model, data)
     result = fit(
         model, data, config, run.staging, progress=progress, resume=run.resuming, world=world
     )
@@ -192,7 +194,19 @@ def _train(
         valid_users=result.valid_users,
         valid_every=config.valid_every,
         history=result.history,
+        fine_tuned=fine_tuned,
     )
+
+
+def _warm_start(
+    config: Config, model: torch.nn.Module, data: PreparedData
+) -> dict[str, Any] | None:
+    """With ``init_from``, the folder's learned weights in ``model`` (fine-tuning:
+    :mod:`mirec.training.warm_start`) and what they gave; None otherwise."""
+    if config.init_from is None:
+        return None
+    start = warm_start(model, Path(config.init_from), data.sequences, data.split.train)
+    return start.to_dict()
 
 
 def test_figures(test: EvaluationResult) -> TestFigures:
@@ -222,6 +236,7 @@ def _train_ctr(config: Config, data: PreparedData, run: RunFolder, progress: boo
     """The CTR half of :func:`_train`: stored evaluation rows, BCE training, AUC/GAUC."""
     ctr = prepare_ctr(data, config.ctr_negatives, cache_dir())
     model = build_ctr_model(config, ctr.sequences, ctr.maxlen)
+    fine_tuned = _warm_start(config, model, data)
     result = fit_ctr(model, ctr, config, run.staging, progress=progress, resume=run.resuming)
     test = evaluate_ctr(model, ctr.test, RowBatches(ctr, resolve_device(config.device)))
     return TrainedCTRRun(
@@ -234,6 +249,7 @@ def _train_ctr(config: Config, data: PreparedData, run: RunFolder, progress: boo
         test=test,
         fit=_fit_summary(result),
         history=result.history,
+        fine_tuned=fine_tuned,
     )
 
 

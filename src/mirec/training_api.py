@@ -28,6 +28,7 @@ def train(
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
+    init_from: str | Path | None = None,
     **settings: Any,
 ) -> Recommender | CTRScorer:
     """Train a published config (``mirec models``; without ``model``, ``auto``: the best
@@ -38,13 +39,19 @@ def train(
     :class:`~mirec.recommender.Recommender`, or a :class:`~mirec.recommender.CTRScorer`
     for ``task="ctr"``). A folder holding a run is refused unless ``resume`` (continue an
     interrupted run with these settings from its last finished epoch) or ``overwrite``
-    (train again), as :func:`~mirec.runs.train_run` says."""
+    (train again), as :func:`~mirec.runs.train_run` says. ``init_from``: fine-tune that
+    model folder on ``dataset`` (:mod:`mirec.training.warm_start`)."""
     # the training stack, only to train: importing mirec (or this module) stays light
     from mirec.auto import train_plan
 
     out = _path(output_dir, "output_dir")
     train_plan(
-        load_plan(model, fixed=settings, dataset=dataset),
+        load_plan(
+            model,
+            fixed=settings,
+            dataset=dataset,
+            init_from=None if init_from is None else str(_path(init_from, "init_from")),
+        ),
         out,
         data_dir=None if data_dir is None else _path(data_dir, "data_dir"),
         progress=progress,

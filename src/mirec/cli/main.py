@@ -135,6 +135,14 @@ def train(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting: key=value.")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-from",
+            help="Fine-tune this model folder on --dataset (the grown log): its settings and "
+            "learned rows, new items at their category's mean; the folder is left as it is.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
     resume: Annotated[
         bool,
@@ -173,6 +181,7 @@ def train(
         sep=sep,
         id_type=id_type,
         task=task,
+        init_from=None if init_from is None else str(init_from),
     )
     if nproc_per_node is not None:
         _launch_workers(plan, nproc_per_node, threads)

@@ -134,6 +134,14 @@ class Config:
     is an error naming it), str (ids are text, as written), or None: integers when every id
     is one, text when most are not, and an error naming the first odd line when most ids are
     integers but not all (a repeated header, a 20-digit id, a stray word)."""
+    init_from: str | None = None
+    """A model folder to fine-tune (``mirec train --init-from DIR``) on this run's dataset,
+    typically the grown log: the folder's settings are the run's (the options given change
+    the data and the training; one that changes the architecture is refused), items and
+    users it knows keep their learned rows, and an item new to it starts at the mean row of
+    the known items of its category (of all known items where the log has no categories).
+    Items the new log no longer holds are dropped. The optimizer starts afresh: a finished
+    folder keeps no optimizer state."""
     split_seed: int = 42
     """Seeds the 8:1:1 permutation of users into train, validation and test
     (docs/protocol.md section 2); the same for every model seed."""
@@ -206,6 +214,26 @@ FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 FIELD_NAMES = tuple(FIELD_TYPES)
 _HINTS = typing.get_type_hints(Config)
 
+ARCHITECTURE_SETTINGS = (
+    "task",
+    "model",
+    "extractor",
+    "embedding_dim",
+    "num_interests",
+    "hidden_dim",
+    "maxlen",
+    "encoder_layers",
+    "interest_tower",
+    "dynamic_interests",
+    "user_features",
+    "selector",
+    "aggregator",
+    "num_concepts",
+    "diffusion_timesteps",
+    "noise_schedule",
+)
+"""Settings that decide what the model is, its tensors' shapes or what they mean: a run that
+fine-tunes a folder (``init_from``) keeps the folder's."""
 INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "diffusion_steps", "device")
 """Settings that act at inference, not in training: ``mirec evaluate --set`` may change them
 for a trained model, and a resumed run may differ from its start in them."""
@@ -365,6 +393,8 @@ def validate(config: Config) -> None:
             "negatives: one example has none)",
         )
     _text("dataset", c.dataset)
+    if c.init_from is not None:
+        _text("init_from", c.init_from)
     for name in ("columns", "sep"):
         if getattr(c, name) == "":
             bad_setting(name, "", "must not be empty (leave it unset for the default)")

@@ -49,17 +49,21 @@ from safetensors.torch import save_file
 from mirec.atomic import atomic_path, write_json_atomic, write_text_atomic
 from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
 from mirec.core.device import resolve_device
+from mirec.core.layout import (  # noqa: F401 - the folder's file names, imported from here
+    CONFIG_FILE,
+    FOLDER_FILES,
+    ITEMS_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    USERS_FILE,
+    WEIGHTS_FILE,
+)
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
 from mirec.models.build import build_ctr_model, build_model
 from mirec.version import __version__
 
-CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE = "config.yaml", "model.safetensors", "model.json"
-ITEMS_FILE, USERS_FILE = "items.parquet", "users.parquet"
 FORMAT, FORMAT_VERSION = "mirec-model", 1
-METRICS_FILE = "metrics.json"
-FOLDER_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE, ITEMS_FILE, USERS_FILE)
-"""What a model folder must hold; ``metrics.json`` travels with it when present."""
 EVALUATION_DIR = "evaluation"
 """Where ``mirec evaluate`` writes inside the model folder when no output folder is given."""
 IDENTITY = ("task", "model", "dataset", "split_seed")

@@ -1,0 +1,165 @@
+"""Fine-tuning a model folder on a grown log (``init_from``, ``mirec train --init-from``):
+learned rows carried by raw id, new items retrievable, the old folder untouched, the new one
+loads and serves, and every setting that would change the architecture refused before work."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+import mirec
+from mirec import Recommender
+from mirec.config import load_config
+from mirec.data.prepare import prepare
+from mirec.errors import ConfigError, MirecError
+from mirec.models.build import build_model
+from mirec.models.folder import load_model
+from mirec.training.warm_start import CONTEXT, warm_start
+
+SMALL = {"embedding_dim": 16, "max_epochs": 1, "valid_users": 200, "batch_size": 512}
+
+
+@pytest.fixture(scope="module")
+def logs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """ml-100k's log up to its 80th time percentile (T1), and the whole log (T2): the second
+    has items and users the first does not."""
+    rows = np.loadtxt(shared_data / "ml-100k" / "u.data", dtype=np.int64)
+    rows = rows[np.argsort(rows[:, 3], kind="stable")]
+    t1 = np.quantile(rows[:, 3], 0.8)
+    folder = tmp_path_factory.mktemp("logs")
+    paths = []
+    for name, part in (("t1.csv", rows[rows[:, 3] <= t1]), ("t2.csv", rows)):
+        path = folder / name
+        lines = [f"{u},{i},{t}" for u, i, _, t in part.tolist()]
+        path.write_text("user,item,ts\n" + "\n".join(lines) + "\n")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def interactions(path: Path) -> dict:
+    return {"dataset": str(path), "format": "interactions", "columns": "user,item,ts"}
+
+
+@pytest.fixture(scope="module")
+def t1_run(logs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("t1") / "run"
+    mirec.train(
+        output_dir=out, model="comirec-sa", progress=False, **interactions(logs[0]), **SMALL
+    )
+    return out
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_warm_start_carries_rows_by_id_and_starts_new_items_at_the_mean(t1_run, logs):
+    old = load_model(t1_run, device=torch.device("cpu"))
+    config = load_config(**interactions(logs[1]), init_from=str(t1_run))
+    assert (config.model, config.embedding_dim, config.maxlen) == ("comirec-sa", 16, 20)
+    data = prepare(config.dataset, format=config.format, columns=config.columns, maxlen=20)
+    seqs = data.sequences
+    torch.manual_seed(0)
+    model = build_model(config, seqs.n_items, data.maxlen)
+    taken = warm_start(model, t1_run, seqs, data.split.train)
+    assert taken.new_items > 0 and taken.new_users > 0 and taken.known_items > 0
+    old_rows = {item: row for row, item in enumerate(old.data.sequences.item_ids.tolist())}
+    table, old_table = model.item_table.weight.detach(), old.model.item_table.weight.detach()
+    known = [j for j, item in enumerate(seqs.item_ids.tolist()) if item in old_rows]
+    new = [j for j, item in enumerate(seqs.item_ids.tolist()) if item not in old_rows]
+    assert len(new) == taken.new_items
+    for j in known[:50]:
+        assert torch.equal(table[j + 1], old_table[old_rows[seqs.item_ids[j].item()] + 1])
+    # a new item starts among the known items just before it in training users' histories
+    # (CONTEXT of them), else (no categories in this log) at the mean of all known items
+    mean = old_table[[old_rows[seqs.item_ids[j].item()] + 1 for j in known]].mean(0)
+    train = set(data.split.train.tolist())
+    for j in new:
+        before = [
+            old_rows[seqs.item_ids[seq[p - lag] - 1].item()] + 1
+            for u in train
+            for seq in [seqs.sequence(u)]
+            for p in np.flatnonzero(seq == j + 1)
+            for lag in range(1, CONTEXT + 1)
+            if p - lag >= 0 and seqs.item_ids[seq[p - lag] - 1].item() in old_rows
+        ]
+        if before:  # their mean direction, at their mean length
+            rows = old_table[before]
+            expected = rows.sum(0) / rows.sum(0).norm() * rows.norm(dim=1).mean()
+        else:
+            expected = mean
+        assert torch.allclose(table[j + 1], expected, atol=1e-6), j
+    for name, parameter in old.model.named_parameters():
+        if parameter is not old.model.item_table.weight:
+            assert torch.equal(dict(model.named_parameters())[name], parameter)
+
+
+def test_fine_tuning_retrieves_new_items_and_leaves_the_folder_as_it_is(
+    t1_run, logs, tmp_path, serve_process
+):
+    before = digests(t1_run)
+    out = tmp_path / "fine-tuned"
+    rec = mirec.train(output_dir=out, init_from=t1_run, progress=False, **interactions(logs[1]))
+    assert digests(t1_run) == before
+    record = rec.info.metrics.fine_tuned
+    assert record["from"] == str(t1_run) and record["new_items"] > 0 and record["new_users"] > 0
+    assert rec.info.config.init_from == str(t1_run) and rec.info.n_items > record["known_items"]
+    known = set(Recommender.load(t1_run).info.item_ids)
+    new_items = set(rec.info.item_ids) - known
+    lists = rec.recommend(user=list(rec.info.user_ids), n=50)
+    assert new_items & {r.item for recs in lists for r in recs}, "no new item is ever retrieved"
+    server = serve_process(["--checkpoint", str(out), "--workers", "1"], tmp_path)
+    try:
+        user = rec.info.user_ids[0]
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            answer = http.get(f"/users/{user}/recommendations", params={"n": 10})
+        assert answer.status_code == 200
+        assert [r["item"] for r in answer.json()["items"]] == [
+            r.item for r in rec.recommend(user=user, n=10)
+        ]
+    finally:
+        server.stop()
+
+
+def test_a_setting_that_changes_the_architecture_is_refused_before_work(t1_run, logs, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(
+        ConfigError, match=r"setting embedding_dim=32: --init-from .* holds a model"
+    ):
+        mirec.train(output_dir=out, init_from=t1_run, embedding_dim=32, **interactions(logs[1]))
+    with pytest.raises(ConfigError, match="holds a comirec-sa model; --model sasrec is another"):
+        mirec.train(output_dir=out, init_from=t1_run, model="sasrec", **interactions(logs[1]))
+    with pytest.raises(ConfigError, match="not a model folder"):
+        mirec.train(output_dir=out, init_from=tmp_path, **interactions(logs[1]))
+    with pytest.raises(MirecError, match="inside, the folder --init-from reads"):
+        mirec.train(output_dir=t1_run / "next", init_from=t1_run, **interactions(logs[1]))
+    with pytest.raises(MirecError, match="inside, the folder --init-from reads"):
+        mirec.train(output_dir=t1_run, init_from=t1_run, overwrite=True, **interactions(logs[1]))
+    assert not out.exists()
+    # training settings may change: the learning rate, the epochs, the batch
+    config = load_config(**interactions(logs[1]), init_from=str(t1_run), lr=5e-4, max_epochs=2)
+    assert (config.lr, config.max_epochs, config.embedding_dim) == (5e-4, 2, 16)
+
+
+def test_the_cli_fine_tunes_and_refuses_a_popularity_folder(mirec_main, logs, tmp_path):
+    source = ["--dataset", str(logs[0]), "--format", "interactions", "--columns", "user,item,ts"]
+    grown = ["--dataset", str(logs[1]), "--format", "interactions", "--columns", "user,item,ts"]
+    popular = tmp_path / "popular"
+    code, _, err = mirec_main(
+        "train", *source, "--model", "most-popular", "--output-dir", str(popular), "-q"
+    )
+    assert code == 0, err
+    code, _, err = mirec_main(
+        "train", *grown, "--init-from", str(popular), "--output-dir", str(tmp_path / "x"), "-q"
+    )
+    assert code == 2 and "learns no weights to start from" in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "model.safetensors").exists()
