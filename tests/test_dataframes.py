@@ -305,3 +305,27 @@ def test_the_arguments_of_data_are_checked(tmp_path):
         frame2 = pa.table([[1], [2]], names=["user_id", "user_id"])
         mirec.train(data=frame2, user="user_id", item="item_id", **out)
     assert not (tmp_path / "run").exists()
+
+
+def test_rows_are_counted_by_position_whatever_the_index(tmp_path):
+    frame = pd.DataFrame(with_value("user_id", 3, None), index=range(100, 110))
+    with pytest.raises(DataError, match=r"^data \(pandas\.DataFrame\): row 4: column 'user_id'"):
+        mirec.train(data=frame, user="user_id", item="item_id", output_dir=tmp_path / "run")
+
+
+def test_datetimes_order_a_log_as_their_seconds(shared_data):
+    from mirec.data.frames import frame_log
+    from mirec.data.prepare import load_sequences
+
+    seconds = ml100k_frames(shared_data)["pandas"]
+    dated = seconds.assign(ts=pd.to_datetime(seconds["ts"], unit="s"))
+    polars = pl.from_pandas(dated).with_columns(pl.col("ts").dt.cast_time_unit("ms"))
+    prepared = []
+    for table in (seconds, dated, polars):
+        log = frame_log(table, user="user_id", item="item_id", time="ts")
+        prepared.append(load_sequences(log.dataset, **log.settings()))
+    first = prepared[0]
+    for other in prepared[1:]:
+        assert np.array_equal(other.items, first.items)
+        assert np.array_equal(other.offsets, first.offsets)
+        assert np.array_equal(other.item_ids, first.item_ids)
