@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mirec.atomic import fsync_folder, write_failure
+from mirec.atomic import fsync_folder, temp_beside, write_failure
 from mirec.core.paths import cache_dir
 from mirec.data.readers._scan import _first_line_of
 from mirec.data.readers.interactions import read_tables
@@ -240,10 +239,7 @@ def _stored(table: pa.Table) -> Path:
     folder = cache_dir() / "frames"
     tmp: Path | None = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".parquet.tmp")
-        os.close(fd)
-        tmp = Path(name)
+        tmp = temp_beside(folder / "table.parquet")  # with the umask's permissions
         # without the Arrow schema: string and large_string, pandas' and polars' columns,
         # make the same bytes
         pq.write_table(table, tmp, store_schema=False)
