@@ -207,6 +207,20 @@ def parquet_parts(path: Path) -> list[Path] | None:
 def _read_parquet(paths: list[Path], roles: dict[str, str], id_type: str | None) -> RawLog:
     """One log from Parquet parts read in order; an error names the part and its row."""
     tables = [_parquet_table(path, roles) for path in paths]
+    return read_tables(paths, tables, roles, id_type, sources=tuple(paths))
+
+
+def read_tables(
+    paths: Sequence[Path | str],
+    tables: Sequence[pa.Table],
+    roles: dict[str, str],
+    id_type: str | None,
+    *,
+    sources: tuple[Path, ...],
+) -> RawLog:
+    """One log from Arrow tables holding the columns ``roles`` names, as read from the
+    Parquet parts ``paths`` (or, for a DataFrame, what names it in messages): the checks
+    and conversions of a Parquet log, an error naming the part and its row (from 1)."""
     offsets = np.cumsum([0] + [t.num_rows for t in tables])
     if offsets[-1] == 0:
         raise DataError(f"{paths[0] if len(paths) == 1 else paths[0].parent}: no rows")
@@ -239,7 +253,7 @@ def _read_parquet(paths: list[Path], roles: dict[str, str], id_type: str | None)
     if "category" in roles:
         category = [_decoded(t.column(roles["category"])) for t in tables]
         categories = _category_table(item, _concat(category, pa.string()))
-    return RawLog(interactions, tuple(paths), categories)
+    return RawLog(interactions, sources, categories)
 
 
 def _parquet_table(path: Path, roles: dict[str, str]) -> pa.Table:
@@ -263,7 +277,7 @@ def parquet_schema(path: Path, roles: dict[str, str]) -> pa.Schema:
     return schema
 
 
-def id_kind(path: Path, name: str, kind: pa.DataType) -> str:
+def id_kind(path: Path | str, name: str, kind: pa.DataType) -> str:
     """How a Parquet column of type ``kind`` holds ids: ``int``, ``float`` (integral values
     only) or ``str``; any other type is an error."""
     kind = _value_type(kind)
@@ -276,7 +290,7 @@ def id_kind(path: Path, name: str, kind: pa.DataType) -> str:
     raise DataError(f"{path}: column {name!r} has type {kind}, which cannot hold ids")
 
 
-def time_kind(path: Path, name: str, kind: pa.DataType) -> str:
+def time_kind(path: Path | str, name: str, kind: pa.DataType) -> str:
     """How a Parquet column of type ``kind`` holds times: ``timestamp``, ``date``, ``str``
     (numbers as text), ``number`` or ``decimal``; any other type is an error."""
     kind = _value_type(kind)
@@ -310,7 +324,7 @@ def _decoded(values: pa.ChunkedArray) -> pa.ChunkedArray:
     return values
 
 
-def _parquet_column(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
+def _parquet_column(path: Path | str, table: pa.Table, name: str) -> pa.ChunkedArray:
     """Column ``name``, dictionary-decoded, with a null reported by its row."""
     values = _decoded(table.column(name))
     if values.null_count:
@@ -319,7 +333,7 @@ def _parquet_column(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
     return values
 
 
-def _parquet_ids(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
+def _parquet_ids(path: Path | str, table: pa.Table, name: str) -> pa.ChunkedArray:
     values = _parquet_column(path, table, name)
     kind = id_kind(path, name, values.type)
     if kind == "int":
@@ -348,7 +362,7 @@ def _parquet_ids(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
     return values
 
 
-def _valid_utf8(path: Path, name: str, values: pa.ChunkedArray) -> pa.ChunkedArray:
+def _valid_utf8(path: Path | str, name: str, values: pa.ChunkedArray) -> pa.ChunkedArray:
     """``values`` when every string is UTF-8; a DataError naming the first row that is not
     (Parquet does not check: an encoded lone surrogate, \\xed\\xa0\\x80, came through)."""
     start = 0
@@ -369,7 +383,7 @@ def _valid_utf8(path: Path, name: str, values: pa.ChunkedArray) -> pa.ChunkedArr
     return values
 
 
-def _parquet_time(path: Path, table: pa.Table, name: str) -> pa.ChunkedArray:
+def _parquet_time(path: Path | str, table: pa.Table, name: str) -> pa.ChunkedArray:
     values = _parquet_column(path, table, name)
     kind = values.type
     how = time_kind(path, name, kind)
