@@ -208,10 +208,13 @@ def _init_from(
     fixed: dict[str, Any] | None,
     settings: dict[str, Any],
 ) -> Path | None:
-    """The model folder the run fine-tunes (``init_from``), from the last layer that sets it."""
+    """The model folder the run fine-tunes (``init_from``), from the last layer that sets it;
+    None also for a value that is no folder name (empty, not text), which the schema then
+    refuses as a setting."""
     for layer in (parse_overrides(overrides), fixed or {}, settings, file_values):
-        if layer.get("init_from") is not None:
-            return Path(str(layer["init_from"]))
+        value = layer.get("init_from")
+        if value is not None:
+            return Path(value) if isinstance(value, str) and value.strip() else None
     return None
 
 
