@@ -141,11 +141,12 @@ def export_checkpoint(checkpoint: Path, out: Path, *, overwrite: bool = False) -
 
 def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> ExportResult:
     """Write the export folder of ``loaded`` (see the module docstring) to ``out``, whole or
-    not at all: an existing non-empty ``out`` is replaced only with ``overwrite``, and
-    never when it is a symbolic link or holds or lies in a folder that must be kept (the
-    data or cache folder, the current or home folder: :func:`~mirec.atomic.kept_folders`). A model
-    with no user tower, an exporter failure or an ONNX file that disagrees with PyTorch is
-    a MirecError, and then ``out`` is left as it was. The model is exported from the CPU:
+    not at all: an existing non-empty ``out`` is replaced only with ``overwrite``, only
+    when it holds an earlier export and nothing else, and never when it is a symbolic
+    link or holds or lies in a folder that must be kept (the data or cache folder, the
+    current or home folder: :func:`~mirec.atomic.kept_folders`). A model with no user
+    tower, an exporter failure or an ONNX file that disagrees with PyTorch is a
+    MirecError, and then ``out`` is left as it was. The model is exported from the CPU:
     ``loaded.model`` is moved there, in eval mode."""
     for module in EXPORT_MODULES:
         require(module, "the ONNX export")
