@@ -216,14 +216,12 @@ def _refuse_foreign_run(output_dir: Path, configs: list[Config]) -> None:
     staged = output_dir / STAGING_DIR
     if (staged / CONFIG_FILE).is_file():
         recorded, what, ignore = read_config(staged), "unfinished", INFERENCE_SETTINGS
-        if (staged / CHECKPOINT_FILE).is_file():  # auto's own commit holds no checkpoint
-            _refuse_plain_run(output_dir, recorded, what)
+        plain = (staged / CHECKPOINT_FILE).is_file()  # auto's own commit holds no checkpoint
     elif (output_dir / METRICS_FILE).is_file():
         recorded, what, ignore = read_config(output_dir), "finished", ("device",)
         metrics = read_metrics(output_dir) or {}
         record = read_result(metrics, str(output_dir / METRICS_FILE))
-        if not (isinstance(record, TrainedRun) and record.auto is not None):
-            _refuse_plain_run(output_dir, recorded, what)
+        plain = True
         if isinstance(record, TrainedRun) and record.auto is not None:
             candidates = record.auto.candidates
             settings = [c.get("config") for c in (candidates or {}).values()]
@@ -245,6 +243,8 @@ def _refuse_foreign_run(output_dir: Path, configs: list[Config]) -> None:
             f"the candidates of {AUTO_MODEL} ({names}); --overwrite replaces it, or choose "
             "another output folder"
         )
+    if plain:
+        _refuse_plain_run(output_dir, recorded, what)
 
 
 def _refuse_plain_run(output_dir: Path, recorded: Config, what: str) -> None:
