@@ -254,12 +254,23 @@ def test_an_existing_folder_is_kept_unless_overwrite(ml100k, tmp_path, monkeypat
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     with pytest.raises(MirecError, match="holds the model folder"):
         export_checkpoint(folder, folder, overwrite=True)  # never over the model itself
+    # --overwrite replaces an earlier export only, never a folder of other files
+    code, _, err = mirec_main(*args, "--overwrite")
+    assert code == 2 and "holds files that are not a mirec export (mine.txt)" in err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
+    first = ("export", "--checkpoint", str(folder), "--out", str(tmp_path / "first"))
+    code, printed, _ = mirec_main(*first)
+    assert code == 0, printed
+    (out / "mine.txt").unlink()
+    out.rmdir()
+    (tmp_path / "first").rename(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     # a check that fails leaves the old folder as it was, and no staging folder behind
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # a tolerance no difference meets
     with pytest.raises(MirecError, match="youtube-dnn: onnxruntime's interests differ"):
         export_checkpoint(folder, out, overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "model"]
     monkeypatch.undo()
 

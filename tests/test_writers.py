@@ -222,12 +222,12 @@ def test_a_full_disk_during_export_and_index_keeps_the_old_files(small_disk, ml1
     old_index = snapshot(folder)
     out = small_disk / "export"
     out.mkdir()
-    (out / "old.txt").write_text("the previous export")
+    (out / "export.json").write_text("the previous export")
     fill(small_disk, 150_000)
     export = mirec("export", "--checkpoint", str(folder), "--out", str(out), "--overwrite")
     assert export.returncode == 2
     one_line_error(export.stderr, f"{out}", "No space left on device", "nothing was replaced")
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert [p.name for p in out.iterdir()] == ["export.json"]
     assert sorted(p.name for p in small_disk.iterdir()) == ["export", "filler", "sa"]
     fill(small_disk, 5_000)
     index = mirec("index", "--checkpoint", str(folder), "--kind", "hnsw")
@@ -270,7 +270,7 @@ def test_a_library_writer_that_fills_the_disk_during_export(ml100k_run, tmp_path
 
     out = tmp_path / "export"
     out.mkdir()
-    (out / "old.txt").write_text("the previous export")
+    (out / "export.json").write_text("the previous export")
 
     def full(table, where, *args, **kwargs):
         raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] "
@@ -281,7 +281,7 @@ def test_a_library_writer_that_fills_the_disk_during_export(ml100k_run, tmp_path
                               "--overwrite")  # fmt: skip
     assert code == 2
     one_line_error(err, f"{out}: cannot be written (", "No space left on device")
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert [p.name for p in out.iterdir()] == ["export.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 

@@ -187,6 +187,25 @@ def refuse_unsafe_target(
             raise MirecError(f"{target}: is inside {what} {folder}; {elsewhere}")
 
 
+def refuse_foreign_contents(target: Path, own: set[str], marker: str, what: str) -> None:
+    """A MirecError when replacing the existing folder ``target`` would delete files that
+    are not ``what`` (an earlier output of the same writer): ``--overwrite`` replaces an
+    earlier export, never a folder of other files (a data folder, a project) that happens
+    to be named. ``target`` must hold ``marker`` and no name outside ``own``."""
+    if not target.is_dir():
+        return
+    names = sorted(entry.name for entry in target.iterdir())
+    if not names:
+        return
+    foreign = [name for name in names if name not in own]
+    if marker not in names or foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise MirecError(
+            f"{target}: holds files that are not {what} ({shown or 'no ' + marker}); "
+            f"--overwrite replaces only {what}: choose another folder, or empty this one"
+        )
+
+
 @contextmanager
 def staged_folder(target: Path) -> Iterator[Path]:
     """A new, empty folder beside ``target`` to fill. When the block completes, it takes the

@@ -45,6 +45,7 @@ from mirec.run_folder import (
     folder_lock,
 )
 from mirec.runs import train_run
+from mirec.training.checkpoint import CHECKPOINT_FILE
 
 
 def train_plan(
@@ -216,10 +217,12 @@ def _refuse_foreign_run(output_dir: Path, configs: list[Config]) -> None:
     staged = output_dir / STAGING_DIR
     if (staged / CONFIG_FILE).is_file():
         recorded, what, ignore = read_config(staged), "unfinished", INFERENCE_SETTINGS
+        plain = (staged / CHECKPOINT_FILE).is_file()  # auto's own commit holds no checkpoint
     elif (output_dir / METRICS_FILE).is_file():
         recorded, what, ignore = read_config(output_dir), "finished", ("device",)
         metrics = read_metrics(output_dir) or {}
         record = read_result(metrics, str(output_dir / METRICS_FILE))
+        plain = True
         if isinstance(record, TrainedRun) and record.auto is not None:
             candidates = record.auto.candidates
             settings = [c.get("config") for c in (candidates or {}).values()]
@@ -241,6 +244,20 @@ def _refuse_foreign_run(output_dir: Path, configs: list[Config]) -> None:
             f"the candidates of {AUTO_MODEL} ({names}); --overwrite replaces it, or choose "
             "another output folder"
         )
+    if plain:
+        _refuse_plain_run(output_dir, recorded, what)
+
+
+def _refuse_plain_run(output_dir: Path, recorded: Config, what: str) -> None:
+    """With ``--resume``, before any candidate trains: ``output_dir`` holds a run of one
+    model (``mirec train --model NAME``), not an auto run. Which candidate auto keeps is
+    known only once all have trained, and keeping another would replace that run unasked
+    (it trained all three, then refused)."""
+    raise MirecError(
+        f"{output_dir}: holds the {what} run of {recorded.model} alone (mirec train --model "
+        f"{recorded.model}), not a run of {AUTO_MODEL}, which may keep another candidate; "
+        "--overwrite replaces it, or choose another output folder"
+    )
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

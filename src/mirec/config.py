@@ -131,6 +131,14 @@ def load_config(
     merged.update({k: v for k, v in settings.items() if v is not None})
     merged.update(fixed or {})
     merged.update(parse_overrides(overrides))
+    if merged.get("model") != name:
+        # `--set model=gru4rec` relabelled a comirec-sa run as gru4rec: its architecture is
+        # the published config's, so its name is too
+        raise ConfigError(
+            f"setting model={merged.get('model')!r}: the model is the published config this "
+            f"run starts from ({name}), which --model (model= in Python) names; to train "
+            f"{merged.get('model')}, give --model {merged.get('model')}"
+        )
     if base is not None:
         _keep_architecture(merged, base, init_from)
     return config_from_dict(merged, source=str(config_file or f"model {name}"))
@@ -172,15 +180,25 @@ def _model_name(
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["key=value", ...]`` -> {key: value}, values read as YAML; an empty value is None."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected key=value")
+        if not key.strip():
+            raise ConfigError(f"--set {item!r}: no setting before '='; expected key=value")
+        key = key.strip()
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None) or type(err).__name__
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
+        if key in out and out[key] != value:
+            # the last one won silently, as a repeated key in YAML would (refused there too)
+            raise ConfigError(
+                f"--set {key}: given twice, {given[key]!r} and {item!r}; give it once"
+            )
+        out[key], given[key] = value, item
     return out
 
 

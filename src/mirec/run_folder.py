@@ -167,11 +167,13 @@ def check_output_folder(folder: Path, config: Config, data_dir: Path | None) -> 
     file of the log that bears one of those names would be replaced)."""
     from mirec.core.paths import default_data_dir
     from mirec.data import locate
+    from mirec.data.catalogue import DATASETS
 
     if folder.exists() and not folder.is_dir():
         raise MirecError(f"{folder}: exists and is not a folder; choose a folder for the run")
     where = folder.resolve()
-    if where == (data_dir or default_data_dir()).resolve():
+    base = (data_dir or default_data_dir()).resolve()
+    if where == base:
         raise MirecError(f"{folder}: is the data folder; choose another output folder")
     if config.init_from is not None:
         start = Path(config.init_from).resolve()
@@ -184,12 +186,19 @@ def check_output_folder(folder: Path, config: Config, data_dir: Path | None) -> 
     try:
         sources = locate.source_files(config.dataset, data_dir=data_dir, format=config.format)
     except MirecError:
-        return  # the run reports it where it reads the data, as before
+        sources = []  # the run reports it where it reads the data, as before
     for source in sources:
         if where in (source.resolve(), source.resolve().parent):
             raise MirecError(
                 f"{folder}: holds the data of {config.dataset} ({source.name}); a run's files "
                 "go in a folder of their own: choose another output folder"
+            )
+    # any named dataset's folder (through a symbolic link too), not only this run's
+    for spec in DATASETS.values():
+        if spec.files and where.is_relative_to(base / spec.folder):
+            raise MirecError(
+                f"{folder}: lies in the folder of dataset {spec.name} ({base / spec.folder}); "
+                "a run's files go in a folder of their own: choose another output folder"
             )
 
 

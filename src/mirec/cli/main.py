@@ -686,13 +686,36 @@ def main() -> None:
         # where a folder belongs): name it, no traceback
         if err.filename is None:
             raise
-        reason = err.strerror or type(err).__name__
-        _report(f"{err.filename}: {reason}")
+        _report(_path_problem(err))
         sys.exit(MirecError.exit_code)
     if code == INTERRUPTED:  # typer turns Ctrl-C into this exit code
         typer.echo("mirec: interrupted", err=True)
     # a command's typer.Exit(n), or --help's 0; None when a command returns normally
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _path_problem(err: OSError) -> str:
+    """One line for an OSError on a path the user gave, saying what is in the way where
+    the system's words mislead: a symbolic link to nothing (``mkdir`` says "File exists"),
+    a file where a folder of the path belongs ("File exists", "Not a directory")."""
+    import errno
+    import os
+
+    name = os.fsdecode(err.filename)
+    reason = err.strerror or type(err).__name__
+    path = Path(name)
+    for place in (*reversed(path.parents), path):
+        if place.is_symlink() and not place.exists():
+            return (
+                f"{place}: is a symbolic link to {os.readlink(place)}, which does not exist; "
+                "name a folder, or another path"
+            )
+    if err.errno in (errno.EEXIST, errno.ENOTDIR):
+        for place in (*reversed(path.parents), path):
+            if place.exists() and not place.is_dir():
+                where = "" if place == path else f", so {name} cannot be made"
+                return f"{place}: is a file, not a folder{where}"
+    return f"{name}: {reason}"
 
 
 def _report(message: str) -> None:

@@ -63,6 +63,8 @@ class SyntheticSpec:
                 raise ConfigError(
                     f"synthetic dataset option {part!r}: expected key=value, key one of {known}"
                 )
+            if key in values:  # the last one won silently
+                raise ConfigError(f"synthetic dataset option {key}: given twice; give it once")
             kind = type(getattr(cls, key))
             try:
                 values[key] = kind(raw)

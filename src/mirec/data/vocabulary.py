@@ -34,6 +34,10 @@ INTEGER_ID = re.compile(r"0|-?[1-9][0-9]*", re.ASCII)
 """How an integer id is written as text (with ``fullmatch``): ASCII digits, an optional
 minus, no leading zero (``"007"`` is not 7, ``"-0"`` not 0; a log read with
 ``id_type=int`` stores 7, which ``"7"`` finds), so each id has one spelling."""
+INTEGER_ID_CHARS = len(str(INT64_MIN))
+"""The longest text an integer id of a log can be: a 64-bit integer has 19 digits and a
+sign. A longer text is no id, and is never given to ``int()`` (which refuses more than
+4,300 digits with a ValueError: a 5,000-digit user id in a URL was an HTTP 503)."""
 FORBIDDEN_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 """Control characters (C0, DEL, C1) and lone surrogates: never part of an id."""
 
@@ -56,6 +60,15 @@ def check_on_unknown(on_unknown: str) -> None:
 def _shown(value: str) -> str:
     text = ascii(value)  # escapes surrogates and controls: the message is printable UTF-8
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _quoted(value: Any) -> str:
+    """``repr(value)`` for a message, a long one cut (a 5,000-digit id need not be quoted
+    whole, and ``repr`` of an int over 4,300 digits is a ValueError)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"(an integer of {value.bit_length():,} bits)"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else f"{shown[:57]}... ({len(shown):,} characters)"
 
 
 class Vocabulary:
@@ -101,7 +114,8 @@ class Vocabulary:
             elif self.kind == "user":
                 hint = (" (users with fewer than 5 interactions are filtered out, "
                         "docs/protocol.md section 1)")  # fmt: skip
-            raise UnknownIdError(f"{self.kind} {value!r} is not in {where}{hint}")
+            shown = _quoted(value)
+            raise UnknownIdError(f"{self.kind} {shown} is not in {where}{hint}")
         return int(row)
 
     def known_rows(self, values: list, on_unknown: str = "ignore") -> tuple[np.ndarray, list]:
@@ -131,7 +145,7 @@ class Vocabulary:
             check_id_text(value, self.kind)
         if self.integer:
             if isinstance(value, str):
-                if INTEGER_ID.fullmatch(value) is None:
+                if len(value) > INTEGER_ID_CHARS or INTEGER_ID.fullmatch(value) is None:
                     return None
                 value = int(value)
             if isinstance(value, int | np.integer) and INT64_MIN <= value <= INT64_MAX:
@@ -140,5 +154,8 @@ class Vocabulary:
         if isinstance(value, str):
             return str(value)  # np.str_ too
         if isinstance(value, int | np.integer):
-            return str(int(value))
+            try:
+                return str(int(value))
+            except ValueError:  # over 4,300 digits: longer than any id a log holds
+                return None
         return None

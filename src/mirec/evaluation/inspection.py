@@ -163,6 +163,12 @@ def inspect_model(
     """:func:`inspect_checkpoint` for a model already in memory."""
     if (user is None) == (items is None):
         raise ConfigError("inspect: give either a user id or a list of item ids")
+    if loaded.config.task != "retrieval":  # a CTR model has no interests (an AttributeError)
+        raise ConfigError(
+            f"{loaded.config.model}: a {loaded.config.task} model; inspect explains a "
+            "retrieval model's interests (a CTR model scores the candidates it is given, and "
+            "has none)"
+        )
     seqs = loaded.data.sequences
     if user is None:
         return explain_history(loaded, _item_indices(seqs, items or []), top=top)

@@ -40,6 +40,7 @@ setting in ``settings``, an unknown model in the only row), the file itself is r
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,12 @@ class Experiment:
     """Cells whose settings failed validation; they are reported, never run."""
 
 
+TEXT_KEYS = ("name", "description", "report", "runs_dir")
+"""The keys whose value is one text (a path, for report and runs_dir)."""
+MAX_CELLS = 10_000
+"""The most cells one experiment file may have (docs/results.md's grid has 132)."""
+
+
 def load_experiment(path: Path) -> Experiment:
     """Parse an experiment file into its cells; every cell's config is resolved (and so
     checked) before anything runs."""
@@ -176,6 +183,9 @@ def load_experiment(path: Path) -> Experiment:
         raise ConfigError(
             f"{path}: unknown key {unknown[0]!r}; keys are: {', '.join(sorted(KEYS))}"
         )
+    for key in TEXT_KEYS:  # a list or a mapping here was a TypeError from pathlib
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise ConfigError(f"{path}: {key}: expected a text, got {type(spec[key]).__name__}")
     name = str(spec.get("name") or path.stem)
     datasets = _string_list(spec, "datasets", path)
     rows = _model_rows(spec.get("models"), datasets, path)
@@ -193,7 +203,17 @@ def load_experiment(path: Path) -> Experiment:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid.{key}: expected a non-empty list of values")
+        _refuse_repeats(values, f"grid.{key}", path)
     seeds = _seeds(spec.get("seeds", [42]), models, path)
+    # counted before any cell's config is built (a million cells took longer than an hour
+    # to build, then would have trained for years)
+    cells = len(datasets) * len(models) * math.prod(len(v) for v in grid.values())
+    cells *= max(len(s) for s in seeds.values())
+    if cells > MAX_CELLS:
+        raise ConfigError(
+            f"{path}: {cells:,} cells (datasets x models x grid x seeds); at most "
+            f"{MAX_CELLS:,} in one file: split the grid into several files"
+        )
     runs_dir = Path(spec.get("runs_dir") or f"runs/{name}")
     experiment = Experiment(
         name=name,
@@ -335,7 +355,19 @@ def _string_list(spec: dict, key: str, path: Path) -> list[str]:
     values = spec.get(key)
     if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
         raise ConfigError(f"{path}: {key}: expected a non-empty list of names")
+    _refuse_repeats(values, key, path)
     return values
+
+
+def _refuse_repeats(values: list, where: str, path: Path) -> None:
+    """A ConfigError naming the first value ``values`` holds twice: two cells of one
+    folder (the second a rerun of the first), or a dataset's rows twice in the report."""
+    seen: set[str] = set()
+    for value in values:
+        key = repr(value)
+        if key in seen:
+            raise ConfigError(f"{path}: {where}: {value!r} appears twice")
+        seen.add(key)
 
 
 def _model_rows(entries: Any, datasets: list[str], path: Path) -> dict[str, Row]:
@@ -392,6 +424,7 @@ def _seeds(value: Any, models: list[str], path: Path) -> dict[str, list[int]]:
     def check(seeds: Any, where: str) -> list[int]:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
             raise ConfigError(f"{path}: {where}: expected a non-empty list of integer seeds")
+        _refuse_repeats(seeds, where, path)
         return seeds
 
     if isinstance(value, list):

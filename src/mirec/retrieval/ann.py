@@ -74,6 +74,10 @@ DEFAULT_OPTIONS: dict[str, dict[str, int | None]] = {
     "ivf": {"nlist": None, "nprobe": 16},  # nlist None: about sqrt(n_items) lists
 }
 """Each kind's options and their defaults."""
+MOST_OPTION = {"m": 512, "ef_construction": 100_000, "ef_search": 100_000}
+"""The largest value of an hnsw option: faiss stores them as C ints (a larger one was an
+OverflowError), and links per node cost memory for every item (``m=100000`` wrote a 1 GB
+index of 1,349 items); the defaults are 32, 200 and 128."""
 FORMAT = "mirec-item-index"
 MIN_POINTS_PER_LIST = 39
 """faiss's k-means wants at least this many training vectors per list."""
@@ -134,6 +138,11 @@ def resolve_options(kind: str, options: dict[str, Any], n_items: int) -> dict[st
             )
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise MirecError(f"{kind} index option {name}={value!r}: expected an integer >= 1")
+        most = MOST_OPTION.get(name)
+        if most is not None and value > most:
+            raise MirecError(
+                f"{kind} index option {name}={value}: at most {most:,} (default {defaults[name]})"
+            )
     resolved = {**defaults, **{name: int(value) for name, value in given.items()}}
     if kind == "ivf":
         most = max(1, n_items // MIN_POINTS_PER_LIST)

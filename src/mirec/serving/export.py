@@ -47,7 +47,13 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from mirec.atomic import kept_folders, refuse_unsafe_target, staged_folder, write_json_atomic
+from mirec.atomic import (
+    kept_folders,
+    refuse_foreign_contents,
+    refuse_unsafe_target,
+    staged_folder,
+    write_json_atomic,
+)
 from mirec.core.contracts import Extracted
 from mirec.core.extras import require
 from mirec.data.examples import gather_histories
@@ -62,6 +68,8 @@ TOWER_FILE, MANIFEST_FILE = "user_tower.onnx", "export.json"
 EXPORT_MODULES = ("onnx", "onnxscript", "onnxruntime")
 """What torch.onnx.export and the check against PyTorch import (the export extra)."""
 TOWER_WEIGHTS_FILE = f"{TOWER_FILE}.data"
+EXPORT_FILES = (ITEMS_FILE, USER_INTERESTS_FILE, TOWER_FILE, TOWER_WEIGHTS_FILE, MANIFEST_FILE)
+"""Every file an export folder may hold; a folder holding others is never replaced."""
 """Where the exporter puts the tower's weights when they near protobuf's 2 GB limit."""
 FORMAT, FORMAT_VERSION = "mirec-export", 1
 INPUTS, OUTPUTS = ("history", "profile"), ("interests", "active")
@@ -133,11 +141,12 @@ def export_checkpoint(checkpoint: Path, out: Path, *, overwrite: bool = False) -
 
 def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> ExportResult:
     """Write the export folder of ``loaded`` (see the module docstring) to ``out``, whole or
-    not at all: an existing non-empty ``out`` is replaced only with ``overwrite``, and
-    never when it is a symbolic link or holds or lies in a folder that must be kept (the
-    data or cache folder, the current or home folder: :func:`~mirec.atomic.kept_folders`). A model
-    with no user tower, an exporter failure or an ONNX file that disagrees with PyTorch is
-    a MirecError, and then ``out`` is left as it was. The model is exported from the CPU:
+    not at all: an existing non-empty ``out`` is replaced only with ``overwrite``, only
+    when it holds an earlier export and nothing else, and never when it is a symbolic
+    link or holds or lies in a folder that must be kept (the data or cache folder, the
+    current or home folder: :func:`~mirec.atomic.kept_folders`). A model with no user
+    tower, an exporter failure or an ONNX file that disagrees with PyTorch is a
+    MirecError, and then ``out`` is left as it was. The model is exported from the CPU:
     ``loaded.model`` is moved there, in eval mode."""
     for module in EXPORT_MODULES:
         require(module, "the ONNX export")
@@ -152,6 +161,8 @@ def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> 
             f"{out}: already exists and is not empty; pass --overwrite (overwrite=True) to "
             "replace it"
         )
+    # replaced whole: only an earlier export (`--out data --overwrite` deleted a data folder)
+    refuse_foreign_contents(out, set(EXPORT_FILES), MANIFEST_FILE, "a mirec export")
     # the tower is checked on stored histories, and the export lists every known user's
     # interests
     loaded.data.require_histories("mirec export")

@@ -502,11 +502,29 @@ def _stops_quietly() -> Iterator[list[str]]:
     killing the process, so ``mirec serve`` ends with exit code 0 and one line."""
     stopped_by: list[str] = []
     wanted = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.getsignal(sig) for sig in wanted}
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    previous = {sig: signal.getsignal(sig) for sig in (*wanted, hangup) if sig is not None}
     for sig in wanted:
         signal.signal(sig, lambda number, frame: stopped_by.append(signal.Signals(number).name))
+    if hangup is not None:
+        signal.signal(hangup, _hung_up(stopped_by))
     try:
         yield stopped_by
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _hung_up(stopped_by: list[str]) -> Callable[[int, Any], None]:
+    """SIGHUP (the terminal closed, or ``kill -HUP``) stops the server as SIGTERM does:
+    requests in progress are answered, the workers stopped and reaped, and the stop named
+    in one line. Its default action ended the process at once, without a word, dropping
+    the requests in flight."""
+
+    def handler(number: int, frame: Any) -> None:
+        if not stopped_by:
+            stopped_by.append("SIGHUP")
+        # uvicorn's own handler (while it serves) or the one above (the supervisor) takes it
+        signal.raise_signal(signal.SIGTERM)
+
+    return handler
