@@ -419,13 +419,17 @@ class Recommender(_ModelFolder):
         :class:`Recommendations`, a list, tuple or 1-d array of ids a list of them. An
         unknown user is an :class:`~mirec.errors.UnknownIdError`.
 
-        ``exclude``: items never to return; ``exclude_history``: leave out the history's
-        own items (docs/protocol.md scores them, so the default keeps them); ``diversity_lambda``:
-        ComiRec's diversity-controllable list (needs item categories; default: the model's
-        setting). Unknown ids of a history are dropped and listed in ``unknown_items``, or
-        refused with ``on_unknown="error"``. ``index``: search the folder's ``flat``,
-        ``hnsw`` or ``ivf`` index (:meth:`build_index`) instead of scoring the whole
-        catalogue."""
+        ``exclude``: items never to return. ``exclude_history``: leave out every item of the
+        history (the whole history given, or the user's whole stored history, not only the
+        ``maxlen`` the model reads), so the list holds up to ``n`` items the user has not
+        had. Its default, False, keeps them because the protocol scores them as candidates
+        (docs/protocol.md section 4): the lists are those the test figures measure.
+        Production lists usually want seen items out: pass ``exclude_history=True`` (``mirec
+        recommend --exclude-history``). ``diversity_lambda``: ComiRec's
+        diversity-controllable list (needs item categories; default: the model's setting).
+        Unknown ids of a history are dropped and listed in ``unknown_items``, or refused
+        with ``on_unknown="error"``. ``index``: search the folder's ``flat``, ``hnsw`` or
+        ``ivf`` index (:meth:`build_index`) instead of scoring the whole catalogue."""
         if history is None and user is None:
             raise MirecError(
                 "recommend: give a history (raw item ids, oldest first) or user= (a user id "

@@ -383,7 +383,7 @@ def recommend(
     ] = None,
     chunk_size: Annotated[
         int | None,
-        typer.Option(min=1, help="--out: users per batched pass and Parquet row group (4096)."),
+        typer.Option(min=1, help="--out: users per Parquet row group, what memory holds (4096)."),
     ] = None,
     n: Annotated[int, typer.Option("-n", help="How many items.")] = 10,
     exclude_history: Annotated[

@@ -192,8 +192,9 @@ def write_all_lists(
     """Write the top-``n`` lists of ``users`` (raw ids of the training log, each once; a
     :class:`UserIds` from :func:`read_users` names a refused one by its line; default:
     every user the folder stores) to the Parquet file ``out`` (the module docstring: its
-    columns, and how it is written whole or not at all), ``chunk_size`` users per batched
-    ``recommend`` pass and row group, with a progress bar if ``progress``.
+    columns, and how it is written whole or not at all), ``chunk_size`` users per row group
+    (what memory holds of the lists; the model takes them in passes of
+    :data:`USERS_PER_PASS_ON_CPU` on a CPU), with a progress bar if ``progress``.
 
     ``exclude_history`` and ``index`` are ``Recommender.recommend``'s: leave out the items
     each user has already had (the protocol keeps them, so the default does; production
@@ -211,9 +212,8 @@ def write_all_lists(
     out = Path(out)
     wanted = _checked_users(rec, users)
     _check_out(out, rec, users.source if isinstance(users, UserIds) else None)
-    schema = _schema(rec).with_metadata(
-        {METADATA_KEY: json.dumps(_provenance(rec, n, exclude_history, index, len(wanted)))}
-    )
+    recorded = _provenance(rec, n, exclude_history, index, len(wanted))
+    schema = _schema(rec).with_metadata({METADATA_KEY: json.dumps(recorded, default=str)})
     options = {"n": n, "exclude_history": exclude_history, "index": index}
     per_pass = USERS_PER_PASS_ON_CPU if rec.info.device.type == "cpu" else chunk_size
     rows = 0
