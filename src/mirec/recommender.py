@@ -33,7 +33,7 @@ import dataclasses
 import math
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -419,13 +419,17 @@ class Recommender(_ModelFolder):
         :class:`Recommendations`, a list, tuple or 1-d array of ids a list of them. An
         unknown user is an :class:`~mirec.errors.UnknownIdError`.
 
-        ``exclude``: items never to return; ``exclude_history``: leave out the history's
-        own items (docs/protocol.md scores them, so the default keeps them); ``diversity_lambda``:
-        ComiRec's diversity-controllable list (needs item categories; default: the model's
-        setting). Unknown ids of a history are dropped and listed in ``unknown_items``, or
-        refused with ``on_unknown="error"``. ``index``: search the folder's ``flat``,
-        ``hnsw`` or ``ivf`` index (:meth:`build_index`) instead of scoring the whole
-        catalogue."""
+        ``exclude``: items never to return. ``exclude_history``: leave out every item of the
+        history (the whole history given, or the user's whole stored history, not only the
+        ``maxlen`` the model reads), so the list holds up to ``n`` items the user has not
+        had. Its default, False, keeps them because the protocol scores them as candidates
+        (docs/protocol.md section 4): the lists are those the test figures measure.
+        Production lists usually want seen items out: pass ``exclude_history=True`` (``mirec
+        recommend --exclude-history``). ``diversity_lambda``: ComiRec's
+        diversity-controllable list (needs item categories; default: the model's setting).
+        Unknown ids of a history are dropped and listed in ``unknown_items``, or refused
+        with ``on_unknown="error"``. ``index``: search the folder's ``flat``, ``hnsw`` or
+        ``ivf`` index (:meth:`build_index`) instead of scoring the whole catalogue."""
         if history is None and user is None:
             raise MirecError(
                 "recommend: give a history (raw item ids, oldest first) or user= (a user id "
@@ -581,7 +585,6 @@ class Recommender(_ModelFolder):
             return self._model.extract(histories, users)
         return self._model.extract(histories)
 
-    @torch.no_grad()
     def _recommend(
         self,
         rows: list[np.ndarray],
@@ -593,6 +596,57 @@ class Recommender(_ModelFolder):
         diversity_lambda: float | None,
         index: str | None,
     ) -> list[Recommendations]:
+        out: list[Recommendations] = []
+        ranked = self._ranked(rows, users, n, exclude, exclude_history, diversity_lambda, index)
+        for lo, top, scores, interest, cold in ranked:
+            for b in range(len(top)):  # plain Python per list
+                which = None if interest is None or cold[b] else interest[b]
+                out.append(self._listed(top[b], scores[b], which, unknown[lo + b]))
+        return out
+
+    def _user_columns(
+        self, user: list, n: int, exclude_history: bool, index: str | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``recommend(user=user, n=n, exclude_history=..., index=...)``'s lists as columns,
+        with no object per item (:mod:`mirec.serving.bulk_lists` writes every user's lists
+        with it): each row's position in ``user``, its rank from 1, the raw item ids, the
+        scores (float64) and the interests (-1 where ``recommend`` gives None). The same
+        ranking (:meth:`_ranked`), so the same values as ``recommend``'s."""
+        self._data.require_histories("a request for users by id", "send their histories")
+        users = self._users.rows(user)
+        if (users < 0).any():
+            self._stored_row(user[int(np.flatnonzero(users < 0)[0])])  # its UnknownIdError
+        rows = [self._data.sequences.sequence(row) for row in users]
+        parts: list[list[np.ndarray]] = [[], [], [], [], []]
+        ranked = self._ranked(rows, users, n, (), exclude_history, _MODEL_SETTING, index)
+        for lo, top, scores, interest, cold in ranked:
+            keep = torch.isfinite(scores)  # as _listed: blocked items, last at -inf, left out
+            owners, _ = keep.nonzero(as_tuple=True)
+            which = torch.full_like(top, -1) if interest is None else interest.clone()
+            which[torch.from_numpy(cold)] = -1
+            parts[0].append(owners.numpy() + lo)
+            parts[1].append(keep.cumsum(1)[keep].numpy())
+            parts[2].append(top[keep].numpy() - 1)
+            parts[3].append(scores[keep].double().numpy())
+            parts[4].append(which[keep].numpy())
+        owner, rank, item, score, interest = (np.concatenate(part) for part in parts)
+        return owner, rank, self._items.ids[item], score, interest
+
+    def _ranked(
+        self,
+        rows: list[np.ndarray],
+        users: np.ndarray | None,
+        n: int,
+        exclude: Iterable[int | str],
+        exclude_history: bool,
+        diversity_lambda: float | None,
+        index: str | None,
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, np.ndarray]]:
+        """The lists of histories ``rows`` (of the users at ``users``' rows, or None), a
+        chunk of users at a time on the host: (the chunk's first position, its (B, n) item
+        indices, their scores with blocked items at -inf, the interest of each item or None
+        for the popularity baseline, which of the B histories are empty: the popularity
+        fallback's). The settings are checked before the first chunk."""
         n_items = len(self._items)
         self._check_n(n, n_items)
         exclude_history = _flag(exclude_history, "exclude_history")
@@ -609,7 +663,21 @@ class Recommender(_ModelFolder):
         excluded = self._items.rows(_ids(exclude, "exclude", ordered=False))
         searcher = None if index is None else self._item_index(index)
         excluded = torch.from_numpy(excluded[excluded >= 0]).to(self._device)
-        out: list[Recommendations] = []
+        return self._chunks(rows, users, n, excluded, exclude_history, diversity_lambda, searcher)
+
+    @torch.no_grad()
+    def _chunks(
+        self,
+        rows: list[np.ndarray],
+        users: np.ndarray | None,
+        n: int,
+        excluded: torch.Tensor,
+        exclude_history: bool,
+        diversity_lambda: float | None,
+        searcher: ItemIndex | None,
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, np.ndarray]]:
+        """:meth:`_ranked`'s chunks, once its settings are checked."""
+        n_items = len(self._items)
         chunk = users_per_chunk(int(self._model.num_interests), n_items)
         for lo in range(0, len(rows), chunk):
             part = rows[lo : lo + chunk]
@@ -627,13 +695,9 @@ class Recommender(_ModelFolder):
                 on_device = torch.from_numpy(cold).to(self._device)
                 fallback, counts = self._popular_top(int(cold.sum()), n, blocked[on_device])
                 top[on_device], scores[on_device] = fallback, counts.to(scores.dtype)
-            # one copy to the host per chunk, then plain Python per list
+            # one copy to the host per chunk
             top, scores = top.cpu(), scores.cpu()
-            interest = None if interest is None else interest.cpu()
-            for b in range(len(part)):
-                which = None if interest is None or cold[b] else interest[b]
-                out.append(self._listed(top[b], scores[b], which, unknown[lo + b]))
-        return out
+            yield lo, top, scores, None if interest is None else interest.cpu(), cold
 
     def _popular_top(
         self, users: int, n: int, blocked: torch.Tensor

@@ -365,31 +365,83 @@ def recommend(
     items: Annotated[
         str | None, typer.Option(help="Instead of a user: raw item ids, oldest first, a,b,c.")
     ] = None,
+    all_users: Annotated[
+        bool,
+        typer.Option(
+            "--all-users", help="Every user of the folder: write their lists to --out (Parquet)."
+        ),
+    ] = False,
+    users: Annotated[
+        Path | None,
+        typer.Option(
+            "--users",
+            help="Write the lists of the users in FILE to --out: a text file of one raw user "
+            "id a line, or a Parquet file (its `user` column, or --users-column).",
+            readable=False,  # mirec names the file itself
+        ),
+    ] = None,
+    users_column: Annotated[
+        str | None, typer.Option(help="The column of a Parquet --users file (default: user).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where --all-users or --users writes the lists: a Parquet file of one row per "
+            "(user, rank, item, score, interest), written whole or not at all."
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="--out: users per Parquet row group, what memory holds (4096)."),
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="How many items.")] = 10,
     exclude_history: Annotated[
-        bool, typer.Option(help="Leave out the history's own items.")
+        bool,
+        typer.Option(
+            help="Leave out the items the user (or --items) already has. Off by default, as "
+            "the protocol (docs/protocol.md) scores them; production lists usually want it on."
+        ),
     ] = False,
     index: Annotated[
         str | None,
         typer.Option(help="Search the folder's flat, hnsw or ivf index (see `mirec index`)."),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    quiet: Quiet = False,
     threads: Threads = None,
 ) -> None:
     """What should this user see next? The top-n items for a known user's stored history or
-    for a list of item ids, each with its score and the interest that found it."""
+    for a list of item ids, each with its score and the interest that found it; with
+    --all-users or --users FILE, every such user's list into one Parquet file (--out)."""
     import json
 
     from mirec.recommender import Recommender
 
-    if (user is None) == (items is None):
-        raise MirecError("recommend: give either --user or --items")
+    bulk = all_users or users is not None
+    if bulk:
+        _check_bulk(all_users, users, user, items, json_, out)
+    elif out is not None or users_column is not None or chunk_size is not None:
+        raise MirecError("--out, --users-column and --chunk-size go with --all-users or --users")
+    elif (user is None) == (items is None):
+        raise MirecError("recommend: give either --user or --items (or --all-users)")
     history = [i.strip() for i in (items or "").split(",") if i.strip()]
     if items is not None and not history:
         raise MirecError("--items: no item ids; give raw item ids, oldest first: a,b,c")
     if index is not None:
         _needs("mirec recommend --index", "faiss")
     _use_threads(threads)
+    if bulk:
+        from mirec.serving import bulk_lists
+
+        chosen = None if users is None else bulk_lists.read_users(users, users_column)
+        rec = Recommender.load(model_dir)
+        chunk = bulk_lists.USERS_PER_CHUNK if chunk_size is None else chunk_size
+        written = bulk_lists.write_all_lists(
+            rec, out, n=n, users=chosen, exclude_history=exclude_history, index=index,
+            chunk_size=chunk, progress=not quiet,
+        )  # fmt: skip
+        typer.echo(written.summary())
+        return
     rec = Recommender.load(model_dir)
     given = None if user is not None else history  # one of the two: recommend refuses both
     recs = rec.recommend(given, n, user=user, exclude_history=exclude_history, index=index)
@@ -403,6 +455,25 @@ def recommend(
     for i, r in enumerate(recs, 1):
         interest = "popular" if r.interest is None else str(r.interest)
         typer.echo(f"{i:>4}  {r.item!s:<16}{r.score:>10.4f}  {interest}")
+
+
+def _check_bulk(
+    all_users: bool,
+    users: Path | None,
+    user: str | None,
+    items: str | None,
+    json_: bool,
+    out: Path | None,
+) -> None:
+    """The options of `mirec recommend --all-users / --users FILE`, checked before any work."""
+    if all_users and users is not None:
+        raise MirecError("recommend: give --all-users or --users FILE, not both")
+    if user is not None or items is not None:
+        raise MirecError("recommend: --all-users and --users write many lists; drop --user/--items")
+    if json_:
+        raise MirecError("--json prints one list; --all-users and --users write Parquet to --out")
+    if out is None:
+        raise MirecError("--all-users and --users write a Parquet file: give --out FILE")
 
 
 @app.command()
