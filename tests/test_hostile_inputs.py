@@ -113,7 +113,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "columns": ["", ["user", "item"]],
     "sep": ["", {"tab": 1}],
     "id_type": ["float", "integer", ""],
-    "init_from": ["", "  ", 5],
+    "init_from": ["", "  "],
     "split_seed": [-1, 2**64, 1.5],
     "seed": [-1, 2**64, "x"],
     "batch_size": [0, -5, 2**40, 64.0],
