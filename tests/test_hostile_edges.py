@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import user_error
 
 from mirec.data.vocabulary import Vocabulary
 
@@ -37,18 +38,6 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 120):
     return subprocess.run(
         command, capture_output=True, text=True, env=environ, timeout=timeout, cwd=cwd
     )
-
-
-def user_error(result, *fragments: str) -> str:
-    """Exit 2, one stderr line ``mirec: error: ...`` holding every fragment, no traceback."""
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output, output
-    assert result.returncode == 2, output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mirec: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def tree(folder: Path) -> dict[str, str]:

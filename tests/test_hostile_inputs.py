@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import yaml
+from conftest import user_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,18 +58,6 @@ def cli(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] =
     )
     result.seconds = time.monotonic() - start  # type: ignore[attr-defined]
     return result
-
-
-def user_error(result, *fragments: str) -> str:
-    """Exit 2, one stderr line ``mirec: error: ...`` holding every fragment, no traceback."""
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output, output
-    assert result.returncode == 2, output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mirec: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def train(tmp_path: Path, *args: str, **kw):

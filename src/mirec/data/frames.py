@@ -45,11 +45,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mirec.atomic import fsync_folder, temp_beside, write_failure
+from mirec.atomic import fsync_folder, temp_beside
 from mirec.core.paths import cache_dir
+from mirec.data.prepare import cache_write_error
 from mirec.data.readers._scan import _first_line_of
 from mirec.data.readers.interactions import read_tables
-from mirec.errors import ConfigError, DataError, MirecError, WriteError
+from mirec.errors import ConfigError, DataError, MirecError
 
 ARGUMENTS = {"user": "user", "item": "item", "time": "timestamp", "category": "category"}
 """The column arguments of ``mirec.train(data=...)`` and the ``interactions`` role each
@@ -254,14 +255,10 @@ def _stored(table: pa.Table) -> Path:
     except MirecError:
         raise
     except Exception as err:
-        failure = write_failure(err, folder)
+        failure = cache_write_error(err, folder)
         if failure is None:
             raise
-        raise WriteError(
-            f"{failure}; the preprocessing cache is {cache_dir()} ($MIREC_CACHE_DIR)",
-            path=failure.path,
-            reason=failure.reason,
-        ) from err
+        raise failure from err
     finally:
         if tmp is not None:
             with suppress(OSError):

@@ -76,6 +76,19 @@ def default_maxlen(dataset: str, format: str | None) -> int:
     return MOVIELENS_MAXLEN if movielens else DEFAULT_MAXLEN
 
 
+def cache_write_error(err: BaseException, path: Path) -> WriteError | None:
+    """A full or failing disk under the preprocessing cache (``err`` while writing ``path``
+    there) as one line that names the cache and how to move it; None for any other error."""
+    failure = write_failure(err, path)
+    if failure is None:
+        return None
+    return WriteError(
+        f"{failure}; the preprocessing cache is {cache_dir()} ($MIREC_CACHE_DIR)",
+        path=failure.path,
+        reason=failure.reason,
+    )
+
+
 def prepare(
     dataset: str,
     *,
@@ -160,14 +173,10 @@ def load_sequences(
         return _build_entry(entry, key, dataset, sources, stamps, data_dir, format, columns,
                             sep, id_type, use_cache)  # fmt: skip
     except Exception as err:  # the disk's failures come as OSError, or DuckDB's own errors
-        failure = write_failure(err, entry)
+        failure = cache_write_error(err, entry)
         if failure is None:
             raise
-        raise WriteError(
-            f"{failure}; the preprocessing cache is {cache_dir()} ($MIREC_CACHE_DIR)",
-            path=failure.path,
-            reason=failure.reason,
-        ) from err
+        raise failure from err
 
 
 def _build_entry(
