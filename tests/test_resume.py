@@ -257,3 +257,23 @@ def test_output_files_follow_the_umask(tmp_path, umask):
     for path in paths:
         expected = (0o777 if path.is_dir() else 0o666) & ~umask
         assert stat.S_IMODE(path.stat().st_mode) == expected, (path, oct(path.stat().st_mode))
+
+
+def test_an_epoch_hook_sees_every_epoch_and_can_stop_the_run(tmp_path):
+    """The hook that tracking and a search's pruning use: each finished epoch's record,
+    validated or not, and True ends training there, recorded as stopped by the hook."""
+    config = replace(
+        load_config("mind", dataset="synthetic:n_users=300,n_items=200,seed=3"),
+        max_epochs=5, embedding_dim=8, maxlen=10, valid_every=1, patience=10,
+    )  # fmt: skip
+    seen: list[dict[str, float]] = []
+
+    def hook(record: dict[str, float]) -> bool:
+        seen.append(record)
+        return record["epoch"] == 2
+
+    result = train_run(config, tmp_path / "run", progress=False, on_epoch=hook)
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert all({"loss", "seconds", "examples_per_second", "recall@50"} <= set(r) for r in seen)
+    assert result.fit.epochs == 2 and result.fit.stopped_by == "hook"
+    assert seen[-1]["loss"] == result.history[-1]["loss"]

@@ -48,7 +48,7 @@ from mirec.results import (
 from mirec.run_folder import STAGING_DIR, RunFolder, check_output_folder, claim, folder_lock
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.distributed import World, process_group
-from mirec.training.progress import FitResult
+from mirec.training.progress import EpochHook, FitResult
 from mirec.training.trainer import fit
 from mirec.training.warm_start import warm_start
 from mirec.version import __version__
@@ -75,9 +75,11 @@ def train_run(
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
+    on_epoch: EpochHook | None = None,
 ) -> RunResult:
     """Train ``config`` into ``output_dir`` and test the best weights; returns the run's
-    record, what ``metrics.json`` holds (:mod:`mirec.results`).
+    record, what ``metrics.json`` holds (:mod:`mirec.results`). ``on_epoch`` sees every
+    finished epoch and may stop training (:data:`~mirec.training.progress.EpochHook`).
 
     The run holds ``output_dir``'s lock while it runs (:class:`~mirec.run_folder.FolderInUse`
     when another process does). A folder that holds a run already is refused unless
@@ -92,13 +94,15 @@ def train_run(
     check_output_folder(output_dir, config, data_dir)
     with process_group(config.device) as world:
         if world is not None:
-            return _train_ranks(config, output_dir, world, data_dir, progress, resume, overwrite)
+            return _train_ranks(
+                config, output_dir, world, data_dir, progress, resume, overwrite, on_epoch
+            )
     with folder_lock(output_dir):
         run = claim(output_dir, config, resume=resume, overwrite=overwrite)
         if not isinstance(run, RunFolder):
             return run
         try:
-            return run.finish(_train(config, run, data_dir, progress))
+            return run.finish(_train(config, run, data_dir, progress, on_epoch=on_epoch))
         except WriteError as err:
             raise _after_write_failure(err, run) from err
 
@@ -128,6 +132,7 @@ def _train_ranks(
     progress: bool,
     resume: bool,
     overwrite: bool,
+    on_epoch: EpochHook | None,
 ) -> RunResult:
     """:func:`train_run` in one process of a torchrun job: rank 0 alone locks, claims and
     writes ``output_dir``, and shows progress; every rank trains
@@ -145,7 +150,7 @@ def _train_ranks(
         run = world.main_only(take_folder)
         if not isinstance(run, RunFolder):
             return run
-        result = _train(config, run, data_dir, progress and world.is_main, world)
+        result = _train(config, run, data_dir, progress and world.is_main, world, on_epoch)
         return world.main_only(lambda: run.finish(result))
 
 
@@ -155,6 +160,7 @@ def _train(
     data_dir: Path | None,
     progress: bool,
     world: World | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> RunResult:
     """Train and test ``config`` in ``run``'s staging folder; returns its record. In a
     torchrun job (``world``) only rank 0 writes and tests; the other ranks return None."""
@@ -167,11 +173,18 @@ def _train(
         run.write_inputs(config, data)
     torch.manual_seed(config.seed)  # the initial weights are part of a repeatable run
     if config.task == "ctr":
-        return _train_ctr(config, data, run, progress)
+        return _train_ctr(config, data, run, progress, on_epoch)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
     fine_tuned = _warm_start(config, model, data)
     result = fit(
-        model, data, config, run.staging, progress=progress, resume=run.resuming, world=world
+        model,
+        data,
+        config,
+        run.staging,
+        progress=progress,
+        resume=run.resuming,
+        world=world,
+        on_epoch=on_epoch,
     )
     if not writes:
         return None
@@ -232,12 +245,20 @@ def _fit_summary(result: FitResult) -> FitSummary:
     )
 
 
-def _train_ctr(config: Config, data: PreparedData, run: RunFolder, progress: bool) -> TrainedCTRRun:
+def _train_ctr(
+    config: Config,
+    data: PreparedData,
+    run: RunFolder,
+    progress: bool,
+    on_epoch: EpochHook | None = None,
+) -> TrainedCTRRun:
     """The CTR half of :func:`_train`: stored evaluation rows, BCE training, AUC/GAUC."""
     ctr = prepare_ctr(data, config.ctr_negatives, cache_dir())
     model = build_ctr_model(config, ctr.sequences, ctr.maxlen)
     fine_tuned = _warm_start(config, model, data)
-    result = fit_ctr(model, ctr, config, run.staging, progress=progress, resume=run.resuming)
+    result = fit_ctr(
+        model, ctr, config, run.staging, progress=progress, resume=run.resuming, on_epoch=on_epoch
+    )
     test = evaluate_ctr(model, ctr.test, RowBatches(ctr, resolve_device(config.device)))
     return TrainedCTRRun(
         header=_run_header(config, data, model),

@@ -26,7 +26,7 @@ from mirec.models.ctr_model import PopularityCTR
 from mirec.models.folder import WEIGHTS_FILE, save_weights
 from mirec.training.checkpoint import Randomness
 from mirec.training.optimizer import build_optimizer, sparse_item_gradients
-from mirec.training.progress import FitResult
+from mirec.training.progress import EpochHook, FitResult
 from mirec.training.trainer import Epoch, train_epochs
 
 SELECTION_METRIC = "auc"
@@ -88,6 +88,7 @@ def fit_ctr(
     *,
     progress: bool = True,
     resume: bool = False,
+    on_epoch: EpochHook | None = None,
 ) -> FitResult:
     """Train ``model`` on the training users' rows; leaves the best weights in ``model``
     and in ``output_dir`` (with ``resume``, from the checkpoint there)."""
@@ -144,4 +145,5 @@ def fit_ctr(
         shown=(SELECTION_METRIC, "gauc", "logloss"),
         progress=progress,
         resume=resume,
+        on_epoch=on_epoch,
     )

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from mirec.models.folder import host_state
+
+EpochHook = Callable[[dict[str, float]], bool]
+"""Called after every finished epoch (on rank 0 of a torchrun job) with that epoch's record:
+``epoch``, ``loss``, ``seconds``, ``examples_per_second`` and the validation figures when
+the epoch was validated. True stops training there (``stopped_by`` "hook"): what tracking
+(which only logs, and returns False) and a search's pruning hook into."""
 
 
 @dataclass

@@ -47,7 +47,7 @@ from mirec.training.checkpoint import (
 )
 from mirec.training.distributed import World
 from mirec.training.optimizer import Optimizer, build_optimizer, sparse_item_gradients
-from mirec.training.progress import BestCheckpoint, FitResult
+from mirec.training.progress import BestCheckpoint, EpochHook, FitResult
 from mirec.training.sampled_softmax import SampledSoftmax, resolve_negatives
 
 SELECTION_METRIC = "recall@50"
@@ -151,6 +151,7 @@ def train_epochs(
     progress: bool,
     resume: bool = False,
     world: World | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> FitResult:
     """The epoch loop of every trained model: up to ``config.max_epochs`` epochs of
     ``epoch(number)``'s batches (drawing them is where an epoch uses the run's
@@ -160,7 +161,8 @@ def train_epochs(
     ``folder/model.safetensors``. After each epoch the whole state of the loop goes to
     ``folder/checkpoint.safetensors`` (:mod:`mirec.training.checkpoint`); with ``resume``
     the loop continues from there when it exists. With ``progress``, a bar per epoch and
-    a line of the ``shown`` validation figures.
+    a line of the ``shown`` validation figures. ``on_epoch`` sees each finished epoch's
+    record and may stop training (:data:`~mirec.training.progress.EpochHook`).
 
     In a torchrun job (``world``), every rank trains and rank 0 alone validates, writes
     and decides when to stop (:mod:`mirec.training.distributed`); the others return
@@ -206,6 +208,16 @@ def train_epochs(
             stop = best.finish_epoch(
                 result, number, seconds, plan.examples, loss, valid, line if progress else None
             )
+            if on_epoch is not None and on_epoch(
+                {
+                    "epoch": number,
+                    "loss": loss,
+                    "seconds": seconds,
+                    "examples_per_second": plan.examples / seconds if seconds else 0.0,
+                    **(valid or {}),
+                }
+            ):
+                stop, result.stopped_by = True, "hook"
             save_checkpoint(checkpoint, number, stop, model, optimizer, randomness, best, result)
         if world is not None:
             stop = world.from_main(stop)
@@ -285,6 +297,7 @@ def fit(
     progress: bool = True,
     resume: bool = False,
     world: World | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data``'s training users, validating on ``config.valid_users``
     of the validation users (:meth:`~mirec.data.examples.EvaluationSet.sample`, seeded by
@@ -365,4 +378,5 @@ def fit(
         progress=progress,
         resume=resume,
         world=world,
+        on_epoch=on_epoch,
     )
