@@ -130,6 +130,8 @@ def test_model_health_and_docs(client, rec, ml100k_run):
     assert (model.n_items, model.n_users, model.maxlen) == (rec.info.n_items, 943, rec.info.maxlen)
     assert model.test_metrics == metrics["test"] and model.has_titles and model.has_categories
     assert client.get("/health").json()["status"] == "ok"
+    head = client.head("/health")  # what uptime probes send
+    assert head.status_code == 200 and head.content == b""
     assert "swagger" in client.get("/docs").text.lower()
     schema = client.get("/openapi.json").json()
     request = schema["components"]["schemas"]["RecommendRequest"]
@@ -141,6 +143,27 @@ def test_model_health_and_docs(client, rec, ml100k_run):
 
 
 # -- bad requests -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query, named",
+    [
+        ("diversity_lamda=0.5", "diversity_lamda"),  # misspelt: must not fall back silently
+        ("n=5&n=30", "n"),  # which n would it be?
+        ("N=5", "N"),
+        ("n=5&user=2", "user"),
+    ],
+)
+def test_unknown_or_repeated_query_parameters_are_refused(client, query, named):
+    answer = client.get(f"/users/1/recommendations?{query}")
+    assert answer.status_code == 422, answer.text
+    assert named in answer.json()["detail"] and "\n" not in answer.json()["detail"]
+    assert client.get("/items/50/similar?n=3&x=1").status_code == 422
+    assert client.get("/health?verbose=1").status_code == 422
+    # the page keeps its own query for its script: a shared link to a user's page
+    assert client.get("/?user=1").status_code == 200
+    assert client.get("/users/1/recommendations?n=5&exclude_history=true").status_code == 200
+
 
 JSON = {"Content-Type": "application/json"}
 

@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -187,17 +187,19 @@ def refuse_unsafe_target(
             raise MirecError(f"{target}: is inside {what} {folder}; {elsewhere}")
 
 
-def refuse_foreign_contents(target: Path, own: set[str], marker: str, what: str) -> None:
+def refuse_foreign_contents(
+    target: Path, own: Callable[[str], bool], marker: str, what: str
+) -> None:
     """A MirecError when replacing the existing folder ``target`` would delete files that
     are not ``what`` (an earlier output of the same writer): ``--overwrite`` replaces an
     earlier export, never a folder of other files (a data folder, a project) that happens
-    to be named. ``target`` must hold ``marker`` and no name outside ``own``."""
+    to be named. ``target`` must hold ``marker`` and only names that are ``own``."""
     if not target.is_dir():
         return
     names = sorted(entry.name for entry in target.iterdir())
     if not names:
         return
-    foreign = [name for name in names if name not in own]
+    foreign = [name for name in names if not own(name)]
     if marker not in names or foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise MirecError(

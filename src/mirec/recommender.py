@@ -42,9 +42,16 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 
-from mirec.atomic import kept_folders, refuse_unsafe_target, staged_folder, write_json_atomic
+from mirec.atomic import (
+    kept_folders,
+    refuse_foreign_contents,
+    refuse_unsafe_target,
+    staged_folder,
+    write_json_atomic,
+)
 from mirec.core.chunked_top import blocked_items
 from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config
+from mirec.core.layout import INDEX_PREFIX, MODEL_FILE, is_model_folder_file
 from mirec.data.vocabulary import Vocabulary, check_on_unknown
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
@@ -291,6 +298,8 @@ class _ModelFolder:
         empty = target.is_dir() and not any(target.iterdir())
         if target.exists() and not empty and not overwrite:
             raise MirecError(f"{target}: already exists; pass overwrite=True to replace it")
+        # replacing takes the whole folder: only ever a model folder, never files beside one
+        refuse_foreign_contents(target, is_model_folder_file, MODEL_FILE, "a model folder")
         with staged_folder(target) as staging:
             data = self._data
             save_weights(self._model, staging / WEIGHTS_FILE)
@@ -299,7 +308,7 @@ class _ModelFolder:
                 write_json_atomic(staging / METRICS_FILE, self._metrics)
             if self._folder is not None:
                 # the item indexes stay valid: the same item vectors (ItemIndex.load checks)
-                for index_file in sorted(self._folder.glob("index-*")):
+                for index_file in sorted(self._folder.glob(f"{INDEX_PREFIX}*")):
                     shutil.copy2(index_file, staging / index_file.name)
         return target
 

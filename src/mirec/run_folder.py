@@ -37,6 +37,7 @@ import filelock
 
 from mirec.atomic import fsync_folder
 from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
+from mirec.core.layout import LOCK_FILE, SOFT_LOCK_FILE
 from mirec.data.examples import training_item_counts
 from mirec.data.prepare import PreparedData
 from mirec.errors import MirecError
@@ -51,8 +52,6 @@ from mirec.models.folder import (
 )
 from mirec.results import RunResult, read_result, write_result
 
-LOCK_FILE = ".lock"
-SOFT_LOCK_FILE = ".lock.soft"
 STAGING_DIR = ".staging"
 RUN_FILES = (*FOLDER_FILES, METRICS_FILE)
 """The files of a run in its folder (``metrics.json`` last: it says the run finished)."""

@@ -9,3 +9,16 @@ ITEMS_FILE, USERS_FILE = "items.parquet", "users.parquet"
 METRICS_FILE = "metrics.json"
 FOLDER_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE, ITEMS_FILE, USERS_FILE)
 """What a model folder must hold; ``metrics.json`` travels with it when present."""
+EVALUATION_DIR = "evaluation"
+"""Where ``mirec evaluate`` writes inside the model folder when no output folder is given."""
+LOCK_FILE, SOFT_LOCK_FILE = ".lock", ".lock.soft"
+"""The run's lock (:func:`mirec.run_folder.folder_lock`), left in the folder it guarded."""
+INDEX_PREFIX = "index-"
+"""Item indexes beside the model: ``index-KIND.faiss`` and ``index-KIND.json``."""
+
+
+def is_model_folder_file(name: str) -> bool:
+    """Whether a file of this name belongs in a model folder: what replacing a model folder
+    (``Recommender.save(..., overwrite=True)``) may delete without losing anything else."""
+    own = (*FOLDER_FILES, METRICS_FILE, EVALUATION_DIR, LOCK_FILE, SOFT_LOCK_FILE)
+    return name in own or name.startswith(INDEX_PREFIX)

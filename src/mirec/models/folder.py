@@ -51,6 +51,7 @@ from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting, confi
 from mirec.core.device import resolve_device
 from mirec.core.layout import (  # noqa: F401 - the folder's file names, imported from here
     CONFIG_FILE,
+    EVALUATION_DIR,
     FOLDER_FILES,
     ITEMS_FILE,
     METRICS_FILE,
@@ -64,8 +65,6 @@ from mirec.models.build import build_ctr_model, build_model
 from mirec.version import __version__
 
 FORMAT, FORMAT_VERSION = "mirec-model", 1
-EVALUATION_DIR = "evaluation"
-"""Where ``mirec evaluate`` writes inside the model folder when no output folder is given."""
 IDENTITY = ("task", "model", "dataset", "split_seed")
 """The settings every ``model.json`` records; newer ones record all settings (``config``)."""
 META_KEYS = (*IDENTITY, "maxlen", "n_items", "n_users", "item_id_type", "user_id_type")

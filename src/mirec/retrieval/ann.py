@@ -61,6 +61,7 @@ from mirec.aggregators.mixture import MixtureOfSoftmaxes
 from mirec.atomic import atomic_path, write_json_atomic
 from mirec.core.contracts import Extracted, Retriever
 from mirec.core.extras import require
+from mirec.core.layout import INDEX_PREFIX
 from mirec.errors import MirecError
 from mirec.retrieval.ranking import top_n
 
@@ -90,7 +91,7 @@ def _faiss() -> Any:
 
 def index_paths(folder: Path, kind: str) -> tuple[Path, Path]:
     """The index file and its description for ``kind`` in a model folder."""
-    return folder / f"index-{kind}.faiss", folder / f"index-{kind}.json"
+    return folder / f"{INDEX_PREFIX}{kind}.faiss", folder / f"{INDEX_PREFIX}{kind}.json"
 
 
 def vectors_digest(vectors: np.ndarray) -> str:

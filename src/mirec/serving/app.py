@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -177,7 +177,7 @@ def create_app(
     def diversity(value: float | None) -> float | None:
         return info.config.diversity_lambda if value is None else value
 
-    @app.post("/recommend", response_model=RecommendResponse)
+    @app.post("/recommend", response_model=RecommendResponse, dependencies=DECLARED_QUERY_ONLY)
     async def recommend(body: RecommendRequest) -> Response:
         """The top-n items after a history of raw item ids (oldest first)."""
         recs = await batcher.recommend(
@@ -185,7 +185,11 @@ def create_app(
         )
         return catalogue.response(recs)
 
-    @app.get("/users/{user}/recommendations", response_model=RecommendResponse)
+    @app.get(
+        "/users/{user}/recommendations",
+        response_model=RecommendResponse,
+        dependencies=DECLARED_QUERY_ONLY,
+    )
     async def user_recommendations(
         user: Annotated[str, Path(description="A raw user id of the training log.")],
         n: Annotated[int, Query(ge=1, le=MAX_N)] = 50,
@@ -198,7 +202,9 @@ def create_app(
         recs = await batcher.recommend_user(user, n, exclude_history, diversity(diversity_lambda))
         return catalogue.response(recs)
 
-    @app.get("/items/{item}/similar", response_model=SimilarResponse)
+    @app.get(
+        "/items/{item}/similar", response_model=SimilarResponse, dependencies=DECLARED_QUERY_ONLY
+    )
     async def similar_items(
         item: Annotated[str, Path(description="A raw item id of the catalogue.")],
         n: Annotated[int, Query(ge=1, le=MAX_N)] = 10,
@@ -207,13 +213,15 @@ def create_app(
         recs = await batcher.call(recommender.similar_items, item, n)
         return catalogue.response(recs, unknown=False)
 
-    @app.get("/model", response_model=ModelInfo)
+    @app.get("/model", response_model=ModelInfo, dependencies=DECLARED_QUERY_ONLY)
     async def model() -> dict[str, Any]:
         """What is served: the model, its data and its test metrics."""
         return model_info
 
-    @app.get(
+    @app.api_route(  # HEAD too: load balancers and uptime probes ask without a body
         "/health",
+        methods=["GET", "HEAD"],
+        dependencies=DECLARED_QUERY_ONLY,
         response_model=Health,
         responses={503: {"model": Problem, "description": "A worker could not be restarted"}},
     )
@@ -341,6 +349,30 @@ def _model_info(info: ModelDescription, index: str | None) -> dict[str, Any]:
         "index": index,
         "mirec_version": __version__,
     }
+
+
+def _declared_query_only(request: Request) -> None:
+    """Refuse (422) a query parameter the endpoint does not take, or one given twice: a
+    misspelt ``diversity_lamda=0.5`` or a second ``n=`` would otherwise be dropped without a
+    word and the client would take the default's list for the one it asked for."""
+    taken = {param.alias for param in request.scope["route"].dependant.query_params}
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        problem = None
+        if name not in taken:
+            problem = "not a parameter of this endpoint" + (
+                f" (it takes {', '.join(sorted(taken))})" if taken else " (it takes none)"
+            )
+        elif name in seen:
+            problem = "given more than once"
+        if problem is not None:
+            raise RequestValidationError(
+                [{"loc": ("query", name), "msg": problem, "type": "extra_forbidden"}]
+            )
+        seen.add(name)
+
+
+DECLARED_QUERY_ONLY = [Depends(_declared_query_only)]
 
 
 def _handle_errors(app: FastAPI) -> None:

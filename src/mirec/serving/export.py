@@ -162,7 +162,7 @@ def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> 
             "replace it"
         )
     # replaced whole: only an earlier export (`--out data --overwrite` deleted a data folder)
-    refuse_foreign_contents(out, set(EXPORT_FILES), MANIFEST_FILE, "a mirec export")
+    refuse_foreign_contents(out, set(EXPORT_FILES).__contains__, MANIFEST_FILE, "a mirec export")
     # the tower is checked on stored histories, and the export lists every known user's
     # interests
     loaded.data.require_histories("mirec export")
