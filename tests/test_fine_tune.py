@@ -113,6 +113,7 @@ def test_fine_tuning_retrieves_new_items_and_leaves_the_folder_as_it_is(
     record = rec.info.metrics.fine_tuned
     assert record["from"] == str(t1_run) and record["new_items"] > 0 and record["new_users"] > 0
     assert rec.info.config.init_from == str(t1_run) and rec.info.n_items > record["known_items"]
+    assert record["trained_on"] == "new"
     known = set(Recommender.load(t1_run).info.item_ids)
     new_items = set(rec.info.item_ids) - known
     lists = rec.recommend(user=list(rec.info.user_ids), n=50)
@@ -128,6 +129,32 @@ def test_fine_tuning_retrieves_new_items_and_leaves_the_folder_as_it_is(
         ]
     finally:
         server.stop()
+
+
+def test_fine_tuning_on_what_is_new_trains_only_the_positions_the_folder_lacked(t1_run, logs):
+    """fine_tune_on=new: each user's examples start past the history the folder stored
+    (a new user's from their first trainable position), each read from its whole history."""
+    from mirec.training.trainer import TrainingExamples
+
+    old = load_model(t1_run, device=torch.device("cpu")).data.sequences
+    config = load_config(**interactions(logs[1]), init_from=str(t1_run))
+    data = prepare(config.dataset, format=config.format, columns=config.columns, maxlen=20)
+    seqs = data.sequences
+    torch.manual_seed(0)
+    taken = warm_start(build_model(config, seqs.n_items, 20), t1_run, seqs, data.split.train)
+    had = dict(zip(old.user_ids.tolist(), old.lengths.tolist(), strict=True))
+    assert taken.known_positions.tolist() == [had.get(u, 0) for u in seqs.user_ids.tolist()]
+    cpu = torch.device("cpu")
+    every = TrainingExamples.of(data, cpu)
+    new = TrainingExamples.of(data, cpu, known_positions=taken.known_positions)
+    positions = (new.ends - torch.from_numpy(seqs.offsets[new.users.numpy()])).numpy()
+    assert (positions >= taken.known_positions[new.users.numpy()]).all()
+    lengths, known = seqs.lengths[data.split.train], taken.known_positions[data.split.train]
+    assert len(new) == int(np.maximum(lengths - np.maximum(known, 4), 0).sum())
+    assert 0 < len(new) < len(every) and new.n_targets == len(new)
+    # a window is kept when it holds a new target, and counts its targets
+    windows = TrainingExamples.of(data, cpu, True, taken.known_positions)
+    assert 0 < len(windows) < len(TrainingExamples.of(data, cpu, True))
 
 
 def test_a_setting_that_changes_the_architecture_is_refused_before_work(t1_run, logs, tmp_path):

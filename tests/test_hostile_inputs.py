@@ -103,6 +103,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "sep": ["", {"tab": 1}],
     "id_type": ["float", "integer", ""],
     "init_from": ["", "  "],
+    "fine_tune_on": ["old", "", "New"],
     "split_seed": [-1, 2**64, 1.5],
     "seed": [-1, 2**64, "x"],
     "batch_size": [0, -5, 2**40, 64.0],

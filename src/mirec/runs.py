@@ -175,7 +175,7 @@ def _train(
     if config.task == "ctr":
         return _train_ctr(config, data, run, progress, on_epoch)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
-    fine_tuned = _warm_start(config, model, data)
+    fine_tuned, known_positions = _warm_start(config, model, data)
     result = fit(
         model,
         data,
@@ -185,6 +185,7 @@ def _train(
         resume=run.resuming,
         world=world,
         on_epoch=on_epoch,
+        known_positions=known_positions,
     )
     if not writes:
         return None
@@ -212,14 +213,17 @@ def _train(
 
 
 def _warm_start(
-    config: Config, model: torch.nn.Module, data: PreparedData
-) -> dict[str, Any] | None:
+    config: Config, model: torch.nn.Module, data: PreparedData, retrieval: bool = True
+) -> tuple[dict[str, Any] | None, np.ndarray | None]:
     """With ``init_from``, the folder's learned weights in ``model`` (fine-tuning:
-    :mod:`mirec.training.warm_start`) and what they gave; None otherwise."""
+    :mod:`mirec.training.warm_start`): what they gave, as metrics.json records it, and each
+    user's known positions when training is on what is new (``fine_tune_on=new``, retrieval
+    with a folder that stored histories); (None, None) otherwise."""
     if config.init_from is None:
-        return None
+        return None, None
     start = warm_start(model, Path(config.init_from), data.sequences, data.split.train)
-    return start.to_dict()
+    known = start.known_positions if retrieval and config.fine_tune_on == "new" else None
+    return {**start.to_dict(), "trained_on": "all" if known is None else "new"}, known
 
 
 def test_figures(test: EvaluationResult) -> TestFigures:
@@ -255,7 +259,7 @@ def _train_ctr(
     """The CTR half of :func:`_train`: stored evaluation rows, BCE training, AUC/GAUC."""
     ctr = prepare_ctr(data, config.ctr_negatives, cache_dir())
     model = build_ctr_model(config, ctr.sequences, ctr.maxlen)
-    fine_tuned = _warm_start(config, model, data)
+    fine_tuned, _ = _warm_start(config, model, data, retrieval=False)  # CTR: every row
     result = fit_ctr(
         model, ctr, config, run.staging, progress=progress, resume=run.resuming, on_epoch=on_epoch
     )

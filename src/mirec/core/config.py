@@ -142,6 +142,13 @@ class Config:
     the known items of its category (of all known items where the log has no categories).
     Items the new log no longer holds are dropped. The optimizer starts afresh: a finished
     folder keeps no optimizer state."""
+    fine_tune_on: str = "new"
+    """With ``init_from``, which training positions an epoch trains on: ``new``, the
+    interactions the folder's log did not hold (each user's items past the history the
+    folder stored; every item of a new user), each predicted from the whole history before
+    it, so an epoch costs what the log gained, not the whole log; ``all``, every position
+    of the new log, as a run from scratch. A folder that stored no histories
+    (``stored_users`` ids or none) cannot tell what is new: ``all`` then."""
     split_seed: int = 42
     """Seeds the 8:1:1 permutation of users into train, validation and test
     (docs/protocol.md section 2); the same for every model seed."""
@@ -234,6 +241,7 @@ ARCHITECTURE_SETTINGS = (
 )
 """Settings that decide what the model is, its tensors' shapes or what they mean: a run that
 fine-tunes a folder (``init_from``) keeps the folder's."""
+FINE_TUNE_ON = ("new", "all")
 INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "diffusion_steps", "device")
 """Settings that act at inference, not in training: ``mirec evaluate --set`` may change them
 for a trained model, and a resumed run may differ from its start in them."""
@@ -395,6 +403,7 @@ def validate(config: Config) -> None:
     _text("dataset", c.dataset)
     if c.init_from is not None:
         _text("init_from", c.init_from)
+    one_of("fine_tune_on", c.fine_tune_on, FINE_TUNE_ON)
     for name in ("columns", "sep"):
         if getattr(c, name) == "":
             bad_setting(name, "", "must not be empty (leave it unset for the default)")

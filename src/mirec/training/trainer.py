@@ -28,7 +28,6 @@ from mirec.data.examples import (
     MIN_TARGET_POSITION,
     gather_histories,
     host_tensor,
-    targets_per_user,
     training_item_counts,
     training_positions,
     training_windows,
@@ -79,13 +78,26 @@ class TrainingExamples:
 
     @classmethod
     def of(
-        cls, data: PreparedData, device: torch.device, windows: bool = False
+        cls,
+        data: PreparedData,
+        device: torch.device,
+        windows: bool = False,
+        known_positions: np.ndarray | None = None,
     ) -> TrainingExamples:
+        """The training users' examples; with ``known_positions`` (fine-tuning on what is
+        new, :class:`~mirec.training.warm_start.WarmStart`), only those whose target lies
+        past the user's first ``known_positions[user]`` interactions (with ``windows``: the
+        windows that hold such a target), each still read from its whole history."""
         seqs, maxlen = data.sequences, data.maxlen
         if windows:
             rows, ends = training_windows(seqs, data.split.train, maxlen)
+            targets = ends - np.maximum(ends - maxlen, MIN_TARGET_POSITION)
         else:
             rows, ends = training_positions(seqs, data.split.train)
+            targets = np.ones_like(ends)
+        if known_positions is not None:
+            new = ends > known_positions[rows] if windows else ends >= known_positions[rows]
+            rows, ends, targets = rows[new], ends[new], targets[new]
         starts = torch.from_numpy(seqs.offsets[rows]).to(device)
         return cls(
             items=host_tensor(seqs.items).to(device),
@@ -94,7 +106,7 @@ class TrainingExamples:
             maxlen=maxlen,
             users=torch.from_numpy(rows).to(device),
             windows=windows,
-            n_targets=int(targets_per_user(seqs, data.split.train).sum()),
+            n_targets=int(targets.sum()),
         )
 
     def __len__(self) -> int:
@@ -298,11 +310,14 @@ def fit(
     resume: bool = False,
     world: World | None = None,
     on_epoch: EpochHook | None = None,
+    known_positions: np.ndarray | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``data``'s training users, validating on ``config.valid_users``
-    of the validation users (:meth:`~mirec.data.examples.EvaluationSet.sample`, seeded by
-    the split's seed); leaves the best weights in ``model`` and in ``output_dir`` (with
-    ``resume``, from the checkpoint there: :func:`train_epochs`). In a torchrun job
+    """Train ``model`` on ``data``'s training users (with ``known_positions``, on their
+    positions past those: fine-tuning on what is new, :meth:`TrainingExamples.of`),
+    validating on ``config.valid_users`` of the validation users
+    (:meth:`~mirec.data.examples.EvaluationSet.sample`, seeded by the split's seed); leaves
+    the best weights in ``model`` and in ``output_dir`` (with ``resume``, from the
+    checkpoint there: :func:`train_epochs`). In a torchrun job
     (``world``), this rank trains its slice of every batch and rank 0 keeps the best
     weights (:mod:`mirec.training.distributed`)."""
     device = resolve_device(config.device) if world is None else world.device
@@ -324,7 +339,7 @@ def fit(
     nccl = world is not None and device.type == "cuda"
     sparse = sparse_item_gradients(config, data.sequences.n_items, nccl=nccl)
     optimizer = build_optimizer(model, config, sparse)
-    examples = TrainingExamples.of(data, device, windows=config.sequence_training)
+    examples = TrainingExamples.of(data, device, config.sequence_training, known_positions)
     objective = build_objective(config, data, device, sparse)
     result.sparse_items = sparse
     in_batch = config.negative_sampling == "in_batch"

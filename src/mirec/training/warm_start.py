@@ -20,7 +20,9 @@ into it:
 
 Buffers are not copied: they are derived from the new log (an item's categories, for one).
 Training then runs as any run does (epochs, early stopping, resume), from these weights
-and a fresh optimizer.
+and a fresh optimizer; with ``fine_tune_on=new`` (the default) on the positions the folder's
+log did not hold: :attr:`WarmStart.known_positions` gives, per user of the new log, how many
+of their interactions the folder stored (a log grows at its end: those come first).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class WarmStart:
     """Items of the folder that the new log no longer holds."""
     new_users: int
     """Users of the new log the folder's log did not hold."""
+    known_positions: np.ndarray | None = None
+    """(users of the new log,) each user's interactions in the folder's stored history (0
+    for a new user): training on what is new starts after them. None: the folder stored no
+    histories (``stored_users`` ids or none), so what is new cannot be told."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -101,13 +107,17 @@ def warm_start(
             else:
                 parameter.copy_(source)
     known = int((item_rows >= 0).sum())
-    old_users = set(old_seqs.user_ids.tolist())
+    user_rows = _rows_in(old_seqs.user_ids, sequences.user_ids)
+    known_positions = None
+    if old.data.stored_users == "histories":
+        known_positions = np.where(user_rows >= 0, old_seqs.lengths[user_rows], 0)
     return WarmStart(
         folder=str(folder),
         known_items=known,
         new_items=len(item_rows) - known,
         dropped_items=old_seqs.n_items - known,
-        new_users=sum(1 for user in sequences.user_ids.tolist() if user not in old_users),
+        new_users=int((user_rows < 0).sum()),
+        known_positions=known_positions,
     )
 
 
