@@ -58,6 +58,7 @@ def evaluate(
     mask_history: bool = False,
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
+    quota_alpha: float | None = None,
     diagnostics: Diagnostics | None = None,
     per_user: bool = False,
     progress: bool = False,
@@ -68,7 +69,8 @@ def evaluate(
     the protocol's figures keep them). ``device`` defaults to the model's.
     ``item_category`` (n_items + 1,) category code per item index adds Diversity@N;
     ``diversity_lambda`` then builds each top-N list by ComiRec's diversity-controllable
-    greedy aggregation (:mod:`mirec.retrieval.diversity_greedy`) instead of by score.
+    greedy aggregation (:mod:`mirec.retrieval.diversity_greedy`) instead of by score;
+    ``quota_alpha`` gives each interest its quota of the list (:mod:`mirec.retrieval.quota`).
     ``diagnostics`` accumulates the interest diagnostics over the same ranked lists.
     ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`).
     """
@@ -89,6 +91,8 @@ def evaluate(
         raise DataError("diversity_lambda needs item categories, and this dataset has none")
     if diversity_lambda is not None and mask_history:
         raise ConfigError("diversity_lambda and mask_history cannot be combined")
+    if quota_alpha is not None and diversity_lambda is not None:
+        raise ConfigError("quota_alpha and diversity_lambda are two merges: set one of them")
     if item_category is not None:
         item_category = item_category.to(device)
     n_targets_all = torch.from_numpy(np.diff(eval_set.target_offsets))
@@ -120,6 +124,8 @@ def evaluate(
             blocked=histories if mask_history else None,
             item_category=item_category,
             diversity_lambda=diversity_lambda,
+            quota_alpha=quota_alpha,
+            histories=histories,
             interest_n=0 if diagnostics is None else diagnostics.interest_depth,
             interest_blocked=histories,
             tiles=tiles,
