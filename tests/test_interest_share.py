@@ -274,3 +274,67 @@ def test_evaluate_refuses_a_bad_quota_in_one_line(
     code, _, err = mirec_main("evaluate", *where, *sets)
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and named in err
+
+
+# -- where the figures are shown ----------------------------------------------------------
+
+
+def test_inspect_reports_how_the_interests_share_its_list_by_hand():
+    from mirec.evaluation.inspection import InterestRow, ItemRow, UserReport
+
+    def rows(items, interest=None):
+        return [ItemRow(str(i), "", 1.0, interest) for i in items]
+
+    interests = [
+        InterestRow(0, 0.5, [], rows("ab"), rows("ab")),
+        InterestRow(1, 0.5, [], rows("c"), rows("bc")),
+    ]
+    listed = [*rows("abd", 0), *rows("c", 1)]
+    empty = np.zeros((0, 2))
+    report = UserReport("d", "m", "u", list("abc"), interests, listed, empty, empty, empty, empty)
+    figures = report.list_figures()
+    q = (0.99 * 0.75 + 0.005, 0.99 * 0.25 + 0.005)
+    assert figures == pytest.approx(
+        {
+            "owning_interests": 2,
+            "leading_share": 0.75,
+            "miscalibration": 0.5 * math.log(0.5 / q[0]) + 0.5 * math.log(0.5 / q[1]),
+            "list_overlap": 1 / 3,  # {a, b} and {b, c}
+        }
+    )
+    assert "2 of 2 interests own its 4 items, the leading one 75%" in report.to_text()
+    assert report.to_json()["list"] == figures
+
+
+def test_compare_buckets_carry_each_runs_list_columns():
+    from mirec.evaluation.compare import compare_users, format_table
+
+    users = 8
+    a = {"recall@50": np.linspace(0, 1, users), "ndcg@50": np.zeros(users)}
+    a["leading_share@50"] = np.array([1.0] * 4 + [0.5] * 4)
+    a["miscalibration@50"] = np.arange(users, dtype=np.float64)
+    b = {"recall@50": np.ones(users), "ndcg@50": np.zeros(users)}  # one interest: no lists
+    feature = np.array([1.0] * 4 + [2.0] * 4)
+    rows = compare_users(a, b, feature, resamples=10)
+    assert [r.lists_a for r in rows] == [
+        {"leading_share@50": 0.75, "miscalibration@50": 3.5},
+        {"leading_share@50": 1.0, "miscalibration@50": 1.5},
+        {"leading_share@50": 0.5, "miscalibration@50": 5.5},
+    ]
+    assert all(r.lists_b == {"leading_share@50": None, "miscalibration@50": None} for r in rows)
+    table = format_table(rows, "history_length", ("A", "B"))
+    assert "leading A" in table and "miscal B" in table
+    assert table.splitlines()[4].split()[-4:] == ["0.750", "-", "3.500", "-"]
+
+
+def test_mirec_recommend_with_a_quota_gives_the_python_list(ml100k_run, rec, mirec_main):
+    import json
+
+    user = rec.info.user_ids[7]
+    where = ["--model-dir", str(ml100k_run), "--user", str(user), "-n", "20", "--json"]
+    code, out, err = mirec_main("recommend", *where, "--quota-alpha", "0.5")
+    assert code in (0, None), err
+    expected = rec.recommend(user=user, n=20, quota_alpha=0.5)
+    assert [row["item"] for row in json.loads(out)["items"]] == [r.item for r in expected]
+    code, _, err = mirec_main("recommend", *where, "--quota-alpha", "inf")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "quota_alpha" in err

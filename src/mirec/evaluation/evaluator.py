@@ -21,8 +21,9 @@ from mirec.core.contracts import Retriever
 from mirec.core.functional import collapse
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
-from mirec.evaluation.diagnostics import Diagnostics
+from mirec.evaluation.diagnostics import LIST_DEPTH, Diagnostics, list_diagnostics
 from mirec.evaluation.metrics import CUTOFFS, Targets, category_diversity, ranking_metrics
+from mirec.retrieval.adaptive_k import routed_shares
 from mirec.retrieval.ranking import rank_catalogue, users_per_chunk
 
 
@@ -41,7 +42,7 @@ class EvaluationResult:
     """What :class:`~mirec.evaluation.diagnostics.Diagnostics` measured, when asked."""
     per_user: dict[str, np.ndarray] | None = None
     """When asked: each metric's (n_users,) values in the evaluation set's user order, whose
-    means are :attr:`metrics`."""
+    means are :attr:`metrics`, and a multi-interest model's list diagnostics per user."""
 
     @property
     def users_per_second(self) -> float:
@@ -72,7 +73,10 @@ def evaluate(
     greedy aggregation (:mod:`mirec.retrieval.diversity_greedy`) instead of by score;
     ``quota_alpha`` gives each interest its quota of the list (:mod:`mirec.retrieval.quota`).
     ``diagnostics`` accumulates the interest diagnostics over the same ranked lists.
-    ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`).
+    ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`),
+    and for a multi-interest model the list diagnostics of the final top-50 that need no
+    interest lists (``owning_interests@50``, ``leading_share@50``, ``miscalibration@50``,
+    ``target_miscalibration@50``: :func:`~mirec.evaluation.diagnostics.list_diagnostics`).
     """
     start = time.perf_counter()
     was_training = model.training
@@ -144,6 +148,11 @@ def evaluate(
             sums[name] = sums.get(name, 0.0) + float(values.sum())
             if per_user:
                 kept.setdefault(name, []).append(values.double().cpu().numpy())
+        if per_user and k >= 2 and depth >= LIST_DEPTH:
+            shares = routed_shares(extracted, histories)
+            lists = list_diagnostics(extracted, items, top[:, :LIST_DEPTH], shares, targets)
+            for name, values in lists.items():
+                kept.setdefault(f"{name}@{LIST_DEPTH}", []).append(values.cpu().numpy())
         if extracted.active is not None:
             dynamic = True
             active_counts += torch.bincount(extracted.active.sum(1).cpu(), minlength=k + 1)
