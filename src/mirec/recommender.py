@@ -62,10 +62,10 @@ from mirec.retrieval import ann
 from mirec.retrieval.ann import ItemIndex
 from mirec.retrieval.ranking import best_interest, rank, top_n, users_per_chunk
 
-MODEL_SETTING: Any = object()
+_MODEL_SETTING: Any = object()
 """Default of ``diversity_lambda`` and ``quota_alpha``: the model's own setting (None unless
 it has one)."""
-_MODEL_MERGE = (MODEL_SETTING, MODEL_SETTING)
+_MODEL_MERGE = (_MODEL_SETTING, _MODEL_SETTING)
 """The model's own merge settings (``diversity_lambda``, ``quota_alpha``)."""
 
 
@@ -402,8 +402,8 @@ class Recommender(_ModelFolder):
         user: int | str | Sequence[int | str] | np.ndarray | None = None,
         exclude: Iterable[int | str] = (),
         exclude_history: bool = False,
-        diversity_lambda: float | None = MODEL_SETTING,
-        quota_alpha: float | None = MODEL_SETTING,
+        diversity_lambda: float | None = _MODEL_SETTING,
+        quota_alpha: float | None = _MODEL_SETTING,
         on_unknown: str = "ignore",
         index: str | None = None,
     ) -> Recommendations | list[Recommendations]:
@@ -661,7 +661,7 @@ class Recommender(_ModelFolder):
         indices, their scores with blocked items at -inf, the interest of each item or None
         for the popularity baseline, which of the B histories are empty: the popularity
         fallback's). ``merge``: the asked ``diversity_lambda`` and ``quota_alpha``
-        (:data:`MODEL_SETTING`: the model's). The settings are checked before the first
+        (:data:`_MODEL_SETTING`: the model's). The settings are checked before the first
         chunk."""
         n_items = len(self._items)
         self._check_n(n, n_items)
@@ -676,11 +676,11 @@ class Recommender(_ModelFolder):
         """The merge a list is built with, as ranking arguments: the asked settings, checked,
         or the model's where neither is asked (one asked leaves the model's other out, as
         the two cannot combine)."""
-        if diversity_lambda is MODEL_SETTING and quota_alpha is MODEL_SETTING:
+        if diversity_lambda is _MODEL_SETTING and quota_alpha is _MODEL_SETTING:
             diversity_lambda = self._config.diversity_lambda
             quota_alpha = self._config.quota_alpha
-        diversity_lambda = None if diversity_lambda is MODEL_SETTING else diversity_lambda
-        quota_alpha = None if quota_alpha is MODEL_SETTING else quota_alpha
+        diversity_lambda = None if diversity_lambda is _MODEL_SETTING else diversity_lambda
+        quota_alpha = None if quota_alpha is _MODEL_SETTING else quota_alpha
         diversity_lambda = _merge_setting(
             diversity_lambda, "diversity_lambda", MAX_DIVERSITY_LAMBDA
         )

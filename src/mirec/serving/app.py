@@ -33,10 +33,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mirec.core.config import MAX_DIVERSITY_LAMBDA, MAX_QUOTA_ALPHA
 from mirec.errors import MirecError, UnknownIdError
-from mirec.recommender import MODEL_SETTING, Recommendations, Recommender
 
 # the model's record, renamed: ModelInfo here is the schema of the /model answer (OpenAPI)
 from mirec.recommender import ModelInfo as ModelDescription
+from mirec.recommender import Recommendations, Recommender
 from mirec.serving.batching import MicroBatcher
 from mirec.serving.page import page_router
 from mirec.version import __version__
@@ -181,12 +181,15 @@ def create_app(
     app.state.batcher = batcher
     _handle_errors(app)
 
-    def merge(diversity_lambda: float | None, quota_alpha: float | None) -> tuple[Any, Any]:
-        """The merge a request asks for, as ``Recommender.recommend``'s arguments: null
-        leaves a setting to the model (one given leaves the model's other out there)."""
-        return tuple(
-            MODEL_SETTING if value is None else value for value in (diversity_lambda, quota_alpha)
-        )
+    def merge(
+        diversity_lambda: float | None, quota_alpha: float | None
+    ) -> tuple[float | None, float | None]:
+        """The merge a request asks for: the model's own settings when it asks for neither;
+        one asked leaves the model's other out, as ``Recommender.recommend`` does (the two
+        cannot combine, and both asked are refused there)."""
+        if diversity_lambda is None and quota_alpha is None:
+            return info.config.diversity_lambda, info.config.quota_alpha
+        return diversity_lambda, quota_alpha
 
     @app.post("/recommend", response_model=RecommendResponse)
     async def recommend(body: RecommendRequest) -> Response:
@@ -195,7 +198,7 @@ def create_app(
             body.history,
             body.n,
             body.exclude_history,
-            merge(body.diversity_lambda, body.quota_alpha),
+            *merge(body.diversity_lambda, body.quota_alpha),
         )
         return catalogue.response(recs)
 
@@ -213,7 +216,7 @@ def create_app(
     ) -> Response:
         """The top-n items for a user of the training log, from their stored history."""
         recs = await batcher.recommend_user(
-            user, n, exclude_history, merge(diversity_lambda, quota_alpha)
+            user, n, exclude_history, *merge(diversity_lambda, quota_alpha)
         )
         return catalogue.response(recs)
 
