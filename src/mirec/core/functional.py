@@ -1,7 +1,8 @@
 """Tensor functions shared by several components: the one masked softmax, the masked
 log-mean-exp (a uniform mixture in log space), a row-wise map over the real rows only, the
-covariance between rows, and the collapse measure (mean pairwise cosine of a user's
-interests)."""
+covariance between rows, the collapse measure (mean pairwise cosine of a user's
+interests), and the math of how interests share a list: the Jaccard overlap of their lists,
+the items each owns, Steck's miscalibration and largest-remainder seats."""
 
 from __future__ import annotations
 
