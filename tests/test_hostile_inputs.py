@@ -89,6 +89,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "label_aware_power": [-1.0, math.nan, math.inf],
     "aggregator": ["sum", "target", ""],
     "diversity_lambda": [-0.5, math.nan, "lots", math.inf, 1e300, 1000.5],
+    "quota_alpha": [-0.5, math.nan, "lots", math.inf, 1e300, 100.5],
     "adaptive_k": ["mass", "mass:x", "mass:1.5", "share:-0.1", "merge:nan", "drop:0.1", ""],
     "num_concepts": [0, -1],
     "intention_temperature": [0.0, -1.0, math.inf],
@@ -301,6 +302,11 @@ EARLY_REFUSALS = [
      "diversity-controllable list; leave it unset"),
     (["--dataset", TINY, "--set", "diversity_lambda=1e300"],
      "setting diversity_lambda=1e+300: must be a finite number in [0, 1000], or unset"),
+    (["--dataset", TINY, "--model", "most-popular", "--set", "quota_alpha=0.5"],
+     "setting quota_alpha=0.5: the popularity baseline (extractor=popularity) has no "
+     "interests to give quotas to; leave it unset"),
+    (["--dataset", TINY, "--set", "quota_alpha=1", "--set", "diversity_lambda=1"],
+     "setting quota_alpha=1.0: the quota merge and diversity_lambda=1 are two ways"),
 ]  # fmt: skip
 """``mirec train`` arguments refused before any work, and the words of each message."""
 

@@ -50,7 +50,7 @@ from mirec.atomic import (
     write_json_atomic,
 )
 from mirec.core.chunked_top import blocked_items
-from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, Config
+from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, MAX_QUOTA_ALPHA, Config
 from mirec.core.layout import INDEX_PREFIX, MODEL_FILE, is_model_folder_file
 from mirec.data.vocabulary import Vocabulary, check_on_unknown
 from mirec.errors import ConfigError, MirecError
@@ -70,7 +70,10 @@ from mirec.retrieval.ann import ItemIndex
 from mirec.retrieval.ranking import best_interest, rank, top_n, users_per_chunk
 
 _MODEL_SETTING: Any = object()
-"""Default of ``diversity_lambda``: the model's own setting (None unless it has one)."""
+"""Default of ``diversity_lambda`` and ``quota_alpha``: the model's own setting (None unless
+it has one)."""
+_MODEL_MERGE = (_MODEL_SETTING, _MODEL_SETTING)
+"""The model's own merge settings (``diversity_lambda``, ``quota_alpha``)."""
 
 
 def _path(value: Any, name: str) -> Path:
@@ -106,21 +109,19 @@ def _flag(value: Any, name: str) -> bool:
     raise MirecError(f"{name}={value!r}: expected True or False")
 
 
-def _diversity(value: Any) -> float | None:
-    """``diversity_lambda`` checked as the config checks it: None, or a finite number in
-    [0, MAX_DIVERSITY_LAMBDA] (NaN, inf or 1e300 picked one item several times)."""
+def _merge_setting(value: Any, name: str, most: float) -> float | None:
+    """A merge's setting (``diversity_lambda``, ``quota_alpha``) checked as the config
+    checks it: None, or a finite number in [0, ``most``] (NaN, inf or 1e300 picked one
+    item several times)."""
     if value is None:
         return None
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
         value, bool | np.bool_
     ):
         number = float(value)
-        if math.isfinite(number) and 0 <= number <= MAX_DIVERSITY_LAMBDA:
+        if math.isfinite(number) and 0 <= number <= most:
             return number
-    raise MirecError(
-        f"diversity_lambda={value!r}: expected a finite number in [0, "
-        f"{MAX_DIVERSITY_LAMBDA:g}], or None"
-    )
+    raise MirecError(f"{name}={value!r}: expected a finite number in [0, {most:g}], or None")
 
 
 def _is_history(value: Any) -> bool:
@@ -282,7 +283,8 @@ class _ModelFolder:
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None, **settings: Any) -> Self:
         """Load a model folder written by ``mirec train`` (or :meth:`save`). ``settings``
-        change inference-time settings only (``adaptive_k``, ``diversity_lambda``); ``device``
+        change inference-time settings only (``adaptive_k``, ``diversity_lambda``,
+        ``quota_alpha``); ``device``
         defaults to the run's (``auto``: CUDA when present). A folder of the other task is
         refused, naming the class that loads it (:func:`load` picks it)."""
         return cls(*_loaded(path, device, settings, f"{cls.__name__}.load"))
@@ -410,6 +412,7 @@ class Recommender(_ModelFolder):
         exclude: Iterable[int | str] = (),
         exclude_history: bool = False,
         diversity_lambda: float | None = _MODEL_SETTING,
+        quota_alpha: float | None = _MODEL_SETTING,
         on_unknown: str = "ignore",
         index: str | None = None,
     ) -> Recommendations | list[Recommendations]:
@@ -436,6 +439,10 @@ class Recommender(_ModelFolder):
         Production lists usually want seen items out: pass ``exclude_history=True`` (``mirec
         recommend --exclude-history``). ``diversity_lambda``: ComiRec's
         diversity-controllable list (needs item categories; default: the model's setting).
+        ``quota_alpha``: the quota merge, each interest's share of the list by its share of
+        the history (:mod:`mirec.retrieval.quota`; default: the model's setting). Giving
+        one of the two merges leaves the model's setting of the other out; giving both is
+        refused.
         Unknown ids of a history are dropped and listed in ``unknown_items``, or refused
         with ``on_unknown="error"``. ``index``: search the folder's ``flat``, ``hnsw`` or
         ``ivf`` index (:meth:`build_index`) instead of scoring the whole catalogue."""
@@ -459,7 +466,14 @@ class Recommender(_ModelFolder):
             rows = [self._data.sequences.sequence(row) for row in users]
             unknown = [[] for _ in rows]
         lists = self._recommend(
-            rows, unknown, users, n, exclude, exclude_history, diversity_lambda, index
+            rows,
+            unknown,
+            users,
+            n,
+            exclude,
+            exclude_history,
+            (diversity_lambda, quota_alpha),
+            index,
         )
         return lists if several else lists[0]
 
@@ -550,7 +564,7 @@ class Recommender(_ModelFolder):
         rows = np.sort(np.random.default_rng(seed).permutation(n_users)[: min(users, n_users)])
         histories = [self._data.sequences.sequence(row) for row in rows]
         lists = [
-            self._recommend(histories, [[]] * len(rows), rows, n, (), False, _MODEL_SETTING, way)
+            self._recommend(histories, [[]] * len(rows), rows, n, (), False, _MODEL_MERGE, way)
             for way in (None, kind)
         ]
         shares = [
@@ -602,11 +616,11 @@ class Recommender(_ModelFolder):
         n: int,
         exclude: Iterable[int | str],
         exclude_history: bool,
-        diversity_lambda: float | None,
+        merge: tuple[Any, Any],
         index: str | None,
     ) -> list[Recommendations]:
         out: list[Recommendations] = []
-        ranked = self._ranked(rows, users, n, exclude, exclude_history, diversity_lambda, index)
+        ranked = self._ranked(rows, users, n, exclude, exclude_history, merge, index)
         for lo, top, scores, interest, cold in ranked:
             for b in range(len(top)):  # plain Python per list
                 which = None if interest is None or cold[b] else interest[b]
@@ -627,7 +641,7 @@ class Recommender(_ModelFolder):
             self._stored_row(user[int(np.flatnonzero(users < 0)[0])])  # its UnknownIdError
         rows = [self._data.sequences.sequence(row) for row in users]
         parts: list[list[np.ndarray]] = [[], [], [], [], []]
-        ranked = self._ranked(rows, users, n, (), exclude_history, _MODEL_SETTING, index)
+        ranked = self._ranked(rows, users, n, (), exclude_history, _MODEL_MERGE, index)
         for lo, top, scores, interest, cold in ranked:
             keep = torch.isfinite(scores)  # as _listed: blocked items, last at -inf, left out
             owners, _ = keep.nonzero(as_tuple=True)
@@ -648,31 +662,57 @@ class Recommender(_ModelFolder):
         n: int,
         exclude: Iterable[int | str],
         exclude_history: bool,
-        diversity_lambda: float | None,
+        merge: tuple[Any, Any],
         index: str | None,
     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, np.ndarray]]:
         """The lists of histories ``rows`` (of the users at ``users``' rows, or None), a
         chunk of users at a time on the host: (the chunk's first position, its (B, n) item
         indices, their scores with blocked items at -inf, the interest of each item or None
         for the popularity baseline, which of the B histories are empty: the popularity
-        fallback's). The settings are checked before the first chunk."""
+        fallback's). ``merge``: the asked ``diversity_lambda`` and ``quota_alpha``
+        (:data:`_MODEL_SETTING`: the model's). The settings are checked before the first
+        chunk."""
         n_items = len(self._items)
         self._check_n(n, n_items)
         exclude_history = _flag(exclude_history, "exclude_history")
-        if diversity_lambda is _MODEL_SETTING:
-            diversity_lambda = self._config.diversity_lambda
-        diversity_lambda = _diversity(diversity_lambda)
-        if diversity_lambda is not None and isinstance(self._model, MostPopular):
-            raise MirecError(
-                "diversity_lambda: the popularity baseline has no diversity-controllable list "
-                "(the same items for everyone); leave it unset"
-            )
-        if diversity_lambda is not None and self._category is None:
-            raise MirecError("diversity_lambda needs item categories, and this model's have none")
+        chosen = self._merge(*merge)
         excluded = self._items.rows(_ids(exclude, "exclude", ordered=False))
         searcher = None if index is None else self._item_index(index)
         excluded = torch.from_numpy(excluded[excluded >= 0]).to(self._device)
-        return self._chunks(rows, users, n, excluded, exclude_history, diversity_lambda, searcher)
+        return self._chunks(rows, users, n, excluded, exclude_history, chosen, searcher)
+
+    def _merge(self, diversity_lambda: Any, quota_alpha: Any) -> dict[str, float | None]:
+        """The merge a list is built with, as ranking arguments: the asked settings, checked,
+        or the model's where neither is asked (one asked leaves the model's other out, as
+        the two cannot combine)."""
+        if diversity_lambda is _MODEL_SETTING and quota_alpha is _MODEL_SETTING:
+            diversity_lambda = self._config.diversity_lambda
+            quota_alpha = self._config.quota_alpha
+        diversity_lambda = None if diversity_lambda is _MODEL_SETTING else diversity_lambda
+        quota_alpha = None if quota_alpha is _MODEL_SETTING else quota_alpha
+        diversity_lambda = _merge_setting(
+            diversity_lambda, "diversity_lambda", MAX_DIVERSITY_LAMBDA
+        )
+        quota_alpha = _merge_setting(quota_alpha, "quota_alpha", MAX_QUOTA_ALPHA)
+        if diversity_lambda is not None and quota_alpha is not None:
+            raise MirecError(
+                "quota_alpha and diversity_lambda are two ways to merge the interests' lists: "
+                "give one of them"
+            )
+        if isinstance(self._model, MostPopular):
+            if diversity_lambda is not None:
+                raise MirecError(
+                    "diversity_lambda: the popularity baseline has no diversity-controllable "
+                    "list (the same items for everyone); leave it unset"
+                )
+            if quota_alpha is not None:
+                raise MirecError(
+                    f"quota_alpha: {self._config.model} (the popularity baseline) has no "
+                    "interests to give quotas to; leave it unset"
+                )
+        if diversity_lambda is not None and self._category is None:
+            raise MirecError("diversity_lambda needs item categories, and this model's have none")
+        return {"diversity_lambda": diversity_lambda, "quota_alpha": quota_alpha}
 
     @torch.no_grad()
     def _chunks(
@@ -682,7 +722,7 @@ class Recommender(_ModelFolder):
         n: int,
         excluded: torch.Tensor,
         exclude_history: bool,
-        diversity_lambda: float | None,
+        merge: dict[str, float | None],
         searcher: ItemIndex | None,
     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, np.ndarray]]:
         """:meth:`_ranked`'s chunks, once its settings are checked."""
@@ -696,9 +736,7 @@ class Recommender(_ModelFolder):
             else:
                 blocked = torch.zeros(len(part), n_items, dtype=torch.bool, device=self._device)
             blocked[:, excluded] = True
-            top, scores, interest = self._top(
-                part, users, lo, n, blocked, diversity_lambda, searcher
-            )
+            top, scores, interest = self._top(part, users, lo, n, blocked, merge, searcher)
             cold = np.asarray([len(r) == 0 for r in part])
             if cold.any():
                 on_device = torch.from_numpy(cold).to(self._device)
@@ -727,7 +765,7 @@ class Recommender(_ModelFolder):
         lo: int,
         n: int,
         blocked: torch.Tensor,
-        diversity_lambda: float | None,
+        merge: dict[str, float | None],
         searcher: ItemIndex | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The model's top-n of a chunk of histories, over the whole catalogue or (with a
@@ -742,7 +780,8 @@ class Recommender(_ModelFolder):
         ranking = {
             "blocked": blocked,
             "item_category": self._category,
-            "diversity_lambda": diversity_lambda,
+            **merge,
+            "histories": histories,
         }
         if searcher is None:
             top, scores = top_n(self._model, extracted, items, n, **ranking)

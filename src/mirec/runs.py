@@ -506,11 +506,13 @@ def load_checkpoint(
 
 
 def _retrieval_settings(config: Config, data: PreparedData) -> dict[str, Any]:
-    """Item categories (for Diversity@N) and the diversity-controllable aggregation's lambda."""
+    """Item categories (for Diversity@N), the diversity-controllable aggregation's lambda and
+    the quota merge's alpha."""
     category = data.sequences.primary_category()
     return {
         "item_category": None if category is None else torch.from_numpy(category),
         "diversity_lambda": config.diversity_lambda,
+        "quota_alpha": config.quota_alpha,
     }
 
 

@@ -233,7 +233,8 @@ def evaluate(
         list[str] | None,
         typer.Option(
             "--set",
-            help="Change an inference-time setting: adaptive_k, diversity_lambda or device.",
+            help="Change an inference-time setting: adaptive_k, diversity_lambda, quota_alpha "
+            "or device.",
         ),
     ] = None,
     quiet: Quiet = False,
@@ -406,6 +407,13 @@ def recommend(
         str | None,
         typer.Option(help="Search the folder's flat, hnsw or ivf index (see `mirec index`)."),
     ] = None,
+    quota_alpha: Annotated[
+        float | None,
+        typer.Option(
+            help="The quota merge: each interest gets its share of the list by its share of "
+            "the history, sharpened by ALPHA (0: equal shares; docs/interest-share.md)."
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     quiet: Quiet = False,
     threads: Threads = None,
@@ -430,11 +438,12 @@ def recommend(
     if index is not None:
         _needs("mirec recommend --index", "faiss")
     _use_threads(threads)
+    settings = {} if quota_alpha is None else {"quota_alpha": quota_alpha}
     if bulk:
         from mirec.serving import bulk_lists
 
         chosen = None if users is None else bulk_lists.read_users(users, users_column)
-        rec = Recommender.load(model_dir)
+        rec = Recommender.load(model_dir, **settings)
         chunk = bulk_lists.USERS_PER_CHUNK if chunk_size is None else chunk_size
         written = bulk_lists.write_all_lists(
             rec, out, n=n, users=chosen, exclude_history=exclude_history, index=index,
@@ -442,7 +451,7 @@ def recommend(
         )  # fmt: skip
         typer.echo(written.summary())
         return
-    rec = Recommender.load(model_dir)
+    rec = Recommender.load(model_dir, **settings)
     given = None if user is not None else history  # one of the two: recommend refuses both
     recs = rec.recommend(given, n, user=user, exclude_history=exclude_history, index=index)
     rows = [{"item": r.item, "score": r.score, "interest": r.interest} for r in recs]

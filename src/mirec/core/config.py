@@ -78,6 +78,12 @@ class Config:
     """ComiRec's diversity-controllable aggregation at test time: each top-N list is picked
     greedily for score + lambda x category diversity (needs item categories); None ranks
     by score alone."""
+    quota_alpha: float | None = None
+    """The quota merge at test time (mirec.retrieval.quota): interest k gets
+    round(N p_k^alpha / sum_j p_j^alpha) of a top-N's slots, p_k its share of the history's
+    items by routing, each filled with its own best items; 0 gives equal quotas, 1 the
+    history's proportions, large alpha the leading interest nearly all. None merges by the
+    max score; not with diversity_lambda."""
     adaptive_k: str | None = None
     """Per-user number of interests at inference: ``mass:t`` drops interests with less than
     a share t of the soft routing mass, ``share:t`` those fewer than a share t of the
@@ -242,7 +248,13 @@ ARCHITECTURE_SETTINGS = (
 """Settings that decide what the model is, its tensors' shapes or what they mean: a run that
 fine-tunes a folder (``init_from``) keeps the folder's."""
 FINE_TUNE_ON = ("new", "all")
-INFERENCE_SETTINGS = ("adaptive_k", "diversity_lambda", "diffusion_steps", "device")
+INFERENCE_SETTINGS = (
+    "adaptive_k",
+    "diversity_lambda",
+    "quota_alpha",
+    "diffusion_steps",
+    "device",
+)
 """Settings that act at inference, not in training: ``mirec evaluate --set`` may change them
 for a trained model, and a resumed run may differ from its start in them."""
 
@@ -322,6 +334,11 @@ scores' digits are lost to rounding (deep in a list, ties broken by the float32 
 1e7 items come in index order, and near 1e36 the sum overflows to inf, where inf - inf is
 NaN and one item is picked several times."""
 
+MAX_QUOTA_ALPHA = 100.0
+"""The largest ``quota_alpha``. At 100 an interest with 10% more of the history than the
+next one already weighs 1.1^100, about 14,000 times as much: every slot the leader can fill,
+which any larger alpha gives too (and inf or NaN would give no quota at all)."""
+
 
 def validate(config: Config) -> None:
     """Every setting's range, and the few combinations that are impossible whatever the data;
@@ -380,6 +397,22 @@ def validate(config: Config) -> None:
                 c.diversity_lambda,
                 "the popularity baseline (extractor=popularity) has no diversity-controllable "
                 "list; leave it unset",
+            )
+    if c.quota_alpha is not None:
+        _number("quota_alpha", c.quota_alpha, low=0.0, high=MAX_QUOTA_ALPHA, none=True)
+        if c.diversity_lambda is not None:
+            bad_setting(
+                "quota_alpha",
+                c.quota_alpha,
+                f"the quota merge and diversity_lambda={c.diversity_lambda:g} are two ways to "
+                "merge the interests' lists: set one of them",
+            )
+        if c.extractor == "popularity":
+            bad_setting(
+                "quota_alpha",
+                c.quota_alpha,
+                "the popularity baseline (extractor=popularity) has no interests to give "
+                "quotas to; leave it unset",
             )
     if c.max_train_minutes is not None:
         _number("max_train_minutes", c.max_train_minutes, low=0.0, low_open=True, none=True)

@@ -1,7 +1,8 @@
 """Tensor functions shared by several components: the one masked softmax, the masked
 log-mean-exp (a uniform mixture in log space), a row-wise map over the real rows only, the
-covariance between rows, and the collapse measure (mean pairwise cosine of a user's
-interests)."""
+covariance between rows, the collapse measure (mean pairwise cosine of a user's
+interests), and the math of how interests share a list: the Jaccard overlap of their lists,
+the items each owns, Steck's miscalibration and largest-remainder seats."""
 
 from __future__ import annotations
 
@@ -95,3 +96,60 @@ def collapse(interests: torch.Tensor, active: torch.Tensor | None = None) -> tor
     cos = unit @ unit.transpose(1, 2)
     pairs = weight.sum((1, 2))
     return (cos * weight).sum((1, 2)) / pairs.where(pairs > 0, torch.nan)
+
+
+def mean_pairwise_jaccard(lists: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, K, N) each interest's list of item indices (no repeats within a list) -> (B,) the
+    mean over pairs of (active) interests of their Jaccard index, shared items over all the
+    items of the two lists: 1 when every interest lists the same items, 0 when no two share
+    one; NaN for a user with fewer than two active interests."""
+    b, k, n = lists.shape
+    if active is None:
+        active = torch.ones(b, k, dtype=torch.bool, device=lists.device)
+    total = torch.zeros(b, dtype=torch.float64, device=lists.device)
+    pairs = torch.zeros(b, dtype=torch.float64, device=lists.device)
+    for i in range(k):  # K is small; each pair is one (B, N, N) comparison
+        for j in range(i + 1, k):
+            shared = (lists[:, i, :, None] == lists[:, j, None, :]).any(-1).sum(-1)
+            jaccard = shared.double() / (2 * n - shared).double()
+            both = (active[:, i] & active[:, j]).double()
+            total += jaccard * both
+            pairs += both
+    return total / pairs.where(pairs > 0, torch.nan)
+
+
+def owner_counts(owners: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, N) the interest (0..k-1) that owns each listed item -> (B, k) float64 how many
+    items of each user's list each interest owns."""
+    counts = torch.zeros(owners.shape[0], k, dtype=torch.float64, device=owners.device)
+    return counts.scatter_add_(1, owners, torch.ones_like(owners, dtype=torch.float64))
+
+
+def miscalibration(p: torch.Tensor, q: torch.Tensor, smoothing: float = 0.01) -> torch.Tensor:
+    """Steck's miscalibration (Calibrated Recommendations, RecSys 2018, equation 3):
+    ``C_KL(p, q) = sum_g p_g log(p_g / q~_g)`` with ``q~ = (1 - a) q + a p`` and a =
+    ``smoothing``, so that a group the list leaves out costs ``log(1 / a)`` times its share
+    rather than infinity. (B, G) distributions p (the user's) and q (the list's), rows
+    summing to 1 -> (B,) in nats; 0 when the list matches p, groups with ``p_g = 0`` add
+    nothing."""
+    p, q = p.to(torch.float64), q.to(torch.float64)
+    mixed = (1 - smoothing) * q + smoothing * p
+    ratio = torch.where(p > 0, p / mixed.clamp_min(1e-300), torch.ones_like(p))
+    return (p * ratio.log()).sum(-1)
+
+
+def largest_remainder(weights: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, K) non-negative weights, each row with a positive sum -> (B, K) int64 seats summing
+    to ``n`` per row, in proportion to the weights by the largest-remainder (Hamilton)
+    method: each gets the floor of its exact share ``n w_k / sum_j w_j``, and the seats
+    left go one each to the largest fractional parts (ties to the lower k). Fractional
+    parts equal to 6 decimals are ties: shares computed in float32 (3/10 is 0.30000001)
+    must not break a tie by their rounding."""
+    weights = weights.to(torch.float64)
+    exact = n * weights / weights.sum(-1, keepdim=True)
+    seats = exact.floor()
+    left = n - seats.sum(-1, keepdim=True)
+    fraction = (exact - seats).round(decimals=6)
+    order = fraction.argsort(dim=-1, descending=True, stable=True)
+    place = order.argsort(-1)  # each interest's position by fractional part
+    return (seats + (place < left).to(seats.dtype)).long()

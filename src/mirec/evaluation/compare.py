@@ -22,6 +22,11 @@ per-user values, and the difference B - A gets a paired bootstrap 95% confidence
 percentile interval): the bucket's users are resampled with replacement, the same users for
 both runs, and the interval is the 2.5th and 97.5th percentiles of the resampled mean
 differences.
+
+Beside them, each bucket shows how each run's interests share its top-50 (the list diagnostics
+of :mod:`mirec.evaluation.diagnostics`): the mean share of the list owned by the leading
+interest and the mean miscalibration to the history, for a run with several interests (a
+dash for a single-interest run). They describe the lists; no interval is drawn for them.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ FEATURES = ("history_length", "categories", "entropy", "target_popularity")
 """What ``--by`` can bucket the test users by."""
 METRICS = ("recall@50", "ndcg@50")
 """The metrics compared, per user (docs/protocol.md section 5)."""
+LIST_COLUMNS = ("leading_share@50", "miscalibration@50")
+"""The list diagnostics shown beside them, per run (multi-interest runs only)."""
 N_BUCKETS = 4
 """Quantile buckets per feature (at most: tied values share one)."""
 RESAMPLES = 1000
@@ -146,6 +153,9 @@ class BucketRow:
     b: dict[str, float]
     difference: dict[str, dict[str, float]]
     """Per metric: ``mean`` of B - A, ``ci_low``, ``ci_high``."""
+    lists_a: dict[str, float | None]
+    """Run A's mean :data:`LIST_COLUMNS` in the bucket (None: a single-interest run)."""
+    lists_b: dict[str, float | None]
 
 
 def compare_users(
@@ -185,9 +195,19 @@ def compare_users(
                 {m: float(per_user_a[m][members].mean()) for m in METRICS},
                 {m: float(per_user_b[m][members].mean()) for m in METRICS},
                 difference,
+                _list_means(per_user_a, members),
+                _list_means(per_user_b, members),
             )
         )
     return rows
+
+
+def _list_means(per_user: dict[str, np.ndarray], members: np.ndarray) -> dict[str, float | None]:
+    """A run's mean :data:`LIST_COLUMNS` over the bucket's users, None where it has none."""
+    return {
+        name: float(per_user[name][members].mean()) if name in per_user else None
+        for name in LIST_COLUMNS
+    }
 
 
 def _range_label(low: float, high: float, integral: bool) -> str:
@@ -206,6 +226,9 @@ def format_table(rows: list[BucketRow], by: str, names: tuple[str, str]) -> str:
     header = f"{by:<18}{'users':>6}"
     for metric in METRICS:
         header += f"  {metric + ' A':>13}{metric + ' B':>13}  {'B - A [95% CI]':<26}"
+    for name in LIST_COLUMNS:
+        short = name.split("@")[0].replace("_share", "").replace("miscalibration", "miscal")
+        header += f"{short + ' A':>12}{short + ' B':>12}"
     lines.append(header.rstrip())
     for row in rows:
         line = f"{row.bucket:<18}{row.users:>6}"
@@ -213,6 +236,9 @@ def format_table(rows: list[BucketRow], by: str, names: tuple[str, str]) -> str:
             d = row.difference[metric]
             ci = f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
             line += f"  {row.a[metric]:>13.4f}{row.b[metric]:>13.4f}  {ci:<26}"
+        for name in LIST_COLUMNS:
+            for value in (row.lists_a[name], row.lists_b[name]):
+                line += f"{'-' if value is None else f'{value:.3f}':>12}"
         lines.append(line.rstrip())
     return "\n".join(lines)
 

@@ -39,6 +39,28 @@ and the long tail as open problems; these diagnostics put a number on each:
   popularity: ``chance_k = sum_i p_i [cats(i) ∩ C_k ≠ ∅]``, ``p_i`` item i's share of the
   training interactions (history not left out), averaged the same way. A model whose
   interests recommend within their own themes scores well above its chance level.
+* How the K interests share the final top-N, for multi-interest models (K >= 2), with N =
+  :data:`LIST_DEPTH` = 50 and the *owner* of a listed item the interest that scores it
+  highest (the interest ``mirec recommend`` names beside it;
+  :func:`~mirec.retrieval.ranking.best_interest`). The interest vectors' cosine
+  (``collapse``) says little about this: one interest can own most of the list while the
+  vectors stay apart (the survey's "dominant interest").
+
+  - ``list_overlap@N``: the mean over pairs of active interests of the Jaccard index of
+    their own top-N lists (each interest's catalogue ranking with the history left out, as
+    ``mirec inspect`` lists them; the first 10 of those lists are the alignment's);
+  - ``owning_interests@N``: how many interests own at least one item of the top-N;
+  - ``leading_share@N``: the share of the top-N owned by the interest that owns most;
+  - ``miscalibration@N``: Steck's miscalibration (Calibrated Recommendations, RecSys 2018,
+    equation 3) with interests for genres, ``KL(p || (1 - a) q + a p)``, a = 0.01, p the
+    user's history over interests (each history item to the interest it routes to, as
+    above and in ``mirec inspect``), q the top-N over owning interests: 0 when the list
+    gives each interest the history's share, ``log(1 / a)`` ~ 4.6 at most;
+  - ``target_miscalibration@N``: the same with p from the user's targets, each target item
+    to the interest that scores it highest (the owner rule): whether the list's split
+    matches what the user went on to consume.
+
+  Means over the users with at least two active interests (the overlap) or over all users.
 * With the planted number of interests of each user (synthetic data), ``k_error``: the mean
   absolute error of each user's number of active interests K'_u, and the confusion table
   planted K x K'_u.
@@ -54,9 +76,10 @@ import torch.nn.functional as F
 
 from mirec.core.chunked_top import chunks
 from mirec.core.contracts import Extracted
+from mirec.core.functional import mean_pairwise_jaccard, miscalibration, owner_counts
 from mirec.evaluation.metrics import Targets
 from mirec.retrieval.adaptive_k import assign_behaviours, interest_shares
-from mirec.retrieval.ranking import interest_top_n
+from mirec.retrieval.ranking import best_interest, interest_top_n
 
 TAIL_SHARE = 0.8
 """The tail: this share of the catalogue, least popular first."""
@@ -129,6 +152,65 @@ ALIGNMENT_CATEGORIES = 3
 """An interest's top categories for its alignment: as many as name it in ``mirec inspect``."""
 ALIGNMENT_DEPTH = 10
 """N of ``alignment@N``: the length of the per-interest lists ``mirec inspect`` shows."""
+LIST_DEPTH = 50
+"""N of the list diagnostics (``leading_share@N``, ...): the protocol's longest cutoff."""
+CALIBRATION_SMOOTHING = 0.01
+"""Steck's a in ``q~ = (1 - a) q + a p``: his own value (RecSys 2018, section 3)."""
+LIST_DIAGNOSTICS = (
+    "list_overlap",
+    "owning_interests",
+    "leading_share",
+    "miscalibration",
+    "target_miscalibration",
+)
+"""The list diagnostics' names, each ``@``:data:`LIST_DEPTH` (module docstring)."""
+
+
+def list_diagnostics(
+    extracted: Extracted,
+    items: torch.Tensor,
+    top: torch.Tensor,
+    history_share: torch.Tensor,
+    targets: Targets,
+    interest_top: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The list diagnostics of the module docstring for one batch of users, each (B,): of
+    their (B, N) final top-N, with their (B, K) ``history_share`` of each interest
+    (:func:`~mirec.retrieval.adaptive_k.interest_shares`), their ``targets``, the (n_items,
+    d) item vectors and, for the overlap, each interest's own (B, K, N) top-N."""
+    k, n = extracted.interests.shape[1], top.shape[1]
+    counts = owner_counts(best_interest(extracted, items, top), k)
+    listed = counts / n
+    out = {
+        "owning_interests": (counts > 0).sum(1).to(torch.float64),
+        "leading_share": listed.amax(1),
+        "miscalibration": miscalibration(history_share, listed, CALIBRATION_SMOOTHING),
+        "target_miscalibration": miscalibration(
+            target_shares(extracted, items, targets), listed, CALIBRATION_SMOOTHING
+        ),
+    }
+    if interest_top is not None:
+        out["list_overlap"] = mean_pairwise_jaccard(interest_top, extracted.active)
+    return out
+
+
+def target_shares(extracted: Extracted, items: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """(B, K) each user's targets over the interests: each target item to the interest that
+    scores it highest (the owner rule of :func:`~mirec.retrieval.ranking.best_interest`),
+    as shares of the user's targets."""
+    owners = targets.owners
+    per_target = Extracted(
+        extracted.interests[owners],
+        active=None if extracted.active is None else extracted.active[owners],
+        log_partition=None if extracted.log_partition is None else extracted.log_partition[owners],
+    )
+    interest = best_interest(per_target, items, targets.items.unsqueeze(1))[:, 0]
+    k = extracted.interests.shape[1]
+    counts = torch.zeros(targets.n_users, k, dtype=torch.float64, device=items.device)
+    counts.index_put_(
+        (owners, interest), torch.ones_like(interest, dtype=counts.dtype), accumulate=True
+    )
+    return counts / counts.sum(1, keepdim=True).clamp_min(1)
 
 
 def interest_category_counts(
@@ -243,9 +325,10 @@ class Diagnostics:
 
     @property
     def interest_depth(self) -> int:
-        """How long a list of each interest's own items :meth:`update` reads (the
-        alignment's), 0 when it reads none: the evaluator asks the ranking for them."""
-        return ALIGNMENT_DEPTH if self.item_categories is not None else 0
+        """How long a list of each interest's own items :meth:`update` reads (the list
+        overlap's, whose first :data:`ALIGNMENT_DEPTH` are the alignment's): the evaluator
+        asks the ranking for them."""
+        return LIST_DEPTH
 
     def _add(self, name: str, values: torch.Tensor) -> None:
         values = values.to(torch.float64)
@@ -284,6 +367,12 @@ class Diagnostics:
         assignment = assign_behaviours(extracted, mask)
         shares = interest_shares(assignment, k)
         self._add("effective_interests", effective_interests(shares, extracted.active))
+        if k >= 2 and top.shape[1] >= LIST_DEPTH:
+            figures = list_diagnostics(
+                extracted, items, top[:, :LIST_DEPTH], shares, targets, interest_top
+            )
+            for name, values in figures.items():
+                self._add(f"{name}@{LIST_DEPTH}", values)
         if self.item_category is not None:
             category = self.item_category.to(device)[histories].masked_fill(~mask, -1)
             table = contingency(assignment, category, k)
@@ -291,7 +380,8 @@ class Diagnostics:
             self._add("purity", purity(table).masked_fill(~enough, torch.nan))
             self._add("nmi", nmi(table).masked_fill(~enough, torch.nan))
         if self.item_categories is not None:
-            self._update_alignment(histories, extracted, assignment, items, interest_top)
+            aligned = None if interest_top is None else interest_top[:, :, :ALIGNMENT_DEPTH]
+            self._update_alignment(histories, extracted, assignment, items, aligned)
         if self.planted is not None:
             active = extracted.active
             chosen = np.full(top.shape[0], k) if active is None else active.sum(1).cpu().numpy()
@@ -320,7 +410,12 @@ class Diagnostics:
 
         out: dict[str, object] = {
             name: mean(name)
-            for name in ("effective_interests", "purity", "nmi")
+            for name in (
+                "effective_interests",
+                "purity",
+                "nmi",
+                *(f"{name}@{LIST_DEPTH}" for name in LIST_DIAGNOSTICS),
+            )
             if name in self.sums
         }
         if self.item_categories is not None:  # None, not absent, when no user qualifies

@@ -21,8 +21,9 @@ from mirec.core.contracts import Retriever
 from mirec.core.functional import collapse
 from mirec.data.examples import EvaluationSet
 from mirec.errors import ConfigError, DataError
-from mirec.evaluation.diagnostics import Diagnostics
+from mirec.evaluation.diagnostics import LIST_DEPTH, Diagnostics, list_diagnostics
 from mirec.evaluation.metrics import CUTOFFS, Targets, category_diversity, ranking_metrics
+from mirec.retrieval.adaptive_k import routed_shares
 from mirec.retrieval.ranking import rank_catalogue, users_per_chunk
 
 
@@ -41,7 +42,7 @@ class EvaluationResult:
     """What :class:`~mirec.evaluation.diagnostics.Diagnostics` measured, when asked."""
     per_user: dict[str, np.ndarray] | None = None
     """When asked: each metric's (n_users,) values in the evaluation set's user order, whose
-    means are :attr:`metrics`."""
+    means are :attr:`metrics`, and a multi-interest model's list diagnostics per user."""
 
     @property
     def users_per_second(self) -> float:
@@ -58,6 +59,7 @@ def evaluate(
     mask_history: bool = False,
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
+    quota_alpha: float | None = None,
     diagnostics: Diagnostics | None = None,
     per_user: bool = False,
     progress: bool = False,
@@ -68,9 +70,13 @@ def evaluate(
     the protocol's figures keep them). ``device`` defaults to the model's.
     ``item_category`` (n_items + 1,) category code per item index adds Diversity@N;
     ``diversity_lambda`` then builds each top-N list by ComiRec's diversity-controllable
-    greedy aggregation (:mod:`mirec.retrieval.diversity_greedy`) instead of by score.
+    greedy aggregation (:mod:`mirec.retrieval.diversity_greedy`) instead of by score;
+    ``quota_alpha`` gives each interest its quota of the list (:mod:`mirec.retrieval.quota`).
     ``diagnostics`` accumulates the interest diagnostics over the same ranked lists.
-    ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`).
+    ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`),
+    and for a multi-interest model the list diagnostics of the final top-50 that need no
+    interest lists (``owning_interests@50``, ``leading_share@50``, ``miscalibration@50``,
+    ``target_miscalibration@50``: :func:`~mirec.evaluation.diagnostics.list_diagnostics`).
     """
     start = time.perf_counter()
     was_training = model.training
@@ -89,6 +95,8 @@ def evaluate(
         raise DataError("diversity_lambda needs item categories, and this dataset has none")
     if diversity_lambda is not None and mask_history:
         raise ConfigError("diversity_lambda and mask_history cannot be combined")
+    if quota_alpha is not None and diversity_lambda is not None:
+        raise ConfigError("quota_alpha and diversity_lambda are two merges: set one of them")
     if item_category is not None:
         item_category = item_category.to(device)
     n_targets_all = torch.from_numpy(np.diff(eval_set.target_offsets))
@@ -120,6 +128,8 @@ def evaluate(
             blocked=histories if mask_history else None,
             item_category=item_category,
             diversity_lambda=diversity_lambda,
+            quota_alpha=quota_alpha,
+            histories=histories,
             interest_n=0 if diagnostics is None else diagnostics.interest_depth,
             interest_blocked=histories,
             tiles=tiles,
@@ -138,6 +148,11 @@ def evaluate(
             sums[name] = sums.get(name, 0.0) + float(values.sum())
             if per_user:
                 kept.setdefault(name, []).append(values.double().cpu().numpy())
+        if per_user and k >= 2 and depth >= LIST_DEPTH:
+            shares = routed_shares(extracted, histories)
+            lists = list_diagnostics(extracted, items, top[:, :LIST_DEPTH], shares, targets)
+            for name, values in lists.items():
+                kept.setdefault(f"{name}@{LIST_DEPTH}", []).append(values.cpu().numpy())
         if extracted.active is not None:
             dynamic = True
             active_counts += torch.bincount(extracted.active.sum(1).cpu(), minlength=k + 1)

@@ -15,7 +15,9 @@ assigned to the interest it routes to most
   whatever ``top`` is); the report's alignment is the mean over its interests.
 
 The user's recommendations are the model's aggregated ranking, each marked with the interest
-that scores it highest. Items already in the history are left out of every recommendation
+that scores it highest, and how the interests share that list (:meth:`UserReport.list_figures`,
+the list diagnostics of :mod:`mirec.evaluation.diagnostics` for this one user and list). Items
+already in the history are left out of every recommendation
 list here, as a user would expect. :func:`interest_map` lays the history, the interests and
 the recommendations out in 2-D for ``--plot`` and the web page of ``mirec serve``.
 """
@@ -30,10 +32,11 @@ import torch
 
 from mirec.core.chunked_top import blocked_items
 from mirec.core.contracts import Extracted
+from mirec.core.functional import mean_pairwise_jaccard, miscalibration
 from mirec.data.sequences import Sequences
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError
-from mirec.evaluation.diagnostics import interest_alignments
+from mirec.evaluation.diagnostics import CALIBRATION_SMOOTHING, interest_alignments
 from mirec.models.folder import LoadedModel, load_model
 from mirec.retrieval.adaptive_k import assign_behaviours, behaviour_shares, interest_shares
 from mirec.retrieval.ranking import best_interest, rank, top_n
@@ -93,9 +96,38 @@ class UserReport:
         scores = [i.alignment for i in self.interests if i.alignment is not None]
         return float(np.mean(scores)) if scores else None
 
+    def list_figures(self) -> dict[str, float] | None:
+        """How the interests share the recommendations (module docstring of
+        :mod:`mirec.evaluation.diagnostics`, at this report's length): ``owning_interests``,
+        ``leading_share``, ``miscalibration`` against the history's shares and
+        ``list_overlap`` of the interests' own lists; None with fewer than two interests
+        or no recommendations."""
+        owners = [row.interest for row in self.recommendations if row.interest is not None]
+        if len(self.interests) < 2 or not owners:
+            return None
+        index = [interest.index for interest in self.interests]
+        counts = np.array([owners.count(i) for i in index], dtype=np.float64)
+        listed = counts / counts.sum()
+        history = torch.tensor([[interest.share for interest in self.interests]])
+        figures = {
+            "owning_interests": float((counts > 0).sum()),
+            "leading_share": float(listed.max()),
+            "miscalibration": float(
+                miscalibration(history, torch.from_numpy(listed)[None], CALIBRATION_SMOOTHING)[0]
+            ),
+        }
+        own = [[row.item for row in interest.recommendations] for interest in self.interests]
+        if len({len(ids) for ids in own}) == 1 and own[0]:
+            distinct = sorted({item for ids in own for item in ids})
+            codes = {item: code for code, item in enumerate(distinct)}
+            lists = torch.tensor([[[codes[i] for i in ids] for ids in own]])
+            figures["list_overlap"] = float(mean_pairwise_jaccard(lists)[0])
+        return figures
+
     def to_json(self) -> dict:
         out = {key: value for key, value in asdict(self).items() if key not in _ARRAYS}
         out["alignment"] = self.alignment
+        out["list"] = self.list_figures()
         for row, interest in zip(out["interests"], self.interests, strict=True):
             row["name"] = interest.name
             row["explanation"] = [{"category": c, "share": s} for c, s in interest.explanation]
@@ -122,6 +154,18 @@ class UserReport:
             lines += ["", f"alignment (mean over the interests): {self.alignment:.0%}"]
         lines += ["", "recommended (all interests):"]
         lines += [f"    {i + 1:>2}. {_label(row)}" for i, row in enumerate(self.recommendations)]
+        figures = self.list_figures()
+        if figures is not None:
+            n = len(self.recommendations)
+            line = (
+                f"the list: {figures['owning_interests']:.0f} of {len(self.interests)} "
+                f"interests own its {n} items, the leading one {figures['leading_share']:.0%}; "
+                f"miscalibration to the history {figures['miscalibration']:.3f} (0: the "
+                "history's split)"
+            )
+            if "list_overlap" in figures:
+                line += f"; the interests' own lists overlap {figures['list_overlap']:.0%}"
+            lines += ["", line]
         return "\n".join(lines)
 
 

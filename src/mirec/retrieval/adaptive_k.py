@@ -116,6 +116,15 @@ def interest_shares(assignment: torch.Tensor, k: int) -> torch.Tensor:
     return counts / real.sum(1, keepdim=True).clamp_min(1)
 
 
+def routed_shares(extracted: Extracted, histories: torch.Tensor) -> torch.Tensor:
+    """(B, L) histories (item indices, 0 padding) and what the extractor made of them ->
+    (B, K) the share of each history's items that route to each interest more than to any
+    other (:func:`assign_behaviours`, :func:`interest_shares`): the shares that ``mirec
+    inspect`` shows, the diagnostics measure and the quota merge divides a list by."""
+    assignment = assign_behaviours(extracted, histories > 0)
+    return interest_shares(assignment, extracted.interests.shape[1])
+
+
 def adapt_interests(
     extracted: Extracted,
     mask: torch.Tensor,

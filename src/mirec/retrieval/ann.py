@@ -17,7 +17,9 @@ candidate, and ranking the candidates by the exact score gives back the exact li
 ties, equal to the last bit, may be broken differently, as between two exact runs on other
 hardware). The same holds for ComiRec's diversity-controllable merge (section 3.4), whose
 candidate set is by definition the union of each interest's top-n: the flat index returns
-each of those lists whole, and the greedy merge then runs on the same candidates.
+each of those lists whole, and the greedy merge then runs on the same candidates. And for
+the quota merge (:mod:`mirec.retrieval.quota`), which reads nothing but each interest's own
+top-n: the flat index returns those lists, and the quotas come from the history alone.
 
 Blocked items (a caller's exclusions, the history) are filtered inside the search with a
 faiss ID selector, so each interest still brings n unblocked items; users who share one
@@ -328,10 +330,13 @@ def ann_top_n(
     blocked: torch.Tensor | None = None,
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
+    quota_alpha: float | None = None,
+    histories: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`~mirec.retrieval.ranking.top_n` with the candidates from ``index``: each
-    retrieval vector's n best unblocked items, ranked (or diversity-merged) by the exact
-    path over that sub-catalogue. Same arguments and results as ``top_n``; with the flat
+    retrieval vector's n best unblocked items, ranked (or diversity- or quota-merged) by
+    the exact path over that sub-catalogue (which holds each interest's own top-n, all the
+    quota merge reads). Same arguments and results as ``top_n``; with the flat
     index, the same lists (see the module's docstring)."""
     query = model.retrieval_interests(extracted)
     found = index.candidates(
@@ -354,6 +359,8 @@ def ann_top_n(
         blocked=~torch.from_numpy(allowed).to(items.device),
         item_category=category,
         diversity_lambda=diversity_lambda,
+        quota_alpha=quota_alpha,
+        histories=histories,
     )
     return sub[top - 1] + 1, scores
 

@@ -5,7 +5,8 @@ service all rank through :func:`top_n` (the evaluator through :func:`rank_catalo
 also hands the diagnostics each interest's own list), so their lists cannot drift apart. A
 user's list is the N best items by the model's own aggregation of their interests
 (docs/protocol.md section 4: by default ``max_k <v_u^k, e_i>``), or with a diversity lambda
-ComiRec's greedy diversity-controllable merge (:mod:`mirec.retrieval.diversity_greedy`).
+ComiRec's greedy diversity-controllable merge (:mod:`mirec.retrieval.diversity_greedy`), or
+with a quota alpha each interest's share of the list (:mod:`mirec.retrieval.quota`).
 Items can be blocked per user (the history, or items a caller never wants back); a blocked
 item scores -inf and is returned only when nothing else is left, which callers that want
 short lists drop.
@@ -32,7 +33,9 @@ from mirec.core.chunked_top import (
     item_chunk,
 )
 from mirec.core.contracts import Extracted
+from mirec.retrieval.adaptive_k import routed_shares
 from mirec.retrieval.diversity_greedy import diverse_retrieve
+from mirec.retrieval.quota import quota_merge, quota_slots
 
 if TYPE_CHECKING:
     from mirec.core.contracts import Retriever
@@ -65,8 +68,8 @@ class Ranked(NamedTuple):
     top: torch.Tensor
     """(B, n) item indices (1..N), best first."""
     scores: torch.Tensor
-    """(B, n) their scores (the diversity merge: each pick's max-over-interests score, or a
-    mixture's own score)."""
+    """(B, n) their scores (the diversity and quota merges: each pick's max-over-interests
+    score, or under the diversity merge a mixture's own score)."""
     interest_top: torch.Tensor | None = None
     """(B, K, m) each interest's own top-m (:func:`interest_top_n`), when asked."""
 
@@ -80,13 +83,17 @@ def top_n(
     blocked: torch.Tensor | None = None,
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
+    quota_alpha: float | None = None,
+    histories: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's top-``n`` items for the users of ``extracted``: (B, n) item indices and
     scores. ``items`` (N, d) are the model's item vectors; ``blocked`` a (B, N) bool mask or
     (B, M) item indices (0: padding). With ``diversity_lambda`` (and ``item_category``,
     (N + 1,) codes by item index) the list is ComiRec's greedy pick and the scores are each
     pick's max-over-interests score (a mixture of softmaxes: its own score, which then also
-    picks)."""
+    picks). With ``quota_alpha`` (and the (B, L) ``histories`` the interests were extracted
+    from, whose routing sets the quotas) each interest fills its quota of the list
+    (:mod:`mirec.retrieval.quota`), ordered by the max-over-interests score."""
     ranked = rank_catalogue(
         model,
         extracted,
@@ -95,6 +102,8 @@ def top_n(
         blocked=blocked,
         item_category=item_category,
         diversity_lambda=diversity_lambda,
+        quota_alpha=quota_alpha,
+        histories=histories,
     )
     return ranked.top, ranked.scores
 
@@ -108,6 +117,8 @@ def rank_catalogue(
     blocked: torch.Tensor | None = None,
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
+    quota_alpha: float | None = None,
+    histories: torch.Tensor | None = None,
     interest_n: int = 0,
     interest_blocked: torch.Tensor | None = None,
     tiles: ScoreTiles | None = None,
@@ -117,6 +128,14 @@ def rank_catalogue(
     max over its own interests, both come from one scoring of the catalogue. ``tiles``
     holds the score storage across calls (a caller ranking batch after batch keeps one)."""
     tiles = ScoreTiles() if tiles is None else tiles
+    if quota_alpha is not None:
+        if diversity_lambda is not None:
+            raise ValueError("quota_alpha and diversity_lambda are two merges: choose one")
+        if histories is None:
+            raise ValueError("quota_alpha needs the histories whose routing sets the quotas")
+        top, scores = _quota_top(model, extracted, items, n, quota_alpha, histories, blocked, tiles)
+        lists = _interest_lists(extracted, items, interest_n, interest_blocked, tiles)
+        return Ranked(top, scores, lists)
     if diversity_lambda is not None:
         if item_category is None:
             raise ValueError("diversity_lambda needs item categories")
@@ -173,6 +192,38 @@ def rank_catalogue(
     return Ranked(best.columns + 1, best.values, interest_top)
 
 
+def _quota_top(
+    model: Retriever,
+    extracted: Extracted,
+    items: torch.Tensor,
+    n: int,
+    alpha: float,
+    histories: torch.Tensor,
+    blocked: torch.Tensor | None,
+    tiles: ScoreTiles,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The quota merge's (B, n) item indices and max-over-interests scores, best first:
+    each retrieval interest's own top-n (blocked items last, at -inf) filled into its
+    quota of the n slots. A model that retrieves with one fused vector (a
+    representation-level aggregator) has one interest, which gets every slot."""
+    query = model.retrieval_interests(extracted)
+    own = _interest_best(query.interests.to(items.dtype), items, n, blocked, tiles)
+    values = own.values
+    if query.active is not None:
+        values = values.masked_fill(~query.active.unsqueeze(-1), float("-inf"))
+    k = query.interests.shape[1]
+    shares = routed_shares(extracted, histories)
+    if shares.shape[1] != k:
+        shares = torch.ones(shares.shape[0], k, device=shares.device)
+    slots = quota_slots(shares, n, alpha, query.active)
+    picked = quota_merge(own.columns, values, slots, n)
+    scores = per_interest_scores(query.interests, items[picked], query.active).amax(1)
+    if blocked is not None:
+        scores = scores.masked_fill(blocked_at(blocked, picked), float("-inf"))
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    return picked.gather(1, order) + 1, scores.gather(1, order)
+
+
 def _interest_lists(
     extracted: Extracted,
     items: torch.Tensor,
@@ -227,11 +278,23 @@ def interest_top_n(
     the user."""
     tiles = ScoreTiles() if tiles is None else tiles
     interests = extracted.interests.to(items.dtype)
+    return _interest_best(interests, items, n, blocked, tiles).columns + 1
+
+
+def _interest_best(
+    interests: torch.Tensor,
+    items: torch.Tensor,
+    n: int,
+    blocked: torch.Tensor | None,
+    tiles: ScoreTiles,
+) -> RunningTop:
+    """Each of the (B, K, d) interests' own top-``n`` over the catalogue, its columns
+    (0-based) and scores, blocked items at -inf."""
     layout = chunks(items.shape[0])
     best = RunningTop(n, whole=len(layout) == 1)
     for lo, hi in layout:
         best.add(_without(tiles.per_interest(interests, items[lo:hi]), blocked, lo, hi), lo)
-    return best.columns + 1
+    return best
 
 
 def best_interest(extracted: Extracted, items: torch.Tensor, top: torch.Tensor) -> torch.Tensor:

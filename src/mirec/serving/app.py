@@ -31,7 +31,7 @@ from pydantic_core import to_json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mirec.core.config import MAX_DIVERSITY_LAMBDA
+from mirec.core.config import MAX_DIVERSITY_LAMBDA, MAX_QUOTA_ALPHA
 from mirec.errors import MirecError, UnknownIdError
 
 # the model's record, renamed: ModelInfo here is the schema of the /model answer (OpenAPI)
@@ -54,6 +54,7 @@ ItemId = StrictInt | StrictStr
 """A raw item id as JSON sends it: a number or a string (``"50"`` finds item 50 of an
 integer catalogue); a float, bool, null, list or object is refused."""
 DiversityLambda = Annotated[StrictFloat, Field(ge=0, le=MAX_DIVERSITY_LAMBDA, allow_inf_nan=False)]
+QuotaAlpha = Annotated[StrictFloat, Field(ge=0, le=MAX_QUOTA_ALPHA, allow_inf_nan=False)]
 
 
 class RecommendRequest(BaseModel):
@@ -73,6 +74,12 @@ class RecommendRequest(BaseModel):
         None,
         description="ComiRec's diversity-controllable list (needs item categories); "
         "null: the model's own setting.",
+    )
+    quota_alpha: QuotaAlpha | None = Field(
+        None,
+        description="The quota merge: each interest's share of the list by its share of the "
+        "history, sharpened by alpha (0: equal shares); null: the model's own setting. Not "
+        "with diversity_lambda.",
     )
 
 
@@ -174,14 +181,24 @@ def create_app(
     app.state.batcher = batcher
     _handle_errors(app)
 
-    def diversity(value: float | None) -> float | None:
-        return info.config.diversity_lambda if value is None else value
+    def merge(
+        diversity_lambda: float | None, quota_alpha: float | None
+    ) -> tuple[float | None, float | None]:
+        """The merge a request asks for: the model's own settings when it asks for neither;
+        one asked leaves the model's other out, as ``Recommender.recommend`` does (the two
+        cannot combine, and both asked are refused there)."""
+        if diversity_lambda is None and quota_alpha is None:
+            return info.config.diversity_lambda, info.config.quota_alpha
+        return diversity_lambda, quota_alpha
 
     @app.post("/recommend", response_model=RecommendResponse, dependencies=DECLARED_QUERY_ONLY)
     async def recommend(body: RecommendRequest) -> Response:
         """The top-n items after a history of raw item ids (oldest first)."""
         recs = await batcher.recommend(
-            body.history, body.n, body.exclude_history, diversity(body.diversity_lambda)
+            body.history,
+            body.n,
+            body.exclude_history,
+            *merge(body.diversity_lambda, body.quota_alpha),
         )
         return catalogue.response(recs)
 
@@ -197,9 +214,14 @@ def create_app(
         diversity_lambda: Annotated[
             float | None, Query(ge=0, le=MAX_DIVERSITY_LAMBDA, allow_inf_nan=False)
         ] = None,
+        quota_alpha: Annotated[
+            float | None, Query(ge=0, le=MAX_QUOTA_ALPHA, allow_inf_nan=False)
+        ] = None,
     ) -> Response:
         """The top-n items for a user of the training log, from their stored history."""
-        recs = await batcher.recommend_user(user, n, exclude_history, diversity(diversity_lambda))
+        recs = await batcher.recommend_user(
+            user, n, exclude_history, *merge(diversity_lambda, quota_alpha)
+        )
         return catalogue.response(recs)
 
     @app.get(

@@ -53,15 +53,23 @@ class MicroBatcher:
         n: int,
         exclude_history: bool,
         diversity_lambda: float | None,
+        quota_alpha: float | None = None,
     ) -> Recommendations:
         """``Recommender.recommend(history, ...)``, batched with concurrent requests."""
-        return await self._submit(("history", n, exclude_history, diversity_lambda), history)
+        options = ("history", n, exclude_history, diversity_lambda, quota_alpha)
+        return await self._submit(options, history)
 
     async def recommend_user(
-        self, user: int | str, n: int, exclude_history: bool, diversity_lambda: float | None
+        self,
+        user: int | str,
+        n: int,
+        exclude_history: bool,
+        diversity_lambda: float | None,
+        quota_alpha: float | None = None,
     ) -> Recommendations:
         """``Recommender.recommend(user=user, ...)``, batched with concurrent requests."""
-        return await self._submit(("user", n, exclude_history, diversity_lambda), user)
+        options = ("user", n, exclude_history, diversity_lambda, quota_alpha)
+        return await self._submit(options, user)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on the compute thread, unbatched (every model call goes
@@ -133,13 +141,14 @@ class MicroBatcher:
             return err
 
     def _pass(self, options: Hashable, queries: list[Any]) -> list[Recommendations]:
-        kind, n, exclude_history, diversity_lambda = options  # type: ignore[misc]
+        kind, n, exclude_history, diversity_lambda, quota_alpha = options  # type: ignore[misc]
         # the kind names recommend's argument, history or user; a list of histories (each a
         # list) or of user ids is always several, so the answer is one list per query
         return self.recommender.recommend(  # type: ignore[return-value]
             n=n,
             exclude_history=exclude_history,
             diversity_lambda=diversity_lambda,
+            quota_alpha=quota_alpha,
             index=self.index,
             **{kind: queries},
         )

@@ -500,4 +500,9 @@ def _manifest(
             f"diversity_lambda={config.diversity_lambda}: mirec re-ranks each list for "
             "category diversity; the score above is the model's own"
         )
+    if config.quota_alpha is not None:
+        manifest["not_exported"] = (
+            f"quota_alpha={config.quota_alpha}: mirec gives each interest its quota of each "
+            "list (mirec.retrieval.quota); the score above is the model's own"
+        )
     return manifest
