@@ -192,7 +192,7 @@ def train(
 
     if resume and overwrite:
         raise MirecError("--resume and --overwrite: give one (continue the run, or replace it)")
-    trackers = backend_names(track or (), tracking_uri, experiment_name)
+    backends = backend_names(track or (), tracking_uri, experiment_name)
     if nproc_per_node is not None and launch.world_size() > 1:
         raise MirecError("--nproc-per-node: this process was started by torchrun already")
     plan = load_plan(
@@ -213,7 +213,7 @@ def train(
     tracker = (
         NO_TRACKING
         if launch.is_secondary()
-        else open_tracker(trackers, output_dir, tracking_uri, experiment_name)
+        else open_tracker(backends, output_dir, tracking_uri, experiment_name)
     )
     _use_threads(threads)
     from mirec.auto import train_plan  # torch: only once the settings are known to be good
@@ -639,20 +639,20 @@ def experiment(
     from mirec.experiments.runner import run_experiment
     from mirec.tracking import backend_names, open_tracker
 
-    trackers = backend_names(track or (), tracking_uri, experiment_name)
+    backends = backend_names(track or (), tracking_uri, experiment_name)
     if max_cells is not None and max_cells < 0:
         raise ConfigError(f"--max-cells {max_cells}: must be an integer >= 0")
     specs = [(file, load_experiment(file)) for file in files]  # every file checked first
     for file, spec in specs:  # and where each writes, before any cell runs
         check_outputs(spec, file)
     # a grid's runs are tracked beside its runs_dir, as a training's beside its output folder
-    tracked = [
-        open_tracker(() if report_only else trackers, spec.runs_dir, tracking_uri, experiment_name)
+    trackers = [
+        open_tracker(() if report_only else backends, spec.runs_dir, tracking_uri, experiment_name)
         for _, spec in specs
     ]
     _use_threads(threads)
     failures = []
-    for (file, spec), tracker in zip(specs, tracked, strict=True):
+    for (file, spec), tracker in zip(specs, trackers, strict=True):
         if not report_only:
             failures += run_experiment(
                 spec,
