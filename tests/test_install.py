@@ -18,7 +18,7 @@ from mirec.config import AUTO_CANDIDATES, AUTO_MODEL, load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_MODULES = ("faiss", "fastapi", "starlette", "uvicorn", "onnx", "onnxscript",
-                 "onnxruntime", "httptools", "uvloop")  # fmt: skip
+                 "onnxruntime", "httptools", "uvloop", "mlflow", "tensorboard")  # fmt: skip
 TINY = "synthetic:n_users=150,n_items=70,n_clusters=4"
 
 # run as `python -c RUNNER BLOCKED ARGS...`: mirec's console entry point with BLOCKED (a

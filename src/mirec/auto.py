@@ -45,6 +45,7 @@ from mirec.run_folder import (
     folder_lock,
 )
 from mirec.runs import train_run
+from mirec.tracking import NO_TRACKING, UNTRACKED, TrackedRun, Tracker
 from mirec.training.checkpoint import CHECKPOINT_FILE
 
 
@@ -57,37 +58,46 @@ def train_plan(
     resume: bool = False,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
+    tracker: Tracker = NO_TRACKING,
 ) -> RunResult:
     """Train ``plan`` into ``output_dir``: its one config as a run
     (:func:`~mirec.runs.train_run`), or auto's candidates, each a run in its own folder,
     after which ``output_dir`` becomes the model folder of the best on the plan's validation
     metric (:func:`train_auto`). Returns the run's record; auto's carries the
     :class:`~mirec.results.AutoChoice`. Every candidate's settings are checked before
-    anything is written."""
+    anything is written. ``tracker`` logs the run (named after ``output_dir``); auto's
+    candidates are its nested runs."""
     if plan.selected_on is None:
-        return train_run(
-            plan.candidates[0],
-            output_dir,
-            data_dir=data_dir,
-            progress=progress,
-            resume=resume,
-            overwrite=overwrite,
-        )
+        config = plan.candidates[0]
+        with tracker.run(output_dir.name, config) as tracked:
+            result = train_run(
+                config,
+                output_dir,
+                data_dir=data_dir,
+                progress=progress,
+                resume=resume,
+                overwrite=overwrite,
+                on_epoch=tracked.on_epoch,
+            )
+            tracked.log_result(result, output_dir)
+        return result
     if world_size() > 1:
         raise ConfigError(
             f"model {AUTO_MODEL}: trains its candidates one after another in one process; under "
             "torchrun, name one model (--model)"
         )
-    return train_auto(
-        plan.folders(output_dir),
-        output_dir,
-        data_dir=data_dir,
-        progress=progress,
-        resume=resume,
-        overwrite=overwrite,
-        echo=echo,
-        selected_on=plan.selected_on,
-    )
+    with tracker.run(output_dir.name) as tracked:
+        return train_auto(
+            plan.folders(output_dir),
+            output_dir,
+            data_dir=data_dir,
+            progress=progress,
+            resume=resume,
+            overwrite=overwrite,
+            echo=echo,
+            selected_on=plan.selected_on,
+            tracked=tracked,
+        )
 
 
 def train_auto(
@@ -100,6 +110,7 @@ def train_auto(
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
     selected_on: str = SELECTION_METRIC,
+    tracked: TrackedRun = UNTRACKED,
 ) -> RunResult:
     """Train each ``(config, folder)`` of ``candidates`` (:func:`~mirec.runs.train_run`,
     with ``resume`` and ``overwrite`` as given), then make ``output_dir`` the model folder
@@ -111,7 +122,10 @@ def train_auto(
     holding a run (or candidates) is refused before anything trains; so, with ``resume``,
     is a candidate's folder holding a run of other settings, an output folder holding a run
     of none of the candidates (or an auto run of other candidates), and a folder another
-    process holds."""
+    process holds.
+
+    ``tracked`` is the run the choice is logged in: each candidate is a run nested in it,
+    the chosen one tagged ``mirec.chosen``."""
     if not candidates:
         raise MirecError(f"model {AUTO_MODEL}: no candidates to train")
     for config, _ in candidates:  # every candidate's settings, before the first trains
@@ -127,30 +141,55 @@ def train_auto(
         if resume and not overwrite:
             _refuse_foreign_run(output_dir, [config for config, _ in candidates])
         results: dict[str, tuple[Config, Path, RunResult]] = {}
+        candidate_runs: dict[str, TrackedRun] = {}
         for i, (config, folder) in enumerate(candidates, 1):
             echo(f"{AUTO_MODEL}: candidate {i}/{len(candidates)}: {config.model} -> {folder}")
-            result = train_run(
-                config,
-                folder,
-                data_dir=data_dir,
-                progress=progress,
-                resume=resume,
-                overwrite=overwrite,
-            )
+            with tracked.child(config.model, config) as candidate_run:
+                result = train_run(
+                    config,
+                    folder,
+                    data_dir=data_dir,
+                    progress=progress,
+                    resume=resume,
+                    overwrite=overwrite,
+                    on_epoch=candidate_run.on_epoch,
+                )
+                candidate_run.log_result(result, folder)
             results[config.model] = (config, folder, result)
+            candidate_runs[config.model] = candidate_run
         valid = {name: r.valid[selected_on] for name, (_, _, r) in results.items()}
         chosen = choose(valid)
-        config, folder, result = results[chosen]
-        run = claim(output_dir, config, resume=resume, overwrite=overwrite)
-        if not isinstance(run, RunFolder):  # resumed: the folder holds the chosen model's run
-            if isinstance(run, TrainedRun) and run.auto is not None:
-                return run
-            # a plain run of the same config (mirec train --model NAME): add the record
-            run = claim(output_dir, config, resume=False, overwrite=True)
-        for name in FOLDER_FILES:
-            _link_or_copy(folder / name, run.staging / name)
-        record = auto_record(chosen, valid, results, output_dir, selected_on)
-        return run.finish(dataclasses.replace(result, auto=record))
+        for name, candidate_run in candidate_runs.items():
+            candidate_run.tag({"mirec.chosen": str(name == chosen).lower()})
+        final = _keep(chosen, valid, results, output_dir, selected_on, resume, overwrite)
+        tracked.log_config(results[chosen][0])
+        tracked.log_result(final, output_dir)
+        tracked.tag({"mirec.chosen": chosen})
+        return final
+
+
+def _keep(
+    chosen: str,
+    valid: dict[str, float],
+    results: dict[str, tuple[Config, Path, RunResult]],
+    output_dir: Path,
+    selected_on: str,
+    resume: bool,
+    overwrite: bool,
+) -> RunResult:
+    """``output_dir`` made the model folder of the ``chosen`` candidate, with the record
+    of the choice; returns its record."""
+    config, folder, result = results[chosen]
+    run = claim(output_dir, config, resume=resume, overwrite=overwrite)
+    if not isinstance(run, RunFolder):  # resumed: the folder holds the chosen model's run
+        if isinstance(run, TrainedRun) and run.auto is not None:
+            return run
+        # a plain run of the same config (mirec train --model NAME): add the record
+        run = claim(output_dir, config, resume=False, overwrite=True)
+    for name in FOLDER_FILES:
+        _link_or_copy(folder / name, run.staging / name)
+    record = auto_record(chosen, valid, results, output_dir, selected_on)
+    return run.finish(dataclasses.replace(result, auto=record))
 
 
 def choose(valid: dict[str, float]) -> str:

@@ -16,6 +16,7 @@ an import-linter contract keeps it so); this module imports that stack only when
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def train(
     time: str | None = None,
     category: str | None = None,
     title: str | None = None,
+    track: str | Sequence[str] = (),
+    tracking_uri: str | None = None,
+    experiment_name: str | None = None,
     **settings: Any,
 ) -> Recommender | CTRScorer:
     """Train a published config (``mirec models``; without ``model``, ``auto``: the best
@@ -62,9 +66,14 @@ def train(
     1`` is ``df.iloc[0]``), before anything is written to ``output_dir``. ``title`` is
     refused for now: an ``interactions`` file has no title column. The run records
     the rows' copy in the cache as its ``dataset`` (:mod:`mirec.data.frames`), so
-    ``resume`` with the same rows continues the run."""
+    ``resume`` with the same rows continues the run.
+
+    ``track``: ``"mlflow"``, ``"tensorboard"`` or both (a list, or ``"mlflow,tensorboard"``)
+    log the run as ``mirec train --track`` does, into ``tracking_uri`` and
+    ``experiment_name`` for MLflow (:func:`mirec.tracking.open_tracker`, docs/tracking.md)."""
     # the training stack, only to train: importing mirec (or this module) stays light
     from mirec.auto import train_plan
+    from mirec.tracking import backend_names, open_tracker
 
     out = _path(output_dir, "output_dir")
     frame = _frame_log(data, dataset, settings, user=user, item=item, time=time,
@@ -73,6 +82,8 @@ def train(
         dataset = frame.dataset
         settings = {**settings, **frame.settings()}
     start = None if init_from is None else str(_path(init_from, "init_from"))
+    names = backend_names([track] if isinstance(track, str) else track, tracking_uri,
+                          experiment_name)  # fmt: skip
     try:
         train_plan(
             load_plan(model, fixed=settings, dataset=dataset, init_from=start),
@@ -82,6 +93,7 @@ def train(
             resume=resume,
             overwrite=overwrite,
             echo=print if progress else lambda _: None,
+            tracker=open_tracker(names, out, tracking_uri, experiment_name),
         )
     except DataError as err:
         if frame is None:

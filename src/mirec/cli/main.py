@@ -83,6 +83,24 @@ Threads = Annotated[
         "use). Several jobs on one machine: give each its share of the cores.",
     ),
 ]
+Track = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--track",
+        help="Log the runs to mlflow and/or tensorboard (repeat, or a comma list; needs "
+        "mirec[track]; docs/tracking.md).",
+    ),
+]
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        help="MLflow's tracking URI (default: $MLFLOW_TRACKING_URI, else the SQLite database "
+        "mlflow.db in the output folder's parent)."
+    ),
+]
+ExperimentName = Annotated[
+    str | None, typer.Option(help="The MLflow experiment of the runs (default: mirec).")
+]
 
 
 @app.command()
@@ -165,10 +183,16 @@ def train(
             "you). Give each its share of the cores with --threads.",
         ),
     ] = None,
+    track: Track = None,
+    tracking_uri: TrackingUri = None,
+    experiment_name: ExperimentName = None,
 ) -> None:
     """Train a model, keep the best checkpoint on validation Recall@50, and test it."""
+    from mirec.tracking import NO_TRACKING, backend_names, open_tracker
+
     if resume and overwrite:
         raise MirecError("--resume and --overwrite: give one (continue the run, or replace it)")
+    backends = backend_names(track or (), tracking_uri, experiment_name)
     if nproc_per_node is not None and launch.world_size() > 1:
         raise MirecError("--nproc-per-node: this process was started by torchrun already")
     plan = load_plan(
@@ -185,6 +209,12 @@ def train(
     )
     if nproc_per_node is not None:
         _launch_workers(plan, nproc_per_node, threads)
+    # in a torchrun job rank 0 tracks, as it alone reports
+    tracker = (
+        NO_TRACKING
+        if launch.is_secondary()
+        else open_tracker(backends, output_dir, tracking_uri, experiment_name)
+    )
     _use_threads(threads)
     from mirec.auto import train_plan  # torch: only once the settings are known to be good
 
@@ -196,6 +226,7 @@ def train(
         resume=resume,
         overwrite=overwrite,
         echo=typer.echo,
+        tracker=tracker,
     )
     if launch.is_secondary():
         return  # rank 0 reports the run of a torchrun job
@@ -606,24 +637,39 @@ def experiment(
     data_dir: DataDir = None,
     quiet: Quiet = False,
     threads: Threads = None,
+    track: Track = None,
+    tracking_uri: TrackingUri = None,
+    experiment_name: ExperimentName = None,
 ) -> None:
     """Run grids of training runs (resumable: finished cells are kept) and write their
     reports, one file after another."""
     from mirec.experiments.grid import load_experiment
     from mirec.experiments.report import check_outputs, write_report
     from mirec.experiments.runner import run_experiment
+    from mirec.tracking import backend_names, open_tracker
 
+    backends = backend_names(track or (), tracking_uri, experiment_name)
     if max_cells is not None and max_cells < 0:
         raise ConfigError(f"--max-cells {max_cells}: must be an integer >= 0")
     specs = [(file, load_experiment(file)) for file in files]  # every file checked first
     for file, spec in specs:  # and where each writes, before any cell runs
         check_outputs(spec, file)
+    # a grid's runs are tracked beside its runs_dir, as a training's beside its output folder
+    trackers = [
+        open_tracker(() if report_only else backends, spec.runs_dir, tracking_uri, experiment_name)
+        for _, spec in specs
+    ]
     _use_threads(threads)
     failures = []
-    for file, spec in specs:
+    for (file, spec), tracker in zip(specs, trackers, strict=True):
         if not report_only:
             failures += run_experiment(
-                spec, data_dir=data_dir, max_cells=max_cells, progress=not quiet, echo=typer.echo
+                spec,
+                data_dir=data_dir,
+                max_cells=max_cells,
+                progress=not quiet,
+                echo=typer.echo,
+                tracker=tracker,
             )
         done, total = write_report(spec, f"mirec experiment {file}")
         typer.echo(f"report: {spec.report} ({done} of {total} cells finished)")

@@ -27,6 +27,7 @@ from mirec.models.folder import CONFIG_FILE, METRICS_FILE
 from mirec.results import Evaluation, RunResult, TrainedRun, read_result
 from mirec.run_folder import FolderInUse, folder_lock
 from mirec.runs import evaluate_checkpoint, train_run
+from mirec.tracking import NO_TRACKING, TrackedRun, Tracker
 
 
 def cell_result(cell: Cell) -> RunResult | None:
@@ -83,13 +84,31 @@ def run_experiment(
     max_cells: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    tracker: Tracker = NO_TRACKING,
 ) -> list[tuple[Cell | ImpossibleCell, str]]:
     """Train every unfinished cell (at most ``max_cells`` of them); returns the failures.
 
     A cell that fails with a user error (bad data, bad setting) is reported and skipped so
     the rest of the grid still runs; so is every cell whose settings are impossible
     (``experiment.impossible``), reported first and never run.
+
+    ``tracker`` logs the grid as one run named after the experiment, and each cell that
+    runs now as a run nested in it, named after its folder under ``runs_dir``.
     """
+    with tracker.run(experiment.name) as grid:
+        grid.tag({"mirec.runs_dir": str(experiment.runs_dir.resolve())})
+        return _run_cells(experiment, grid, data_dir, max_cells, progress, echo)
+
+
+def _run_cells(
+    experiment: Experiment,
+    grid: TrackedRun,
+    data_dir: Path | None,
+    max_cells: int | None,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> list[tuple[Cell | ImpossibleCell, str]]:
+    """:func:`run_experiment`'s cells, each tracked as a run nested in ``grid``."""
     todo = [cell for cell in experiment.cells if cell_result(cell) is None]
     total = len(experiment.cells)
     impossible = experiment.impossible
@@ -116,8 +135,13 @@ def run_experiment(
             continue
         echo(f"[{i}/{len(todo)}] {label} seed {cell.seed} -> {cell.run_dir}")
         start = time.perf_counter()
+        # an auto cell's settings are those of the candidate it keeps, logged once chosen
+        settings = None if cell.candidates else cell.config
         try:
-            result = _run_cell(cell, data_dir, progress)
+            with grid.child(_cell_name(cell, experiment.runs_dir), settings) as tracked:
+                result = _run_cell(cell, data_dir, progress, tracked)
+                if result is None:
+                    tracked.tag({"mirec.outcome": "running elsewhere"})
         except MirecError as err:
             failures.append((cell, str(err)))
             echo(f"    failed: {err}")
@@ -137,29 +161,46 @@ def run_experiment(
     return failures
 
 
-def _run_cell(cell: Cell, data_dir: Path | None, progress: bool) -> RunResult | None:
+def _cell_name(cell: Cell, runs_dir: Path) -> str:
+    """The cell's tracked run's name: its folder under ``runs_dir``."""
+    return (
+        cell.run_dir.relative_to(runs_dir).as_posix()
+        if cell.run_dir.is_relative_to(runs_dir)
+        else str(cell.run_dir)
+    )
+
+
+def _run_cell(
+    cell: Cell, data_dir: Path | None, progress: bool, tracked: TrackedRun
+) -> RunResult | None:
     """Train the cell (or, for a cell of inference-time settings, train its shared checkpoint
-    if needed, then re-evaluate it); None when another worker holds what it needs.
+    if needed, then re-evaluate it), logged in ``tracked`` (the checkpoint's training as a
+    run nested in it); None when another worker holds what it needs.
 
     A cell's folder holds a stale run (other settings) or an interrupted one: the first is
     replaced, the second continues from its last finished epoch."""
     if cell.reevaluates:
         trained = replace(cell, run_dir=cell.checkpoint, config=cell.train_config, variant=())
-        if cell_result(trained) is None and _run_cell(trained, data_dir, progress) is None:
-            return None
+        if cell_result(trained) is None:
+            with tracked.child("checkpoint", trained.config) as training:
+                if _run_cell(trained, data_dir, progress, training) is None:
+                    return None
     # a stale run is replaced, an interrupted one continues
     how = {"data_dir": data_dir, "progress": progress, "resume": True, "overwrite": True}
     try:
-        if cell.candidates:
-            return train_auto(cell.candidates, cell.run_dir, **how)
+        if cell.candidates:  # auto logs its choice and its candidates itself
+            return train_auto(cell.candidates, cell.run_dir, tracked=tracked, **how)
         if not cell.reevaluates:
-            return train_run(cell.config, cell.run_dir, **how)
-        with folder_lock(cell.run_dir):
-            return evaluate_checkpoint(
-                cell.checkpoint,
-                cell.run_dir,
-                overrides=cell.inference_settings,
-                progress=progress,
-            )
+            result = train_run(cell.config, cell.run_dir, on_epoch=tracked.on_epoch, **how)
+        else:
+            with folder_lock(cell.run_dir):
+                result = evaluate_checkpoint(
+                    cell.checkpoint,
+                    cell.run_dir,
+                    overrides=cell.inference_settings,
+                    progress=progress,
+                )
     except FolderInUse:
         return None
+    tracked.log_result(result, cell.run_dir)
+    return result
