@@ -70,17 +70,9 @@ def train_plan(
     if plan.selected_on is None:
         config = plan.candidates[0]
         with tracker.run(output_dir.name, config) as tracked:
-            result = train_run(
-                config,
-                output_dir,
-                data_dir=data_dir,
-                progress=progress,
-                resume=resume,
-                overwrite=overwrite,
-                on_epoch=tracked.on_epoch,
+            return _train_tracked(
+                tracked, config, output_dir, data_dir, progress, resume, overwrite
             )
-            tracked.log_result(result, output_dir)
-        return result
     if world_size() > 1:
         raise ConfigError(
             f"model {AUTO_MODEL}: trains its candidates one after another in one process; under "
@@ -145,16 +137,9 @@ def train_auto(
         for i, (config, folder) in enumerate(candidates, 1):
             echo(f"{AUTO_MODEL}: candidate {i}/{len(candidates)}: {config.model} -> {folder}")
             with tracked.child(config.model, config) as candidate_run:
-                result = train_run(
-                    config,
-                    folder,
-                    data_dir=data_dir,
-                    progress=progress,
-                    resume=resume,
-                    overwrite=overwrite,
-                    on_epoch=candidate_run.on_epoch,
+                result = _train_tracked(
+                    candidate_run, config, folder, data_dir, progress, resume, overwrite
                 )
-                candidate_run.log_result(result, folder)
             results[config.model] = (config, folder, result)
             candidate_runs[config.model] = candidate_run
         valid = {name: r.valid[selected_on] for name, (_, _, r) in results.items()}
@@ -166,6 +151,29 @@ def train_auto(
         tracked.log_result(final, output_dir)
         tracked.tag({"mirec.chosen": chosen})
         return final
+
+
+def _train_tracked(
+    tracked: TrackedRun,
+    config: Config,
+    folder: Path,
+    data_dir: Path | None,
+    progress: bool,
+    resume: bool,
+    overwrite: bool,
+) -> RunResult:
+    """:func:`~mirec.runs.train_run` with its epochs and its record logged in ``tracked``."""
+    result = train_run(
+        config,
+        folder,
+        data_dir=data_dir,
+        progress=progress,
+        resume=resume,
+        overwrite=overwrite,
+        on_epoch=tracked.on_epoch,
+    )
+    tracked.log_result(result, folder)
+    return result
 
 
 def _keep(
