@@ -709,6 +709,7 @@ def tune(
     typer.echo(f"study {result.study_name}: {result.n_trials} trials ({counts})")
     if result.best_trial is not None:
         typer.echo(f"best: trial {result.best_trial}, valid recall@50 {result.best_value:.4f}")
+    if result.best_config is not None:
         typer.echo(f"  train it again: mirec train --config {result.best_config} --output-dir DIR")
     typer.echo(f"report: {output_dir / REPORT_FILE}")
 

@@ -10,8 +10,10 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from mirec.atomic import write_json_atomic, write_text_atomic
-from mirec.core.layout import CONFIG_FILE, METRICS_FILE
+from mirec.core.layout import METRICS_FILE
 from mirec.results import TuningResult
 from mirec.tuning.study import OBJECTIVE, TuneSpec, shown_url, shown_value
 
@@ -33,14 +35,15 @@ def write_results(study: optuna.Study, spec: TuneSpec) -> TuningResult:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.value) if complete else None
-    if best is not None:
-        settings = (Path(best.user_attrs["folder"]) / CONFIG_FILE).read_text()
+    # a trial added to the storage by other means than mirec tune records no run
+    settings = None if best is None else best.user_attrs.get("config")
+    if settings is not None:
         header = (
             f"# mirec tune: trial {best.number} of study {spec.name}, valid {OBJECTIVE} "
             f"{best.value:.4f}\n# train it again: mirec train --config {BEST_CONFIG} "
             "--output-dir DIR\n"
         )
-        write_text_atomic(out / BEST_CONFIG, header + settings)
+        write_text_atomic(out / BEST_CONFIG, header + yaml.safe_dump(settings, sort_keys=False))
     identity = study.user_attrs.get("mirec", {})
     result = TuningResult(
         study_name=spec.name,
@@ -54,8 +57,8 @@ def write_results(study: optuna.Study, spec: TuneSpec) -> TuningResult:
         best_trial=None if best is None else best.number,
         best_value=None if best is None else best.value,
         best_params=None if best is None else best.params,
-        best_folder=None if best is None else best.user_attrs["folder"],
-        best_config=None if best is None else str(out / BEST_CONFIG),
+        best_folder=None if best is None else best.user_attrs.get("folder"),
+        best_config=None if settings is None else str(out / BEST_CONFIG),
     )
     plots = [_plot_history(trials, out / HISTORY_PLOT), _plot_importance(study, out)]
     write_text_atomic(out / REPORT_FILE, _markdown(result, trials, plots))
@@ -92,10 +95,14 @@ def _markdown(
     if result.best_trial is None:
         lines += ["No trial has completed yet.", ""]
     else:
+        again = (
+            f"`mirec train --config {BEST_CONFIG} --output-dir DIR` trains it again"
+            if result.best_config is not None
+            else "it records no run (it was added to the study by other means than mirec tune)"
+        )
         lines += [
             f"Best: trial {result.best_trial}, valid Recall@50 {result.best_value:.4f} "
-            f"({result.best_folder}); `mirec train --config {BEST_CONFIG} --output-dir DIR` "
-            "trains it again.",
+            f"({result.best_folder}); {again}.",
             "",
         ]
     lines += [

@@ -128,9 +128,9 @@ def parse_space(
                 f"{where}: not searchable (it changes what trials are measured on, or what "
                 f"is run); set it with --set. Not searchable: {', '.join(NOT_SEARCHED)}"
             )
+        dimension = _dimension(name, entry, where)  # a fixed entry's shape is checked too
         if name in fixed:
             continue
-        dimension = _dimension(name, entry, where)
         for value in dimension.extremes():
             try:
                 build({name: value})

@@ -298,7 +298,7 @@ def run_trials(spec: TuneSpec, worker: int, echo: Echo) -> None:
     while len(study.get_trials(deepcopy=False, states=counted)) < spec.trials:
         trial = study.ask()
         try:
-            state, value, params = _run_trial(spec, trial, space)
+            state, value, params = _run_trial(spec, trial, space, worker)
         except MirecError as err:  # a point of the space that does not train
             trial.set_user_attr("error", str(err))
             study.tell(trial, state=TrialState.FAIL)
@@ -334,7 +334,7 @@ def shown_params(params: dict[str, Any]) -> str:
 
 
 def _run_trial(
-    spec: TuneSpec, trial: optuna.Trial, space: SearchSpace
+    spec: TuneSpec, trial: optuna.Trial, space: SearchSpace, worker: int
 ) -> tuple[Any, float, dict[str, Any]]:
     """Train ``trial``'s run, pruned at a validation where the study's pruner says so: its
     state (complete or pruned), its validation Recall@50 (a pruned one's at its last
@@ -347,6 +347,7 @@ def _run_trial(
     # what finds this trial's folder, and its lock, if its process is killed
     trial.set_user_attr("folder", str(folder.resolve()))
     trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("worker", worker)
     params = {dimension.name: dimension.suggest(trial) for dimension in space}
     last: list[float] = []
 
@@ -357,9 +358,11 @@ def _run_trial(
         trial.report(record[OBJECTIVE], step=int(record["epoch"]))
         return trial.should_prune()
 
-    result = train_run(
-        spec.config(params), folder, data_dir=spec.data_dir, progress=False, on_epoch=prune
-    )
+    config = spec.config(params)
+    # the whole run, kept with the trial: best.yaml is written from the storage, wherever
+    # the trial's folder is
+    trial.set_user_attr("config", config.to_dict())
+    result = train_run(config, folder, data_dir=spec.data_dir, progress=False, on_epoch=prune)
     if result.fit.stopped_by == "hook":
         return TrialState.PRUNED, last[0], params
     return TrialState.COMPLETE, result.valid[OBJECTIVE], params
