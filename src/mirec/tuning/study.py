@@ -149,6 +149,7 @@ def tune(spec: TuneSpec, echo: Echo) -> TuningResult:
     from mirec.runs import prepare_for
     from mirec.tuning.report import write_results
 
+    require("optuna", "mirec tune")
     check(spec)
     with folder_lock(spec.output_dir):
         _claim_output(spec)
