@@ -35,6 +35,10 @@ AUTO_CANDIDATES_DIR = "candidates"
 """The folder inside an ``auto`` run's output folder where each candidate trains."""
 SELECTION_METRIC = "recall@50"
 """What ``auto``'s candidates are ranked by: validation Recall@50, as early stopping is."""
+SEARCH_SECTION = "search"
+"""The section of a config file that is no setting: the search space of ``mirec tune``
+(parsed by :mod:`mirec.tuning.space`). Loading settings leaves it out, so a published
+config, or a file given to ``--config``, may carry one."""
 
 
 @dataclass(frozen=True)
@@ -279,12 +283,27 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return f"{where}: not valid YAML ({getattr(err, 'problem', None) or type(err).__name__})"
 
 
-def _read_published(name: str) -> dict[str, Any]:
+def published_yaml(name: str) -> dict[str, Any]:
+    """Published config ``name``'s file as it is, its :data:`SEARCH_SECTION` included."""
     text = resources.files("mirec.configs").joinpath(f"{name}.yaml").read_text()
     return yaml.safe_load(text) or {}
 
 
+def _read_published(name: str) -> dict[str, Any]:
+    values = published_yaml(name)
+    values.pop(SEARCH_SECTION, None)
+    return values
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    data = read_yaml_mapping(path)
+    data.pop(SEARCH_SECTION, None)
+    return data
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping at the top of YAML file ``path`` (empty for an empty file); a ConfigError
+    naming the file when it is missing, not YAML, or not a mapping."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file does not exist")
     try:

@@ -353,3 +353,30 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """``mirec tune``'s ``metrics.json``: the study, its best trial on the validation
+    objective, and how many trials ended in each state (COMPLETE, PRUNED, FAIL, RUNNING)."""
+
+    study_name: str
+    storage: str
+    """The storage URL, its password hidden."""
+    model: str
+    dataset: str
+    objective: str
+    """``valid recall@50``: trials are ranked on validation only."""
+    direction: str
+    n_trials: int
+    states: dict[str, int]
+    best_trial: int | None
+    """None: no trial completed yet."""
+    best_value: float | None
+    best_params: dict[str, Any] | None
+    best_folder: str | None
+    best_config: str | None
+    """The file that ``mirec train --config`` trains the best trial again from."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "tune", **{f.name: getattr(self, f.name) for f in fields(self)}}

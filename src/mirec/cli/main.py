@@ -680,6 +680,96 @@ def experiment(
 
 
 @app.command()
+def tune(
+    model: Annotated[str, typer.Option(help="Published config to tune (see `mirec models`).")],
+    output_dir: Annotated[
+        Path,
+        typer.Option(help="Where the study's database, trials/NNNN, best.yaml and report go."),
+    ],
+    trials: Annotated[
+        int, typer.Option(min=1, help="Finished (complete or pruned) trials the study reaches.")
+    ],
+    dataset: Annotated[
+        str | None, typer.Option(help="As for `mirec train`: a registry name, path or synthetic.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Fix a setting for every trial (it leaves the search): k=v."),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(
+            help="A YAML file whose search: section is the space (default: the published config's)."
+        ),
+    ] = None,
+    study_name: Annotated[
+        str | None, typer.Option(help="The study's name in the storage (default: the model's).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="An Optuna storage URL (default: sqlite:///OUTPUT_DIR/study.db); workers and "
+            "later runs continue the study there."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes running trials side by side on the study.")
+    ] = 1,
+    startup_trials: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Trials drawn at random, and finished before any is pruned (median rule)."
+        ),
+    ] = 5,
+    worker: Annotated[int | None, typer.Option(hidden=True)] = None,
+    data_dir: DataDir = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="PyTorch threads of each worker (default: its share of the cores)."
+        ),
+    ] = None,
+) -> None:
+    """Search the model's settings with Optuna (TPE, median pruning) on validation
+    Recall@50; the study lives in a database, so running the command again continues it."""
+    _needs("mirec tune", "optuna", "sklearn")
+    from mirec.tuning.study import TuneSpec, check, run_trials
+
+    spec = TuneSpec(
+        model=model,
+        output_dir=output_dir,
+        trials=trials,
+        dataset=dataset,
+        overrides=tuple(set_ or ()),
+        space_file=space,
+        study_name=study_name,
+        storage=storage,
+        workers=workers,
+        threads=threads,
+        startup_trials=startup_trials,
+        data_dir=data_dir,
+    )
+    if worker is not None:  # one of the processes of --workers: trials only
+        check(spec)
+        _use_threads(threads)
+        run_trials(spec, worker, typer.echo)
+        return
+    from mirec.tuning.report import REPORT_FILE
+    from mirec.tuning.study import tune as run_search
+
+    if workers == 1:
+        _use_threads(threads)
+    result = run_search(spec, typer.echo)
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in result.states.items())
+    typer.echo(f"study {result.study_name}: {result.n_trials} trials ({counts})")
+    if result.best_trial is not None:
+        typer.echo(f"best: trial {result.best_trial}, valid recall@50 {result.best_value:.4f}")
+    if result.best_config is not None:
+        typer.echo(f"  train it again: mirec train --config {result.best_config} --output-dir DIR")
+    typer.echo(f"report: {output_dir / REPORT_FILE}")
+
+
+@app.command()
 def quickstart(
     output_dir: Annotated[
         Path,

@@ -24,6 +24,7 @@ EXTRA_OF = {
     "mlflow": "track",
     "tensorboard": "track",
     "optuna": "tune",
+    "sklearn": "tune",
 }
 """The top-level module of each optional dependency, and the extra of pyproject.toml that
 installs it."""
