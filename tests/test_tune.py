@@ -173,6 +173,14 @@ def test_a_bad_space_is_one_line_naming_the_file_and_entry(mirec_main, tmp_path,
     assert not (tmp_path / "study").exists()
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_study_name_is_refused_before_any_trial(mirec_main, tmp_path, space, name):
+    code, _, err = mirec_main(*tune_args(tmp_path / "study", space, 1), "--study-name", name)
+    assert (code, err) == (2, "mirec: error: --study-name: must not be empty (leave it out: "
+                              "the model's name)\n")  # fmt: skip
+    assert not (tmp_path / "study").exists()
+
+
 def test_a_bad_space_in_a_real_process_exits_2_without_traceback(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("search:\n  num_interests: [2, 0]\n")

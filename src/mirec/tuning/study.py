@@ -116,6 +116,8 @@ class TuneSpec:
 
 def check(spec: TuneSpec) -> SearchSpace:
     """The search refused in one line before any trial: a bad setting, space or folder."""
+    if spec.study_name is not None and not spec.study_name.strip():
+        raise ConfigError("--study-name: must not be empty (leave it out: the model's name)")
     config = spec.config()
     if config.task != "retrieval":
         raise ConfigError(
