@@ -171,6 +171,7 @@ def test_the_python_api_tracks_as_the_command_does(tmp_path):
         (["--track", "mlflow,tb"], ["--track 'mlflow,tb'"]),
         (["--tracking-uri", "sqlite:///x.db"], ["--tracking-uri: goes with --track mlflow"]),
         (["--track", "mlflow", "--experiment-name", " "], ["--experiment-name: must not be"]),
+        (["--track", "mlflow", "--tracking-uri", ""], ["--tracking-uri: must not be empty"]),
         (["--track", "mlflow", "--tracking-uri", "nosuch://x"], ["--tracking-uri nosuch://x"]),
     ],
 )

@@ -141,8 +141,9 @@ def backend_names(
     for option, given in (("--tracking-uri", tracking_uri), ("--experiment-name", experiment_name)):
         if given is not None and "mlflow" not in names:
             raise ConfigError(f"{option}: goes with --track mlflow")
-    if experiment_name is not None and not experiment_name.strip():
-        raise ConfigError("--experiment-name: must not be empty")
+    for option, given in (("--tracking-uri", tracking_uri), ("--experiment-name", experiment_name)):
+        if given is not None and not given.strip():
+            raise ConfigError(f"{option}: must not be empty (leave it out for the default)")
     return tuple(names)
 
 
