@@ -371,10 +371,13 @@ def compare_checkpoints_by(
     *,
     resamples: int = compare.RESAMPLES,
     seed: int = 0,
+    overrides: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None),
     progress: bool = True,
 ) -> dict[str, tuple[dict[str, Any], str]]:
     """:func:`compare_checkpoints` by every feature of ``outputs`` (feature -> its output
-    folder or None), loading and scoring the two runs once."""
+    folder or None), loading and scoring the two runs once, each under its inference-time
+    ``overrides`` (the same folder twice compares two of them: the max merge against the
+    quota merge, for one)."""
     for output_dir in outputs.values():
         if output_dir is not None:
             _refuse_run_folder(output_dir)
@@ -382,7 +385,10 @@ def compare_checkpoints_by(
     if unknown:
         raise ConfigError(f"--by {unknown[0]!r}: expected one of {', '.join(compare.FEATURES)}")
     compare.check_bootstrap(resamples, seed)
-    (loaded_a, data_a), (loaded_b, data_b) = (load_checkpoint(run) for run in (run_a, run_b))
+    (loaded_a, data_a), (loaded_b, data_b) = (
+        load_checkpoint(run, changes)
+        for run, changes in zip((run_a, run_b), overrides, strict=True)
+    )
     config_a, config_b = loaded_a.config, loaded_b.config
     _require_same_test_users(run_a, config_a, data_a, run_b, config_b, data_b)
     users_a, users_b = (
@@ -390,7 +396,12 @@ def compare_checkpoints_by(
         for loaded, data in ((loaded_a, data_a), (loaded_b, data_b))
     )
     counts = training_item_counts(data_a.sequences, data_a.split.train)
-    names = (f"{config_a.model} ({run_a})", f"{config_b.model} ({run_b})")
+    names = tuple(
+        f"{config.model} ({run}" + "".join(f", {k}={v}" for k, v in (changes or {}).items()) + ")"
+        for config, run, changes in zip(
+            (config_a, config_b), (run_a, run_b), overrides, strict=True
+        )
+    )
     results = {}
     for by, output_dir in outputs.items():
         feature = compare.user_features(data_a.sequences, data_a.test, counts, by)
@@ -400,8 +411,8 @@ def compare_checkpoints_by(
             "split_seed": config_a.split_seed,
             "n_test_users": len(data_a.test),
             "by": by,
-            "run_a": {"path": str(run_a), "model": config_a.model, "maxlen": data_a.maxlen},
-            "run_b": {"path": str(run_b), "model": config_b.model, "maxlen": data_b.maxlen},
+            "run_a": _compared_run(run_a, config_a, data_a, overrides[0]),
+            "run_b": _compared_run(run_b, config_b, data_b, overrides[1]),
             "buckets_from": f"run A's histories (maxlen {data_a.maxlen}) and training counts",
             "resamples": resamples,
             "seed": seed,
@@ -422,6 +433,14 @@ def compare_checkpoints_by(
             compare.plot_comparison(rows, by, names, output_dir / COMPARE_PLOT)
         results[by] = (result, compare.format_table(rows, by, names))
     return results
+
+
+def _compared_run(
+    run: Path, config: Config, data: PreparedData, overrides: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One side of compare.json; its inference-time settings when any were changed."""
+    side = {"path": str(run), "model": config.model, "maxlen": data.maxlen}
+    return {**side, "inference_settings": overrides} if overrides else side
 
 
 def _test_per_user(

@@ -21,6 +21,14 @@ The grid is a YAML file::
       - {x: num_interests, y: recall@50, mark: diminishing_returns}
     interest_map: {dataset: ml-100k, model: comirec-sa, user: 1}   # one user's interests in 2-D
     compare: {a: sasrec, b: comirec-sa, by: [categories, entropy]}   # mirec compare, per dataset
+    choose: {setting: quota_alpha, metric: recall@50}   # a grid value per row, on validation
+
+``choose`` picks, per dataset and row, the grid value of its setting (other than null, the
+setting off) with the best mean validation figure; the report shows each row at it beside
+the row with the setting unset. A side of ``compare`` (one mapping or a list of them) is a
+row's name, or ``{row: NAME, variant: {KEY: VALUE}}`` (a value of every grid key), or
+``{row: NAME, variant: chosen}``; two sides on one row compare the same weights under two
+inference-time settings.
 
 A grid over inference-time settings (``diversity_lambda``, ``adaptive_k``) trains once: the
 cells that differ only in them share one trained checkpoint and each is a re-evaluation of
@@ -76,6 +84,7 @@ KEYS = {
     "columns",
     "interest_map",
     "compare",
+    "choose",
 }
 
 
@@ -154,9 +163,13 @@ class Experiment:
     columns: tuple[str, ...] = ()
     """Quantities shown in the report's tables beside the standard metrics."""
     interest_map: dict[str, Any] | None = None
-    compare: dict[str, Any] | None = None
-    """Rows ``a`` and ``b`` compared bucket by bucket on each dataset (``mirec compare``),
-    by every feature of ``by``, on their first shared seed."""
+    compare: tuple[dict[str, Any], ...] = ()
+    """Comparisons of side ``b`` against side ``a`` bucket by bucket on each dataset
+    (``mirec compare``), by every feature of ``by``, on their first shared seed; a side is a
+    row, or a row under one variant of the grid (:func:`_compare_side`)."""
+    choose: dict[str, str] | None = None
+    """``{"setting": KEY, "metric": METRIC}``: the report's "Chosen on validation" section (the
+    grid value of KEY each row takes on each dataset by validation METRIC; :func:`_choose`)."""
     impossible: list[ImpossibleCell] = field(default_factory=list)
     """Cells whose settings failed validation; they are reported, never run."""
 
@@ -215,6 +228,7 @@ def load_experiment(path: Path) -> Experiment:
             f"{MAX_CELLS:,} in one file: split the grid into several files"
         )
     runs_dir = Path(spec.get("runs_dir") or f"runs/{name}")
+    choose = _choose(spec.get("choose"), grid, path)
     experiment = Experiment(
         name=name,
         report=Path(spec.get("report") or runs_dir / "report.md"),
@@ -224,7 +238,8 @@ def load_experiment(path: Path) -> Experiment:
         plots=_plots(spec.get("plots"), path),
         columns=tuple(_string_list(spec, "columns", path)) if "columns" in spec else (),
         interest_map=_interest_map(spec.get("interest_map"), datasets, models, path),
-        compare=_compare(spec.get("compare"), models, path),
+        compare=_compare(spec.get("compare"), models, grid, choose, path),
+        choose=choose,
     )
     combos = list(itertools.product(*grid.values())) or [()]
     # the first seed of every (dataset, model, variant) runs before anyone's second seed, so
@@ -331,20 +346,73 @@ def _keyed(value: Any, key: str, keys: set[str], path: Path) -> dict[str, Any] |
     return value
 
 
-def _compare(value: Any, models: list[str], path: Path) -> dict[str, Any] | None:
-    value = _keyed(value, "compare", {"a", "b", "by"}, path)
+def _compare(
+    value: Any, models: list[str], grid: dict[str, list], choose: dict[str, str] | None, path: Path
+) -> tuple[dict[str, Any], ...]:
+    """``compare:``, one comparison or a list of them, each side normalised to
+    ``{"row": label, "variant": None | "chosen" | ((key, value), ...)}`` (:class:`Experiment`)."""
+    if value is None:
+        return ()
+    specs = []
+    for item in value if isinstance(value, list) else [value]:
+        item = _keyed(item, "compare", {"a", "b", "by"}, path)
+        assert item is not None
+        by = item["by"] if isinstance(item["by"], list) else [item["by"]]
+        unknown = [name for name in by if name not in COMPARE_FEATURES]
+        if unknown or not by:
+            raise ConfigError(
+                f"{path}: compare.by: {unknown[0] if unknown else '[]'!r}; expected some of "
+                f"{', '.join(COMPARE_FEATURES)}"
+            )
+        sides = {side: _compare_side(item[side], models, grid, choose, path) for side in "ab"}
+        specs.append({**sides, "by": by})
+    return tuple(specs)
+
+
+def _compare_side(
+    value: Any, models: list[str], grid: dict[str, list], choose: dict[str, str] | None, path: Path
+) -> dict[str, Any]:
+    """One side of a comparison: a row's name (its cells without grid settings), or
+    ``{row: NAME, variant: {KEY: VALUE, ...}}`` naming a value of every grid key, or
+    ``{row: NAME, variant: chosen}``: the row's variant chosen on validation (``choose:``)."""
+    if not isinstance(value, dict):
+        if value not in models:
+            raise ConfigError(f"{path}: compare: a and b must be rows of the experiment's models")
+        return {"row": value, "variant": None}
+    value = _keyed(value, "compare side", {"row", "variant"}, path)
+    assert value is not None
+    if value["row"] not in models:
+        raise ConfigError(f"{path}: compare: a and b must be rows of the experiment's models")
+    variant = value["variant"]
+    if variant == "chosen":
+        if choose is None:
+            raise ConfigError(f"{path}: compare: variant chosen needs a choose: key")
+        return {"row": value["row"], "variant": "chosen"}
+    if not isinstance(variant, dict) or set(variant) != set(grid):
+        raise ConfigError(
+            f"{path}: compare: variant: expected chosen or a value of each grid key "
+            f"({', '.join(grid) or 'none'})"
+        )
+    for key, chosen in variant.items():
+        if chosen not in grid[key]:
+            raise ConfigError(f"{path}: compare: variant {key}={chosen!r} is not in the grid")
+    return {"row": value["row"], "variant": tuple((key, variant[key]) for key in grid)}
+
+
+def _choose(value: Any, grid: dict[str, list], path: Path) -> dict[str, str] | None:
+    """``choose: {setting: KEY, metric: METRIC}``: per dataset and row, the report picks the value
+    of the grid key ``KEY`` (its null value aside: the setting off, the baseline) with the
+    highest mean validation ``METRIC`` over the seeds (:class:`Experiment`)."""
+    value = _keyed(value, "choose", {"setting", "metric"}, path)
     if value is None:
         return None
-    if value["a"] not in models or value["b"] not in models:
-        raise ConfigError(f"{path}: compare: a and b must be rows of the experiment's models")
-    by = value["by"] if isinstance(value["by"], list) else [value["by"]]
-    unknown = [name for name in by if name not in COMPARE_FEATURES]
-    if unknown or not by:
-        raise ConfigError(
-            f"{path}: compare.by: {unknown[0] if unknown else '[]'!r}; expected some of "
-            f"{', '.join(COMPARE_FEATURES)}"
-        )
-    return {"a": value["a"], "b": value["b"], "by": by}
+    if value["setting"] not in grid:
+        raise ConfigError(f"{path}: choose.setting: {value['setting']!r} is not a grid key")
+    if not any(v is not None for v in grid[value["setting"]]):
+        raise ConfigError(f"{path}: choose.setting: grid.{value['setting']} has no value to choose")
+    if not isinstance(value["metric"], str) or "@" not in value["metric"]:
+        raise ConfigError(f"{path}: choose.metric: expected a validation metric such as recall@50")
+    return {"setting": value["setting"], "metric": value["metric"]}
 
 
 def slug(text: str) -> str:

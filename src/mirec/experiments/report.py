@@ -128,52 +128,173 @@ def write_report(experiment: Experiment, command: str) -> tuple[int, int]:
     prefix = figure_dir(experiment).relative_to(experiment.report.parent)
     figures = [((prefix / name).as_posix(), note) for name, note in figures]
     text = render_markdown(experiment, done, command, figures)
-    if experiment.compare is not None:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(_comparisons(experiment, done, prefix))
+    extra = _chosen_section(experiment, done)
+    for spec in experiment.compare:
+        extra += _comparisons(experiment, done, spec, prefix)
+    if extra:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(extra)
     write_text_atomic(experiment.report, text)
     return len(done), len(experiment.cells)
 
 
+def chosen_values(
+    experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]]
+) -> dict[tuple[str, str], Any]:
+    """(dataset, row) -> the value of ``choose.setting`` with the highest mean validation
+    ``choose.metric`` over the row's finished seeds, its null value (the setting off) aside;
+    ties go to the first in grid order. Test figures are never read."""
+    spec = experiment.choose
+    if spec is None:
+        return {}
+    scores: dict[tuple[str, str], dict[Any, list[float]]] = {}
+    for cell, metrics in done:
+        value = dict(cell.variant).get(spec["setting"])
+        figure = (metrics.get("valid") or {}).get(spec["metric"])
+        if value is not None and figure is not None:
+            by_value = scores.setdefault((cell.dataset, cell.model), {})
+            by_value.setdefault(value, []).append(float(figure))
+    return {
+        key: max(by_value, key=lambda v: (_mean(by_value[v]), -list(by_value).index(v)))
+        for key, by_value in scores.items()
+    }
+
+
+def _chosen_section(experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]]) -> list[str]:
+    """The experiment's ``choose``: each row with the setting off and at the value chosen on
+    validation, side by side, per dataset."""
+    spec = experiment.choose
+    if spec is None:
+        return []
+    setting, metric = spec["setting"], spec["metric"]
+    chosen = chosen_values(experiment, done)
+    lines = [
+        "## Chosen on validation",
+        "",
+        f"For each dataset and row, the value of `{setting}` with the highest mean validation "
+        f"{_title(metric)} over the row's seeds (the test split is not read to choose), beside the "
+        f"row with `{setting}` unset. Test figures, mean ± sample standard deviation over the "
+        "seeds.",
+        "",
+    ]
+    shown = ["recall@50", "ndcg@50", *experiment.columns]
+    header = ["model", setting, "seeds", f"valid {_title(metric)}", *(_title(m) for m in shown)]
+    for dataset in dict.fromkeys(c.dataset for c in experiment.cells):
+        table = []
+        for model in dict.fromkeys(c.model for c in experiment.cells if c.dataset == dataset):
+            if (dataset, model) not in chosen:
+                continue
+            for value in (None, chosen[(dataset, model)]):
+                runs = [
+                    (c, m)
+                    for c, m in done
+                    if (c.dataset, c.model) == (dataset, model)
+                    and dict(c.variant).get(setting) == value
+                    and (value is not None or setting in dict(c.variant))
+                ]
+                if not runs:
+                    continue
+                row = [model, "unset" if value is None else f"**{value}**"]
+                row.append(",".join(str(c.seed) for c, _ in runs))
+                row.append(_spread([m["valid"][metric] for _, m in runs]))
+                for name in shown:
+                    values = [float(v) for c, m in runs if (v := quantity(c, m, name)) is not None]
+                    row.append(_spread(values, 4 if "@" in name else 3) if values else "—")
+                table.append("| " + " | ".join(row) + " |")
+        if table:
+            lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |"]
+            lines += ["|" + "---|" * len(header), *table, ""]
+    return lines
+
+
+def _side_cells(
+    experiment: Experiment,
+    done: list[tuple[Cell, dict[str, Any]]],
+    side: dict[str, Any],
+    dataset: str,
+    chosen: dict[tuple[str, str], Any],
+) -> dict[int, Cell]:
+    """Seed -> the finished cell of one side of a comparison on ``dataset``."""
+    variant = side["variant"]
+    setting = (experiment.choose or {}).get("setting")
+    value = chosen.get((dataset, side["row"]))
+    cells: dict[int, Cell] = {}
+    for cell, _ in done:
+        if cell.dataset != dataset or cell.model != side["row"]:
+            continue
+        if variant == "chosen":
+            if value is None or dict(cell.variant).get(setting) != value:
+                continue
+        elif cell.variant != (variant or ()):
+            continue
+        cells.setdefault(cell.seed, cell)
+    return cells
+
+
+def _side_label(side: dict[str, Any], setting: str | None) -> str:
+    if side["variant"] is None:
+        return side["row"]
+    if side["variant"] == "chosen":
+        return f"{side['row']} [{setting} chosen on validation]"
+    return f"{side['row']} [{', '.join(f'{k}={v}' for k, v in side['variant'])}]"
+
+
 def _comparisons(
-    experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]], prefix: Path
+    experiment: Experiment,
+    done: list[tuple[Cell, dict[str, Any]]],
+    spec: dict[str, Any],
+    prefix: Path,
 ) -> list[str]:
-    """The experiment's ``compare``: rows B against A on each dataset's test users, bucket
-    by bucket (:func:`mirec.runs.compare_checkpoints_by`, as ``mirec compare`` scores it), on the
-    first seed both rows finished; each comparison's compare.json and plot go into the
-    figure folder."""
+    """One ``compare`` of the experiment: side B against side A on each dataset's test users,
+    bucket by bucket (:func:`mirec.runs.compare_checkpoints_by`, as ``mirec compare`` scores
+    it), on the first seed both sides finished, each scored with its cell's inference-time
+    settings; each comparison's compare.json and plot go into the figure folder."""
     from mirec.runs import compare_checkpoints_by
 
-    spec = experiment.compare or {}
+    setting = (experiment.choose or {}).get("setting")
+    chosen = chosen_values(experiment, done)
+    name_a, name_b = (_side_label(spec[s], setting) for s in "ab")
     lines = [
-        f"## {spec['b']} against {spec['a']}, bucket by bucket",
+        f"## {name_b} against {name_a}, bucket by bucket",
         "",
         f"Each dataset's test users in quartile buckets of a feature of their history "
-        f"(`mirec compare`, mirec.evaluation.compare); B = {spec['b']}, A = {spec['a']}, the "
-        "first seed both rows finished. B - A is the mean per-user difference with a paired "
+        f"(`mirec compare`, mirec.evaluation.compare); B = {name_b}, A = {name_a}, the "
+        "first seed both sides finished. B - A is the mean per-user difference with a paired "
         "bootstrap 95% confidence interval (1,000 resamples); bold where the interval "
         "excludes 0.",
         "",
     ]
     for dataset in dict.fromkeys(c.dataset for c in experiment.cells):
-        runs = {c.model: {} for c in experiment.cells}
-        for cell, _ in done:
-            if cell.dataset == dataset and not cell.variant:
-                runs[cell.model].setdefault(cell.seed, cell)
-        seeds = [s for s in runs.get(spec["a"], {}) if s in runs.get(spec["b"], {})]
         lines += [f"### {dataset}", ""]
         here = {c.model for c in experiment.cells if c.dataset == dataset}
-        if not {spec["a"], spec["b"]} <= here:  # a row with datasets: that leave this one out
+        if not {spec["a"]["row"], spec["b"]["row"]} <= here:  # a row with datasets:
             lines += ["Not both rows run on this dataset.", ""]
             continue
+        a_cells, b_cells = (_side_cells(experiment, done, spec[s], dataset, chosen) for s in "ab")
+        seeds = [s for s in a_cells if s in b_cells]
         if not seeds:
             lines += ["Not both rows finished yet.", ""]
             continue
-        a, b = runs[spec["a"]][seeds[0]], runs[spec["b"]][seeds[0]]
-        lines += [f"Seed {seeds[0]}.", ""]
+        a, b = a_cells[seeds[0]], b_cells[seeds[0]]
+        values = [
+            f" {side.upper()}'s {setting}: {chosen[(dataset, spec[side]['row'])]} (chosen)."
+            for side in "ab"
+            if spec[side]["variant"] == "chosen"
+        ]
+        lines += [f"Seed {seeds[0]}." + "".join(values), ""]
+        # the plain rows' folder names of earlier reports; a variant adds the sides' names
+        tag = "" if all(spec[s]["variant"] is None for s in "ab") else f"{a.model}-{b.model}-"
+        if tag:
+            tag += "-".join(slug(a.variant_label or "plain") for a in (a, b)) + "-"
         outputs = {
-            by: figure_dir(experiment) / slug(f"compare-{dataset}-{by}") for by in spec["by"]
+            by: figure_dir(experiment) / slug(f"compare-{dataset}-{tag}{by}") for by in spec["by"]
         }
-        compared = compare_checkpoints_by(a.checkpoint, b.checkpoint, outputs, progress=False)
+        compared = compare_checkpoints_by(
+            a.checkpoint,
+            b.checkpoint,
+            outputs,
+            overrides=(a.inference_settings, b.inference_settings),
+            progress=False,
+        )
         for by, (result, _) in compared.items():
             lines += _comparison_table(result["rows"], by)
             link = (prefix / outputs[by].name / "compare.png").as_posix()
