@@ -383,57 +383,59 @@ def test_reports_named_otherwise_keep_their_own_csv_and_figures(tmp_path):
 
 
 def test_a_setting_chosen_on_validation_is_reported_and_compared_with_it_unset(tmp_path):
+    unset = {"quota_alpha": None, "quota_half_life": None}
     compare = {
-        "a": {"row": "comirec-sa", "variant": {"quota_alpha": None}},
+        "a": {"row": "comirec-sa", "variant": unset},
         "b": {"row": "comirec-sa", "variant": "chosen"},
         "by": ["history_length"],
     }
     spec = {
         "models": ["comirec-sa"],
-        "grid": {"quota_alpha": [None, 0.0, 2.0]},
+        "grid": {"quota_alpha": [None, 0.0, 2.0], "quota_half_life": [None, 2.0]},
         "seeds": [1, 2],
         "choose": {"setting": "quota_alpha", "metric": "recall@50"},
         "compare": compare,
     }
     experiment = load_experiment(write_spec(tmp_path, **spec))
-    assert len({c.checkpoint for c in experiment.cells}) == 2  # one training per seed
-    assert run_experiment(experiment, progress=False, echo=lambda _: None) == []
+    # a half-life without a quota is refused; the rest share one training per seed
+    assert len(experiment.impossible) == 2 and len(experiment.cells) == 10
+    assert len({c.checkpoint for c in experiment.cells}) == 2
+    failed = run_experiment(experiment, progress=False, echo=lambda _: None)
+    assert [cell for cell, _ in failed] == experiment.impossible
     write_report(experiment, "mirec experiment tiny.yaml")
     report = (tmp_path / "out" / "report.md").read_text()
 
-    # the choice: the alpha with the best mean validation Recall@50, from the cells' files
-    valid = {}
+    # the choice: the variant with a quota and the best mean validation Recall@50, from the
+    # cells' own files
+    valid: dict[str, list[float]] = {}
     for cell in experiment.cells:
         metrics = json.loads((cell.run_dir / "metrics.json").read_text())
-        valid.setdefault(cell.variant[0][1], []).append(metrics["valid"]["recall@50"])
-    means = {alpha: sum(v) / len(v) for alpha, v in valid.items() if alpha is not None}
-    chosen = max(means, key=lambda a: (means[a], -list(means).index(a)))
+        valid.setdefault(cell.variant_label, []).append(metrics["valid"]["recall@50"])
+    means = {label: sum(v) / len(v) for label, v in valid.items() if "alpha=None" not in label}
+    chosen = max(means, key=lambda label: (means[label], -list(means).index(label)))
     assert "## Chosen on validation" in report
     assert f"| comirec-sa | **{chosen}** | 1,2 | {means[chosen]:.4f} ± " in report
-    assert "| comirec-sa | unset | 1,2 | " in report
+    base = "quota_alpha=None, quota_half_life=None"
+    assert f"| comirec-sa | {base} | 1,2 | " in report
 
-    # the comparison scores the same weights twice, each side under its own alpha
-    heading = (
-        "## comirec-sa [quota_alpha chosen on validation] against comirec-sa [quota_alpha=None]"
-    )
-    assert heading in report and f"B's quota_alpha: {chosen} (chosen)." in report
+    # the comparison scores the same weights twice, each side under its own settings
+    heading = f"## comirec-sa [quota_alpha chosen on validation] against comirec-sa [{base}]"
+    assert heading in report and f"B: {chosen} (chosen)." in report
     folders = list((tmp_path / "out").glob("compare-*history_length"))
     assert len(folders) == 1
     saved = json.loads((folders[0] / "compare.json").read_text())
-    assert saved["run_b"]["inference_settings"] == {"quota_alpha": chosen}
-    assert saved["run_a"]["inference_settings"] == {"quota_alpha": None}
-    first = {a: c for c in experiment.cells if c.seed == 1 for a in [c.variant[0][1]]}
-    tests = {
-        a: json.loads((first[a].run_dir / "metrics.json").read_text())["test"]["recall@50"]
-        for a in (None, chosen)
-    }
+    picked = next(c for c in experiment.cells if c.variant_label == chosen and c.seed == 1)
+    plain = next(c for c in experiment.cells if c.variant_label == base and c.seed == 1)
+    assert saved["run_b"]["inference_settings"] == dict(picked.variant)
+    assert saved["run_a"]["inference_settings"] == unset
     overall = saved["rows"][0]
-    assert overall["a"]["recall@50"] == pytest.approx(tests[None])
-    assert overall["b"]["recall@50"] == pytest.approx(tests[chosen])
+    for side, cell in (("a", plain), ("b", picked)):
+        test = json.loads((cell.run_dir / "metrics.json").read_text())["test"]
+        assert overall[side]["recall@50"] == pytest.approx(test["recall@50"])
 
     with pytest.raises(ConfigError, match="variant chosen needs a choose: key"):
         load_experiment(write_spec(tmp_path, **{**spec, "choose": None}))
-    bad = {**compare, "a": {"row": "comirec-sa", "variant": {"quota_alpha": 9.0}}}
+    bad = {**compare, "a": {"row": "comirec-sa", "variant": {**unset, "quota_alpha": 9.0}}}
     with pytest.raises(ConfigError, match=r"variant quota_alpha=9\.0 is not in the grid"):
         load_experiment(write_spec(tmp_path, **{**spec, "compare": bad}))
     wrong = {"setting": "diversity_lambda", "metric": "recall@50"}

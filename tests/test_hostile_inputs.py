@@ -90,6 +90,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "aggregator": ["sum", "target", ""],
     "diversity_lambda": [-0.5, math.nan, "lots", math.inf, 1e300, 1000.5],
     "quota_alpha": [-0.5, math.nan, "lots", math.inf, 1e300, 100.5],
+    "quota_half_life": [0.0, -1.0, math.nan, "soon", math.inf, 2e6, 3.0],
     "adaptive_k": ["mass", "mass:x", "mass:1.5", "share:-0.1", "merge:nan", "drop:0.1", ""],
     "num_concepts": [0, -1],
     "intention_temperature": [0.0, -1.0, math.inf],

@@ -84,6 +84,36 @@ def test_quota_slots_without_routed_history_split_over_the_active_interests():
     assert quota_slots(torch.tensor([[0.5, 0.5, 0.0]]), 4, 0.0, active).tolist() == [[4, 0, 0]]
 
 
+def test_routed_shares_weigh_recent_items_by_the_half_life_by_hand():
+    from mirec.retrieval.adaptive_k import routed_shares
+
+    # one left-padded history of 4 items: the two oldest route to interest 0, the two most
+    # recent to interest 1 (routing (B, L, K): each item's weight on each interest)
+    histories = torch.tensor([[0, 7, 8, 9, 5]])
+    routing = torch.tensor([[[0.5, 0.5], [0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]]])
+    extracted = Extracted(interests=torch.zeros(1, 2, 4), routing=routing)
+    assert routed_shares(extracted, histories).tolist() == [[0.5, 0.5]]
+    # half-life 1: weights 1/8, 1/4 (interest 0) and 1/2, 1 (interest 1) -> 3/8 : 12/8
+    shares = routed_shares(extracted, histories, half_life=1.0)
+    assert shares[0].tolist() == pytest.approx([0.2, 0.8])
+    # a very long half-life is the plain count
+    long = routed_shares(extracted, histories, half_life=1e6)
+    assert long[0].tolist() == pytest.approx([0.5, 0.5], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"quota_half_life": 3.0}, r"quota_half_life=3\.0: it weighs the quota merge's shares"),
+        ({"quota_alpha": 1.0, "quota_half_life": 0.0}, "quota_half_life"),
+        ({"quota_alpha": 1.0, "quota_half_life": math.inf}, "quota_half_life"),
+    ],
+)
+def test_a_bad_quota_half_life_is_refused_by_name(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**settings)
+
+
 def test_quota_merge_by_hand():
     candidates = torch.tensor([[[1, 2, 3], [2, 4, 5]]])
     scores = torch.tensor([[[0.9, 0.8, 0.7], [0.85, 0.6, 0.5]]])
@@ -142,6 +172,37 @@ def test_quota_alpha_with_diversity_or_popularity_is_refused():
         Config(quota_alpha=0.5, extractor="popularity")
 
 
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"num_interests": 1}, "the model has one interest"),
+        ({"aggregator": "attention"}, "aggregator=attention fuses the interests into one"),
+    ],
+)
+def test_a_quota_for_a_model_that_ranks_with_one_vector_is_refused(settings, reason):
+    from mirec.models.build import check_components
+
+    # every alpha would give the max merge's list: a setting that silently did nothing
+    config = Config(extractor="self_attentive", quota_alpha=1.0, **settings)
+    with pytest.raises(ConfigError, match=rf"^setting quota_alpha=1\.0: {reason}"):
+        check_components(config)
+    check_components(Config(extractor="self_attentive", num_interests=4, quota_alpha=1.0))
+
+
+def test_a_one_vector_folder_refuses_a_quota_at_recommend_time(tmp_path):
+    import mirec
+
+    folder = tmp_path / "fused"
+    mirec.train(
+        dataset="synthetic:n_users=120,n_items=60", model="comirec-sa-transformer",
+        output_dir=folder, progress=False, max_epochs=1,
+    )  # fmt: skip
+    rec = Recommender.load(folder)
+    assert len(rec.recommend([1, 2, 3], n=5)) == 5
+    with pytest.raises(MirecError, match=r"^quota_alpha: aggregator=attention fuses"):
+        rec.recommend([1, 2, 3], n=5, quota_alpha=1.0)
+
+
 # -- on a trained model -----------------------------------------------------------------
 
 
@@ -173,6 +234,24 @@ def test_quota_lists_fill_each_interests_quota_from_its_own_top(rec, histories):
 
     assert leading(rec.recommend(histories, 50, quota_alpha=MAX_QUOTA_ALPHA)) >= leading(plain)
     assert leading(rec.recommend(histories, 50, quota_alpha=0.0)) < leading(plain)
+
+
+def test_a_half_life_moves_the_quotas_to_recent_interests(rec, histories, ml100k_run):
+    recent = Recommender.load(ml100k_run, quota_alpha=1.0, quota_half_life=1.0)
+    whole = rec.recommend(histories, 50, quota_alpha=1.0)
+    lists = recent.recommend(histories, 50)  # the folder's quota, with its half-life
+    assert lists == recent.recommend(histories, 50, quota_alpha=1.0)
+    assert (
+        sum([r.item for r in a] != [r.item for r in b] for a, b in zip(lists, whole, strict=True))
+        > 50
+    )
+
+    # with half-life 1 the last item's interest weighs at least half of the shares: the
+    # quotas gather on fewer interests than the whole history's do
+    def leading(found) -> float:
+        return float(np.mean([max(np.bincount([r.interest for r in x])) for x in found]))
+
+    assert leading(lists) > leading(whole) + 2
 
 
 def test_quota_on_the_flat_index_is_the_exact_quota(rec, histories, ml100k_run, tmp_path):

@@ -55,6 +55,7 @@ from mirec.core.layout import INDEX_PREFIX, MODEL_FILE, is_model_folder_file
 from mirec.data.vocabulary import Vocabulary, check_on_unknown
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
+from mirec.models.build import single_retrieval_vector
 from mirec.models.folder import (
     METRICS_FILE,
     WEIGHTS_FILE,
@@ -284,9 +285,9 @@ class _ModelFolder:
     def load(cls, path: str | Path, *, device: str | None = None, **settings: Any) -> Self:
         """Load a model folder written by ``mirec train`` (or :meth:`save`). ``settings``
         change inference-time settings only (``adaptive_k``, ``diversity_lambda``,
-        ``quota_alpha``); ``device``
-        defaults to the run's (``auto``: CUDA when present). A folder of the other task is
-        refused, naming the class that loads it (:func:`load` picks it)."""
+        ``quota_alpha``, ``quota_half_life``); ``device`` defaults to the run's (``auto``:
+        CUDA when present). A folder of the other task is refused, naming the class that
+        loads it (:func:`load` picks it)."""
         return cls(*_loaded(path, device, settings, f"{cls.__name__}.load"))
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -440,9 +441,9 @@ class Recommender(_ModelFolder):
         recommend --exclude-history``). ``diversity_lambda``: ComiRec's
         diversity-controllable list (needs item categories; default: the model's setting).
         ``quota_alpha``: the quota merge, each interest's share of the list by its share of
-        the history (:mod:`mirec.retrieval.quota`; default: the model's setting). Giving
-        one of the two merges leaves the model's setting of the other out; giving both is
-        refused.
+        the history (:mod:`mirec.retrieval.quota`; default: the model's setting), weighted
+        to recent items by the model's ``quota_half_life``. Giving one of the two merges
+        leaves the model's setting of the other out; giving both is refused.
         Unknown ids of a history are dropped and listed in ``unknown_items``, or refused
         with ``on_unknown="error"``. ``index``: search the folder's ``flat``, ``hnsw`` or
         ``ivf`` index (:meth:`build_index`) instead of scoring the whole catalogue."""
@@ -710,9 +711,18 @@ class Recommender(_ModelFolder):
                     f"quota_alpha: {self._config.model} (the popularity baseline) has no "
                     "interests to give quotas to; leave it unset"
                 )
+        one_vector = single_retrieval_vector(self._config)
+        if quota_alpha is not None and one_vector is not None:
+            raise MirecError(f"quota_alpha: {one_vector}; leave it unset")
         if diversity_lambda is not None and self._category is None:
             raise MirecError("diversity_lambda needs item categories, and this model's have none")
-        return {"diversity_lambda": diversity_lambda, "quota_alpha": quota_alpha}
+        # the shares' recency is the model's own (its quota_half_life), whoever asks a quota
+        half_life = None if quota_alpha is None else self._config.quota_half_life
+        return {
+            "diversity_lambda": diversity_lambda,
+            "quota_alpha": quota_alpha,
+            "quota_half_life": half_life,
+        }
 
     @torch.no_grad()
     def _chunks(

@@ -526,12 +526,13 @@ def load_checkpoint(
 
 def _retrieval_settings(config: Config, data: PreparedData) -> dict[str, Any]:
     """Item categories (for Diversity@N), the diversity-controllable aggregation's lambda and
-    the quota merge's alpha."""
+    the quota merge's alpha and half-life."""
     category = data.sequences.primary_category()
     return {
         "item_category": None if category is None else torch.from_numpy(category),
         "diversity_lambda": config.diversity_lambda,
         "quota_alpha": config.quota_alpha,
+        "quota_half_life": config.quota_half_life,
     }
 
 

@@ -84,6 +84,11 @@ class Config:
     items by routing, each filled with its own best items; 0 gives equal quotas, 1 the
     history's proportions, large alpha the leading interest nearly all. None merges by the
     max score; not with diversity_lambda."""
+    quota_half_life: float | None = None
+    """With quota_alpha: the shares p_k weigh the history's recent items more, an item's
+    weight halving every this many positions back from the most recent (3: the item 3
+    positions back counts half as much as the last), so the quotas follow what the user
+    does now. None: every history item counts the same."""
     adaptive_k: str | None = None
     """Per-user number of interests at inference: ``mass:t`` drops interests with less than
     a share t of the soft routing mass, ``share:t`` those fewer than a share t of the
@@ -252,6 +257,7 @@ INFERENCE_SETTINGS = (
     "adaptive_k",
     "diversity_lambda",
     "quota_alpha",
+    "quota_half_life",
     "diffusion_steps",
     "device",
 )
@@ -338,6 +344,9 @@ MAX_QUOTA_ALPHA = 100.0
 """The largest ``quota_alpha``. At 100 an interest with 10% more of the history than the
 next one already weighs 1.1^100, about 14,000 times as much: every slot the leader can fill,
 which any larger alpha gives too (and inf or NaN would give no quota at all)."""
+MAX_QUOTA_HALF_LIFE = 1e6
+"""The largest ``quota_half_life``, in positions: far longer than any history, where every
+item already counts the same."""
 
 
 def validate(config: Config) -> None:
@@ -413,6 +422,21 @@ def validate(config: Config) -> None:
                 c.quota_alpha,
                 "the popularity baseline (extractor=popularity) has no interests to give "
                 "quotas to; leave it unset",
+            )
+    if c.quota_half_life is not None:
+        _number(
+            "quota_half_life",
+            c.quota_half_life,
+            low=0.0,
+            low_open=True,
+            high=MAX_QUOTA_HALF_LIFE,
+            none=True,
+        )
+        if c.quota_alpha is None:
+            bad_setting(
+                "quota_half_life",
+                c.quota_half_life,
+                "it weighs the quota merge's shares: set quota_alpha too",
             )
     if c.max_train_minutes is not None:
         _number("max_train_minutes", c.max_train_minutes, low=0.0, low_open=True, none=True)

@@ -60,6 +60,7 @@ def evaluate(
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
     quota_alpha: float | None = None,
+    quota_half_life: float | None = None,
     diagnostics: Diagnostics | None = None,
     per_user: bool = False,
     progress: bool = False,
@@ -71,7 +72,8 @@ def evaluate(
     ``item_category`` (n_items + 1,) category code per item index adds Diversity@N;
     ``diversity_lambda`` then builds each top-N list by ComiRec's diversity-controllable
     greedy aggregation (:mod:`mirec.retrieval.diversity_greedy`) instead of by score;
-    ``quota_alpha`` gives each interest its quota of the list (:mod:`mirec.retrieval.quota`).
+    ``quota_alpha`` gives each interest its quota of the list (:mod:`mirec.retrieval.quota`),
+    its share of the history weighted to recent items by ``quota_half_life``.
     ``diagnostics`` accumulates the interest diagnostics over the same ranked lists.
     ``per_user=True`` keeps every user's metrics as well (:attr:`EvaluationResult.per_user`),
     and for a multi-interest model the list diagnostics of the final top-50 that need no
@@ -129,6 +131,7 @@ def evaluate(
             item_category=item_category,
             diversity_lambda=diversity_lambda,
             quota_alpha=quota_alpha,
+            quota_half_life=quota_half_life,
             histories=histories,
             interest_n=0 if diagnostics is None else diagnostics.interest_depth,
             interest_blocked=histories,

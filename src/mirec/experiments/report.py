@@ -14,7 +14,7 @@ import numpy as np
 
 from mirec.atomic import write_text_atomic
 from mirec.errors import MirecError
-from mirec.experiments.grid import Cell, Experiment, slug
+from mirec.experiments.grid import Cell, Experiment, ImpossibleCell, slug
 from mirec.experiments.plots import draw_plots, quantity
 from mirec.experiments.runner import cell_result
 
@@ -137,63 +137,77 @@ def write_report(experiment: Experiment, command: str) -> tuple[int, int]:
     return len(done), len(experiment.cells)
 
 
-def chosen_values(
+Variant = tuple[tuple[str, Any], ...]
+
+
+def chosen_variants(
     experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]]
-) -> dict[tuple[str, str], Any]:
-    """(dataset, row) -> the value of ``choose.setting`` with the highest mean validation
-    ``choose.metric`` over the row's finished seeds, its null value (the setting off) aside;
-    ties go to the first in grid order. Test figures are never read."""
+) -> dict[tuple[str, str], Variant]:
+    """(dataset, row) -> the grid variant with the highest mean validation
+    ``choose.metric`` over the row's finished seeds, among those that set
+    ``choose.setting`` (its null value, the setting off, is the baseline); ties go to the
+    first in grid order. Test figures are never read."""
     spec = experiment.choose
     if spec is None:
         return {}
-    scores: dict[tuple[str, str], dict[Any, list[float]]] = {}
+    scores: dict[tuple[str, str], dict[Variant, list[float]]] = {}
     for cell, metrics in done:
-        value = dict(cell.variant).get(spec["setting"])
         figure = (metrics.get("valid") or {}).get(spec["metric"])
-        if value is not None and figure is not None:
-            by_value = scores.setdefault((cell.dataset, cell.model), {})
-            by_value.setdefault(value, []).append(float(figure))
+        if dict(cell.variant).get(spec["setting"]) is not None and figure is not None:
+            by_variant = scores.setdefault((cell.dataset, cell.model), {})
+            by_variant.setdefault(cell.variant, []).append(float(figure))
     return {
-        key: max(by_value, key=lambda v: (_mean(by_value[v]), -list(by_value).index(v)))
-        for key, by_value in scores.items()
+        key: max(by_variant, key=lambda v: (_mean(by_variant[v]), -list(by_variant).index(v)))
+        for key, by_variant in scores.items()
     }
 
 
+def _baseline(experiment: Experiment, dataset: str, model: str) -> Variant | None:
+    """The first variant of the grid (in grid order) of a row on a dataset that leaves
+    ``choose.setting`` unset."""
+    setting = (experiment.choose or {}).get("setting")
+    for cell in experiment.cells:
+        if (cell.dataset, cell.model) == (dataset, model) and dict(cell.variant).get(
+            setting, 0
+        ) is None:
+            return cell.variant
+    return None
+
+
 def _chosen_section(experiment: Experiment, done: list[tuple[Cell, dict[str, Any]]]) -> list[str]:
-    """The experiment's ``choose``: each row with the setting off and at the value chosen on
-    validation, side by side, per dataset."""
+    """The experiment's ``choose``: each row with the setting unset and at the variant chosen
+    on validation, side by side, per dataset."""
     spec = experiment.choose
     if spec is None:
         return []
     setting, metric = spec["setting"], spec["metric"]
-    chosen = chosen_values(experiment, done)
+    chosen = chosen_variants(experiment, done)
     lines = [
         "## Chosen on validation",
         "",
-        f"For each dataset and row, the value of `{setting}` with the highest mean validation "
-        f"{_title(metric)} over the row's seeds (the test split is not read to choose), beside the "
-        f"row with `{setting}` unset. Test figures, mean ± sample standard deviation over the "
-        "seeds.",
+        f"For each dataset and row, the variant of the grid that sets `{setting}` with the "
+        f"highest mean validation {_title(metric)} over the row's seeds (the test split is not "
+        f"read to choose; in bold), beside the row with `{setting}` unset. Test figures, mean "
+        "± sample standard deviation over the seeds.",
         "",
     ]
     shown = ["recall@50", "ndcg@50", *experiment.columns]
-    header = ["model", setting, "seeds", f"valid {_title(metric)}", *(_title(m) for m in shown)]
+    header = ["model", "variant", "seeds", f"valid {_title(metric)}", *(_title(m) for m in shown)]
     for dataset in dict.fromkeys(c.dataset for c in experiment.cells):
         table = []
         for model in dict.fromkeys(c.model for c in experiment.cells if c.dataset == dataset):
             if (dataset, model) not in chosen:
                 continue
-            for value in (None, chosen[(dataset, model)]):
+            for variant in (_baseline(experiment, dataset, model), chosen[(dataset, model)]):
                 runs = [
                     (c, m)
                     for c, m in done
-                    if (c.dataset, c.model) == (dataset, model)
-                    and dict(c.variant).get(setting) == value
-                    and (value is not None or setting in dict(c.variant))
+                    if (c.dataset, c.model, c.variant) == (dataset, model, variant)
                 ]
                 if not runs:
                     continue
-                row = [model, "unset" if value is None else f"**{value}**"]
+                label = runs[0][0].variant_label
+                row = [model, label if variant != chosen[(dataset, model)] else f"**{label}**"]
                 row.append(",".join(str(c.seed) for c, _ in runs))
                 row.append(_spread([m["valid"][metric] for _, m in runs]))
                 for name in shown:
@@ -211,22 +225,18 @@ def _side_cells(
     done: list[tuple[Cell, dict[str, Any]]],
     side: dict[str, Any],
     dataset: str,
-    chosen: dict[tuple[str, str], Any],
+    chosen: dict[tuple[str, str], Variant],
 ) -> dict[int, Cell]:
     """Seed -> the finished cell of one side of a comparison on ``dataset``."""
     variant = side["variant"]
-    setting = (experiment.choose or {}).get("setting")
-    value = chosen.get((dataset, side["row"]))
+    if variant == "chosen":
+        variant = chosen.get((dataset, side["row"]))
+        if variant is None:
+            return {}
     cells: dict[int, Cell] = {}
     for cell, _ in done:
-        if cell.dataset != dataset or cell.model != side["row"]:
-            continue
-        if variant == "chosen":
-            if value is None or dict(cell.variant).get(setting) != value:
-                continue
-        elif cell.variant != (variant or ()):
-            continue
-        cells.setdefault(cell.seed, cell)
+        if (cell.dataset, cell.model, cell.variant) == (dataset, side["row"], variant or ()):
+            cells.setdefault(cell.seed, cell)
     return cells
 
 
@@ -251,7 +261,7 @@ def _comparisons(
     from mirec.runs import compare_checkpoints_by
 
     setting = (experiment.choose or {}).get("setting")
-    chosen = chosen_values(experiment, done)
+    chosen = chosen_variants(experiment, done)
     name_a, name_b = (_side_label(spec[s], setting) for s in "ab")
     lines = [
         f"## {name_b} against {name_a}, bucket by bucket",
@@ -276,15 +286,15 @@ def _comparisons(
             continue
         a, b = a_cells[seeds[0]], b_cells[seeds[0]]
         values = [
-            f" {side.upper()}'s {setting}: {chosen[(dataset, spec[side]['row'])]} (chosen)."
-            for side in "ab"
+            f" {side.upper()}: {cell.variant_label} (chosen)."
+            for side, cell in (("a", a), ("b", b))
             if spec[side]["variant"] == "chosen"
         ]
         lines += [f"Seed {seeds[0]}." + "".join(values), ""]
         # the plain rows' folder names of earlier reports; a variant adds the sides' names
-        tag = "" if all(spec[s]["variant"] is None for s in "ab") else f"{a.model}-{b.model}-"
-        if tag:
-            tag += "-".join(slug(a.variant_label or "plain") for a in (a, b)) + "-"
+        tag = ""
+        if any(spec[s]["variant"] is not None for s in "ab"):
+            tag = "-".join(f"{c.model}-{c.variant_label or 'plain'}" for c in (a, b)) + "-"
         outputs = {
             by: figure_dir(experiment) / slug(f"compare-{dataset}-{tag}{by}") for by in spec["by"]
         }
@@ -386,12 +396,16 @@ def render_markdown(
             lines += [f"![{name}]({name})", ""] + ([note, ""] if note else [])
     if experiment.impossible:
         lines += ["## Impossible cells", "", "Their settings fail validation; they never run.", ""]
-        lines += [
-            f"- {c.dataset} / {c.model}"
-            + (f" [{c.variant_label}]" if c.variant else "")
-            + f" seed {c.seed}: {c.error}"
-            for c in experiment.impossible
-        ]
+        # one line for every cell of a row refused for one reason, whatever the dataset
+        refused: dict[tuple[str, str, str], list[ImpossibleCell]] = {}
+        for c in experiment.impossible:
+            refused.setdefault((c.model, c.variant_label, c.error), []).append(c)
+        for (model, variant, error), cells in refused.items():
+            where = ", ".join(dict.fromkeys(c.dataset for c in cells))
+            seeds = ", ".join(str(s) for s in dict.fromkeys(c.seed for c in cells))
+            count = f"{len(cells)} cell{'s' if len(cells) > 1 else ''}"
+            shown = f" [{variant}]" if variant else ""
+            lines.append(f"- {model}{shown} on {where}, seeds {seeds} ({count}): {error}")
         lines.append("")
     pending = [c for c in experiment.cells if all(c is not d for d, _ in done)]
     if pending:

@@ -20,7 +20,7 @@ import math
 import numpy as np
 from torch import nn
 
-from mirec.aggregators import AGGREGATORS, CTR, RETRIEVAL, build_aggregation
+from mirec.aggregators import AGGREGATORS, CTR, RETRIEVAL, Level, build_aggregation
 from mirec.core.config import Config, bad_setting, one_of, shown
 from mirec.data.readers import FORMATS
 from mirec.data.sequences import Sequences, UserProfiles
@@ -213,6 +213,9 @@ def check_components(config: Config) -> None:
             f"SINE activates num_interests={c.num_interests} concepts from this pool: it must "
             "be at least as large",
         )
+    one_vector = single_retrieval_vector(c)
+    if c.quota_alpha is not None and one_vector is not None:
+        bad_setting("quota_alpha", c.quota_alpha, f"{one_vector}; leave it unset")
     if c.extractor == "dmin":
         width = math.lcm(REFINER_HEADS, c.num_interests)
         if c.embedding_dim % width:
@@ -222,6 +225,24 @@ def check_components(config: Config) -> None:
                 f"must be a multiple of {width} for extractor=dmin (its {REFINER_HEADS} "
                 f"refiner heads and num_interests={c.num_interests} interest heads split it)",
             )
+
+
+def single_retrieval_vector(config: Config) -> str | None:
+    """Why a retrieval model of ``config`` ranks the catalogue with one vector (one interest,
+    or interests fused by a representation-level aggregator), so that no merge shares its
+    list among interests (the quota merge has nothing to divide: every setting of it would
+    give the max merge's list); None when it retrieves with several."""
+    if config.task != "retrieval":
+        return None
+    if config.num_interests == 1:
+        return "the model has one interest: there is no list of several to share"
+    entry = AGGREGATORS.entries().get(config.aggregator)
+    if entry is not None and entry.level is Level.REPRESENTATION:
+        return (
+            f"aggregator={config.aggregator} fuses the interests into one retrieval vector: "
+            "there is no list of several to share"
+        )
+    return None
 
 
 def component_names(kind: str, task: str) -> tuple[str, ...]:

@@ -116,13 +116,25 @@ def interest_shares(assignment: torch.Tensor, k: int) -> torch.Tensor:
     return counts / real.sum(1, keepdim=True).clamp_min(1)
 
 
-def routed_shares(extracted: Extracted, histories: torch.Tensor) -> torch.Tensor:
-    """(B, L) histories (item indices, 0 padding) and what the extractor made of them ->
-    (B, K) the share of each history's items that route to each interest more than to any
-    other (:func:`assign_behaviours`, :func:`interest_shares`): the shares that ``mirec
-    inspect`` shows, the diagnostics measure and the quota merge divides a list by."""
+def routed_shares(
+    extracted: Extracted, histories: torch.Tensor, half_life: float | None = None
+) -> torch.Tensor:
+    """(B, L) histories (item indices, 0 padding, left-padded: the most recent item last)
+    and what the extractor made of them -> (B, K) the share of each history's items that
+    route to each interest more than to any other (:func:`assign_behaviours`,
+    :func:`interest_shares`): the shares that ``mirec inspect`` shows, the diagnostics
+    measure and the quota merge divides a list by. With ``half_life`` an item's weight
+    halves every ``half_life`` positions back from the last (``quota_half_life``)."""
     assignment = assign_behaviours(extracted, histories > 0)
-    return interest_shares(assignment, extracted.interests.shape[1])
+    k = extracted.interests.shape[1]
+    if half_life is None:
+        return interest_shares(assignment, k)
+    back = torch.arange(histories.shape[1] - 1, -1, -1, device=histories.device)
+    weight = torch.exp2(-back.to(torch.float64) / half_life)
+    real = assignment >= 0
+    routed = F.one_hot(assignment.clamp_min(0), k).masked_fill(~real.unsqueeze(-1), 0)
+    mass = (routed.to(torch.float64) * weight[None, :, None]).sum(1)
+    return mass / mass.sum(1, keepdim=True).clamp_min(1e-300)
 
 
 def adapt_interests(

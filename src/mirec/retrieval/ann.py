@@ -331,6 +331,7 @@ def ann_top_n(
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
     quota_alpha: float | None = None,
+    quota_half_life: float | None = None,
     histories: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`~mirec.retrieval.ranking.top_n` with the candidates from ``index``: each
@@ -360,6 +361,7 @@ def ann_top_n(
         item_category=category,
         diversity_lambda=diversity_lambda,
         quota_alpha=quota_alpha,
+        quota_half_life=quota_half_life,
         histories=histories,
     )
     return sub[top - 1] + 1, scores

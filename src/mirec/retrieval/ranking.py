@@ -84,6 +84,7 @@ def top_n(
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
     quota_alpha: float | None = None,
+    quota_half_life: float | None = None,
     histories: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's top-``n`` items for the users of ``extracted``: (B, n) item indices and
@@ -92,8 +93,9 @@ def top_n(
     (N + 1,) codes by item index) the list is ComiRec's greedy pick and the scores are each
     pick's max-over-interests score (a mixture of softmaxes: its own score, which then also
     picks). With ``quota_alpha`` (and the (B, L) ``histories`` the interests were extracted
-    from, whose routing sets the quotas) each interest fills its quota of the list
-    (:mod:`mirec.retrieval.quota`), ordered by the max-over-interests score."""
+    from, whose routing sets the quotas, its recent items weighted by ``quota_half_life``)
+    each interest fills its quota of the list (:mod:`mirec.retrieval.quota`), ordered by
+    the max-over-interests score."""
     ranked = rank_catalogue(
         model,
         extracted,
@@ -103,6 +105,7 @@ def top_n(
         item_category=item_category,
         diversity_lambda=diversity_lambda,
         quota_alpha=quota_alpha,
+        quota_half_life=quota_half_life,
         histories=histories,
     )
     return ranked.top, ranked.scores
@@ -118,6 +121,7 @@ def rank_catalogue(
     item_category: torch.Tensor | None = None,
     diversity_lambda: float | None = None,
     quota_alpha: float | None = None,
+    quota_half_life: float | None = None,
     histories: torch.Tensor | None = None,
     interest_n: int = 0,
     interest_blocked: torch.Tensor | None = None,
@@ -133,7 +137,8 @@ def rank_catalogue(
             raise ValueError("quota_alpha and diversity_lambda are two merges: choose one")
         if histories is None:
             raise ValueError("quota_alpha needs the histories whose routing sets the quotas")
-        top, scores = _quota_top(model, extracted, items, n, quota_alpha, histories, blocked, tiles)
+        quota = (quota_alpha, quota_half_life)
+        top, scores = _quota_top(model, extracted, items, n, quota, histories, blocked, tiles)
         lists = _interest_lists(extracted, items, interest_n, interest_blocked, tiles)
         return Ranked(top, scores, lists)
     if diversity_lambda is not None:
@@ -197,22 +202,24 @@ def _quota_top(
     extracted: Extracted,
     items: torch.Tensor,
     n: int,
-    alpha: float,
+    quota: tuple[float, float | None],
     histories: torch.Tensor,
     blocked: torch.Tensor | None,
     tiles: ScoreTiles,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The quota merge's (B, n) item indices and max-over-interests scores, best first:
     each retrieval interest's own top-n (blocked items last, at -inf) filled into its
-    quota of the n slots. A model that retrieves with one fused vector (a
-    representation-level aggregator) has one interest, which gets every slot."""
+    quota of the n slots (``quota``: alpha and the shares' half-life). A model that
+    retrieves with one fused vector (a representation-level aggregator) has one interest,
+    which gets every slot."""
     query = model.retrieval_interests(extracted)
     own = _interest_best(query.interests.to(items.dtype), items, n, blocked, tiles)
     values = own.values
     if query.active is not None:
         values = values.masked_fill(~query.active.unsqueeze(-1), float("-inf"))
     k = query.interests.shape[1]
-    shares = routed_shares(extracted, histories)
+    alpha, half_life = quota
+    shares = routed_shares(extracted, histories, half_life)
     if shares.shape[1] != k:
         shares = torch.ones(shares.shape[0], k, device=shares.device)
     slots = quota_slots(shares, n, alpha, query.active)
