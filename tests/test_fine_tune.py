@@ -337,6 +337,7 @@ def test_fine_tuning_with_the_carried_optimizer_trains_and_serves(
     t1_with_optimizer, logs, tmp_path
 ):
     from mirec.models.folder import OPTIMIZER_FILE
+    from mirec.training.checkpoint import read_optimizer_state
 
     out = tmp_path / "carried"
     rec = mirec.train(
@@ -348,6 +349,10 @@ def test_fine_tuning_with_the_carried_optimizer_trains_and_serves(
     )
     assert rec.info.metrics.fine_tuned["optimizer"] == "carry"
     assert (out / OPTIMIZER_FILE).is_file()  # keep_optimizer_state is the folder's: the next
+    # fine-tune can carry it on; its steps continue the folder's count
+    steps = {float(s["step"]) for s in read_optimizer_state(out).state.values()}
+    (before,) = {float(s["step"]) for s in read_optimizer_state(t1_with_optimizer).state.values()}
+    assert len(steps) == 1 and steps.pop() > before
     loaded = mirec.load(out)
     assert len(loaded.recommend(user=loaded.info.user_ids[0], n=10)) == 10
     # a run into the folder that keeps no optimizer state leaves none of the old run's
@@ -378,3 +383,8 @@ def test_carrying_the_optimizer_of_a_folder_that_kept_none_is_refused(
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "init_optimizer=carry" in err and str(t1_run) in err
     assert not out.exists()
+
+
+def test_fine_tuning_on_what_is_new_in_a_log_with_nothing_new_is_one_line(t1_run, logs, tmp_path):
+    with pytest.raises(ConfigError, match=r"holds no training position that .* lacks"):
+        mirec.train(output_dir=tmp_path / "out", init_from=t1_run, **interactions(logs[0]))

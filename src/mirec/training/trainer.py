@@ -355,6 +355,13 @@ def fit(
     sparse = sparse_item_gradients(config, data.sequences.n_items, nccl=nccl)
     optimizer = build_optimizer(model, config, sparse)
     examples = TrainingExamples.of(data, device, config.sequence_training, known_positions)
+    if len(examples) == 0 and known_positions is not None:
+        # an epoch of no batch has no loss to report (it divided by zero)
+        raise ConfigError(
+            f"setting fine_tune_on=new: the log holds no training position that "
+            f"{config.init_from} lacks (the log it was trained on?); fine_tune_on=all trains "
+            "every position"
+        )
     objective = build_objective(config, data, device, sparse)
     result.sparse_items = sparse
     in_batch = config.negative_sampling == "in_batch"
