@@ -18,6 +18,13 @@ or this one's, never parts of both. Nothing is pickled (``torch.save`` would pic
 optimizer's state dict); the optimizer's hyperparameters are not stored at all, since the
 resumed run's config, checked equal to the killed run's, rebuilds them.
 
+A finished run trained with ``keep_optimizer_state`` also keeps its optimizer's final
+state in its model folder, ``optimizer.safetensors`` (:func:`save_optimizer_state`): by
+parameter name rather than index, so that a fine-tune's model, built for another log, can
+start from it (``init_optimizer=carry``: :func:`read_optimizer_state`, remapped by
+:func:`mirec.training.warm_start.carried_optimizer_state`, then
+:func:`load_optimizer_state`).
+
 Only epoch ends are checkpointed: resuming within an epoch would need its example order,
 its negatives and every random draw of its steps so far, and an epoch end is where the
 loop's state is small and whole.
