@@ -321,6 +321,12 @@ def load_optimizer_state(
             "carry it, or init_optimizer=fresh"
         )
     index = {name: i for i, name in enumerate(_parameter_names(model, optimizer))}
+    unknown = sorted(set(start.state) - set(index))
+    if unknown:
+        raise ConfigError(
+            f"setting init_optimizer=carry: {start.folder / OPTIMIZER_FILE} holds the state of "
+            f"{unknown[0]}, which this model has not; fine-tune with init_optimizer=fresh"
+        )
     groups = optimizer.state_dict()["param_groups"]
     state = {index[name]: values for name, values in start.state.items()}
     optimizer.load_state_dict({"state": state, "param_groups": groups})
