@@ -190,3 +190,201 @@ def test_the_cli_fine_tunes_and_refuses_a_popularity_folder(mirec_main, logs, tm
     )
     assert code == 2 and "learns no weights to start from" in err and "Traceback" not in err
     assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+GONE = 40
+"""The shrunk log lacks every item whose id is a multiple of this."""
+
+
+@pytest.fixture(scope="module")
+def shrunk(logs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole log (T2) without any interaction of the items whose id is a multiple of
+    :data:`GONE`: items of the T1 folder that the new log no longer holds."""
+    lines = logs[1].read_text().splitlines()
+    kept = [line for line in lines[1:] if int(line.split(",")[1]) % GONE]
+    path = tmp_path_factory.mktemp("shrunk") / "t2-shrunk.csv"
+    path.write_text("\n".join([lines[0], *kept]) + "\n")
+    return path
+
+
+def prepared(path: Path, **settings) -> tuple:
+    """The config of a fine-tune of ``settings['init_from']`` on ``path``, its data (as a
+    run prepares it) and a model built for it."""
+    from mirec.runs import prepare_for
+
+    config = load_config(**interactions(path), **settings)
+    data = prepare_for(config)
+    torch.manual_seed(0)
+    return config, data, build_model(config, data.sequences.n_items, data.maxlen)
+
+
+def test_removed_items_kept_keep_their_rows_and_dropped_ones_go(t1_run, shrunk):
+    old = load_model(t1_run, device=torch.device("cpu"))
+    old_ids = old.data.sequences.item_ids.tolist()
+    gone = [item for item in old_ids if item % GONE == 0]
+    assert gone
+    # drop (the default): the new catalogue is the log's own
+    _, data, model = prepared(shrunk, init_from=str(t1_run))
+    assert not set(gone) & set(data.sequences.item_ids.tolist())
+    dropped = warm_start(model, t1_run, data.sequences, data.split.train)
+    assert (dropped.dropped_items, dropped.kept_items) == (len(gone), 0)
+    # keep: the same catalogue, then the folder's removed items, each with its learned row
+    _, kept_data, kept_model = prepared(shrunk, init_from=str(t1_run), removed_items="keep")
+    seqs = kept_data.sequences
+    n = data.sequences.n_items
+    assert seqs.item_ids[:n].tolist() == data.sequences.item_ids.tolist()
+    assert sorted(seqs.item_ids[n:].tolist()) == sorted(gone)
+    assert np.array_equal(seqs.items, data.sequences.items)  # the log's behaviour unchanged
+    kept = warm_start(kept_model, t1_run, seqs, kept_data.split.train)
+    assert (kept.kept_items, kept.dropped_items) == (len(gone), 0)
+    assert kept.known_items == dropped.known_items and kept.new_items == dropped.new_items
+    table, old_table = kept_model.item_table.weight.detach(), old.model.item_table.weight.detach()
+    for j, item in enumerate(seqs.item_ids[n:].tolist(), start=n + 1):
+        assert torch.equal(table[j], old_table[old_ids.index(item) + 1]), item
+    assert kept.to_dict()["kept_items"] == len(gone)
+
+
+def test_a_fine_tune_that_keeps_removed_items_recommends_them(t1_run, shrunk, tmp_path):
+    out = tmp_path / "kept"
+    rec = mirec.train(
+        output_dir=out,
+        init_from=t1_run,
+        removed_items="keep",
+        progress=False,
+        **interactions(shrunk),
+    )
+    gone = [i for i in Recommender.load(t1_run).info.item_ids if i % GONE == 0]
+    record = rec.info.metrics.fine_tuned
+    assert (record["kept_items"], record["dropped_items"]) == (len(gone), 0)
+    loaded = mirec.load(out)
+    counts = dict(zip(loaded.info.item_ids, loaded.info.item_counts.tolist(), strict=True))
+    assert all(counts[item] == 0 for item in gone)  # in the catalogue, with no behaviour
+    user = loaded.info.user_ids[0]
+    every = loaded.recommend(user=user, n=loaded.info.n_items)
+    assert set(gone) <= {r.item for r in every}
+    assert len(loaded.recommend(history=gone[:3], n=10)) == 10  # a history of kept items
+
+
+def test_removed_items_keep_needs_a_retrieval_fine_tune():
+    from mirec.core.config import Config
+
+    with pytest.raises(ConfigError, match=r"removed_items='keep': acts on the folder .* init_from"):
+        Config(removed_items="keep")
+    with pytest.raises(ConfigError, match="removed_items='keep': a CTR run draws its negatives"):
+        Config(task="ctr", model="din", init_from="folder", removed_items="keep")
+    with pytest.raises(ConfigError, match="init_optimizer='carry': acts on the folder"):
+        Config(init_optimizer="carry")
+    with pytest.raises(ConfigError, match="removed_items='gone': must be one of drop, keep"):
+        Config(init_from="folder", removed_items="gone")
+
+
+@pytest.fixture(scope="module")
+def t1_with_optimizer(logs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("t1-optimizer") / "run"
+    mirec.train(
+        output_dir=out,
+        model="comirec-sa",
+        progress=False,
+        keep_optimizer_state=True,
+        **interactions(logs[0]),
+        **SMALL,
+    )
+    return out
+
+
+def test_a_carried_optimizer_starts_from_the_folders_state_row_by_row(t1_with_optimizer, shrunk):
+    from mirec.models.folder import OPTIMIZER_FILE
+    from mirec.training.checkpoint import load_optimizer_state, read_optimizer_state
+    from mirec.training.optimizer import build_optimizer
+    from mirec.training.warm_start import carried_optimizer_state
+
+    folder = t1_with_optimizer
+    assert (folder / OPTIMIZER_FILE).is_file()
+    saved = read_optimizer_state(folder)
+    assert not saved.sparse_items
+    old_ids = load_model(folder, device=torch.device("cpu")).data.sequences.item_ids.tolist()
+    config, data, model = prepared(
+        shrunk, init_from=str(folder), init_optimizer="carry", removed_items="keep"
+    )
+    start = warm_start(model, folder, data.sequences, data.split.train)
+    assert start.new_items > 0 and start.kept_items > 0
+    optimizer = build_optimizer(model, config, sparse_items=False)
+    load_optimizer_state(optimizer, model, carried_optimizer_state(saved, start), False)
+    table = optimizer.state[model.item_table.weight]
+    table_name = next(n for n, p in model.named_parameters() if p is model.item_table.weight)
+    old_table = saved.state[table_name]
+    old_rows = {item: row for row, item in enumerate(old_ids)}
+    ids = data.sequences.item_ids.tolist()
+    known = [j for j, item in enumerate(ids) if item in old_rows]
+    new = [j for j, item in enumerate(ids) if item not in old_rows]
+    assert len(known) > len(new) > 0
+    for name in ("exp_avg", "exp_avg_sq"):
+        assert bool(old_table[name].abs().sum() > 0)  # the folder's run took steps
+        for j in known:
+            assert torch.equal(table[name][j + 1], old_table[name][old_rows[ids[j]] + 1])
+        assert not table[name][[j + 1 for j in new]].any()
+    assert float(table["step"]) == float(old_table["step"]) > 0
+    for name, parameter in model.named_parameters():
+        if name != table_name:
+            assert torch.equal(optimizer.state[parameter]["exp_avg"], saved.state[name]["exp_avg"])
+    # the optimizer of the sparse item table keeps another state: refused in one line
+    sparse = build_optimizer(model, config, sparse_items=True)
+    with pytest.raises(ConfigError, match="dense gradients, and this run's are sparse"):
+        load_optimizer_state(sparse, model, carried_optimizer_state(saved, start), True)
+
+
+def test_fine_tuning_with_the_carried_optimizer_trains_and_serves(
+    t1_with_optimizer, logs, tmp_path
+):
+    from mirec.models.folder import OPTIMIZER_FILE
+    from mirec.training.checkpoint import read_optimizer_state
+
+    out = tmp_path / "carried"
+    rec = mirec.train(
+        output_dir=out,
+        init_from=t1_with_optimizer,
+        init_optimizer="carry",
+        progress=False,
+        **interactions(logs[1]),
+    )
+    assert rec.info.metrics.fine_tuned["optimizer"] == "carry"
+    assert (out / OPTIMIZER_FILE).is_file()  # keep_optimizer_state is the folder's: the next
+    # fine-tune can carry it on; its steps continue the folder's count
+    steps = {float(s["step"]) for s in read_optimizer_state(out).state.values()}
+    (before,) = {float(s["step"]) for s in read_optimizer_state(t1_with_optimizer).state.values()}
+    assert len(steps) == 1 and steps.pop() > before
+    loaded = mirec.load(out)
+    assert len(loaded.recommend(user=loaded.info.user_ids[0], n=10)) == 10
+    # a run into the folder that keeps no optimizer state leaves none of the old run's
+    mirec.train(
+        output_dir=out,
+        init_from=t1_with_optimizer,
+        keep_optimizer_state=False,
+        overwrite=True,
+        progress=False,
+        **interactions(logs[1]),
+    )
+    assert not (out / OPTIMIZER_FILE).exists()
+
+
+def test_carrying_the_optimizer_of_a_folder_that_kept_none_is_refused(
+    t1_run, logs, tmp_path, mirec_main
+):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"keeps no optimizer state .*keep_optimizer_state=true"):
+        mirec.train(
+            output_dir=out, init_from=t1_run, init_optimizer="carry", **interactions(logs[1])
+        )
+    grown = ["--dataset", str(logs[1]), "--format", "interactions", "--columns", "user,item,ts"]
+    code, _, err = mirec_main(
+        "train", *grown, "--init-from", str(t1_run), "--set", "init_optimizer=carry",
+        "--output-dir", str(out), "-q",
+    )  # fmt: skip
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "init_optimizer=carry" in err and str(t1_run) in err
+    assert not out.exists()
+
+
+def test_fine_tuning_on_what_is_new_in_a_log_with_nothing_new_is_one_line(t1_run, logs, tmp_path):
+    with pytest.raises(ConfigError, match=r"holds no training position that .* lacks"):
+        mirec.train(output_dir=tmp_path / "out", init_from=t1_run, **interactions(logs[0]))

@@ -36,6 +36,7 @@ from mirec.models.build import check_components
 from mirec.models.folder import CONFIG_FILE, FOLDER_FILES, METRICS_FILE, read_config, read_metrics
 from mirec.results import AutoChoice, RunResult, TrainedRun, read_result
 from mirec.run_folder import (
+    OPTIONAL_FILES,
     RUN_FILES,
     STAGING_DIR,
     RunFolder,
@@ -196,6 +197,9 @@ def _keep(
         run = claim(output_dir, config, resume=False, overwrite=True)
     for name in FOLDER_FILES:
         _link_or_copy(folder / name, run.staging / name)
+    for name in OPTIONAL_FILES:
+        if (folder / name).is_file():
+            _link_or_copy(folder / name, run.staging / name)
     record = auto_record(chosen, valid, results, output_dir, selected_on)
     return run.finish(dataclasses.replace(result, auto=record))
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from mirec.core.config import ARCHITECTURE_SETTINGS, Config, config_from_dict
-from mirec.core.layout import CONFIG_FILE, MODEL_FILE
+from mirec.core.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE
 from mirec.errors import ConfigError
 
 CTR_DEFAULT_MODEL = "comirec-sa"
@@ -145,7 +145,21 @@ def load_config(
         )
     if base is not None:
         _keep_architecture(merged, base, init_from)
-    return config_from_dict(merged, source=str(config_file or f"model {name}"))
+    config = config_from_dict(merged, source=str(config_file or f"model {name}"))
+    if init_from is not None and config.init_optimizer == "carry":
+        require_optimizer_state(init_from)  # before any data is read
+    return config
+
+
+def require_optimizer_state(folder: Path) -> None:
+    """A ConfigError unless model folder ``folder`` keeps its optimizer's state, which
+    ``init_optimizer=carry`` starts from."""
+    if not (folder / OPTIMIZER_FILE).is_file():
+        raise ConfigError(
+            f"setting init_optimizer=carry: --init-from {folder} keeps no optimizer state (no "
+            f"{OPTIMIZER_FILE}; a run trained with keep_optimizer_state=true keeps it): "
+            "fine-tune with init_optimizer=fresh"
+        )
 
 
 def _keep_architecture(merged: dict[str, Any], base: dict[str, Any], folder: Path) -> None:

@@ -51,7 +51,7 @@ from mirec.atomic import (
 )
 from mirec.core.chunked_top import blocked_items
 from mirec.core.config import INFERENCE_SETTINGS, MAX_DIVERSITY_LAMBDA, MAX_QUOTA_ALPHA, Config
-from mirec.core.layout import INDEX_PREFIX, MODEL_FILE, is_model_folder_file
+from mirec.core.layout import INDEX_PREFIX, MODEL_FILE, OPTIMIZER_FILE, is_model_folder_file
 from mirec.data.vocabulary import Vocabulary, check_on_unknown
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.inspection import UserReport, explain_history
@@ -292,7 +292,8 @@ class _ModelFolder:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write this model as a self-contained folder at ``path`` (whole or not at all),
-        with the item indexes of the folder it was loaded from; an existing non-empty folder
+        with the item indexes and the optimizer state (``keep_optimizer_state``) of the
+        folder it was loaded from; an existing non-empty folder
         is replaced only with ``overwrite``."""
         target = _path(path, "path")
         # replacing target must not take this model's own folder (its indexes are copied
@@ -313,6 +314,9 @@ class _ModelFolder:
                 # the item indexes stay valid: the same item vectors (ItemIndex.load checks)
                 for index_file in sorted(self._folder.glob(f"{INDEX_PREFIX}*")):
                     shutil.copy2(index_file, staging / index_file.name)
+                # so does a kept optimizer state (of the same weights: a carry checks)
+                if (self._folder / OPTIMIZER_FILE).is_file():
+                    shutil.copy2(self._folder / OPTIMIZER_FILE, staging / OPTIMIZER_FILE)
         return target
 
     @cached_property

@@ -37,7 +37,7 @@ import filelock
 
 from mirec.atomic import fsync_folder
 from mirec.core.config import INFERENCE_SETTINGS, Config, changed_setting, config_from_dict
-from mirec.core.layout import LOCK_FILE, SOFT_LOCK_FILE
+from mirec.core.layout import LOCK_FILE, OPTIMIZER_FILE, SOFT_LOCK_FILE
 from mirec.data.examples import training_item_counts
 from mirec.data.prepare import PreparedData
 from mirec.errors import MirecError
@@ -55,6 +55,8 @@ from mirec.results import RunResult, read_result, write_result
 STAGING_DIR = ".staging"
 RUN_FILES = (*FOLDER_FILES, METRICS_FILE)
 """The files of a run in its folder (``metrics.json`` last: it says the run finished)."""
+OPTIONAL_FILES = (OPTIMIZER_FILE,)
+"""The files of a run that only some settings write (``keep_optimizer_state``)."""
 
 
 class FolderInUse(MirecError):
@@ -143,9 +145,15 @@ class RunFolder:
         """Move the finished run in ``staging`` (its ``metrics.json`` written last) into
         the folder, replacing the previous run's files (module docstring). Completes a
         commit that was killed: the files already moved are the new run's, and stay."""
-        to_move = [name for name in RUN_FILES if (self.staging / name).is_file()]
+        names = (*FOLDER_FILES, *OPTIONAL_FILES, METRICS_FILE)
+        to_move = [name for name in names if (self.staging / name).is_file()]
+        old_files = list(to_move)
+        if (self.path / METRICS_FILE).is_file():
+            # the previous run is whole while its metrics.json is there: a file that only it
+            # wrote goes too (an optimizer state belongs to the old weights)
+            old_files.extend(OPTIONAL_FILES)
         # every old file goes before any new one arrives, metrics.json first
-        for name in sorted(to_move, key=lambda name: name != METRICS_FILE):
+        for name in sorted(set(old_files), key=lambda name: name != METRICS_FILE):
             (self.path / name).unlink(missing_ok=True)
         # re-evaluations of the old weights (`mirec evaluate`'s, a grid's evaluation-KEY=VALUE
         # cells) would describe another model

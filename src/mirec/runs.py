@@ -32,7 +32,14 @@ from mirec.evaluation import compare
 from mirec.evaluation.diagnostics import Diagnostics
 from mirec.evaluation.evaluator import EvaluationResult, evaluate
 from mirec.models.build import build_ctr_model, build_model, check_components
-from mirec.models.folder import EVALUATION_DIR, METRICS_FILE, WEIGHTS_FILE, LoadedModel, load_model
+from mirec.models.folder import (
+    EVALUATION_DIR,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    LoadedModel,
+    load_model,
+    read_folder_data,
+)
 from mirec.results import (
     Comparison,
     Evaluation,
@@ -46,15 +53,21 @@ from mirec.results import (
     write_result,
 )
 from mirec.run_folder import STAGING_DIR, RunFolder, check_output_folder, claim, folder_lock
+from mirec.training.checkpoint import OptimizerState, read_optimizer_state
 from mirec.training.ctr_trainer import RowBatches, evaluate_ctr, fit_ctr
 from mirec.training.distributed import World, process_group
 from mirec.training.progress import EpochHook, FitResult
 from mirec.training.trainer import fit
-from mirec.training.warm_start import warm_start
+from mirec.training.warm_start import carried_optimizer_state, warm_start
 from mirec.version import __version__
 
 
 def prepare_for(config: Config, data_dir: Path | None = None) -> PreparedData:
+    """The data a run of ``config`` trains and tests on; a fine-tune that keeps the items
+    its folder knows (``removed_items=keep``) has them in its catalogue."""
+    keep = None
+    if config.init_from is not None and config.removed_items == "keep":
+        keep = read_folder_data(Path(config.init_from)).sequences
     return prepare(
         config.dataset,
         data_dir=data_dir,
@@ -64,6 +77,7 @@ def prepare_for(config: Config, data_dir: Path | None = None) -> PreparedData:
         split_seed=config.split_seed,
         maxlen=config.maxlen,
         id_type=config.id_type,
+        keep_items=keep,
     )
 
 
@@ -175,7 +189,7 @@ def _train(
     if config.task == "ctr":
         return _train_ctr(config, data, run, progress, on_epoch)
     model = build_model(config, data.sequences.n_items, data.maxlen, data.sequences.user_profiles())
-    fine_tuned, known_positions = _warm_start(config, model, data)
+    fine_tuned, known_positions, optimizer_start = _warm_start(config, model, data)
     result = fit(
         model,
         data,
@@ -186,6 +200,7 @@ def _train(
         world=world,
         on_epoch=on_epoch,
         known_positions=known_positions,
+        optimizer_start=optimizer_start,
     )
     if not writes:
         return None
@@ -214,16 +229,26 @@ def _train(
 
 def _warm_start(
     config: Config, model: torch.nn.Module, data: PreparedData, retrieval: bool = True
-) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+) -> tuple[dict[str, Any] | None, np.ndarray | None, OptimizerState | None]:
     """With ``init_from``, the folder's learned weights in ``model`` (fine-tuning:
-    :mod:`mirec.training.warm_start`): what they gave, as metrics.json records it, and each
+    :mod:`mirec.training.warm_start`): what they gave, as metrics.json records it, each
     user's known positions when training is on what is new (``fine_tune_on=new``, retrieval
-    with a folder that stored histories); (None, None) otherwise."""
+    with a folder that stored histories), and with ``init_optimizer=carry`` the folder's
+    optimizer state remapped to ``model``; (None, None, None) otherwise."""
     if config.init_from is None:
-        return None, None
-    start = warm_start(model, Path(config.init_from), data.sequences, data.split.train)
+        return None, None, None
+    folder = Path(config.init_from)
+    start = warm_start(model, folder, data.sequences, data.split.train)
     known = start.known_positions if retrieval and config.fine_tune_on == "new" else None
-    return {**start.to_dict(), "trained_on": "all" if known is None else "new"}, known
+    optimizer = None
+    if config.init_optimizer == "carry":
+        optimizer = carried_optimizer_state(read_optimizer_state(folder), start)
+    record = {
+        **start.to_dict(),
+        "trained_on": "all" if known is None else "new",
+        "optimizer": config.init_optimizer,
+    }
+    return record, known, optimizer
 
 
 def test_figures(test: EvaluationResult) -> TestFigures:
@@ -259,9 +284,16 @@ def _train_ctr(
     """The CTR half of :func:`_train`: stored evaluation rows, BCE training, AUC/GAUC."""
     ctr = prepare_ctr(data, config.ctr_negatives, cache_dir())
     model = build_ctr_model(config, ctr.sequences, ctr.maxlen)
-    fine_tuned, _ = _warm_start(config, model, data, retrieval=False)  # CTR: every row
-    result = fit_ctr(
-        model, ctr, config, run.staging, progress=progress, resume=run.resuming, on_epoch=on_epoch
+    fine_tuned, _, optimizer_start = _warm_start(config, model, data, retrieval=False)
+    result = fit_ctr(  # CTR trains every row, fine-tuned or not
+        model,
+        ctr,
+        config,
+        run.staging,
+        progress=progress,
+        resume=run.resuming,
+        on_epoch=on_epoch,
+        optimizer_start=optimizer_start,
     )
     test = evaluate_ctr(model, ctr.test, RowBatches(ctr, resolve_device(config.device)))
     return TrainedCTRRun(

@@ -151,8 +151,8 @@ class Config:
     the data and the training; one that changes the architecture is refused), items and
     users it knows keep their learned rows, and an item new to it starts at the mean row of
     the known items of its category (of all known items where the log has no categories).
-    Items the new log no longer holds are dropped. The optimizer starts afresh: a finished
-    folder keeps no optimizer state."""
+    What happens to the items the new log no longer holds is ``removed_items``; the
+    optimizer starts afresh unless ``init_optimizer=carry``."""
     fine_tune_on: str = "new"
     """With ``init_from``, which training positions an epoch trains on: ``new``, the
     interactions the folder's log did not hold (each user's items past the history the
@@ -160,6 +160,19 @@ class Config:
     it, so an epoch costs what the log gained, not the whole log; ``all``, every position
     of the new log, as a run from scratch. A folder that stored no histories
     (``stored_users`` ids or none) cannot tell what is new: ``all`` then."""
+    removed_items: str = "drop"
+    """With ``init_from``, the items the folder knows that the new log no longer holds:
+    ``drop``, gone with their rows (the new model knows the new log's items only); ``keep``,
+    kept in the new model's catalogue with their learned rows and the folder's titles and
+    categories (popularity 0: no interaction of the new log holds them), so they can still
+    be looked up and recommended. Retrieval only: a CTR run draws its negatives from the
+    catalogue, where a kept item would only ever be one."""
+    init_optimizer: str = "fresh"
+    """With ``init_from``, where the optimizer starts: ``fresh``, a new Adam (zero moments);
+    ``carry``, the folder's final optimizer state (it needs a folder trained with
+    ``keep_optimizer_state=true``), each tensor's state remapped as its weights are: an
+    item the folder knows keeps its row's moments, a new item's start at zero, a dropped
+    item's go. The learning rate and the other hyperparameters are this run's."""
     split_seed: int = 42
     """Seeds the 8:1:1 permutation of users into train, validation and test
     (docs/protocol.md section 2); the same for every model seed."""
@@ -217,6 +230,11 @@ class Config:
     re-scores the protocol's split from the folder; sharing the folder shares the log's
     behaviour) | ids (raw ids only: a request by user id is refused with a line asking for
     the history) | none (no user data: only requests that send a history)."""
+    keep_optimizer_state: bool = False
+    """Keep the optimizer's state at the end of training (Adam's moments and step counts,
+    after the last epoch trained) in the model folder, ``optimizer.safetensors``, so that
+    a fine-tune of the folder can carry it on (``init_optimizer=carry``); it is about twice
+    the size of the weights."""
 
     def __post_init__(self) -> None:
         # every way of building a Config (YAML, --set, grids, Python) ends here
@@ -253,6 +271,8 @@ ARCHITECTURE_SETTINGS = (
 """Settings that decide what the model is, its tensors' shapes or what they mean: a run that
 fine-tunes a folder (``init_from``) keeps the folder's."""
 FINE_TUNE_ON = ("new", "all")
+REMOVED_ITEMS = ("drop", "keep")
+INIT_OPTIMIZER = ("fresh", "carry")
 INFERENCE_SETTINGS = (
     "adaptive_k",
     "diversity_lambda",
@@ -461,6 +481,20 @@ def validate(config: Config) -> None:
     if c.init_from is not None:
         _text("init_from", c.init_from)
     one_of("fine_tune_on", c.fine_tune_on, FINE_TUNE_ON)
+    one_of("removed_items", c.removed_items, REMOVED_ITEMS)
+    one_of("init_optimizer", c.init_optimizer, INIT_OPTIMIZER)
+    for name, default in (("removed_items", "drop"), ("init_optimizer", "fresh")):
+        if c.init_from is None and getattr(c, name) != default:
+            bad_setting(
+                name, getattr(c, name), "acts on the folder a run fine-tunes: give init_from"
+            )
+    if c.removed_items == "keep" and c.task == "ctr":
+        bad_setting(
+            "removed_items",
+            "keep",
+            "a CTR run draws its negatives from the catalogue, where a kept item, with no "
+            "behaviour in the new log, would only ever be a negative: use removed_items=drop",
+        )
     for name in ("columns", "sep"):
         if getattr(c, name) == "":
             bad_setting(name, "", "must not be empty (leave it unset for the default)")

@@ -40,7 +40,13 @@ from mirec.core.paths import cache_dir
 from mirec.data import locate
 from mirec.data.examples import EvaluationSet, evaluation_set
 from mirec.data.ingest import InMemoryOnly, ingest_interactions
-from mirec.data.sequences import Sequences, UserSplit, build_sequences, split_users
+from mirec.data.sequences import (
+    Sequences,
+    UserSplit,
+    build_sequences,
+    split_users,
+    with_items,
+)
 from mirec.data.stored import damage, read_sequences, write_checksums, write_sequences
 from mirec.data.synthetic import SyntheticSpec, generate
 from mirec.errors import ConfigError, WriteError
@@ -100,9 +106,13 @@ def prepare(
     maxlen: int | None = None,
     use_cache: bool = True,
     id_type: str | None = None,
+    keep_items: Sequences | None = None,
 ) -> PreparedData:
     """``dataset``'s sequences, split and evaluation sets; ``maxlen`` None means
-    :func:`default_maxlen` (0 or less is an error, not the default)."""
+    :func:`default_maxlen` (0 or less is an error, not the default). ``keep_items``: a
+    fine-tuned folder's sequences, whose items the log lacks stay in the catalogue
+    (``removed_items=keep``: :func:`~mirec.data.sequences.with_items`); the cache holds the
+    log's own."""
     if maxlen is not None and maxlen < 1:
         raise ConfigError(f"setting maxlen={maxlen!r}: must be an integer >= 1, or unset")
     seqs = load_sequences(
@@ -114,6 +124,8 @@ def prepare(
         use_cache=use_cache,
         id_type=id_type,
     )
+    if keep_items is not None:
+        seqs = with_items(seqs, keep_items)
     maxlen = maxlen if maxlen is not None else default_maxlen(dataset, format)
     return split_sequences(dataset, seqs, split_seed, maxlen)
 

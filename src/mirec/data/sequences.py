@@ -8,7 +8,7 @@ sorted ascending, numerically where they are integers.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mirec.data.log import RawLog
-from mirec.errors import DataError
+from mirec.errors import ConfigError, DataError
 
 MIN_ITEM_INTERACTIONS = 5
 MIN_USER_INTERACTIONS = 5
@@ -235,6 +235,55 @@ def filtered_sequences(
         "item_ids": item_ids.column("item").to_numpy(zero_copy_only=False),
         **(_behaviors(pa.chunked_array(behaviors, pa.string())) if has_behavior else {}),
     }
+
+
+def with_items(seqs: Sequences, other: Sequences) -> Sequences:
+    """``seqs`` with the items of ``other`` that it lacks appended to its catalogue (item
+    indices from ``n_items + 1``, in ``other``'s order), in no user's sequence: what a
+    fine-tune with ``removed_items=keep`` trains on. They take ``other``'s titles and
+    categories (a category ``seqs`` does not name is added after its own), where ``seqs``
+    has titles or categories at all. Ids compare exactly, in the log's type, so both logs
+    must have the same type of item ids."""
+    if np.issubdtype(seqs.item_ids.dtype, np.integer) != np.issubdtype(
+        other.item_ids.dtype, np.integer
+    ):
+        kinds = {True: "integers", False: "text"}
+        raise ConfigError(
+            "setting removed_items=keep: the folder's item ids are "
+            f"{kinds[np.issubdtype(other.item_ids.dtype, np.integer)]} and the new log's "
+            f"{kinds[np.issubdtype(seqs.item_ids.dtype, np.integer)]}, so no item is the same "
+            "in both: read the log with the folder's id_type"
+        )
+    extra = np.flatnonzero(~np.isin(other.item_ids, seqs.item_ids))
+    if len(extra) == 0:
+        return seqs
+    changes: dict[str, np.ndarray] = {
+        "item_ids": np.concatenate([seqs.item_ids, other.item_ids[extra]])
+    }
+    if seqs.item_titles is not None:
+        titles = other.item_titles[extra] if other.item_titles is not None else [""] * len(extra)
+        changes["item_titles"] = np.concatenate([seqs.item_titles, np.asarray(titles, dtype=str)])
+    if seqs.item_category_offsets is not None and seqs.item_category_codes is not None:
+        names = [] if seqs.category_names is None else seqs.category_names.tolist()
+        code_of = {str(name): code for code, name in enumerate(names)}
+        codes, lengths = [], []
+        for item in extra + 1:
+            theirs = other.categories_of(int(item)) if other.category_names is not None else []
+            for name in (str(other.category_names[code]) for code in theirs):
+                if name not in code_of:
+                    code_of[name] = len(names)
+                    names.append(name)
+                codes.append(code_of[name])
+            lengths.append(len(theirs))
+        end = seqs.item_category_offsets[-1]
+        changes["item_category_offsets"] = np.concatenate(
+            [seqs.item_category_offsets, end + np.cumsum(lengths, dtype=np.int64)]
+        )
+        changes["item_category_codes"] = np.concatenate(
+            [seqs.item_category_codes, np.asarray(codes, dtype=np.int64)]
+        )
+        changes["category_names"] = np.asarray(names)
+    return replace(seqs, **changes)
 
 
 def _behaviors(column: pa.ChunkedArray) -> dict[str, np.ndarray]:

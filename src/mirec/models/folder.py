@@ -16,7 +16,11 @@ with no dataset and no data directory present.
   ``profile`` codes where the dataset has user features. The setting ``stored_users``
   chooses how much of this a folder keeps: with ``histories`` (the default) sharing the
   folder shares the training log's behaviour; ``ids`` keeps the raw ids with empty
-  histories, ``none`` no rows.
+  histories, ``none`` no rows;
+* ``optimizer.safetensors``, with ``keep_optimizer_state`` only: the optimizer's state after
+  the last epoch, by parameter name, with the digest of ``model.safetensors`` it goes with
+  (what a fine-tune with ``init_optimizer=carry`` starts from:
+  :mod:`mirec.training.checkpoint`). Loading a model never reads it.
 
 From these the filtered :class:`~mirec.data.sequences.Sequences` of the run are rebuilt
 exactly, so a known user is served from their stored history and a run can be re-evaluated
@@ -56,6 +60,7 @@ from mirec.core.layout import (  # noqa: F401 - the folder's file names, importe
     ITEMS_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    OPTIMIZER_FILE,
     USERS_FILE,
     WEIGHTS_FILE,
 )

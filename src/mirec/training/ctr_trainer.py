@@ -24,7 +24,7 @@ from mirec.data.examples import gather_histories, host_tensor, training_item_cou
 from mirec.evaluation.ctr_metrics import ctr_metrics
 from mirec.models.ctr_model import PopularityCTR
 from mirec.models.folder import WEIGHTS_FILE, save_weights
-from mirec.training.checkpoint import Randomness
+from mirec.training.checkpoint import OptimizerState, Randomness
 from mirec.training.optimizer import build_optimizer, sparse_item_gradients
 from mirec.training.progress import EpochHook, FitResult
 from mirec.training.trainer import Epoch, train_epochs
@@ -89,9 +89,11 @@ def fit_ctr(
     progress: bool = True,
     resume: bool = False,
     on_epoch: EpochHook | None = None,
+    optimizer_start: OptimizerState | None = None,
 ) -> FitResult:
     """Train ``model`` on the training users' rows; leaves the best weights in ``model``
-    and in ``output_dir`` (with ``resume``, from the checkpoint there)."""
+    and in ``output_dir`` (with ``resume``, from the checkpoint there; the optimizer from
+    ``optimizer_start`` when given)."""
     device = resolve_device(config.device)
     model.to(device)
     batches = RowBatches(data, device)
@@ -146,4 +148,5 @@ def fit_ctr(
         progress=progress,
         resume=resume,
         on_epoch=on_epoch,
+        optimizer_start=optimizer_start,
     )

@@ -142,6 +142,12 @@ class RowAdam(torch.optim.Optimizer):
 Optimizer = torch.optim.Optimizer | JointOptimizer
 
 
+def optimizer_parameters(optimizer: Optimizer) -> list[torch.Tensor]:
+    """The optimizer's parameters, in the order of its state dict's indices."""
+    parts = optimizer.parts if isinstance(optimizer, JointOptimizer) else (optimizer,)
+    return [p for part in parts for group in part.param_groups for p in group["params"]]
+
+
 def _n_params(optimizer: torch.optim.Optimizer) -> int:
     return sum(len(group["params"]) for group in optimizer.param_groups)
 

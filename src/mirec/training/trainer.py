@@ -35,14 +35,17 @@ from mirec.data.examples import (
 from mirec.data.prepare import PreparedData
 from mirec.errors import ConfigError, MirecError
 from mirec.evaluation.evaluator import evaluate
-from mirec.models.folder import WEIGHTS_FILE, save_weights
+from mirec.models.folder import OPTIMIZER_FILE, WEIGHTS_FILE, save_weights
 from mirec.models.interest_model import InterestModel
 from mirec.models.most_popular import MostPopular
 from mirec.training.checkpoint import (
     CHECKPOINT_FILE,
+    OptimizerState,
     Randomness,
+    load_optimizer_state,
     restore_checkpoint,
     save_checkpoint,
+    save_optimizer_state,
 )
 from mirec.training.distributed import World
 from mirec.training.optimizer import Optimizer, build_optimizer, sparse_item_gradients
@@ -164,6 +167,7 @@ def train_epochs(
     resume: bool = False,
     world: World | None = None,
     on_epoch: EpochHook | None = None,
+    optimizer_start: OptimizerState | None = None,
 ) -> FitResult:
     """The epoch loop of every trained model: up to ``config.max_epochs`` epochs of
     ``epoch(number)``'s batches (drawing them is where an epoch uses the run's
@@ -174,7 +178,10 @@ def train_epochs(
     ``folder/checkpoint.safetensors`` (:mod:`mirec.training.checkpoint`); with ``resume``
     the loop continues from there when it exists. With ``progress``, a bar per epoch and
     a line of the ``shown`` validation figures. ``on_epoch`` sees each finished epoch's
-    record and may stop training (:data:`~mirec.training.progress.EpochHook`).
+    record and may stop training (:data:`~mirec.training.progress.EpochHook`). The
+    optimizer starts from ``optimizer_start`` when given (``init_optimizer=carry``), and
+    with ``config.keep_optimizer_state`` its final state goes to
+    ``folder/optimizer.safetensors``.
 
     In a torchrun job (``world``), every rank trains and rank 0 alone validates, writes
     and decides when to stop (:mod:`mirec.training.distributed`); the others return
@@ -183,6 +190,8 @@ def train_epochs(
     checkpoint = folder / CHECKPOINT_FILE
     main = world is None or world.is_main
     first = 1
+    if optimizer_start is not None:  # a resumed run's checkpoint then replaces it
+        load_optimizer_state(optimizer, model, optimizer_start, result.sparse_items)
     if resume and main and checkpoint.is_file():
         done, stopped = restore_checkpoint(checkpoint, model, optimizer, randomness, best, result)
         first = config.max_epochs + 1 if stopped else done + 1
@@ -244,6 +253,10 @@ def train_epochs(
         )
     model.load_state_dict(best.state)
     save_weights(best.state, folder / WEIGHTS_FILE)
+    if config.keep_optimizer_state:
+        save_optimizer_state(
+            folder / OPTIMIZER_FILE, model, optimizer, result.sparse_items, best.state
+        )
     return result
 
 
@@ -311,13 +324,15 @@ def fit(
     world: World | None = None,
     on_epoch: EpochHook | None = None,
     known_positions: np.ndarray | None = None,
+    optimizer_start: OptimizerState | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data``'s training users (with ``known_positions``, on their
     positions past those: fine-tuning on what is new, :meth:`TrainingExamples.of`),
     validating on ``config.valid_users`` of the validation users
     (:meth:`~mirec.data.examples.EvaluationSet.sample`, seeded by the split's seed); leaves
     the best weights in ``model`` and in ``output_dir`` (with ``resume``, from the
-    checkpoint there: :func:`train_epochs`). In a torchrun job
+    checkpoint there; the optimizer from ``optimizer_start`` when given: :func:`train_epochs`).
+    In a torchrun job
     (``world``), this rank trains its slice of every batch and rank 0 keeps the best
     weights (:mod:`mirec.training.distributed`)."""
     device = resolve_device(config.device) if world is None else world.device
@@ -340,6 +355,13 @@ def fit(
     sparse = sparse_item_gradients(config, data.sequences.n_items, nccl=nccl)
     optimizer = build_optimizer(model, config, sparse)
     examples = TrainingExamples.of(data, device, config.sequence_training, known_positions)
+    if len(examples) == 0 and known_positions is not None:
+        # an epoch of no batch has no loss to report (it divided by zero)
+        raise ConfigError(
+            f"setting fine_tune_on=new: the log holds no training position that "
+            f"{config.init_from} lacks (the log it was trained on?); fine_tune_on=all trains "
+            "every position"
+        )
     objective = build_objective(config, data, device, sparse)
     result.sparse_items = sparse
     in_batch = config.negative_sampling == "in_batch"
@@ -394,4 +416,5 @@ def fit(
         resume=resume,
         world=world,
         on_epoch=on_epoch,
+        optimizer_start=optimizer_start,
     )

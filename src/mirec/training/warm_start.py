@@ -11,8 +11,10 @@ into it:
   (the :data:`CONTEXT` items before each of its interactions: what the interests that
   should retrieve it are made of), else of the known items of its primary category, else
   of all known items, so that it lies among the items it resembles and can be retrieved at
-  all; items the new log no longer holds are dropped with their rows. Only training users
-  are read: the validation and test users' histories hold the protocol's targets;
+  all; items the new log no longer holds are dropped with their rows, or, with
+  ``removed_items=keep``, are in the new model's catalogue (:func:`mirec.data.sequences.
+  with_items`) and keep them. Only training users are read: the validation and test users'
+  histories hold the protocol's targets;
 * the category table of a CTR model: the same, by category name, new categories at the
   mean of the known ones;
 * every other parameter as it is; one of another shape means a setting that changes the
@@ -20,14 +22,16 @@ into it:
 
 Buffers are not copied: they are derived from the new log (an item's categories, for one).
 Training then runs as any run does (epochs, early stopping, resume), from these weights
-and a fresh optimizer; with ``fine_tune_on=new`` (the default) on the positions the folder's
+and a fresh optimizer, or with ``init_optimizer=carry`` the folder's final one, its state
+remapped as the weights were (:func:`carried_optimizer_state`: a new row's moments start
+at zero); with ``fine_tune_on=new`` (the default) on the positions the folder's
 log did not hold: :attr:`WarmStart.known_positions` gives, per user of the new log, how many
 of their interactions the folder stored (a log grows at its end: those come first).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,7 @@ import torch
 from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
 from mirec.models.folder import load_model
+from mirec.training.checkpoint import OptimizerState
 
 
 @dataclass(frozen=True)
@@ -47,20 +52,27 @@ class WarmStart:
     """Items of the new log that keep the folder's learned row."""
     new_items: int
     """Items of the new log the folder does not know (started at their category's mean)."""
+    kept_items: int
+    """Items of the folder that the new log no longer holds, kept in the new catalogue with
+    their rows (``removed_items=keep``)."""
     dropped_items: int
-    """Items of the folder that the new log no longer holds."""
+    """Items of the folder that the new log no longer holds, dropped with their rows."""
     new_users: int
     """Users of the new log the folder's log did not hold."""
     known_positions: np.ndarray | None = None
     """(users of the new log,) each user's interactions in the folder's stored history (0
     for a new user): training on what is new starts after them. None: the folder stored no
     histories (``stored_users`` ids or none), so what is new cannot be told."""
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per id table of the model (its parameter's name), each new id's row in the folder's
+    table, -1 for an id new to it: how a carried optimizer state is remapped."""
 
     def to_dict(self) -> dict[str, object]:
         return {
             "from": self.folder,
             "known_items": self.known_items,
             "new_items": self.new_items,
+            "kept_items": self.kept_items,
             "dropped_items": self.dropped_items,
             "new_users": self.new_users,
         }
@@ -106,19 +118,40 @@ def warm_start(
                 )
             else:
                 parameter.copy_(source)
-    known = int((item_rows >= 0).sum())
+    known = item_rows >= 0
+    # an item of a log's own catalogue is in some sequence: one in none was kept from the folder
+    held = np.bincount(sequences.items, minlength=sequences.n_items + 1)[1:] > 0
     user_rows = _rows_in(old_seqs.user_ids, sequences.user_ids)
     known_positions = None
     if old.data.stored_users == "histories":
         known_positions = np.where(user_rows >= 0, old_seqs.lengths[user_rows], 0)
     return WarmStart(
         folder=str(folder),
-        known_items=known,
-        new_items=len(item_rows) - known,
-        dropped_items=old_seqs.n_items - known,
+        known_items=int((known & held).sum()),
+        new_items=int((~known).sum()),
+        kept_items=int((known & ~held).sum()),
+        dropped_items=old_seqs.n_items - int(known.sum()),
         new_users=int((user_rows < 0).sum()),
         known_positions=known_positions,
+        rows={name: table[0] for name, table in tables.items()},
     )
+
+
+def carried_optimizer_state(saved: OptimizerState, start: WarmStart) -> OptimizerState:
+    """The folder's optimizer state ``saved`` for the model ``start`` warmed: each id
+    table's per-row state (Adam's moments) remapped as its rows were, an id the folder
+    knows keeping its own, a new id's at zero (no gradient seen yet), a dropped id's gone;
+    every other parameter's state, and each step count, as it is."""
+    state = {
+        name: {
+            key: _carried_rows(value, start.rows[name])
+            if name in start.rows and isinstance(value, torch.Tensor) and value.dim() > 0
+            else value
+            for key, value in values.items()
+        }
+        for name, values in saved.state.items()
+    }
+    return replace(saved, state=state)
 
 
 def _rows_in(old_ids: np.ndarray, new_ids: np.ndarray) -> np.ndarray:
@@ -163,12 +196,10 @@ def _grown_table(
     (new index, old row), else of the known ids of its group (``groups``: each new id's
     group, -1 for none), else of every known id."""
     known = rows >= 0
-    out = torch.empty(len(rows) + 1, old.shape[1], dtype=old.dtype)
-    out[0] = old[0]
-    taken = old[torch.from_numpy(rows[known] + 1)]
-    out[1:][torch.from_numpy(known)] = taken
+    out = _carried_rows(old, rows)
     if known.all():
         return out
+    taken = out[1:][torch.from_numpy(known)]
     out[1:][torch.from_numpy(~known)] = taken.mean(0) if len(taken) else old[1:].mean(0)
     if groups is not None:
         for group in np.unique(groups[~known]):
@@ -189,6 +220,17 @@ def _grown_table(
         # length, the new item scores against an interest as its neighbours do
         direction = torch.nn.functional.normalize(sums[seen], dim=1)
         out[seen] = direction * (norms[seen] / counts[seen].to(old.dtype)).unsqueeze(1)
+    return out
+
+
+def _carried_rows(old: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """The table of the new ids: row 0 (padding) and each known id's row from ``old``
+    (whose row ``r + 1`` is old id ``r``, ``rows`` giving each new id's ``r``, -1 for a new
+    one); a new id's row is zero."""
+    out = old.new_zeros((len(rows) + 1, *old.shape[1:]))
+    out[0] = old[0]
+    known = rows >= 0
+    out[1:][torch.from_numpy(known)] = old[torch.from_numpy(rows[known] + 1)]
     return out
 
 
