@@ -395,6 +395,7 @@ def test_a_setting_chosen_on_validation_is_reported_and_compared_with_it_unset(t
         "seeds": [1, 2],
         "choose": {"setting": "quota_alpha", "metric": "recall@50"},
         "compare": compare,
+        "columns": ["leading_share@50", "diversity@50"],
     }
     experiment = load_experiment(write_spec(tmp_path, **spec))
     # a half-life without a quota is refused; the rest share one training per seed
@@ -414,6 +415,10 @@ def test_a_setting_chosen_on_validation_is_reported_and_compared_with_it_unset(t
     means = {label: sum(v) / len(v) for label, v in valid.items() if "alpha=None" not in label}
     chosen = max(means, key=lambda label: (means[label], -list(means).index(label)))
     assert "## Chosen on validation" in report
+    header = (
+        "| model | variant | seeds | valid Recall@50 | Recall@50 | NDCG@50 | leading_share@50 |"
+    )
+    assert header in report
     assert f"| comirec-sa | **{chosen}** | 1,2 | {means[chosen]:.4f} ± " in report
     base = "quota_alpha=None, quota_half_life=None"
     assert f"| comirec-sa | {base} | 1,2 | " in report

@@ -192,7 +192,8 @@ def _chosen_section(experiment: Experiment, done: list[tuple[Cell, dict[str, Any
         "",
     ]
     shown = ["recall@50", "ndcg@50", *experiment.columns]
-    header = ["model", "variant", "seeds", f"valid {_title(metric)}", *(_title(m) for m in shown)]
+    header = ["model", "variant", "seeds", f"valid {_title(metric)}"]
+    header += [_title(m) if m in RETRIEVAL_METRICS else m for m in shown]
     for dataset in dict.fromkeys(c.dataset for c in experiment.cells):
         table = []
         for model in dict.fromkeys(c.model for c in experiment.cells if c.dataset == dataset):
