@@ -417,3 +417,12 @@ def test_mirec_recommend_with_a_quota_gives_the_python_list(ml100k_run, rec, mir
     assert [row["item"] for row in json.loads(out)["items"]] == [r.item for r in expected]
     code, _, err = mirec_main("recommend", *where, "--quota-alpha", "inf")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "quota_alpha" in err
+    # a half-life with the quota is the folder loaded with both; alone, it is refused
+    recent = ["--quota-alpha", "1", "--quota-half-life", "2"]
+    code, out, err = mirec_main("recommend", *where, *recent)
+    assert code in (0, None), err
+    loaded = Recommender.load(ml100k_run, quota_alpha=1.0, quota_half_life=2.0)
+    expected = loaded.recommend(user=user, n=20)
+    assert [row["item"] for row in json.loads(out)["items"]] == [r.item for r in expected]
+    code, _, err = mirec_main("recommend", *where, "--quota-half-life", "2")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "quota_half_life" in err

@@ -264,8 +264,8 @@ def evaluate(
         list[str] | None,
         typer.Option(
             "--set",
-            help="Change an inference-time setting: adaptive_k, diversity_lambda, quota_alpha "
-            "or device.",
+            help="Change an inference-time setting: adaptive_k, diversity_lambda, quota_alpha, "
+            "quota_half_life or device.",
         ),
     ] = None,
     quiet: Quiet = False,
@@ -445,6 +445,13 @@ def recommend(
             "the history, sharpened by ALPHA (0: equal shares; docs/interest-share.md)."
         ),
     ] = None,
+    quota_half_life: Annotated[
+        float | None,
+        typer.Option(
+            help="With --quota-alpha: the history's shares weigh recent items more, an item's "
+            "weight halving every this many positions back (default: the folder's setting)."
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     quiet: Quiet = False,
     threads: Threads = None,
@@ -469,7 +476,8 @@ def recommend(
     if index is not None:
         _needs("mirec recommend --index", "faiss")
     _use_threads(threads)
-    settings = {} if quota_alpha is None else {"quota_alpha": quota_alpha}
+    asked = {"quota_alpha": quota_alpha, "quota_half_life": quota_half_life}
+    settings = {name: value for name, value in asked.items() if value is not None}
     if bulk:
         from mirec.serving import bulk_lists
 
