@@ -36,7 +36,7 @@ import torch
 import mirec
 from mirec import Recommender
 from mirec.evaluation.evaluator import evaluate
-from mirec.runs import load_checkpoint
+from mirec.runs import load_run
 from mirec.serving.bulk_lists import USERS_PER_CHUNK, write_all_lists
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 dataset=args.dataset, model="comirec-sa", data_dir=args.data_dir,
                 output_dir=folder, max_epochs=args.epochs, progress=False,
             )  # fmt: skip
-        loaded, data = load_checkpoint(folder)
+        loaded, data = load_run(folder)
         category = data.sequences.primary_category()
         settings = {
             "item_category": None if category is None else torch.from_numpy(category),

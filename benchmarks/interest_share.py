@@ -18,7 +18,7 @@ import torch
 from mirec.core.threads import use_threads
 from mirec.evaluation.diagnostics import LIST_DEPTH, LIST_DIAGNOSTICS
 from mirec.evaluation.evaluator import evaluate
-from mirec.runs import diagnostics_for, load_checkpoint
+from mirec.runs import diagnostics_for, load_run
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     use_threads(args.threads)
-    loaded, data = load_checkpoint(args.model_dir)
+    loaded, data = load_run(args.model_dir)
     category = data.sequences.primary_category()
     item_category = None if category is None else torch.from_numpy(category)
     merges = [("max", {})]

@@ -20,9 +20,9 @@ from mirec.evaluation.diagnostics import (
     interest_category_counts,
     top_categories,
 )
-from mirec.evaluation.inspection import _explain, inspect_checkpoint
+from mirec.evaluation.inspection import _explain, inspect_folder
 from mirec.retrieval.ranking import interest_top_n
-from mirec.runs import evaluate_checkpoint
+from mirec.runs import evaluate_folder
 
 # categories A = 0, B = 1, C = 2; item index 0 is the padding
 CATEGORIES = torch.tensor(
@@ -82,7 +82,7 @@ def test_interest_top_n_ranks_each_interest_alone_without_blocked_items():
 
 
 def test_alignment_in_metrics_json_and_inspect(ml100k_run, shared_data, tmp_path):
-    metrics = evaluate_checkpoint(ml100k_run, tmp_path, progress=False)
+    metrics = evaluate_folder(ml100k_run, tmp_path, progress=False)
     written = json.loads((tmp_path / "metrics.json").read_text())
     for found in (metrics.figures.diagnostics, written["diagnostics"]):
         assert 0.0 <= found["alignment@10"] <= 1.0
@@ -104,7 +104,7 @@ def test_alignment_in_metrics_json_and_inspect(ml100k_run, shared_data, tmp_path
     seqs = load_sequences("ml-100k", data_dir=shared_data)
     index = {str(item): i + 1 for i, item in enumerate(seqs.item_ids)}
     names = [str(name) for name in seqs.category_names]
-    for row in inspect_checkpoint(ml100k_run, user="1").interests:
+    for row in inspect_folder(ml100k_run, user="1").interests:
         members = np.array([index[item.item] for item in row.history])
         top = {name for name, _ in _explain(seqs, members)[:3]}
         hits = [

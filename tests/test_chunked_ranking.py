@@ -19,7 +19,7 @@ from mirec.core.chunked_top import (
 from mirec.core.contracts import Extracted
 from mirec.evaluation.evaluator import evaluate
 from mirec.retrieval.ranking import interest_top_n, rank_catalogue, top_n, users_per_chunk
-from mirec.runs import _retrieval_settings, diagnostics_for, load_checkpoint
+from mirec.runs import _retrieval_settings, diagnostics_for, load_run
 
 
 class ScoreTable:
@@ -122,7 +122,7 @@ def test_users_per_chunk_no_longer_shrinks_with_the_catalogue():
 
 @pytest.fixture(scope="module")
 def ml100k_test(ml100k_run):
-    loaded, data = load_checkpoint(ml100k_run)
+    loaded, data = load_run(ml100k_run)
     model = loaded.model
     histories = data.test.histories
     with torch.no_grad():

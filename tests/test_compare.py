@@ -15,7 +15,7 @@ from mirec.data.sequences import Sequences
 from mirec.errors import ConfigError
 from mirec.evaluation import compare
 from mirec.models.folder import read_metrics
-from mirec.runs import compare_checkpoints, train_run
+from mirec.runs import compare_folders, train_run
 
 # --------------------------------------------------------------------------- hand-computed
 
@@ -141,14 +141,12 @@ def test_two_ml100k_runs_end_to_end(
 def test_every_feature_buckets_all_test_users(
     ml100k_run: Path, ml100k_popular: Path, by: str
 ) -> None:
-    result, table = compare_checkpoints(
-        ml100k_run, ml100k_popular, by, resamples=50, progress=False
-    )
+    result, table = compare_folders(ml100k_run, ml100k_popular, by, resamples=50, progress=False)
     users = [row["users"] for row in result["rows"]]
     assert users[0] == 95 and sum(users[1:]) == 95 and len(users) >= 3
     assert table.splitlines()[3].startswith(by)
     # a run against itself: nothing to tell apart
-    same, _ = compare_checkpoints(ml100k_popular, ml100k_popular, by, resamples=50, progress=False)
+    same, _ = compare_folders(ml100k_popular, ml100k_popular, by, resamples=50, progress=False)
     for row in same["rows"]:
         assert row["difference"]["recall@50"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
 

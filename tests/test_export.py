@@ -36,7 +36,7 @@ from mirec.models.folder import (
 )
 from mirec.recommender import Recommender
 from mirec.serving import export
-from mirec.serving.export import export_checkpoint, with_active
+from mirec.serving.export import export_folder, with_active
 
 NOT_EXPORTABLE = {
     "din": "it is a ctr model (task: ctr)",
@@ -111,7 +111,7 @@ def real_histories(data: PreparedData) -> tuple[torch.Tensor, torch.Tensor]:
 def test_onnx_user_tower_matches_pytorch(name, settings, ml100k, tmp_path):
     config = load_config(name, dataset="ml-100k", fixed=settings)
     folder = model_folder(config, ml100k, tmp_path / "model")
-    result = export_checkpoint(folder, tmp_path / "export")
+    result = export_folder(folder, tmp_path / "export")
     assert 0 <= result.max_abs_diff <= export.TOLERANCE
 
     model = load_model(folder, device=torch.device("cpu")).model
@@ -253,7 +253,7 @@ def test_an_existing_folder_is_kept_unless_overwrite(ml100k, tmp_path, monkeypat
     ]
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     with pytest.raises(MirecError, match="holds the model folder"):
-        export_checkpoint(folder, folder, overwrite=True)  # never over the model itself
+        export_folder(folder, folder, overwrite=True)  # never over the model itself
     # --overwrite replaces an earlier export only, never a folder of other files
     code, _, err = mirec_main(*args, "--overwrite")
     assert code == 2 and "holds files that are not a mirec export (mine.txt)" in err
@@ -269,7 +269,7 @@ def test_an_existing_folder_is_kept_unless_overwrite(ml100k, tmp_path, monkeypat
     # a check that fails leaves the old folder as it was, and no staging folder behind
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # a tolerance no difference meets
     with pytest.raises(MirecError, match="youtube-dnn: onnxruntime's interests differ"):
-        export_checkpoint(folder, out, overwrite=True)
+        export_folder(folder, out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "model"]
     monkeypatch.undo()

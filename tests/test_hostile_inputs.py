@@ -340,14 +340,14 @@ def test_compare_options_are_checked_before_the_runs_are_read(tmp_path, args, me
     result = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--quiet", *args)
     user_error(result, message)
     assert result.seconds < 30
-    from mirec.runs import compare_checkpoints
+    from mirec.runs import compare_folders
 
     if args[0] != "--resamples" or args[1] != "0":
         value = int(args[1]) if args[0] != "--by" else args[1]
         options = {args[0].removeprefix("--"): value}
         by = options.pop("by", "history_length")
         with pytest.raises(ConfigError, match=re.escape(message)):
-            compare_checkpoints(tmp_path / "a", tmp_path / "b", by, **options)
+            compare_folders(tmp_path / "a", tmp_path / "b", by, **options)
 
 
 def test_a_set_value_that_is_not_yaml(tmp_path):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mirec.cli.main import app
 from mirec.data.prepare import load_sequences
-from mirec.evaluation.inspection import inspect_checkpoint
+from mirec.evaluation.inspection import inspect_folder
 
 runner = CliRunner()
 GENRES = {"Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -39,7 +39,7 @@ def test_inspect_names_interests_by_genre_and_lists_titles(ml100k_run, shared_da
 
 
 def test_every_history_item_lands_in_exactly_one_interest(ml100k_run, shared_data):
-    report = inspect_checkpoint(ml100k_run, user="1", top=3)
+    report = inspect_folder(ml100k_run, user="1", top=3)
     seqs = load_sequences("ml-100k", data_dir=shared_data)
     user_row = int(np.searchsorted(seqs.user_ids, 1))
     expected = [str(seqs.item_ids[i - 1]) for i in seqs.sequence(user_row)[-50:]]
@@ -70,8 +70,8 @@ def test_unknown_user_and_items_are_clear_errors(ml100k_run, shared_data):
     from mirec.errors import ConfigError
 
     with pytest.raises(ConfigError, match="user '99999' is not in ml-100k"):
-        inspect_checkpoint(ml100k_run, user="99999")
+        inspect_folder(ml100k_run, user="99999")
     with pytest.raises(ConfigError, match=r"2 item id.*not in the catalogue: '999999', 'abc'"):
-        inspect_checkpoint(ml100k_run, items=["1", "999999", "abc"])
+        inspect_folder(ml100k_run, items=["1", "999999", "abc"])
     with pytest.raises(ConfigError, match="either a user id or a list"):
-        inspect_checkpoint(ml100k_run)
+        inspect_folder(ml100k_run)

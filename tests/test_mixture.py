@@ -19,7 +19,7 @@ from mirec.evaluation.evaluator import evaluate
 from mirec.models.build import build_model
 from mirec.models.most_popular import MostPopular
 from mirec.retrieval.ranking import best_interest, top_n
-from mirec.serving.export import export_checkpoint
+from mirec.serving.export import export_folder
 from mirec.training.sampled_softmax import SampledSoftmax
 from mirec.training.trainer import fit
 
@@ -221,7 +221,7 @@ def test_diversity_at_lambda_zero_is_the_plain_mixture_ranking(trained):
 
 def test_export_refuses_the_mixture_in_one_line(trained, tmp_path):
     with pytest.raises(MirecError, match="aggregator 'mixture' scores with each interest's") as err:
-        export_checkpoint(trained, tmp_path / "export")
+        export_folder(trained, tmp_path / "export")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "export").exists()
 

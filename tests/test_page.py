@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mirec import MirecError, Recommender
-from mirec.evaluation.inspection import inspect_checkpoint, interest_map
+from mirec.evaluation.inspection import inspect_folder, interest_map
 
 CHROMIUM = Path("/usr/bin/chromium")
 # headless, and none of Chromium's own connections: the CI machine's network refuses them
@@ -212,7 +212,7 @@ def test_the_api_answers_bad_input_with_a_4xx_message(server):
 def test_explain_is_the_report_of_inspect(ml100k_run):
     rec = Recommender.load(ml100k_run)
     report = rec.explain(user=1, top=5)
-    assert report.to_json() == inspect_checkpoint(ml100k_run, user="1", top=5).to_json()
+    assert report.to_json() == inspect_folder(ml100k_run, user="1", top=5).to_json()
     # each overall recommendation names the interest that scores it highest, as recommend
     history = [50, 172, 181, 1, 2]
     explained = rec.explain(history=history, top=10)

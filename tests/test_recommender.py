@@ -25,7 +25,7 @@ from mirec.data.prepare import load_sequences
 from mirec.data.vocabulary import Vocabulary
 from mirec.errors import ConfigError, UnknownIdError
 from mirec.evaluation.evaluator import evaluate
-from mirec.runs import load_checkpoint
+from mirec.runs import load_run
 
 
 class ListRecorder:
@@ -64,7 +64,7 @@ def test_recommend_of_many_histories_is_the_evaluators_ranking(ml100k_run, share
     histories, targets = protocol_test_users(seqs, rec.info.config.split_seed, rec.info.maxlen)
     lists = rec.recommend(histories, n=50)
     # the evaluator's own lists, for the same users in the same order
-    loaded, data = load_checkpoint(ml100k_run)
+    loaded, data = load_run(ml100k_run)
     recorder = ListRecorder()
     evaluate(loaded.model, data.test, diagnostics=recorder)
     evaluator_lists = torch.cat(recorder.lists)

@@ -28,7 +28,7 @@ from mirec.config import load_config
 from mirec.errors import ConfigError, MirecError
 from mirec.models.folder import FOLDER_FILES, METRICS_FILE, read_config
 from mirec.run_folder import RUN_FILES, STAGING_DIR, claim, folder_lock
-from mirec.runs import evaluate_checkpoint, train_run
+from mirec.runs import evaluate_folder, train_run
 
 REPO = Path(__file__).resolve().parents[1]
 # MIND: its routing draws from torch's global generator, its sampled negatives and the
@@ -248,7 +248,7 @@ def test_output_files_follow_the_umask(tmp_path, umask):
             "youtube-dnn", dataset="synthetic:n_users=150,n_items=70", max_epochs=2
         )
         train_run(config, out, progress=False)
-        evaluate_checkpoint(out, progress=False)
+        evaluate_folder(out, progress=False)
         Recommender.load(out).save(tmp_path / "saved")
     finally:
         os.umask(previous)

@@ -310,7 +310,7 @@ def _train_ctr(
     )
 
 
-def evaluate_checkpoint(
+def evaluate_folder(
     checkpoint: Path,
     output_dir: Path | None = None,
     *,
@@ -326,7 +326,7 @@ def evaluate_checkpoint(
     in metrics.json."""
     if output_dir is not None:
         _refuse_run_folder(output_dir)
-    loaded, data = load_checkpoint(checkpoint, overrides)
+    loaded, data = load_run(checkpoint, overrides)
     config, model = loaded.config, loaded.model
     device = resolve_device(config.device)
     settings = _retrieval_settings(config, data)
@@ -375,7 +375,7 @@ def _refuse_run_folder(output_dir: Path) -> None:
         )
 
 
-def compare_checkpoints(
+def compare_folders(
     run_a: Path,
     run_b: Path,
     by: str,
@@ -391,12 +391,12 @@ def compare_checkpoints(
     (its ``maxlen``) and training popularity; the runs must share dataset, split and test
     users, and their per-user means are their metrics.json test figures. Returns what
     ``compare.json`` holds, and the text table."""
-    return compare_checkpoints_by(
+    return compare_folders_by(
         run_a, run_b, {by: output_dir}, resamples=resamples, seed=seed, progress=progress
     )[by]
 
 
-def compare_checkpoints_by(
+def compare_folders_by(
     run_a: Path,
     run_b: Path,
     outputs: dict[str, Path | None],
@@ -406,7 +406,7 @@ def compare_checkpoints_by(
     overrides: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None),
     progress: bool = True,
 ) -> dict[str, tuple[dict[str, Any], str]]:
-    """:func:`compare_checkpoints` by every feature of ``outputs`` (feature -> its output
+    """:func:`compare_folders` by every feature of ``outputs`` (feature -> its output
     folder or None), loading and scoring the two runs once, each under its inference-time
     ``overrides`` (the same folder twice compares two of them: the max merge against the
     quota merge, for one)."""
@@ -418,8 +418,7 @@ def compare_checkpoints_by(
         raise ConfigError(f"--by {unknown[0]!r}: expected one of {', '.join(compare.FEATURES)}")
     compare.check_bootstrap(resamples, seed)
     (loaded_a, data_a), (loaded_b, data_b) = (
-        load_checkpoint(run, changes)
-        for run, changes in zip((run_a, run_b), overrides, strict=True)
+        load_run(run, changes) for run, changes in zip((run_a, run_b), overrides, strict=True)
     )
     config_a, config_b = loaded_a.config, loaded_b.config
     _require_same_test_users(run_a, config_a, data_a, run_b, config_b, data_b)
@@ -531,7 +530,7 @@ def diagnostics_for(
     )
 
 
-def load_checkpoint(
+def load_run(
     checkpoint: Path, overrides: dict[str, Any] | None = None
 ) -> tuple[LoadedModel, PreparedData]:
     """A trained run (its config with inference-time ``overrides``, its best weights on the

@@ -187,7 +187,7 @@ def train(
     tracking_uri: TrackingUri = None,
     experiment_name: ExperimentName = None,
 ) -> None:
-    """Train a model, keep the best checkpoint on validation Recall@50, and test it."""
+    """Train a model, keep its best weights on validation Recall@50, and test them."""
     from mirec.tracking import NO_TRACKING, backend_names, open_tracker
 
     if resume and overwrite:
@@ -254,7 +254,7 @@ def _launch_workers(plan: TrainingPlan, nproc_per_node: int, threads: int | None
 def evaluate(
     model_dir: ModelDir,
     output_dir: Annotated[
-        Path | None, typer.Option(help="Where metrics.json goes (default: CHECKPOINT/evaluation).")
+        Path | None, typer.Option(help="Where metrics.json goes (default: MODEL_DIR/evaluation).")
     ] = None,
     mask_history: Annotated[
         bool,
@@ -271,15 +271,15 @@ def evaluate(
     quiet: Quiet = False,
     threads: Threads = None,
 ) -> None:
-    """Evaluate a checkpoint's best weights on its validation and test users (the model
+    """Evaluate a model folder's best weights on its validation and test users (the model
     folder holds everything needed; no dataset is read)."""
     from mirec.config import parse_overrides
     from mirec.models.folder import EVALUATION_DIR
-    from mirec.runs import evaluate_checkpoint
+    from mirec.runs import evaluate_folder
 
     _use_threads(threads)
     out = output_dir or model_dir / EVALUATION_DIR
-    evaluation = evaluate_checkpoint(
+    evaluation = evaluate_folder(
         model_dir,
         out,
         mask_history=mask_history,
@@ -294,7 +294,7 @@ def evaluate(
 def diagnose(
     model_dir: ModelDir,
     output_dir: Annotated[
-        Path | None, typer.Option(help="Where metrics.json goes (default: CHECKPOINT/evaluation).")
+        Path | None, typer.Option(help="Where metrics.json goes (default: MODEL_DIR/evaluation).")
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -308,11 +308,11 @@ def diagnose(
     error on synthetic data)."""
     from mirec.config import parse_overrides
     from mirec.models.folder import EVALUATION_DIR
-    from mirec.runs import evaluate_checkpoint
+    from mirec.runs import evaluate_folder
 
     _use_threads(threads)
     out = output_dir or model_dir / EVALUATION_DIR
-    evaluation = evaluate_checkpoint(
+    evaluation = evaluate_folder(
         model_dir,
         out,
         overrides=parse_overrides(set_ or ()),
@@ -348,10 +348,10 @@ def compare_runs(
     model folders hold everything needed; no dataset is read)."""
     import json
 
-    from mirec.runs import compare_checkpoints
+    from mirec.runs import compare_folders
 
     _use_threads(threads)
-    result, table = compare_checkpoints(
+    result, table = compare_folders(
         run_a, run_b, by, out, resamples=resamples, seed=seed, progress=not quiet
     )
     typer.echo(json.dumps(result, indent=2) if json_ else table)
@@ -377,13 +377,13 @@ def inspect(
     with its own recommendations."""
     import json
 
-    from mirec.evaluation.inspection import inspect_checkpoint, plot_interest_map
+    from mirec.evaluation.inspection import inspect_folder, plot_interest_map
 
     if top < 1:
         raise ConfigError(f"--top {top}: must be an integer >= 1")
     item_list = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
     _use_threads(threads)
-    report = inspect_checkpoint(model_dir, user=user, items=item_list, top=top)
+    report = inspect_folder(model_dir, user=user, items=item_list, top=top)
     typer.echo(json.dumps(report.to_json(), indent=2) if json_ else report.to_text())
     if plot is not None:
         plot_interest_map(report, plot)
@@ -590,11 +590,11 @@ def export(
     """Export a retrieval model for serving without mirec: item vectors and every known
     user's interests (Parquet), the user tower (ONNX, checked against PyTorch) and
     export.json; the folder is written whole or not at all."""
-    from mirec.serving.export import EXPORT_MODULES, MANIFEST_FILE, export_checkpoint
+    from mirec.serving.export import EXPORT_MODULES, MANIFEST_FILE, export_folder
 
     _needs("mirec export", *EXPORT_MODULES)
 
-    result = export_checkpoint(model_dir, out, overwrite=overwrite)
+    result = export_folder(model_dir, out, overwrite=overwrite)
     m, check = result.manifest, result.manifest["check"]
     typer.echo(
         f"{m['model']} on {m['dataset']}: {m['n_items']} items, {m['n_users']} users, "

@@ -185,7 +185,7 @@ def _label(row: ItemRow) -> str:
     return f"{row.item}" + (f"  {row.title}" if row.title else "")
 
 
-def inspect_checkpoint(
+def inspect_folder(
     checkpoint: Path,
     *,
     user: str | None = None,
@@ -204,7 +204,7 @@ def inspect_model(
     items: list[str] | None = None,
     top: int = 10,
 ) -> UserReport:
-    """:func:`inspect_checkpoint` for a model already in memory."""
+    """:func:`inspect_folder` for a model already in memory."""
     if (user is None) == (items is None):
         raise ConfigError("inspect: give either a user id or a list of item ids")
     if loaded.config.task != "retrieval":  # a CTR model has no interests (an AttributeError)

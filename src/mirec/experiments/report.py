@@ -256,10 +256,10 @@ def _comparisons(
     prefix: Path,
 ) -> list[str]:
     """One ``compare`` of the experiment: side B against side A on each dataset's test users,
-    bucket by bucket (:func:`mirec.runs.compare_checkpoints_by`, as ``mirec compare`` scores
+    bucket by bucket (:func:`mirec.runs.compare_folders_by`, as ``mirec compare`` scores
     it), on the first seed both sides finished, each scored with its cell's inference-time
     settings; each comparison's compare.json and plot go into the figure folder."""
-    from mirec.runs import compare_checkpoints_by
+    from mirec.runs import compare_folders_by
 
     setting = (experiment.choose or {}).get("setting")
     chosen = chosen_variants(experiment, done)
@@ -299,7 +299,7 @@ def _comparisons(
         outputs = {
             by: figure_dir(experiment) / slug(f"compare-{dataset}-{tag}{by}") for by in spec["by"]
         }
-        compared = compare_checkpoints_by(
+        compared = compare_folders_by(
             a.checkpoint,
             b.checkpoint,
             outputs,
@@ -483,12 +483,12 @@ def _interest_map(
 ) -> list[tuple[str, str]]:
     """The experiment's ``interest_map``: one user's interests and history in 2-D, drawn from
     the first finished checkpoint of the named dataset and model."""
-    from mirec.evaluation.inspection import inspect_checkpoint, plot_interest_map
+    from mirec.evaluation.inspection import inspect_folder, plot_interest_map
 
     spec = experiment.interest_map or {}
     for cell, _ in done:
         if cell.dataset == spec["dataset"] and cell.model == spec["model"]:
-            report = inspect_checkpoint(cell.checkpoint, user=str(spec["user"]))
+            report = inspect_folder(cell.checkpoint, user=str(spec["user"]))
             name = f"interest-map-{cell.dataset}-{cell.model}-user-{spec['user']}.png"
             plot_interest_map(report, figure_dir(experiment) / name)
             return [(name, report.summary())]

@@ -26,7 +26,7 @@ from mirec.experiments.grid import Cell, Experiment, ImpossibleCell
 from mirec.models.folder import CONFIG_FILE, METRICS_FILE
 from mirec.results import Evaluation, RunResult, TrainedRun, read_result
 from mirec.run_folder import FolderInUse, folder_lock
-from mirec.runs import evaluate_checkpoint, train_run
+from mirec.runs import evaluate_folder, train_run
 from mirec.tracking import NO_TRACKING, TrackedRun, Tracker
 
 
@@ -194,7 +194,7 @@ def _run_cell(
             result = train_run(cell.config, cell.run_dir, on_epoch=tracked.on_epoch, **how)
         else:
             with folder_lock(cell.run_dir):
-                result = evaluate_checkpoint(
+                result = evaluate_folder(
                     cell.checkpoint,
                     cell.run_dir,
                     overrides=cell.inference_settings,

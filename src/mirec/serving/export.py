@@ -128,7 +128,7 @@ def with_active(extracted: Extracted) -> tuple[torch.Tensor, torch.Tensor]:
     return interests, active
 
 
-def export_checkpoint(checkpoint: Path, out: Path, *, overwrite: bool = False) -> ExportResult:
+def export_folder(checkpoint: Path, out: Path, *, overwrite: bool = False) -> ExportResult:
     """Export the model folder ``checkpoint`` (a ``mirec train`` output) into ``out``, as
     :func:`export_model` does; the model is run on the CPU."""
     refuse_unsafe_target(
@@ -152,7 +152,7 @@ def export_model(loaded: LoadedModel, out: Path, *, overwrite: bool = False) -> 
         require(module, "the ONNX export")
     model = _user_tower_model(loaded)
     score = _score_rule(loaded, model)
-    # replacing out must never take the data with it (the model folder: export_checkpoint)
+    # replacing out must never take the data with it (the model folder: export_folder)
     refuse_unsafe_target(out, kept_folders(), "export somewhere else")
     if out.exists() and not out.is_dir():
         raise MirecError(f"{out}: exists and is not a folder")
