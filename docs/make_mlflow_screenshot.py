@@ -17,6 +17,7 @@ whole or not at all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -81,20 +82,14 @@ def tidy(page: Page, url: str, metrics: str) -> None:
     side of the UI (which it remembers, so the page is opened again after it), its
     assistant panel closed, the charts filtered to ``metrics``. Those are MLflow 3.18's
     controls; one that another version lacks is passed over."""
-    try:
+    with contextlib.suppress(PlaywrightError):
         page.get_by_text("Model training", exact=True).first.click(timeout=5_000)
-    except PlaywrightError:
-        pass
     page.goto(url)
     charts(page)
-    try:
+    with contextlib.suppress(PlaywrightError):
         page.get_by_role("button", name="Close").first.click(timeout=5_000)
-    except PlaywrightError:
-        pass
-    try:
+    with contextlib.suppress(PlaywrightError):
         page.get_by_placeholder("Search metric charts").fill(metrics, timeout=10_000)
-    except PlaywrightError:
-        pass
 
 
 def charts(page: Page) -> None:
