@@ -29,9 +29,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-def serve(checkpoint: Path) -> tuple[uvicorn.Server, threading.Thread, int]:
-    """Serve the page of ``checkpoint`` on a free loopback port, in a thread."""
-    app = create_app(Recommender.load(checkpoint))
+def serve(model_dir: Path) -> tuple[uvicorn.Server, threading.Thread, int]:
+    """Serve the page of the model folder ``model_dir`` on a free loopback port, in a thread."""
+    app = create_app(Recommender.load(model_dir))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1360, help="the window's width in pixels")
     args = parser.parse_args()
 
-    server, thread, port = serve(args.checkpoint)
+    server, thread, port = serve(args.model_dir)
     tmp = args.out.with_name(f".{args.out.name}.tmp.png")
     try:
         with sync_playwright() as playwright:

@@ -23,7 +23,11 @@ TINY = ["max_epochs=2", "embedding_dim=8", "maxlen=10"]
 
 
 def settings(*extra: str) -> list[str]:
-    return [arg for setting in (*TINY, *extra) for arg in ("--set", setting)]
+    return sets(*TINY, *extra)
+
+
+def sets(*settings: str) -> list[str]:
+    return [arg for setting in settings for arg in ("--set", setting)]
 
 
 def scalars(folder: Path) -> EventAccumulator:
@@ -114,6 +118,15 @@ def test_auto_logs_its_candidates_as_child_runs_and_tags_the_chosen_one(tmp_path
         events = scalars(out / "tensorboard" / name)
         assert steps(events, "train/loss") == [1, 2]
 
+    # --overwrite: every candidate trains again, and TensorBoard shows the new runs alone
+    tracker = open_tracker(("tensorboard",), out)
+    train_plan(TrainingPlan(candidates, "recall@50"), out, progress=False, overwrite=True,
+               echo=lambda _: None, tracker=tracker)  # fmt: skip
+    for name in children:
+        assert steps(scalars(out / "tensorboard" / name), "train/loss") == [1, 2]
+    (status,) = scalars(out / "tensorboard").Tensors("status/text_summary")
+    assert status.tensor_proto.string_val[0] == b"FINISHED"
+
 
 def test_a_grid_logs_each_cell_as_a_child_of_the_grid_run(tmp_path, mirec_main):
     spec = {
@@ -148,6 +161,86 @@ def test_a_grid_logs_each_cell_as_a_child_of_the_grid_run(tmp_path, mirec_main):
     assert run.data.metrics["test/recall_at_50"] == pytest.approx(metrics["test"]["recall@50"])
     # TensorBoard: one subfolder per cell, under the grid's
     assert steps(scalars(tmp_path / "runs" / "tensorboard" / youtube), "train/loss") == [1, 2]
+
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Ctrl-C as epoch ``epoch + 1`` begins: once epoch ``epoch``'s checkpoint is written
+    (an interrupted run, which ``--resume`` continues from there)."""
+    from mirec.training import trainer
+
+    save = trainer.save_checkpoint
+
+    def save_then_interrupt(path: Path, number: int, *args: object) -> None:
+        save(path, number, *args)
+        if number == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+
+
+def test_a_resumed_run_continues_its_tracked_run_and_overwrite_starts_afresh(
+    tmp_path, mirec_main, monkeypatch
+):
+    from mirec.run_folder import STAGING_DIR
+    from mirec.tracking import TRACKING_FILE
+
+    out, database = tmp_path / "runs" / "sa", f"sqlite:///{tmp_path / 'store.db'}"
+    three = ["max_epochs=3", "embedding_dim=8", "maxlen=10"]  # resumed after the first
+    train = ["train", "--dataset", DATASET, "--model", "comirec-sa", "--output-dir", str(out),
+             "--quiet", "--track", "mlflow,tensorboard", "--tracking-uri", database,
+             "--experiment-name", "resume-test"]  # fmt: skip
+    client = MlflowClient(database)
+
+    def runs() -> list:
+        experiment = client.get_experiment_by_name("resume-test")
+        return client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+
+    def loss_steps(run_id: str) -> list[int]:
+        return [m.step for m in client.get_metric_history(run_id, "train/loss")]
+
+    with monkeypatch.context() as patched:
+        interrupt_after(patched, 1)
+        code, _, stderr = mirec_main(*train, *sets(*three))
+    assert code == 130, stderr  # interrupted
+    (first,) = runs()
+    assert first.info.status == "KILLED" and loss_steps(first.info.run_id) == [1]
+    kept = json.loads((out / STAGING_DIR / TRACKING_FILE).read_text())
+    assert kept == {"mlflow": first.info.run_id}
+    assert steps(scalars(out / "tensorboard"), "train/loss") == [1]
+
+    # resumed with another inference-time setting: MLflow keeps the parameter, and tags it
+    code, _, stderr = mirec_main(*train, "--resume", *sets(*three, "diversity_lambda=0.5"))
+    assert code == 0, stderr
+    (resumed,) = runs()  # the same run, FINISHED, every epoch in it
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert resumed.info.run_id == first.info.run_id and resumed.info.status == "FINISHED"
+    assert loss_steps(resumed.info.run_id) == [1, 2, 3]
+    losses = [m.value for m in client.get_metric_history(resumed.info.run_id, "train/loss")]
+    assert losses == pytest.approx([epoch["loss"] for epoch in metrics["history"]])
+    assert resumed.data.metrics["test/recall_at_50"] == pytest.approx(metrics["test"]["recall@50"])
+    assert resumed.data.params["diversity_lambda"] == "null"
+    assert resumed.data.tags["mirec.resumed_with.diversity_lambda"] == "0.5"
+    # TensorBoard: the resumed run's event file beside the first, its steps after them
+    # (sorted: TensorBoard reads the files in name order, by the second each was opened,
+    # and both were opened in one second here)
+    events = scalars(out / "tensorboard")
+    assert sorted(steps(events, "train/loss")) == [1, 2, 3]
+    assert sorted(steps(events, "valid/recall_at_50")) == [1, 2, 3]
+    old_files = sorted(path.name for path in (out / "tensorboard").iterdir())
+    assert len(old_files) == 2
+
+    # --overwrite: a new MLflow run, and TensorBoard shows it alone
+    code, _, stderr = mirec_main(*train, "--overwrite", *sets(*three))
+    assert code == 0, stderr
+    old, new = runs()
+    assert old.info.run_id == first.info.run_id and new.info.status == "FINISHED"
+    assert loss_steps(new.info.run_id) == [1, 2, 3]
+    assert new.data.params["diversity_lambda"] == "null"
+    events = scalars(out / "tensorboard")
+    assert steps(events, "train/loss") == steps(events, "valid/recall_at_50") == [1, 2, 3]
+    (status,) = events.Tensors("status/text_summary")
+    assert status.tensor_proto.string_val[0] == b"FINISHED"
+    assert not set(old_files) & {path.name for path in (out / "tensorboard").iterdir()}
 
 
 def test_the_python_api_tracks_as_the_command_does(tmp_path):

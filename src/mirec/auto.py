@@ -70,7 +70,9 @@ def train_plan(
     candidates are its nested runs."""
     if plan.selected_on is None:
         config = plan.candidates[0]
-        with tracker.run(output_dir.name, config) as tracked:
+        with tracker.run(
+            output_dir.name, config, folder=output_dir, resume=resume, overwrite=overwrite
+        ) as tracked:
             return _train_tracked(
                 tracked, config, output_dir, data_dir, progress, resume, overwrite
             )
@@ -79,7 +81,9 @@ def train_plan(
             f"model {AUTO_MODEL}: trains its candidates one after another in one process; under "
             "torchrun, name one model (--model)"
         )
-    with tracker.run(output_dir.name) as tracked:
+    with tracker.run(
+        output_dir.name, folder=output_dir, resume=resume, overwrite=overwrite
+    ) as tracked:
         return train_auto(
             plan.folders(output_dir),
             output_dir,

@@ -219,6 +219,26 @@ def check_claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) 
         _decide(folder, config, resume=resume, overwrite=overwrite)
 
 
+def planned_claim(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> str | None:
+    """What :func:`claim` will do with ``folder``, decided now without changing it: for
+    tracking to know, before the run starts, whether it continues an unfinished run
+    ("continue", or "commit" for a commit cut short), returns a finished one ("finished")
+    or starts anew ("new"). None when the claim would be refused, ``folder`` cannot hold
+    a run, or another process holds its lock (the run itself reports why)."""
+    if not folder.is_dir():
+        return None if folder.exists() else "new"
+    try:
+        if not (folder / STAGING_DIR).is_dir():
+            # nothing to continue (the run's own claim, under the lock, settles the
+            # rest): no lock, so no lock file in a folder the run may yet refuse (the
+            # data folder, say)
+            return _decide(folder, config, resume=resume, overwrite=overwrite)
+        with folder_lock(folder):  # a run may be writing it: then it is not ours
+            return _decide(folder, config, resume=resume, overwrite=overwrite)
+    except MirecError:  # FolderInUse among them
+        return None
+
+
 def _decide(folder: Path, config: Config, *, resume: bool, overwrite: bool) -> str:
     """:func:`claim`'s decision, its refusals raised: "continue" (the unfinished run),
     "commit" (finish a commit cut short, then return the run), "finished" (return the

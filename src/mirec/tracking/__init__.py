@@ -7,18 +7,26 @@ the record it returns (:meth:`TrackedRun.log_result`). A :class:`Tracker` starts
 top-level run of a command (one training, ``auto``'s choice, a grid); each run nests
 children (``auto``'s candidates, a grid's cells) in every backend at once. The backends'
 packages (the ``track`` extra) are imported only when a tracker is opened.
+
+A run tied to a run folder (``mirec train`` of one model) keeps its MLflow run id in the
+folder's staging area (:data:`TRACKING_FILE`), so that ``--resume`` of the unfinished run
+continues the same tracked run; a run that replaces the folder's (``--overwrite``)
+replaces its TensorBoard files too, once it trains.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from mirec.atomic import write_json_atomic
 from mirec.core.config import Config
 from mirec.errors import ConfigError
 from mirec.results import RunResult
+from mirec.run_folder import STAGING_DIR, planned_claim
 from mirec.tracking.base import (
     Backend,
     RunLog,
@@ -37,13 +45,29 @@ DATABASE_FILE = "mlflow.db"
 """The SQLite store MLflow tracks into without a tracking URI: beside the output folder."""
 TENSORBOARD_DIR = "tensorboard"
 """The folder, inside the output folder, of the TensorBoard event files."""
+TRACKING_FILE = "tracking.json"
+"""In an unfinished run's staging folder: its tracked runs' keys by backend
+(``{"mlflow": RUN_ID}``), which ``--resume`` reopens."""
+_CONTINUED = ("continue", "commit")
+""":func:`~mirec.run_folder.planned_claim`'s decisions that carry on the staged run."""
 
 
 class TrackedRun:
-    """One run as every backend of a tracker logs it (none: nothing is logged)."""
+    """One run as every backend of a tracker logs it (none: nothing is logged).
 
-    def __init__(self, logs: Sequence[RunLog]) -> None:
+    ``keys_to``: the staging folder of the run folder it trains in, where its first epoch
+    writes ``keys`` (:data:`TRACKING_FILE`): the staging folder is this run's only once
+    the run has claimed it, which it has by its first epoch."""
+
+    def __init__(
+        self,
+        logs: Sequence[RunLog],
+        keys_to: Path | None = None,
+        keys: dict[str, str] | None = None,
+    ) -> None:
         self.logs = tuple(logs)
+        self._keys_to = keys_to
+        self._keys = keys or {}
 
     def on_epoch(self, record: dict[str, float]) -> bool:
         """A finished epoch's record logged at its epoch: the run's epoch hook
@@ -51,6 +75,9 @@ class TrackedRun:
         metrics, step = epoch_metrics(record)
         for log in self.logs:
             log.log_metrics(metrics, step)
+        if self._keys_to is not None and self._keys and self._keys_to.is_dir():
+            write_json_atomic(self._keys_to / TRACKING_FILE, self._keys)
+            self._keys_to = None  # once: the keys do not change
         return False
 
     def log_config(self, config: Config) -> None:
@@ -91,10 +118,48 @@ class Tracker:
         self.backends = tuple(backends)
 
     @contextmanager
-    def run(self, name: str, config: Config | None = None) -> Iterator[TrackedRun]:
+    def run(
+        self,
+        name: str,
+        config: Config | None = None,
+        *,
+        folder: Path | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> Iterator[TrackedRun]:
         """A top-level run, its settings logged, ended as the block ends: FINISHED, or
-        FAILED (KILLED on Ctrl-C) when the block raises."""
-        with _tracked([backend.start(name) for backend in self.backends], config) as run:
+        FAILED (KILLED on Ctrl-C) when the block raises.
+
+        With ``folder``, the run folder the block trains ``config`` into (``resume`` and
+        ``overwrite`` as that run is given them): a run that will continue the folder's
+        unfinished run continues the tracked runs the unfinished one started (their keys
+        in its staging folder, :data:`TRACKING_FILE`), and one that will start anew
+        replaces the folder's TensorBoard run (the old run's event files go once it
+        trains). ``folder`` without ``config``: ``auto``'s run, whose candidates all
+        train anew with ``overwrite`` alone."""
+        decision = None
+        if folder is not None and self.backends:
+            if config is not None:
+                decision = planned_claim(folder, config, resume=resume, overwrite=overwrite)
+            elif overwrite and not resume:
+                decision = "new"
+        staging = None if folder is None else folder / STAGING_DIR
+        keys = _read_keys(staging) if staging is not None and decision in _CONTINUED else {}
+        logs: list[RunLog] = []
+        for backend in self.backends:
+            log = None
+            if decision in _CONTINUED:
+                log = backend.reopen(name, keys.get(backend.name))
+            logs.append(log or backend.start(name, fresh=decision == "new"))
+        # a run that trains (new, or continued) keeps its keys for a later --resume; auto's
+        # own run trains nothing (its candidates are nested runs)
+        keys_to = staging if config is not None and decision in ("new", "continue") else None
+        kept = {
+            backend.name: log.key
+            for backend, log in zip(self.backends, logs, strict=True)
+            if log.key is not None
+        }
+        with _tracked(logs, config, keys_to, kept) as run:
             yield run
 
 
@@ -102,8 +167,13 @@ NO_TRACKING = Tracker()
 
 
 @contextmanager
-def _tracked(logs: list[RunLog], config: Config | None) -> Iterator[TrackedRun]:
-    run = TrackedRun(logs)
+def _tracked(
+    logs: list[RunLog],
+    config: Config | None,
+    keys_to: Path | None = None,
+    keys: dict[str, str] | None = None,
+) -> Iterator[TrackedRun]:
+    run = TrackedRun(logs, keys_to, keys)
     try:
         if config is not None:
             run.log_config(config)
@@ -120,6 +190,18 @@ def _tracked(logs: list[RunLog], config: Config | None) -> Iterator[TrackedRun]:
 def _end(logs: list[RunLog], status: Status) -> None:
     for log in logs:
         log.end(status)
+
+
+def _read_keys(staging: Path) -> dict[str, str]:
+    """:data:`TRACKING_FILE`'s keys; none when the file is missing or unreadable (the
+    resumed run is then tracked as a new one rather than refused)."""
+    try:
+        keys = json.loads((staging / TRACKING_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(keys, dict):
+        return {}
+    return {name: key for name, key in keys.items() if isinstance(key, str)}
 
 
 def backend_names(

@@ -23,6 +23,10 @@ Status = Literal["FINISHED", "FAILED", "KILLED"]
 class RunLog(Protocol):
     """One run of one backend."""
 
+    key: str | None
+    """What :meth:`Backend.reopen` reopens the run by (MLflow's run id), None when the
+    backend needs nothing (a TensorBoard run is its folder)."""
+
     def log_params(self, params: dict[str, str]) -> None: ...
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
@@ -41,7 +45,16 @@ class RunLog(Protocol):
 class Backend(Protocol):
     """Where runs are tracked: MLflow's store, or a TensorBoard log folder."""
 
-    def start(self, name: str) -> RunLog: ...
+    name: str
+    """Its ``--track`` value."""
+
+    def start(self, name: str, fresh: bool = False) -> RunLog:
+        """A new top-level run; ``fresh``: it replaces the run of its folder, whose logs
+        (TensorBoard's event files) go."""
+
+    def reopen(self, name: str, key: str | None) -> RunLog | None:
+        """The run of ``key`` (:attr:`RunLog.key`) continued, as a resumed run continues
+        its training; None when this backend has no such run to continue."""
 
 
 _NOT_IN_A_NAME = re.compile(r"[^/\w.\- ]")

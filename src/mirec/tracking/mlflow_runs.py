@@ -5,6 +5,10 @@ A nested run is MLflow's own: a run whose ``mlflow.parentRunId`` tag names its p
 which the UI shows folded under it. The model folder's files are the run's artifacts
 (under ``model/``) up to :data:`ARTIFACT_LIMIT_BYTES`; a larger folder is too big to copy
 on every run, and its path, always tagged, says where it is.
+
+A resumed run reopens its MLflow run (:meth:`MlflowBackend.reopen`): back to RUNNING, its
+later epochs appended at their steps. MLflow refuses to change a parameter, so settings a
+resume may change (the inference-time ones) are tagged ``mirec.resumed_with.NAME`` instead.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ is ``./mlruns`` in whatever folder the command ran from)."""
 
 class MlflowBackend:
     """An MLflow experiment of a tracking store."""
+
+    name = "mlflow"
 
     def __init__(self, client: Any, experiment_id: str) -> None:
         self.client, self.experiment_id = client, experiment_id
@@ -63,15 +69,43 @@ class MlflowBackend:
             raise ConfigError(f"--tracking-uri {uri}: MLflow cannot track there: {reason}") from err
         return cls(client, experiment_id)
 
-    def start(self, name: str) -> MlflowRun:
+    def start(self, name: str, fresh: bool = False) -> MlflowRun:
+        """A new run (``fresh`` or not: the runs it replaces stay in the store, as
+        history)."""
         return MlflowRun.create(self.client, self.experiment_id, name, parent=None)
+
+    def reopen(self, name: str, key: str | None) -> MlflowRun | None:
+        """The run ``key`` of this experiment, RUNNING again; None when there is none (the
+        store or experiment is another than the one the run started in, or the run was
+        deleted): the resumed run is then tracked as a new one."""
+        from mlflow.exceptions import MlflowException
+
+        if key is None:
+            return None
+        try:
+            run = self.client.get_run(key)
+            if run.info.experiment_id != self.experiment_id:
+                return None
+            if run.info.lifecycle_stage != "active":
+                return None
+            self.client.update_run(key, status="RUNNING")
+        except MlflowException:
+            return None
+        return MlflowRun(self.client, self.experiment_id, key, dict(run.data.params))
 
 
 class MlflowRun:
-    """One MLflow run."""
+    """One MLflow run; ``params``: those it holds already (a reopened run's)."""
 
-    def __init__(self, client: Any, experiment_id: str, run_id: str) -> None:
+    def __init__(
+        self, client: Any, experiment_id: str, run_id: str, params: dict[str, str] | None = None
+    ) -> None:
         self.client, self.experiment_id, self.run_id = client, experiment_id, run_id
+        self._params = dict(params or {})
+
+    @property
+    def key(self) -> str:
+        return self.run_id
 
     @classmethod
     def create(cls, client: Any, experiment_id: str, name: str, parent: str | None) -> MlflowRun:
@@ -80,10 +114,21 @@ class MlflowRun:
         return cls(client, experiment_id, run.info.run_id)
 
     def log_params(self, params: dict[str, str]) -> None:
+        """``params``, but those the run holds already: the same value is there, and
+        MLflow refuses another (a resume's inference-time setting), which is a tag."""
         from mlflow.entities import Param
 
-        for chunk in _chunks(params.items()):
+        new = {k: v for k, v in params.items() if k not in self._params}
+        changed = {
+            f"mirec.resumed_with.{k}": v
+            for k, v in params.items()
+            if k in self._params and self._params[k] != v
+        }
+        for chunk in _chunks(new.items()):
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in chunk])
+        self._params.update(new)
+        if changed:
+            self.set_tags(changed)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
