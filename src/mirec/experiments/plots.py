@@ -136,12 +136,16 @@ def _curve(
     rows: Done, spec: dict[str, Any], y: str, dataset: str, keys: tuple[str, ...]
 ) -> tuple[plt.Figure, str]:
     x = spec["x"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     lines = False
-    for label, runs in _series(rows, exclude=keys, keys=keys).items():
+    # a curve goes through the first grid key's values; each value of the others (a
+    # half-life beside an alpha) is a curve of its own, not a zigzag through them all
+    first = keys[:1]
+    for label, runs in _series(rows, exclude=first, keys=keys).items():
         variants: dict[str, list] = {}
         for c, m in runs:
-            variants.setdefault(c.variant_label, []).append((c, m))
+            name = ", ".join(f"{k}={v}" for k, v in c.variant if k in first)
+            variants.setdefault(name, []).append((c, m))
         points = []
         for variant, members in variants.items():
             xs = [float(v) for c, m in members if (v := quantity(c, m, x)) is not None]
@@ -161,7 +165,7 @@ def _curve(
     ax.set_title(f"{dataset}: {y} against {x}")
     ax.grid(alpha=0.3)
     if lines:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig, ""
 
