@@ -164,7 +164,21 @@ mirec.train(data=frame, user="user_id", item="item_id", time="ts", output_dir=sy
 """
 
 
-def test_a_killed_frame_run_resumes_from_the_same_rows(shared_data, tmp_path):
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread in this process while the test runs: the killed run trains in a
+    subprocess with one, and the runs compared with it weight for weight must sum in the
+    same order (the suite's process has as many threads as cores unless a test before this
+    one set fewer)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_killed_frame_run_resumes_from_the_same_rows(shared_data, tmp_path, one_thread):
     settings = {**SMALL, "max_epochs": 3}
     out = tmp_path / "run"
     script = RESUMED.format(names=list(ML100K), settings=settings)
