@@ -443,6 +443,9 @@ def test_a_setting_chosen_on_validation_is_reported_and_compared_with_it_unset(t
     bad = {**compare, "a": {"row": "comirec-sa", "variant": {**unset, "quota_alpha": 9.0}}}
     with pytest.raises(ConfigError, match=r"variant quota_alpha=9\.0 is not in the grid"):
         load_experiment(write_spec(tmp_path, **{**spec, "compare": bad}))
+    unknown = {"setting": "quota_alpha", "metric": "recall@5"}
+    with pytest.raises(ConfigError, match=r"choose\.metric: 'recall@5'; expected one of recall@20"):
+        load_experiment(write_spec(tmp_path, **{**spec, "choose": unknown}))
     wrong = {"setting": "diversity_lambda", "metric": "recall@50"}
     with pytest.raises(ConfigError, match=r"choose\.setting: 'diversity_lambda' is not a grid"):
         load_experiment(write_spec(tmp_path, **{**spec, "choose": wrong}))

@@ -66,6 +66,7 @@ from mirec.config import (
 from mirec.core.config import INFERENCE_SETTINGS, Config
 from mirec.errors import ConfigError
 from mirec.evaluation.compare import FEATURES as COMPARE_FEATURES
+from mirec.evaluation.metrics import CUTOFFS
 from mirec.models.build import check_components
 from mirec.models.folder import EVALUATION_DIR
 
@@ -410,8 +411,12 @@ def _choose(value: Any, grid: dict[str, list], path: Path) -> dict[str, str] | N
         raise ConfigError(f"{path}: choose.setting: {value['setting']!r} is not a grid key")
     if not any(v is not None for v in grid[value["setting"]]):
         raise ConfigError(f"{path}: choose.setting: grid.{value['setting']} has no value to choose")
-    if not isinstance(value["metric"], str) or "@" not in value["metric"]:
-        raise ConfigError(f"{path}: choose.metric: expected a validation metric such as recall@50")
+    # higher is better for each of these (not for a CTR log loss, say)
+    chosen_on = [f"{name}@{n}" for name in ("recall", "ndcg", "hitrate") for n in CUTOFFS]
+    if value["metric"] not in chosen_on:
+        raise ConfigError(
+            f"{path}: choose.metric: {value['metric']!r}; expected one of {', '.join(chosen_on)}"
+        )
     return {"setting": value["setting"], "metric": value["metric"]}
 
 
